@@ -1,0 +1,232 @@
+"""Immutable, comparable descriptions of OpenFlow flows and groups.
+
+The compiler produces these, the codec turns them into os-ken messages and turns
+the switch's flow/group-desc replies back into them, and the differ compares the
+two sides with plain ``==``.  They are therefore *canonical*: a flow reads back
+from ovs-vswitchd equal to the one that was sent (the codec normalises OVS's
+re-encodings such as OF1.5 ``copy_field`` for ``move``).
+
+Field names and values follow os-ken's OXM conventions (``ipv4_dst`` as a dotted
+string, ``eth_dst`` as ``aa:bb:..``, registers as ints), because that is what the
+codec hands to and gets from os-ken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+# Special OpenFlow ports (OF1.3+ 32-bit numbering).
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_NORMAL = 0xFFFFFFFA
+
+MatchValue: TypeAlias = int | str | tuple[int, int] | tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A canonical OXM match: fields sorted by name, full masks folded away."""
+
+    fields: tuple[tuple[str, MatchValue], ...] = ()
+
+    @classmethod
+    def of(cls, items: Mapping[str, MatchValue] | None = None, **kw: MatchValue) -> Match:
+        merged: dict[str, MatchValue] = dict(items or {})
+        merged.update(kw)
+        return cls(tuple(sorted(merged.items())))
+
+    def as_dict(self) -> dict[str, MatchValue]:
+        return dict(self.fields)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={_fmt(v)}" for k, v in self.fields)
+
+
+def _fmt(v: MatchValue) -> str:
+    if isinstance(v, tuple):
+        a, b = v
+        return f"{a:#x}/{b:#x}" if isinstance(a, int) else f"{a}/{b}"
+    return f"{v:#x}" if isinstance(v, int) and v > 9 else str(v)
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetField:
+    """Set a whole OXM field (no mask) to an immediate value."""
+
+    field: str
+    value: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Copy ``n_bits`` from ``src[src_ofs:]`` to ``dst[dst_ofs:]`` (NXM/OXM names)."""
+
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmit:
+    table: int
+    in_port: int = 0xFFF8  # OFPP_IN_PORT in the 16-bit NX encoding: "keep in_port"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    group_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nat:
+    """``nat(dst=ip_min[-ip_max][:port_min[-port_max]])`` inside ``ct()``."""
+
+    dst: bool = True
+    ip_min: str = ""
+    ip_max: str = ""
+    port_min: int = 0
+    port_max: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ct:
+    """``ct(commit?, zone=reg[ofs..]|imm, table=?, nat?)``.
+
+    ``zone_field`` names a register (e.g. ``reg13``) holding the zone in its low
+    16 bits; when empty the immediate ``zone`` is used.  ``table`` of ``None``
+    means no recirculation.
+    """
+
+    commit: bool = False
+    zone_field: str = ""
+    zone: int = 0
+    table: int | None = None
+    nat: Nat | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnMatchField:
+    """Learned flow matches ``dst`` equal to the learning packet's ``src`` field."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnMatchValue:
+    """Learned flow matches ``dst`` equal to the immediate ``value``."""
+
+    value: int
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnLoadValue:
+    """Learned flow loads the immediate ``value`` into ``dst``."""
+
+    value: int
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnLoadField:
+    """Learned flow loads the learning packet's ``src`` field into ``dst``."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+LearnSpec: TypeAlias = LearnMatchField | LearnMatchValue | LearnLoadValue | LearnLoadField
+
+LEARN_SEND_FLOW_REM = 1
+LEARN_DELETE_LEARNED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Learn:
+    table: int
+    specs: tuple[LearnSpec, ...]
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    priority: int = 0x8000
+    cookie: int = 0
+    flags: int = 0
+    fin_idle_timeout: int = 0
+    fin_hard_timeout: int = 0
+
+
+Action: TypeAlias = Output | SetField | Move | Resubmit | Group | Ct | Learn
+
+
+# ---------------------------------------------------------------- flows and groups
+
+
+FlowKey: TypeAlias = tuple[int, int, Match]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    """One flow.  OpenFlow identity is ``key`` = (table, priority, match)."""
+
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    cookie: int
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+    @property
+    def key(self) -> FlowKey:
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    bucket_id: int
+    actions: tuple[Action, ...]
+    weight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    """A select group.  ``selection_method`` is ``dp_hash`` or ``hash``.
+
+    ``fields`` are the OXM field names hashed by ``hash`` (e.g. ``ipv4_src``).
+    ``owner_cookie`` is not on the wire (OpenFlow groups have no cookie); it
+    ties the group to its owner in the desired state.
+    """
+
+    group_id: int
+    buckets: tuple[Bucket, ...]
+    selection_method: str = "dp_hash"
+    fields: tuple[str, ...] = ()
+    selection_param: int = 0
+    owner_cookie: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchState:
+    """A set of flows and groups, indexed for diffing (desired or installed)."""
+
+    flows: Mapping[FlowKey, FlowSpec]
+    groups: Mapping[int, GroupSpec]
+
+    @classmethod
+    def build(cls, flows: Iterable[FlowSpec], groups: Iterable[GroupSpec]) -> SwitchState:
+        return cls(flows={f.key: f for f in flows}, groups={g.group_id: g for g in groups})
