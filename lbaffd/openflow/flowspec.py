@@ -170,7 +170,15 @@ class Learn:
     fin_hard_timeout: int = 0
 
 
-Action: TypeAlias = Output | SetField | Move | Resubmit | Group | Ct | Learn
+@dataclass(frozen=True, slots=True)
+class Opaque:
+    """An installed action or instruction lbaffd never emits (decoded for
+    diffing only: a flow holding one never equals a desired flow)."""
+
+    description: str
+
+
+Action: TypeAlias = Output | SetField | Move | Resubmit | Group | Ct | Learn | Opaque
 
 
 # ---------------------------------------------------------------- flows and groups

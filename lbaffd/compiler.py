@@ -1,0 +1,328 @@
+"""Model -> desired OpenFlow state: a pure function, see ``pipeline`` for the stages.
+
+``compile_state`` is deterministic: the same model, topology and group ids give
+the same ``DesiredState``, which is what makes a restart a no-op on the switch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from lbaffd import ownership as own
+from lbaffd.model import Endpoint, LoadBalancer, ParseIssue, Vip
+from lbaffd.openflow.flowspec import (
+    LEARN_DELETE_LEARNED,
+    OFPP_IN_PORT,
+    OFPP_NORMAL,
+    Action,
+    Bucket,
+    Ct,
+    FlowKey,
+    FlowSpec,
+    Group,
+    GroupSpec,
+    Learn,
+    LearnLoadValue,
+    LearnMatchField,
+    LearnMatchValue,
+    Match,
+    MatchValue,
+    Move,
+    Nat,
+    Output,
+    Resubmit,
+    SetField,
+    SwitchState,
+)
+from lbaffd.pipeline import (
+    CS_EST,
+    CS_INV,
+    CS_NEW,
+    CS_REL,
+    CS_RPL,
+    CS_TRK,
+    PRIO_ARP_RESPONDER,
+    PRIO_BACKEND_MAC,
+    PRIO_COMMIT_OTHER,
+    PRIO_CT_INVALID,
+    PRIO_DEFAULT,
+    PRIO_ESTABLISHED,
+    PRIO_HIT,
+    PRIO_LEARN,
+    PRIO_LEARNED,
+    PRIO_MISS,
+    PRIO_PORT,
+    PRIO_REPLY,
+    PRIO_VIP,
+    REG_AFFINITY_HIT,
+    REG_BACKEND_IP,
+    REG_BACKEND_PORT,
+    REG_CT_ZONE,
+    REG_VIP_ID,
+    Pipeline,
+)
+from lbaffd.topology import Topology
+
+ETH_IP = 0x0800
+ETH_ARP = 0x0806
+MAX_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
+TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
+
+
+@dataclass(frozen=True, slots=True)
+class VipPlan:
+    """One VIP as realized: its owner, group and the datapaths it is on."""
+
+    lb: LoadBalancer
+    vip: Vip
+    owner: own.OwnerKey
+    group_id: int
+    datapaths: tuple[int, ...]  # tunnel keys
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    state: SwitchState
+    owners: Mapping[int, own.OwnerKey]  # cookie -> owner key
+    vips: tuple[VipPlan, ...]
+    issues: tuple[ParseIssue, ...]
+
+
+def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
+    """A stable bucket id per backend, derived from the backend itself.
+
+    OVS's ``hash`` selection method is rendezvous hashing over bucket ids, so
+    ids that do not shift when another backend is added or removed keep every
+    other client on its backend (minimal disruption).
+    """
+    out: dict[int, Endpoint] = {}
+    for be in sorted(backends):
+        bid = int.from_bytes(hashlib.blake2b(str(be).encode(), digest_size=4).digest(), "big")
+        bid &= 0x7FFFFFFF
+        while bid in out:
+            bid = (bid + 1) & 0x7FFFFFFF
+        out[bid] = be
+    return out
+
+
+def vip_mac(ip: str) -> str:
+    """A stable, locally administered MAC the ARP responder answers with."""
+    d = hashlib.blake2b(ip.encode(), digest_size=3).digest()
+    return "02:1b:af:" + ":".join(f"{b:02x}" for b in d)
+
+
+def plan_vips(
+    lbs: tuple[LoadBalancer, ...], topo: Topology
+) -> tuple[list[tuple[LoadBalancer, Vip, tuple[int, ...]]], list[ParseIssue]]:
+    """Which VIP goes on which local datapath; the first LB (by name, uuid) to
+    claim a (datapath, VIP, protocol) keeps it, a later one is reported."""
+    local = topo.local_datapaths
+    claimed: dict[tuple[int, Endpoint, str], str] = {}
+    out: list[tuple[LoadBalancer, Vip, tuple[int, ...]]] = []
+    issues: list[ParseIssue] = []
+    for lb in sorted(lbs, key=lambda b: (b.name, b.uuid)):
+        for vip in lb.vips:
+            if vip.endpoint.ip.version != 4:
+                issues.append(ParseIssue(lb.name or lb.uuid, "unsupported_family",
+                                         "IPv6 VIPs are not realized by this version",
+                                         vip=vip.key))
+                continue
+            dps: list[int] = []
+            for dp in lb.datapaths:
+                if dp.tunnel_key not in local:
+                    continue
+                slot = (dp.tunnel_key, vip.endpoint, vip.protocol)
+                other = claimed.get(slot)
+                if other is not None:
+                    issues.append(ParseIssue(lb.name or lb.uuid, "vip_conflict",
+                                             f"VIP already served by LB {other} on datapath "
+                                             f"{dp.tunnel_key}", vip=vip.key))
+                    continue
+                claimed[slot] = lb.name or lb.uuid
+                dps.append(dp.tunnel_key)
+            if dps:
+                out.append((lb, vip, tuple(dps)))
+    return out, issues
+
+
+def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology) -> list[own.OwnerKey]:
+    planned, _ = plan_vips(lbs, topo)
+    return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
+
+
+class _Builder:
+    """Accumulates flows per owner and rejects two different flows on one key."""
+
+    def __init__(self) -> None:
+        self.flows: dict[FlowKey, FlowSpec] = {}
+        self.groups: list[GroupSpec] = []
+        self.owners: dict[int, own.OwnerKey] = {}
+
+    def flow(self, owner: own.OwnerKey, table: int, priority: int,
+             match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
+        cookie = own.owner_cookie(owner)
+        self.owners[cookie] = owner
+        spec = FlowSpec(table, priority, Match.of(match), actions, cookie)
+        have = self.flows.get(spec.key)
+        if have is not None and have != spec:
+            raise AssertionError(f"flow key clash: {have} vs {spec}")
+        self.flows[spec.key] = spec
+
+
+def compile_state(
+    lbs: tuple[LoadBalancer, ...],
+    topo: Topology,
+    group_ids: Mapping[own.OwnerKey, int],
+    pipeline: Pipeline,
+) -> DesiredState:
+    planned, issues = plan_vips(lbs, topo)
+    b = _Builder()
+    _static_flows(b, pipeline)
+    for port in topo.local_ports:
+        _port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
+    plans: list[VipPlan] = []
+    arp_done: set[tuple[int, str]] = set()
+    for lb, vip, dps in planned:
+        owner = own.vip_owner(lb.uuid, vip.key)
+        plan = VipPlan(lb, vip, owner, group_ids[owner], dps)
+        plans.append(plan)
+        _vip_flows(b, pipeline, plan)
+        for tk in dps:
+            ip = str(vip.endpoint.ip)
+            if (tk, ip) not in arp_done:
+                arp_done.add((tk, ip))
+                _arp_responder(b, pipeline, tk, ip)
+            for be in vip.backends:
+                mac = topo.macs.get((tk, be.ip))
+                if mac is not None:
+                    _forward_flow(b, pipeline, tk, str(be.ip), mac)
+    state = SwitchState(flows=dict(b.flows), groups={g.group_id: g for g in b.groups})
+    return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues))
+
+
+# ------------------------------------------------------------------ stages
+
+
+def _ct_state(on: int, off: int = 0) -> tuple[int, int]:
+    return (on, on | off)
+
+
+def _static_flows(b: _Builder, p: Pipeline) -> None:
+    g = own.GLOBAL_OWNER
+    normal: tuple[Action, ...] = (Output(OFPP_NORMAL),)
+    b.flow(g, p.classify, PRIO_DEFAULT, {}, normal)
+    b.flow(g, p.pre_lb, PRIO_DEFAULT, {}, normal)
+    b.flow(g, p.pre_lb, PRIO_PORT, {"eth_type": ETH_IP},
+           (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat(dst=False)),))
+    b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": _ct_state(CS_INV | CS_TRK)}, ())
+    fwd: tuple[Action, ...] = (Resubmit(p.forward),)
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_REL | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_REPLY, {"ct_state": _ct_state(CS_RPL | CS_TRK)}, normal)
+    b.flow(g, p.dispatch, PRIO_COMMIT_OTHER,
+           {"ct_state": _ct_state(CS_NEW | CS_TRK), "eth_type": ETH_IP},
+           (Ct(commit=True, zone_field=REG_CT_ZONE), Output(OFPP_NORMAL)))
+    b.flow(g, p.dispatch, PRIO_DEFAULT, {}, normal)
+    b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
+    b.flow(g, p.forward, PRIO_DEFAULT, {}, normal)
+
+
+def _port_flows(b: _Builder, p: Pipeline, ofport: int, logical_port: str, tk: int) -> None:
+    b.flow(("port", logical_port), p.classify, PRIO_PORT, {"in_port": ofport},
+           (SetField("metadata", tk), SetField(REG_CT_ZONE, tk & 0xFFFF), Resubmit(p.pre_lb)))
+
+
+def _arp_responder(b: _Builder, p: Pipeline, tk: int, ip: str) -> None:
+    mac = vip_mac(ip)
+    b.flow(("arp", str(tk), ip), p.pre_lb, PRIO_ARP_RESPONDER,
+           {"metadata": tk, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip},
+           (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac), SetField("arp_op", 2),
+            Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac),
+            Move("arp_spa", "arp_tpa", 32), SetField("arp_spa", ip), Output(OFPP_IN_PORT)))
+
+
+def _forward_flow(b: _Builder, p: Pipeline, tk: int, ip: str, mac: str) -> None:
+    b.flow(("fwd", str(tk), ip), p.forward, PRIO_BACKEND_MAC,
+           {"metadata": tk, "eth_type": ETH_IP, "ipv4_dst": ip},
+           (SetField("eth_dst", mac), Output(OFPP_NORMAL)))
+
+
+def _l4(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:
+    """Match on protocol (+ port) of ``ep``; IP-only VIPs match any protocol."""
+    if ep.port is None:
+        return {"eth_type": ETH_IP}
+    return {"eth_type": ETH_IP, "ip_proto": vip.ip_proto, TP_DST[vip.protocol]: ep.port}
+
+
+def _nat(be: Endpoint) -> Nat:
+    port = be.port or 0
+    return Nat(dst=True, ip_min=str(be.ip), port_min=port, port_max=port)
+
+
+def _commit_to(p: Pipeline, be: Endpoint) -> Ct:
+    return Ct(commit=True, zone_field=REG_CT_ZONE, table=p.learn, nat=_nat(be))
+
+
+def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan) -> None:
+    vip, gid, owner = plan.vip, plan.group_id, plan.owner
+    affinity = plan.lb.affinity_timeout is not None
+    new = {"ct_state": _ct_state(CS_NEW | CS_TRK)}
+    dispatch: tuple[Action, ...]
+    if affinity:
+        dispatch = (SetField(REG_VIP_ID, gid), Resubmit(p.affinity), Resubmit(p.lb))
+    else:
+        dispatch = (SetField(REG_VIP_ID, gid), Group(gid))
+    for tk in plan.datapaths:
+        match = {**new, "metadata": tk, **_l4(vip, vip.endpoint), "ipv4_dst": str(vip.endpoint.ip)}
+        b.flow(owner, p.dispatch, PRIO_VIP, match, dispatch)
+
+    b.groups.append(GroupSpec(
+        group_id=gid,
+        buckets=tuple(Bucket(bid, (_commit_to(p, be),))
+                      for bid, be in sorted(bucket_ids(vip.backends).items())),
+        selection_method="hash" if affinity else "dp_hash",
+        fields=("ipv4_src",) if affinity else (),
+        owner_cookie=own.owner_cookie(owner),
+    ))
+    if not affinity:
+        return
+    timeout = plan.lb.affinity_timeout or 0
+    b.flow(owner, p.lb, PRIO_MISS, {REG_VIP_ID: gid, "eth_type": ETH_IP},
+           (SetField(REG_AFFINITY_HIT, 0), Group(gid)))
+    for be in vip.backends:
+        hit = {REG_VIP_ID: gid, REG_AFFINITY_HIT: 1, REG_BACKEND_IP: int(be.ip),
+               "eth_type": ETH_IP}
+        if be.port is not None:
+            hit[REG_BACKEND_PORT] = be.port
+        b.flow(owner, p.lb, PRIO_HIT, hit, (_commit_to(p, be),))
+        learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **_l4(vip, be),
+                       "ipv4_dst": str(be.ip)}
+        b.flow(owner, p.learn, PRIO_LEARN, learn_match,
+               (_learn(p, plan, be, timeout), Resubmit(p.forward)))
+
+
+def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, timeout: int) -> Learn:
+    specs: list[LearnMatchField | LearnMatchValue | LearnLoadValue] = [
+        LearnMatchField("metadata", "metadata", 64),
+        LearnMatchValue(ETH_IP, "eth_type", 16),
+        LearnMatchField("ipv4_src", "ipv4_src", 32),
+        LearnMatchField(REG_VIP_ID, REG_VIP_ID, 32),
+        LearnLoadValue(int(be.ip), REG_BACKEND_IP, 32),
+    ]
+    if be.port is not None:
+        specs.append(LearnLoadValue(be.port, REG_BACKEND_PORT, 16))
+    specs.append(LearnLoadValue(1, REG_AFFINITY_HIT, 32))
+    return Learn(
+        table=p.affinity,
+        specs=tuple(specs),
+        idle_timeout=min(timeout, MAX_IDLE_TIMEOUT),
+        priority=PRIO_LEARNED,
+        cookie=own.learned_cookie((*plan.owner, str(be))),
+        flags=LEARN_DELETE_LEARNED,
+    )
+
+
+def iter_flows(state: DesiredState) -> Iterator[FlowSpec]:
+    return iter(state.state.flows.values())

@@ -1,0 +1,246 @@
+"""Typed, immutable load-balancer model parsed from SB ``Load_Balancer`` rows.
+
+Parsing never raises on bad input: each problem becomes a ``ParseIssue`` that
+names the LB, the VIP and a stable ``reason`` (used as a metric label), and
+only the VIP it concerns is dropped.  Mirrors what ovn-northd accepts in
+``vips``: ``"IP[:PORT]" -> "IP[:PORT],..."``, IPv6 in brackets when a port
+is given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
+MAX_AFFINITY_TIMEOUT = 86400  # Kubernetes' maximum sessionAffinity timeoutSeconds
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Endpoint:
+    """An address with an optional L4 port (``None`` for IP-only VIPs)."""
+
+    ip: IPAddress
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return str(self.ip)
+        if self.ip.version == 6:
+            return f"[{self.ip}]:{self.port}"
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Vip:
+    key: str  # the ``vips`` map key exactly as in the SB, identifies the VIP
+    endpoint: Endpoint
+    protocol: str
+    backends: tuple[Endpoint, ...]
+
+    @property
+    def ip_proto(self) -> int:
+        return IP_PROTO[self.protocol]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    uuid: str
+    name: str
+    vips: tuple[Vip, ...]
+    datapaths: tuple[DatapathRow, ...]
+    affinity_timeout: int | None  # seconds; None = no affinity
+
+
+@dataclass(frozen=True, slots=True)
+class ParseIssue:
+    lb: str
+    reason: str
+    detail: str
+    vip: str = ""
+    fatal: bool = True  # False: the VIP/LB is still realized (e.g. deduplicated)
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT``."""
+    s = text.strip()
+    if not s:
+        raise _Bad("empty_address", "empty address")
+    port_text: str | None = None
+    if s.startswith("["):
+        close = s.find("]")
+        if close < 0:
+            raise _Bad("bad_address", f"unbalanced bracket in {text!r}")
+        host, rest = s[1:close], s[close + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise _Bad("bad_address", f"junk after ']' in {text!r}")
+            port_text = rest[1:]
+        ip = _ip(host, text)
+        if ip.version != 6:
+            raise _Bad("bad_address", f"brackets around a non-IPv6 address in {text!r}")
+    elif s.count(":") == 1:
+        host, port_text = s.split(":")
+        ip = _ip(host, text)
+    else:
+        ip = _ip(s, text)  # plain IPv4, or IPv6 without a port
+    return Endpoint(ip, None if port_text is None else _port(port_text, text))
+
+
+def _ip(host: str, text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        raise _Bad("bad_address", f"not an IP address: {text!r}") from None
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit():
+        raise _Bad("bad_port", f"port is not a number in {text!r}")
+    n = int(p)
+    if not 1 <= n <= 65535:
+        raise _Bad("bad_port", f"port out of range 1..65535 in {text!r}")
+    return n
+
+
+def parse_vip(key: str, value: str, protocol: str) -> tuple[Vip, list[tuple[str, str]]]:
+    """Parse one ``vips`` entry; returns the VIP and non-fatal warnings."""
+    vip = parse_endpoint(key)
+    if vip.ip.is_unspecified or vip.ip.is_multicast:
+        raise _Bad("bad_address", f"VIP {key!r} is not a unicast address")
+    warnings: list[tuple[str, str]] = []
+    backends: list[Endpoint] = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        be = parse_endpoint(item)
+        if be.ip.version != vip.ip.version:
+            raise _Bad("mixed_families", f"backend {item.strip()!r} is not IPv{vip.ip.version}")
+        if (vip.port is None) != (be.port is None):
+            raise _Bad(
+                "port_mismatch",
+                f"backend {item.strip()!r} must {'not ' if vip.port is None else ''}have a port",
+            )
+        if be in backends:
+            warnings.append(("duplicate_backend", f"backend {be} listed twice; used once"))
+            continue
+        backends.append(be)
+    return Vip(key=key, endpoint=vip, protocol=protocol, backends=tuple(backends)), warnings
+
+
+def parse_affinity_timeout(options: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """``options:affinity_timeout`` -> seconds (None = off) and an error text."""
+    raw = options.get("affinity_timeout")
+    if raw is None:
+        return None, None
+    s = raw.strip()
+    if not s.lstrip("-").isdigit():
+        return None, f"affinity_timeout {raw!r} is not an integer"
+    n = int(s)
+    if n < 0 or n > MAX_AFFINITY_TIMEOUT:
+        return None, f"affinity_timeout {n} outside 0..{MAX_AFFINITY_TIMEOUT}"
+    return (n or None), None
+
+
+def resolve_datapaths(
+    row: LoadBalancerRow,
+    datapaths: Mapping[str, DatapathRow],
+    dp_groups: Mapping[str, DpGroupRow],
+) -> tuple[tuple[DatapathRow, ...], list[str]]:
+    """Union of ``datapaths`` and every datapath-group column the row has.
+
+    Returns the resolved datapaths (sorted by tunnel key) and the dangling uuids.
+    """
+    wanted: list[str] = list(row.datapaths)
+    dangling: list[str] = []
+    for group_uuid in (row.datapath_group, row.ls_datapath_group, row.lr_datapath_group):
+        if group_uuid is None:
+            continue
+        group = dp_groups.get(group_uuid)
+        if group is None:
+            dangling.append(group_uuid)
+            continue
+        wanted.extend(group.datapaths)
+    found: dict[str, DatapathRow] = {}
+    for uuid in wanted:
+        dp = datapaths.get(uuid)
+        if dp is None:
+            dangling.append(uuid)
+        else:
+            found[uuid] = dp
+    return tuple(sorted(found.values(), key=lambda d: d.tunnel_key)), dangling
+
+
+def parse_load_balancer(
+    row: LoadBalancerRow,
+    datapaths: Mapping[str, DatapathRow],
+    dp_groups: Mapping[str, DpGroupRow],
+) -> tuple[LoadBalancer | None, list[ParseIssue]]:
+    """Parse a row.  Bad VIPs are dropped one by one; an unknown protocol
+    drops the LB (it applies to every VIP).  Returns ``None`` only then."""
+    label = row.name or row.uuid
+    issues: list[ParseIssue] = []
+    protocol = (row.protocol or "tcp").strip().lower()
+    if protocol not in PROTOCOLS:
+        issues.append(ParseIssue(label, "unknown_protocol", f"protocol {row.protocol!r}"))
+        return None, issues
+
+    timeout, err = parse_affinity_timeout(row.options)
+    if err:
+        issues.append(ParseIssue(label, "bad_affinity_timeout", err + "; affinity disabled",
+                                 fatal=False))
+
+    dps, dangling = resolve_datapaths(row, datapaths, dp_groups)
+    issues.extend(
+        ParseIssue(label, "dangling_datapath", f"datapath or group {u} does not exist",
+                   fatal=False)
+        for u in dangling
+    )
+
+    vips: list[Vip] = []
+    seen: set[Endpoint] = set()
+    for key in sorted(row.vips):
+        try:
+            vip, warnings = parse_vip(key, row.vips[key], protocol)
+        except _Bad as bad:
+            issues.append(ParseIssue(label, bad.reason, bad.detail, vip=key))
+            continue
+        if vip.endpoint in seen:
+            issues.append(ParseIssue(label, "duplicate_vip", f"{vip.endpoint} listed twice",
+                                     vip=key))
+            continue
+        seen.add(vip.endpoint)
+        issues.extend(ParseIssue(label, r, d, vip=key, fatal=False) for r, d in warnings)
+        vips.append(vip)
+    lb = LoadBalancer(
+        uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout
+    )
+    return lb, issues
+
+
+def parse_all(
+    rows: Iterable[LoadBalancerRow],
+    datapaths: Mapping[str, DatapathRow],
+    dp_groups: Mapping[str, DpGroupRow],
+) -> tuple[tuple[LoadBalancer, ...], list[ParseIssue]]:
+    lbs: list[LoadBalancer] = []
+    issues: list[ParseIssue] = []
+    for row in sorted(rows, key=lambda r: r.uuid):
+        lb, found = parse_load_balancer(row, datapaths, dp_groups)
+        issues.extend(found)
+        if lb is not None:
+            lbs.append(lb)
+    return tuple(lbs), issues

@@ -1,0 +1,97 @@
+"""Who owns a flow or group on the switch: cookies and group ids.
+
+Like ovn-controller's ofctrl, ownership is written on the switch itself, so
+after a restart lbaffd can tell its flows from anyone else's and map them back
+to the load balancer that produced them.
+
+Cookie layout (64 bits)::
+
+  63..48  magic  0x1baf = flow managed by lbaffd (diffed and repaired)
+                 0x1bae = flow *learned* by an lbaffd learn action (never diffed)
+  47..0   48-bit hash of the owner key, e.g. ("vip", lb_uuid, "10.0.0.100:80")
+
+OVN's cookies are 32-bit (a logical flow's uuid prefix), so both magics keep
+lbaffd out of OVN's cookie space.  Groups have no cookie in OpenFlow: lbaffd
+uses ids in ``GROUP_ID_MIN..GROUP_ID_MAX`` (OVN allocates small ids from 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+OwnerKey = tuple[str, ...]
+
+MAGIC_SHIFT = 48
+MAGIC_MASK = 0xFFFF << MAGIC_SHIFT
+MANAGED_MAGIC = 0x1BAF
+LEARNED_MAGIC = 0x1BAE
+MANAGED_COOKIE = MANAGED_MAGIC << MAGIC_SHIFT
+LEARNED_COOKIE = LEARNED_MAGIC << MAGIC_SHIFT
+OWNER_MASK = (1 << MAGIC_SHIFT) - 1
+FULL_MASK = (1 << 64) - 1
+
+GROUP_ID_MIN = 0xB0000000
+GROUP_ID_SPACE = 1 << 28
+GROUP_ID_MAX = GROUP_ID_MIN + GROUP_ID_SPACE - 1
+
+GLOBAL_OWNER: OwnerKey = ("global",)
+
+
+def _hash(key: OwnerKey, bits: int) -> int:
+    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << bits) - 1)
+
+
+def owner_cookie(key: OwnerKey) -> int:
+    """Cookie of the flows ``key`` owns."""
+    return MANAGED_COOKIE | _hash(key, MAGIC_SHIFT)
+
+
+def learned_cookie(key: OwnerKey) -> int:
+    """Cookie given to flows learned for ``key`` (a VIP's backend)."""
+    return LEARNED_COOKIE | _hash(key, MAGIC_SHIFT)
+
+
+def is_managed(cookie: int) -> bool:
+    return cookie & MAGIC_MASK == MANAGED_COOKIE
+
+
+def is_learned(cookie: int) -> bool:
+    return cookie & MAGIC_MASK == LEARNED_COOKIE
+
+
+def is_lbaffd_group(group_id: int) -> bool:
+    return GROUP_ID_MIN <= group_id <= GROUP_ID_MAX
+
+
+def vip_owner(lb_uuid: str, vip_key: str) -> OwnerKey:
+    return ("vip", lb_uuid, vip_key)
+
+
+def allocate_group_ids(
+    owners: Iterable[OwnerKey], previous: Mapping[OwnerKey, int]
+) -> dict[OwnerKey, int]:
+    """Stable group id per owner.
+
+    An owner keeps the id it already has (``previous``, recovered from the
+    switch after a restart); a new owner gets its hash slot, or the next free
+    one on a collision.  Pure: same inputs, same ids.
+    """
+    wanted = sorted(set(owners))
+    result: dict[OwnerKey, int] = {}
+    taken: set[int] = set()
+    for owner in wanted:
+        gid = previous.get(owner)
+        if gid is not None and is_lbaffd_group(gid) and gid not in taken:
+            result[owner] = gid
+            taken.add(gid)
+    for owner in wanted:
+        if owner in result:
+            continue
+        slot = _hash(owner, 28)
+        while GROUP_ID_MIN + slot in taken:
+            slot = (slot + 1) % GROUP_ID_SPACE
+        result[owner] = GROUP_ID_MIN + slot
+        taken.add(GROUP_ID_MIN + slot)
+    return result

@@ -1,0 +1,83 @@
+"""What is local to this chassis: bound ports on br-int and backend MACs.
+
+Mirrors ovn-controller's binding logic at the level lbaffd needs: an Interface
+whose ``external_ids:iface-id`` names a Port_Binding's ``logical_port`` (and
+which is bound to this chassis, when the binding says) is a local port of that
+Port_Binding's datapath.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lbaffd.model import IPAddress
+from lbaffd.sb.records import DatapathRow, SbSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPort:
+    ofport: int
+    logical_port: str
+    datapath: DatapathRow
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    local_ports: tuple[LocalPort, ...]
+    # (datapath tunnel key, IP) -> MAC, from every Port_Binding's ``mac`` column
+    macs: Mapping[tuple[int, IPAddress], str]
+
+    @property
+    def local_datapaths(self) -> frozenset[int]:
+        return frozenset(p.datapath.tunnel_key for p in self.local_ports)
+
+
+def parse_mac_column(entry: str) -> tuple[str, tuple[IPAddress, ...]] | None:
+    """``"02:00:00:00:00:15 10.0.0.21 fd00::15"`` -> (mac, ips); None for
+    ``unknown``/``dynamic``/``router`` or malformed entries."""
+    parts = entry.split()
+    if not parts or parts[0].count(":") != 5:
+        return None
+    mac = parts[0].lower()
+    try:
+        if len(bytes.fromhex(mac.replace(":", ""))) != 6:
+            return None
+    except ValueError:
+        return None
+    ips: list[IPAddress] = []
+    for p in parts[1:]:
+        try:
+            ips.append(ipaddress.ip_interface(p).ip)
+        except ValueError:
+            continue
+    return mac, tuple(ips)
+
+
+def build_topology(snap: SbSnapshot) -> Topology:
+    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
+    local: dict[int, LocalPort] = {}
+    for iface in snap.interfaces:
+        pb = by_name.get(iface.iface_id)
+        if pb is None or iface.ofport <= 0:
+            continue
+        if pb.chassis and snap.chassis_name and pb.chassis != snap.chassis_name:
+            continue  # bound elsewhere: the port is moving or stale here
+        dp = snap.datapaths.get(pb.datapath)
+        if dp is None:
+            continue
+        local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp)
+    macs: dict[tuple[int, IPAddress], str] = {}
+    for pb in sorted(snap.port_bindings.values(), key=lambda p: p.logical_port):
+        dp = snap.datapaths.get(pb.datapath)
+        if dp is None:
+            continue
+        for entry in pb.macs:
+            parsed = parse_mac_column(entry)
+            if parsed is None:
+                continue
+            mac, ips = parsed
+            for ip in ips:
+                macs.setdefault((dp.tunnel_key, ip), mac)
+    return Topology(tuple(local[k] for k in sorted(local)), macs)

@@ -1,0 +1,162 @@
+"""Compiler output for a given model (pure: no switch needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import MappingProxyType
+
+from lbaffd import ownership as own
+from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.openflow.flowspec import (
+    LEARN_DELETE_LEARNED,
+    Ct,
+    FlowSpec,
+    Group,
+    Learn,
+    Nat,
+    Resubmit,
+    SetField,
+)
+from lbaffd.pipeline import STANDALONE as P
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.topology import LocalPort, Topology
+
+DP1 = DatapathRow("dp-1", 1, "ls1")
+DP9 = DatapathRow("dp-9", 9, "remote-only")
+DPS = {"dp-1": DP1, "dp-9": DP9}
+TOPO = Topology(
+    local_ports=(LocalPort(11, "cli1", DP1), LocalPort(21, "be1", DP1)),
+    macs=MappingProxyType({(1, ipaddress.ip_address("10.0.0.21")): "02:00:00:00:00:21"}),
+)
+
+
+def lbs(timeout: str | None = "30", **vips: str) -> tuple[LoadBalancer, ...]:
+    rows = [LoadBalancerRow(
+        uuid="lb-1", name="lb1",
+        vips=MappingProxyType(vips or {"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080"}),
+        options=MappingProxyType({} if timeout is None else {"affinity_timeout": timeout}),
+        datapaths=("dp-1", "dp-9"))]
+    parsed, issues = parse_all(rows, DPS, {})
+    assert not issues
+    return parsed
+
+
+def compiled(parsed: tuple[LoadBalancer, ...]):  # type: ignore[no-untyped-def]
+    ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
+    return compile_state(parsed, TOPO, ids, P), ids
+
+
+def flows_in(state, table: int) -> list[FlowSpec]:  # type: ignore[no-untyped-def]
+    return sorted((f for f in state.state.flows.values() if f.table == table),
+                  key=lambda f: (-f.priority, str(f.match)))
+
+
+def test_deterministic_and_all_cookies_are_lbaffd_managed() -> None:
+    a, _ = compiled(lbs())
+    b, _ = compiled(lbs())
+    assert a.state == b.state
+    assert all(own.is_managed(f.cookie) for f in a.state.flows.values())
+    assert all(own.is_lbaffd_group(g) for g in a.state.groups)
+
+
+def test_affinity_vip_pipeline() -> None:
+    desired, ids = compiled(lbs())
+    (gid,) = ids.values()
+    (group,) = desired.state.groups.values()
+    assert group.group_id == gid
+    # miss path selection is a function of the client: back-to-back safe
+    assert group.selection_method == "hash" and group.fields == ("ipv4_src",)
+    assert sorted((b.actions for b in group.buckets), key=str) == [
+        (Ct(commit=True, zone_field="reg13", table=P.learn,
+            nat=Nat(dst=True, ip_min="10.0.0.21", port_min=8080, port_max=8080)),),
+        (Ct(commit=True, zone_field="reg13", table=P.learn,
+            nat=Nat(dst=True, ip_min="10.0.0.22", port_min=8080, port_max=8080)),),
+    ]
+    (vip_flow,) = [f for f in flows_in(desired, P.dispatch) if f.priority == 200]
+    m = vip_flow.match.as_dict()
+    assert m["metadata"] == 1 and m["ipv4_dst"] == "10.0.0.100" and m["tcp_dst"] == 80
+    assert vip_flow.actions == (SetField("reg6", gid), Resubmit(P.affinity), Resubmit(P.lb))
+    # only the local datapath gets the VIP (dp 9 has no local port)
+    assert all(f.match.as_dict().get("metadata") in (None, 1)
+               for f in desired.state.flows.values())
+
+    lb_flows = flows_in(desired, P.lb)
+    assert [f.priority for f in lb_flows] == [100, 100, 50]
+    assert lb_flows[-1].actions == (SetField("reg2", 0), Group(gid))  # miss clears hit bit
+
+    learn_flows = [f for f in flows_in(desired, P.learn) if f.priority == 100]
+    assert len(learn_flows) == 2
+    for f in learn_flows:
+        learn, nxt = f.actions
+        assert isinstance(learn, Learn)
+        assert learn.table == P.affinity and learn.idle_timeout == 30
+        assert learn.flags == LEARN_DELETE_LEARNED and own.is_learned(learn.cookie)
+        assert nxt == Resubmit(P.forward)  # the learning packet is not dropped
+        assert f.match.as_dict()["reg2"] == 0
+    assert len({f.actions[0].cookie for f in learn_flows}) == 2  # type: ignore[union-attr]
+
+
+def test_no_affinity_goes_straight_to_a_dp_hash_group() -> None:
+    desired, ids = compiled(lbs(timeout=None))
+    (gid,) = ids.values()
+    (group,) = desired.state.groups.values()
+    assert group.selection_method == "dp_hash" and group.fields == ()
+    (vip_flow,) = [f for f in flows_in(desired, P.dispatch) if f.priority == 200]
+    assert vip_flow.actions[-1] == Group(gid)
+    assert flows_in(desired, P.lb) == []
+    assert [f.priority for f in flows_in(desired, P.learn)] == [0]
+
+
+def test_backend_mac_rewrite_and_arp_responder() -> None:
+    desired, _ = compiled(lbs())
+    fwd = flows_in(desired, P.forward)
+    assert [f.match.as_dict().get("ipv4_dst") for f in fwd] == ["10.0.0.21", None]
+    assert fwd[0].actions[0] == SetField("eth_dst", "02:00:00:00:00:21")
+    arp = [f for f in flows_in(desired, P.pre_lb) if f.priority == 200]
+    assert [f.match.as_dict()["arp_tpa"] for f in arp] == ["10.0.0.100"]
+
+
+def test_changing_one_lb_touches_only_its_owner() -> None:
+    two = {"10.0.0.100:80": "10.0.0.21:8080", "10.0.0.200:80": "10.0.0.22:8080"}
+    before, _ = compiled(lbs(**two))
+    two["10.0.0.200:80"] = "10.0.0.22:8080,10.0.0.23:8080"
+    after, _ = compiled(lbs(**two))
+    changed = {k for k in before.state.flows.keys() | after.state.flows.keys()
+               if before.state.flows.get(k) != after.state.flows.get(k)}
+    owners = {after.owners.get(after.state.flows[k].cookie) if k in after.state.flows
+              else before.owners[before.state.flows[k].cookie] for k in changed}
+    assert owners == {own.vip_owner("lb-1", "10.0.0.200:80")}
+
+
+def test_same_vip_on_same_datapath_in_two_lbs_is_a_conflict() -> None:
+    rows = [LoadBalancerRow(uuid=f"lb-{i}", name=f"lb{i}",
+                            vips=MappingProxyType({"10.0.0.100:80": f"10.0.0.2{i}:8080"}),
+                            datapaths=("dp-1",)) for i in (1, 2)]
+    parsed, _ = parse_all(rows, DPS, {})
+    desired, _ = compiled(parsed)
+    assert len(desired.state.groups) == 1
+    assert [(i.lb, i.reason) for i in desired.issues] == [("lb2", "vip_conflict")]
+
+
+def test_group_ids_are_stable_and_collision_free() -> None:
+    owners = [own.vip_owner(f"lb-{i}", "10.0.0.1:80") for i in range(3000)]
+    ids = own.allocate_group_ids(owners, {})
+    assert len(set(ids.values())) == len(owners)
+    again = own.allocate_group_ids(owners[:1500], ids)
+    assert all(again[o] == ids[o] for o in owners[:1500])
+    # a forced collision: the previous holder keeps its id, the newcomer probes
+    forced = own.allocate_group_ids(owners[:2], {owners[0]: ids[owners[1]]})
+    assert forced[owners[0]] == ids[owners[1]] and forced[owners[1]] != ids[owners[1]]
+
+
+def test_bucket_ids_do_not_shift_when_backends_change() -> None:
+    three = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080,10.0.0.23:8080"})
+    two = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.23:8080"})
+
+    def ids(parsed: tuple[LoadBalancer, ...]) -> dict[str, int]:
+        (g,) = compiled(parsed)[0].state.groups.values()
+        return {b.actions[0].nat.ip_min: b.bucket_id for b in g.buckets}  # type: ignore[union-attr]
+
+    a, b = ids(three), ids(two)
+    assert b == {k: v for k, v in a.items() if k != "10.0.0.22"}

@@ -1,0 +1,131 @@
+"""vips / options parsing, including malformed input."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import MappingProxyType
+
+import pytest
+
+from lbaffd.model import Endpoint, parse_affinity_timeout, parse_all, parse_load_balancer
+from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
+
+DP1 = DatapathRow("dp-1", 1, "ls1")
+DP2 = DatapathRow("dp-2", 2, "lr1", is_router=True)
+DPS = {"dp-1": DP1, "dp-2": DP2}
+GROUPS = {"grp-1": DpGroupRow("grp-1", ("dp-2",))}
+
+
+def lb(vips: dict[str, str], **kw: object) -> LoadBalancerRow:
+    fields: dict[str, object] = {"uuid": "lb-1", "name": "lb1", "vips": MappingProxyType(vips),
+                                 "datapaths": ("dp-1",)}
+    fields.update(kw)
+    return LoadBalancerRow(**fields)  # type: ignore[arg-type]
+
+
+def test_parses_ipv4_vip_with_backends() -> None:
+    parsed, issues = parse_load_balancer(
+        lb({"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080"},
+           options=MappingProxyType({"affinity_timeout": "30"})), DPS, GROUPS)
+    assert issues == []
+    assert parsed is not None
+    (vip,) = parsed.vips
+    assert vip.endpoint == Endpoint(ipaddress.ip_address("10.0.0.100"), 80)
+    assert vip.protocol == "tcp" and vip.ip_proto == 6
+    assert [str(b) for b in vip.backends] == ["10.0.0.21:8080", "10.0.0.22:8080"]
+    assert parsed.affinity_timeout == 30
+    assert parsed.datapaths == (DP1,)
+
+
+def test_ipv6_and_ip_only_forms() -> None:
+    parsed, issues = parse_load_balancer(
+        lb({"[fd00::1]:80": "[fd00::21]:8080", "10.0.0.7": "10.0.0.21,10.0.0.22"}), DPS, GROUPS)
+    assert issues == []
+    assert parsed is not None
+    by_key = {v.key: v for v in parsed.vips}
+    assert by_key["[fd00::1]:80"].endpoint.ip.version == 6
+    assert by_key["10.0.0.7"].endpoint.port is None
+    assert [b.port for b in by_key["10.0.0.7"].backends] == [None, None]
+
+
+def test_empty_protocol_means_tcp_and_udp_is_kept() -> None:
+    p1, _ = parse_load_balancer(lb({"10.0.0.1:53": "10.0.0.2:53"}, protocol=""), DPS, GROUPS)
+    p2, _ = parse_load_balancer(lb({"10.0.0.1:53": "10.0.0.2:53"}, protocol="udp"), DPS, GROUPS)
+    assert p1 is not None and p1.vips[0].protocol == "tcp"
+    assert p2 is not None and p2.vips[0].protocol == "udp"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("10.0.0.300:80", "10.0.0.21:8080", "bad_address"),
+        ("10.0.0.100:0", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.100:65536", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.100:abc", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.100:80", "10.0.0.21:0", "bad_port"),
+        ("10.0.0.100:80", "10.0.0.21", "port_mismatch"),
+        ("10.0.0.100", "10.0.0.21:80", "port_mismatch"),
+        ("fd00::1]:80", "[fd00::2]:80", "bad_address"),
+        ("[fd00::1:80", "[fd00::2]:80", "bad_address"),
+        ("[10.0.0.1]:80", "10.0.0.2:80", "bad_address"),
+        ("10.0.0.100:80", "[fd00::2]:80", "mixed_families"),
+        ("0.0.0.0:80", "10.0.0.2:80", "bad_address"),
+        ("", "10.0.0.2:80", "empty_address"),
+        ("10.0.0.100:80", "nonsense", "bad_address"),
+    ],
+)
+def test_bad_vip_is_dropped_alone(key: str, value: str, reason: str) -> None:
+    good = {"10.0.0.50:80": "10.0.0.21:8080"}
+    parsed, issues = parse_load_balancer(lb({key: value, **good}), DPS, GROUPS)
+    assert parsed is not None
+    assert [v.key for v in parsed.vips] == ["10.0.0.50:80"]  # the good one survives
+    assert [(i.reason, i.vip, i.fatal) for i in issues] == [(reason, key, True)]
+    assert issues[0].lb == "lb1" and issues[0].detail
+
+
+def test_duplicate_backend_is_used_once_with_a_warning() -> None:
+    parsed, issues = parse_load_balancer(
+        lb({"10.0.0.100:80": "10.0.0.21:8080,10.0.0.21:8080,10.0.0.22:8080"}), DPS, GROUPS)
+    assert parsed is not None
+    assert [str(b) for b in parsed.vips[0].backends] == ["10.0.0.21:8080", "10.0.0.22:8080"]
+    assert [(i.reason, i.fatal) for i in issues] == [("duplicate_backend", False)]
+
+
+def test_unknown_protocol_drops_the_lb_only() -> None:
+    lbs, issues = parse_all(
+        [lb({"10.0.0.1:80": "10.0.0.2:80"}, protocol="icmp"),
+         lb({"10.0.0.3:80": "10.0.0.4:80"}, uuid="lb-2", name="lb2")], DPS, GROUPS)
+    assert [x.name for x in lbs] == ["lb2"]
+    assert [i.reason for i in issues] == ["unknown_protocol"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "want", "error"),
+    [
+        ("300", 300, False), ("86400", 86400, False), ("0", None, False), (" 5 ", 5, False),
+        ("-1", None, True), ("86401", None, True), ("abc", None, True), ("", None, True),
+        ("1.5", None, True),
+    ],
+)
+def test_affinity_timeout(raw: str, want: int | None, error: bool) -> None:
+    value, err = parse_affinity_timeout({"affinity_timeout": raw})
+    assert value == want
+    assert (err is not None) == error
+
+
+def test_bad_timeout_disables_affinity_but_keeps_the_lb() -> None:
+    parsed, issues = parse_load_balancer(
+        lb({"10.0.0.1:80": "10.0.0.2:80"}, options=MappingProxyType({"affinity_timeout": "x"})),
+        DPS, GROUPS)
+    assert parsed is not None and parsed.affinity_timeout is None and parsed.vips
+    assert [(i.reason, i.fatal) for i in issues] == [("bad_affinity_timeout", False)]
+
+
+def test_datapath_groups_and_dangling_references() -> None:
+    parsed, issues = parse_load_balancer(
+        lb({"10.0.0.1:80": "10.0.0.2:80"}, datapaths=("dp-1", "dp-gone"),
+           datapath_group="grp-1", lr_datapath_group="grp-gone"), DPS, GROUPS)
+    assert parsed is not None
+    assert parsed.datapaths == (DP1, DP2)
+    assert sorted(i.detail.split()[3] for i in issues) == ["dp-gone", "grp-gone"]
+    assert {i.reason for i in issues} == {"dangling_datapath"}
