@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from lbaffd import ownership as own
-from lbaffd.model import Endpoint, LoadBalancer, ParseIssue, Vip
+from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, Endpoint, LoadBalancer, ParseIssue, Vip
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     OFPP_IN_PORT,
@@ -67,7 +67,6 @@ from lbaffd.topology import Topology
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
-MAX_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
 TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
 
 
@@ -215,7 +214,7 @@ def _static_flows(b: _Builder, p: Pipeline) -> None:
     b.flow(g, p.classify, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.pre_lb, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.pre_lb, PRIO_PORT, {"eth_type": ETH_IP},
-           (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat(dst=False)),))
+           (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
     b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": _ct_state(CS_INV | CS_TRK)}, ())
     fwd: tuple[Action, ...] = (Resubmit(p.forward),)
     b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
@@ -258,7 +257,7 @@ def _l4(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:
 
 def _nat(be: Endpoint) -> Nat:
     port = be.port or 0
-    return Nat(dst=True, ip_min=str(be.ip), port_min=port, port_max=port)
+    return Nat(kind="dst", ip_min=str(be.ip), port_min=port, port_max=port)
 
 
 def _commit_to(p: Pipeline, be: Endpoint) -> Ct:
@@ -317,7 +316,7 @@ def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, timeout: int) -> Learn:
     return Learn(
         table=p.affinity,
         specs=tuple(specs),
-        idle_timeout=min(timeout, MAX_IDLE_TIMEOUT),
+        idle_timeout=min(timeout, MAX_OPENFLOW_IDLE_TIMEOUT),
         priority=PRIO_LEARNED,
         cookie=own.learned_cookie((*plan.owner, str(be))),
         flags=LEARN_DELETE_LEARNED,

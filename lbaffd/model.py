@@ -20,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PROTOCOLS = ("tcp", "udp", "sctp")
 IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 MAX_AFFINITY_TIMEOUT = 86400  # Kubernetes' maximum sessionAffinity timeoutSeconds
+MAX_OPENFLOW_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -201,6 +202,11 @@ def parse_load_balancer(
     timeout, err = parse_affinity_timeout(row.options)
     if err:
         issues.append(ParseIssue(label, "bad_affinity_timeout", err + "; affinity disabled",
+                                 fatal=False))
+    elif timeout is not None and timeout > MAX_OPENFLOW_IDLE_TIMEOUT:
+        issues.append(ParseIssue(label, "affinity_timeout_clamped",
+                                 f"affinity_timeout {timeout} s exceeds the OpenFlow idle "
+                                 f"timeout; entries idle out after {MAX_OPENFLOW_IDLE_TIMEOUT} s",
                                  fatal=False))
 
     dps, dangling = resolve_datapaths(row, datapaths, dp_groups)

@@ -90,9 +90,13 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Nat:
-    """``nat(dst=ip_min[-ip_max][:port_min[-port_max]])`` inside ``ct()``."""
+    """``nat(KIND=ip_min[-ip_max][:port_min[-port_max]])`` inside ``ct()``.
 
-    dst: bool = True
+    ``kind`` is ``dst``, ``src`` or ``""`` (plain ``nat``: apply the
+    connection's existing translation, as for replies and established traffic).
+    """
+
+    kind: str = ""
     ip_min: str = ""
     ip_max: str = ""
     port_min: int = 0

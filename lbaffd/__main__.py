@@ -1,0 +1,7 @@
+"""``python -m lbaffd``."""
+
+import sys
+
+from lbaffd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,246 @@
+"""The daemon: wires the monitors, the reconciler and the OpenFlow channel
+around one worker loop.
+
+All decisions happen on the worker (the main thread).  The OVSDB threads and
+the OpenFlow reader only put wake-up tokens on its queue, so there is no
+shared mutable state to lock beyond the IDL lock used to take snapshots.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType, MappingProxyType
+
+import structlog
+
+from lbaffd import model
+from lbaffd.config import Settings
+from lbaffd.metrics import Metrics
+from lbaffd.openflow.channel import OpenFlowChannel
+from lbaffd.pipeline import STANDALONE
+from lbaffd.reconciler import Reconciler, ReconcileResult
+from lbaffd.sb.monitor import OVS_TABLES, SB_TABLES, DbMonitor, read_local, read_sb
+from lbaffd.sb.records import SbSnapshot
+from lbaffd.topology import build_topology
+
+log = structlog.get_logger("lbaffd")
+
+WAKE = "wake"
+STOP = "stop"
+OF_DOWN = "openflow-down"
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    snapshot: SbSnapshot
+    lbs: tuple[model.LoadBalancer, ...]
+    issues: tuple[model.ParseIssue, ...]
+
+
+class Daemon:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings.with_defaults()
+        self.metrics = metrics or Metrics()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._stopping = threading.Event()
+        self._ovs: DbMonitor | None = None
+        self._sb: DbMonitor | None = None
+        self._channel: OpenFlowChannel | None = None
+        self._reconciler: Reconciler | None = None
+        self._reported: set[model.ParseIssue] = set()
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._synced = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._queue.put(STOP)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _wake(self, _source: str = "") -> None:
+        self._queue.put(WAKE)
+
+    def _start(self) -> None:
+        s = self.settings
+        self.metrics.serve(s.metrics_address)
+        self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake)
+        self._ovs.start()
+        external_ids = self._wait_local_external_ids()
+        self.settings = s = s.resolve(external_ids)
+        if not s.sb_db:
+            raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
+        log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
+                 chassis=s.chassis or "-")
+        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake)
+        self._sb.start()
+        self._reconciler = Reconciler(STANDALONE)
+
+    def _wait_local_external_ids(self) -> dict[str, str]:
+        assert self._ovs is not None
+        while not self._stopping.is_set():
+            idl = self._ovs.idl
+            if idl is not None and idl.in_sync:
+                with self._ovs.conn.lock:
+                    ext, _ = read_local(self._ovs, self.settings.bridge or "br-int")
+                return ext
+            time.sleep(0.05)
+        raise SystemExit(0)
+
+    def _on_of_down(self) -> None:
+        self.metrics.connected.labels("openflow").set(0)
+        self._queue.put(OF_DOWN)
+
+    def _shutdown(self) -> None:
+        # Flows and groups stay on the switch: traffic keeps flowing without us.
+        if self._channel is not None:
+            self._channel.close()
+        for mon in (self._sb, self._ovs):
+            if mon is not None:
+                mon.stop()
+        log.info("stopped")
+
+    # ------------------------------------------------------------ worker
+
+    def _loop(self) -> None:
+        next_audit = time.monotonic()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            deadline = min(next_audit, self._retry_at) if self._retry_at else next_audit
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - now))
+            except queue.Empty:
+                item = WAKE
+            if item == STOP:
+                break
+            self._drain()
+            if self._stopping.is_set():
+                break
+            if self._retry_at and time.monotonic() < self._retry_at:
+                continue
+            if self._pass():
+                next_audit = time.monotonic() + self.settings.audit_interval
+
+    def _drain(self) -> None:
+        """Coalesce a burst of changes into one pass."""
+        time.sleep(self.settings.debounce)
+        try:
+            while True:
+                if self._queue.get_nowait() == STOP:
+                    self._stopping.set()
+        except queue.Empty:
+            pass
+
+    def _pass(self) -> bool:
+        """One reconcile pass; False when it could not run (retried later)."""
+        inputs = self._read_inputs()
+        if inputs is None:
+            return False
+        try:
+            channel = self._ensure_channel()
+            assert self._reconciler is not None
+            result = self._reconciler.reconcile(channel, inputs.lbs,
+                                                build_topology(inputs.snapshot))
+        except Exception as exc:  # the switch or channel failed: retry with backoff
+            self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+            self._retry_at = time.monotonic() + self._backoff
+            self.metrics.reconciles.labels("error").inc()
+            log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
+                        retry_in=round(self._backoff, 2))
+            return False
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._report_issues(inputs.issues + result.desired.issues)
+        self._record(result)
+        if not self._synced:
+            self._synced = True
+            log.info("initial_sync_done", changes=len(result.changes),
+                     flows=len(result.desired.state.flows),
+                     groups=len(result.desired.state.groups),
+                     ms=round(result.seconds * 1000, 1))
+        return True
+
+    def _ensure_channel(self) -> OpenFlowChannel:
+        if self._channel is not None and self._channel.connected:
+            return self._channel
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = OpenFlowChannel(self.settings.of_target, on_disconnect=self._on_of_down)
+        self._channel.connect(timeout=2.0)
+        self.metrics.connected.labels("openflow").set(1)
+        log.info("openflow_connected", target=self.settings.of_target)
+        return self._channel
+
+    def _read_inputs(self) -> Inputs | None:
+        ovs, sb = self._ovs, self._sb
+        assert ovs is not None and sb is not None
+        if not (ovs.idl is not None and ovs.idl.in_sync and sb.idl is not None
+                and sb.idl.in_sync):
+            return None  # not (re)synced: keep what is installed
+        with ovs.conn.lock:
+            _, interfaces = read_local(ovs, self.settings.bridge)
+        with sb.conn.lock:
+            lbs_rows, dps, groups, pbs = read_sb(sb)
+        snap = SbSnapshot(
+            load_balancers=MappingProxyType(lbs_rows), datapaths=MappingProxyType(dps),
+            dp_groups=MappingProxyType(groups), port_bindings=MappingProxyType(pbs),
+            interfaces=interfaces, chassis_name=self.settings.chassis,
+        )
+        lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
+        return Inputs(snap, lbs, tuple(issues))
+
+    def _report_issues(self, issues: tuple[model.ParseIssue, ...]) -> None:
+        """Log each bad input once (not every pass), and its clearing."""
+        current = set(issues)
+        for issue in sorted(current - self._reported, key=lambda i: (i.lb, i.vip, i.reason)):
+            emit = log.error if issue.fatal else log.warning
+            emit("lb_input_rejected" if issue.fatal else "lb_input_warning", lb=issue.lb,
+                 vip=issue.vip or None, reason=issue.reason, detail=issue.detail)
+            self.metrics.parse_errors.labels(issue.reason).inc()
+        for issue in self._reported - current:
+            log.info("lb_input_fixed", lb=issue.lb, vip=issue.vip or None, reason=issue.reason)
+        self._reported = current
+
+    def _record(self, r: ReconcileResult) -> None:
+        m = self.metrics
+        c = r.changes
+        m.reconciles.labels("ok").inc()
+        m.reconcile_seconds.observe(r.seconds)
+        for kind, n in (("group_add", len(c.add_groups)), ("group_modify", len(c.mod_groups)),
+                        ("group_delete", len(c.del_groups)), ("flow_add", len(c.add_flows)),
+                        ("flow_modify", len(c.mod_flows)), ("flow_delete", len(c.del_flows))):
+            if n:
+                m.changes.labels(kind).inc(n)
+        m.desired_flows.set(len(r.desired.state.flows))
+        m.desired_groups.set(len(r.desired.state.groups))
+        m.installed_flows.set(r.installed_flows)
+        m.installed_groups.set(r.installed_groups)
+        m.last_sync.set(time.time())
+        if not c.empty or r.foreign:
+            log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
+                     groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
+                     ms=round(r.seconds * 1000, 1))

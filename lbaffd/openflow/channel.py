@@ -1,0 +1,384 @@
+"""A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp).
+
+os-ken is the codec; this module owns the socket (os-ken's ``Datapath`` sets
+TCP_NODELAY and fails on a unix socket, and without its app manager nobody
+answers echo requests).  One reader thread answers echoes, routes replies to
+waiters by xid and hands asynchronous messages to a callback; callers block on
+``request``/``bundle``/``barrier`` from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import select
+import socket
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import tenacity
+from os_ken.ofproto import ofproto_parser
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+from os_ken.ofproto.ofproto_protocol import ProtocolDesc
+
+log = structlog.get_logger("lbaffd.openflow")
+
+DP = ProtocolDesc(version=ofp.OFP_VERSION)
+HEADER = struct.Struct("!BBHI")
+OFPMPF_REPLY_MORE = 1
+OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
+ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
+               ofp.OFPT_REQUESTFORWARD, ofp.OFPT_ROLE_STATUS, ofp.OFPT_TABLE_STATUS}
+
+
+class OpenFlowError(Exception):
+    """The switch answered with OFPT_ERROR."""
+
+    def __init__(self, err_type: int, code: int, xid: int, data: bytes = b"") -> None:
+        self.err_type, self.code, self.xid, self.data = err_type, code, xid, data
+        super().__init__(f"OpenFlow error {_error_name(err_type, code)} (xid {xid})")
+
+
+class ConnectionLost(Exception):
+    """The OpenFlow connection went away while waiting."""
+
+
+class OpenFlowTimeout(Exception):
+    """No reply in time."""
+
+
+def _error_name(err_type: int, code: int) -> str:
+    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
+    tname = types.get(err_type, str(err_type))
+    suffix = {"OFPET_BAD_REQUEST": "OFPBRC_", "OFPET_BAD_ACTION": "OFPBAC_",
+              "OFPET_BAD_MATCH": "OFPBMC_", "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+              "OFPET_GROUP_MOD_FAILED": "OFPGMFC_", "OFPET_BUNDLE_FAILED": "OFPBFC_",
+              "OFPET_BAD_INSTRUCTION": "OFPBIC_"}.get(tname)
+    cname = str(code)
+    if suffix:
+        codes = {v: k for k, v in vars(ofp).items()
+                 if k.startswith(suffix) and isinstance(v, int)}
+        cname = codes.get(code, cname)
+    return f"{tname}/{cname}"
+
+
+@dataclass
+class Reply:
+    """One message of a reply: raw bytes (always) and its header fields."""
+
+    msg_type: int
+    xid: int
+    raw: bytes
+
+    @property
+    def more(self) -> bool:
+        return self.msg_type == OFPT_MULTIPART_REPLY and bool(
+            struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE)
+
+    def parse(self) -> Any:
+        """The os-ken object, or None where os-ken cannot parse it."""
+        try:
+            return ofproto_parser.msg(DP, ofp.OFP_VERSION, self.msg_type, len(self.raw),
+                                      self.xid, self.raw)
+        except Exception:
+            return None
+
+
+@dataclass
+class _Waiter:
+    done: threading.Event = field(default_factory=threading.Event)
+    replies: list[Reply] = field(default_factory=list)
+    error: Exception | None = None
+
+
+class OpenFlowChannel:
+    def __init__(self, target: str, *, on_async: Callable[[Reply], None] | None = None,
+                 on_disconnect: Callable[[], None] | None = None, echo_interval: float = 5.0,
+                 request_timeout: float = 30.0) -> None:
+        self.target = target
+        self._on_async = on_async
+        self._on_disconnect = on_disconnect
+        self._echo_interval = echo_interval
+        self._timeout = request_timeout
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._waiters: dict[int, _Waiter] = {}
+        self._waiters_lock = threading.Lock()
+        self._xids = itertools.count(1)
+        self._reader: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._sent: dict[str, int] = {}
+        self.datapath_id = 0
+
+    # ------------------------------------------------------------ connection
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None and not self._closed.is_set()
+
+    @property
+    def sent_counts(self) -> dict[str, int]:
+        with self._send_lock:
+            return dict(self._sent)
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect and negotiate OpenFlow 1.5, retrying until ``timeout``."""
+        retry = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            retry=tenacity.retry_if_exception_type(OSError),
+            reraise=True,
+        )
+        retry(self._connect_once)
+
+    def _open_socket(self) -> socket.socket:
+        kind, _, addr = self.target.partition(":")
+        if kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5.0)
+            sock.connect(addr)
+        elif kind == "tcp":
+            host, _, port = addr.rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5.0)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            raise ValueError(f"unsupported OpenFlow target {self.target!r} (unix: or tcp:)")
+        return sock
+
+    def _connect_once(self) -> None:
+        sock = self._open_socket()
+        try:
+            # Hello with a version bitmap offering only OF1.5.
+            bitmap = struct.pack("!HHI", 1, 8, 1 << ofp.OFP_VERSION)
+            sock.sendall(HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_HELLO, 8 + len(bitmap), 0)
+                         + bitmap)
+            version, msg_type, _, _ = HEADER.unpack(_read_msg(sock)[:8])
+            if msg_type != ofp.OFPT_HELLO:
+                raise OSError(f"expected HELLO, got message type {msg_type}")
+            if version < ofp.OFP_VERSION:
+                raise OpenFlowError(ofp.OFPET_HELLO_FAILED, ofp.OFPHFC_INCOMPATIBLE, 0)
+            feat = parser.OFPFeaturesRequest(DP)
+            feat.xid = 0xFFFFFFF0
+            feat.serialize()
+            sock.sendall(feat.buf)
+            while True:
+                raw = _read_msg(sock)
+                if raw[1] == ofp.OFPT_FEATURES_REPLY:
+                    self.datapath_id = struct.unpack_from("!Q", raw, 8)[0]
+                    break
+                if raw[1] == ofp.OFPT_ERROR:
+                    err_type, code = struct.unpack_from("!HH", raw, 8)
+                    raise OpenFlowError(err_type, code, 0)
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        self._sock = sock
+        self._closed.clear()
+        self._reader = threading.Thread(target=self._read_loop, name="of-reader", daemon=True)
+        self._reader.start()
+        log.debug("openflow_negotiated", target=self.target, dpid=f"{self.datapath_id:016x}")
+
+    def close(self) -> None:
+        """Idempotent; fails every waiter with ConnectionLost."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._fail_all(ConnectionLost(self.target))
+
+    # ------------------------------------------------------------ reader
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        silent = 0
+        try:
+            while not self._closed.is_set():
+                # Idle detection with select(): a message, once started, is
+                # always read whole, so framing never breaks on a timeout.
+                readable, _, _ = select.select([sock], [], [], self._echo_interval)
+                if not readable:
+                    silent += 1
+                    if silent >= 3:
+                        raise ConnectionLost("no echo reply in 3 intervals")
+                    self._send_raw(HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_ECHO_REQUEST, 8,
+                                               next(self._xids)), "OFPEchoRequest")
+                    continue
+                silent = 0
+                self._dispatch(_read_msg(sock))
+        except (OSError, ValueError, ConnectionLost, struct.error) as exc:
+            if not self._closed.is_set():
+                log.warning("openflow_disconnected", target=self.target, error=str(exc))
+        finally:
+            was_open = not self._closed.is_set()
+            self.close()
+            if was_open and self._on_disconnect is not None:
+                self._on_disconnect()
+
+    def _dispatch(self, raw: bytes) -> None:
+        _, msg_type, _, xid = HEADER.unpack_from(raw)
+        if msg_type == ofp.OFPT_ECHO_REQUEST:
+            self._send_raw(HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_ECHO_REPLY, len(raw), xid)
+                           + raw[8:], "OFPEchoReply")
+            return
+        if msg_type == ofp.OFPT_ECHO_REPLY:
+            return
+        with self._waiters_lock:
+            waiter = self._waiters.get(xid)
+        if waiter is None:
+            if self._on_async is not None and (msg_type in ASYNC_TYPES
+                                               or msg_type == ofp.OFPT_ERROR):
+                self._on_async(Reply(msg_type, xid, raw))
+            return
+        reply = Reply(msg_type, xid, raw)
+        if msg_type == ofp.OFPT_ERROR:
+            err_type, code = struct.unpack_from("!HH", raw, 8)
+            waiter.error = OpenFlowError(err_type, code, xid, raw[12:])
+            waiter.done.set()
+            return
+        waiter.replies.append(reply)
+        if not reply.more:
+            waiter.done.set()
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._waiters_lock:
+            waiters, self._waiters = list(self._waiters.values()), {}
+        for w in waiters:
+            if w.error is None:
+                w.error = exc
+            w.done.set()
+
+    # ------------------------------------------------------------ sending
+
+    def _send_raw(self, data: bytes, name: str) -> None:
+        sock = self._sock
+        if sock is None:
+            raise ConnectionLost(self.target)
+        with self._send_lock:
+            sock.sendall(data)
+            self._sent[name] = self._sent.get(name, 0) + 1
+
+    def send(self, msg: Any) -> int:
+        """Serialize and send; assigns an xid when the message has none."""
+        if msg.xid is None:
+            msg.xid = next(self._xids)
+        msg.serialize()
+        try:
+            self._send_raw(bytes(msg.buf), type(msg).__name__)
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from exc
+        return int(msg.xid)
+
+    def _register(self) -> tuple[int, _Waiter]:
+        xid = next(self._xids)
+        w = _Waiter()
+        with self._waiters_lock:
+            self._waiters[xid] = w
+        return xid, w
+
+    def _wait(self, xid: int, w: _Waiter, timeout: float | None) -> list[Reply]:
+        try:
+            if not w.done.wait(self._timeout if timeout is None else timeout):
+                raise OpenFlowTimeout(f"xid {xid}")
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(xid, None)
+        if w.error is not None:
+            raise w.error
+        return w.replies
+
+    def request(self, msg: Any, timeout: float | None = None) -> list[Reply]:
+        """Send and wait for the whole reply (every multipart part)."""
+        if not self.connected:
+            raise ConnectionLost(self.target)
+        xid, w = self._register()
+        msg.xid = xid
+        try:
+            self.send(msg)
+        except ConnectionLost:
+            with self._waiters_lock:
+                self._waiters.pop(xid, None)
+            raise
+        return self._wait(xid, w, timeout)
+
+    def barrier(self, timeout: float | None = None) -> None:
+        self.request(parser.OFPBarrierRequest(DP), timeout)
+
+    def bundle(self, msgs: Sequence[Any], timeout: float | None = None) -> None:
+        """Apply ``msgs`` atomically and in order (OFPBF_ATOMIC|OFPBF_ORDERED).
+
+        Every add is checked by the switch as it arrives; if any fails the
+        commit fails too and nothing is applied.  Raises the first error.
+        """
+        if not msgs:
+            return
+        bundle_id = next(self._xids) & 0xFFFFFFFF
+        flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+        self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, []),
+                     timeout)
+        add_waiters: list[tuple[int, _Waiter]] = []
+        try:
+            for m in msgs:
+                xid, w = self._register()
+                add_waiters.append((xid, w))
+                add = parser.OFPBundleAddMsg(DP, bundle_id, flags, m, [])
+                add.xid = xid
+                m.xid = xid
+                self.send(add)
+            commit_error: Exception | None = None
+            try:
+                self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
+                                                     flags, []), timeout)
+            except OpenFlowError as exc:
+                commit_error = exc
+        finally:
+            with self._waiters_lock:
+                for xid, _ in add_waiters:
+                    self._waiters.pop(xid, None)
+        for _, w in add_waiters:
+            if w.error is not None:
+                raise w.error
+        if commit_error is not None:
+            raise commit_error
+
+    # ------------------------------------------------------------ dumps
+
+    def dump_flow_desc(self, cookie: int, cookie_mask: int,
+                       table_id: int = ofp.OFPTT_ALL) -> list[Reply]:
+        """Raw flow-desc reply parts for flows whose cookie matches."""
+        req = parser.OFPFlowDescStatsRequest(
+            DP, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask,
+            parser.OFPMatch())
+        return self.request(req)
+
+    def dump_group_desc(self) -> list[Reply]:
+        return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionLost("connection closed by peer")
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_msg(sock: socket.socket) -> bytes:
+    head = _read_exact(sock, 8)
+    length = struct.unpack_from("!H", head, 2)[0]
+    if length < 8:
+        raise ConnectionLost(f"bad OpenFlow length {length}")
+    return head + _read_exact(sock, length - 8)
+

@@ -1,0 +1,95 @@
+"""Decoder for OF1.5 flow-desc multipart replies (OFPMP_FLOW_DESC).
+
+os-ken 4.2's ``OFPActionCopyField.parser`` slices past the end of the action
+(it reads ``len_`` bytes *after* the fixed part, padding and following actions
+included), so any reply holding a ``move`` fails to parse.  OVS encodes every
+``move`` as OF1.5 copy_field, so lbaffd decodes flow-desc entries itself and
+uses os-ken only for the pieces it parses correctly (match, stats, the other
+actions).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from os_ken import utils
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
+
+@dataclass(frozen=True, slots=True)
+class RawInstruction:
+    type: int
+    actions: tuple[Any, ...]  # os-ken action objects (apply/write actions)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFlow:
+    table_id: int
+    priority: int
+    idle_timeout: int
+    hard_timeout: int
+    flags: int
+    cookie: int
+    match: Any  # os-ken OFPMatch
+    instructions: tuple[RawInstruction, ...]
+
+
+def parse_actions(buf: bytes, offset: int, length: int) -> tuple[Any, ...]:
+    """Parse ``length`` bytes of actions, copy_field included."""
+    out: list[Any] = []
+    end = offset + length
+    while offset < end:
+        type_, len_ = struct.unpack_from("!HH", buf, offset)
+        if len_ < 8 or offset + len_ > end:
+            raise ValueError(f"bad action length {len_} at offset {offset}")
+        if type_ == ofp.OFPAT_COPY_FIELD:
+            out.append(_parse_copy_field(buf, offset, len_))
+        else:
+            out.append(parser.OFPAction.parser(buf, offset))
+        offset += len_
+    return tuple(out)
+
+
+def _parse_copy_field(buf: bytes, offset: int, len_: int) -> Any:
+    _, _, n_bits, src_ofs, dst_ofs = struct.unpack_from(
+        ofp.OFP_ACTION_COPY_FIELD_PACK_STR, buf, offset)
+    rest = bytes(buf[offset + ofp.OFP_ACTION_COPY_FIELD_SIZE:offset + len_])
+    ids = []
+    for _ in range(2):  # src and dst OXM headers; the rest is padding
+        oxm_id, rest = parser.OFPOxmId.parse(rest)
+        ids.append(oxm_id)
+    return parser.OFPActionCopyField(n_bits=n_bits, src_offset=src_ofs, dst_offset=dst_ofs,
+                                     oxm_ids=ids)
+
+
+def decode_flow_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
+                          ) -> list[RawFlow]:
+    """All ``ofp_flow_desc`` entries of one reply message (header included in ``buf``)."""
+    flows: list[RawFlow] = []
+    total = len(buf)
+    while offset < total:
+        (length, table_id, priority, idle, hard, flags, _importance,
+         cookie) = struct.unpack_from(ofp.OFP_FLOW_DESC_0_PACK_STR, buf, offset)
+        end = offset + length
+        pos = offset + ofp.OFP_FLOW_DESC_0_SIZE
+        match = parser.OFPMatch.parser(buf, pos)
+        pos += utils.round_up(match.length, 8)
+        stats = parser.OFPStats.parser(buf, pos)
+        pos += utils.round_up(stats.length, 8)
+        insts: list[RawInstruction] = []
+        while pos < end:
+            itype, ilen = struct.unpack_from("!HH", buf, pos)
+            if itype in (ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_WRITE_ACTIONS):
+                actions = parse_actions(buf, pos + ofp.OFP_INSTRUCTION_ACTIONS_SIZE,
+                                        ilen - ofp.OFP_INSTRUCTION_ACTIONS_SIZE)
+            else:
+                actions = ()
+            insts.append(RawInstruction(itype, actions))
+            pos += ilen
+        flows.append(RawFlow(table_id, priority, idle, hard, flags, cookie, match,
+                             tuple(insts)))
+        offset = end
+    return flows

@@ -1,0 +1,130 @@
+"""OF1.5 group-desc replies and OVS's selection-method group property.
+
+os-ken 4.2's ``OFPBucket.parser`` mis-slices groups with two or more buckets
+(``msg()`` returns None for the whole reply), so lbaffd decodes group-desc
+entries itself.  The selection-method property (Netronome experimenter,
+``selection_method=hash,fields(ip_src)``) has no os-ken class at all; it is
+carried as a generic ``OFPGroupPropExperimenter``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
+from lbaffd.openflow.flowdesc import parse_actions
+
+NTR_EXPERIMENTER = 0x0000154D
+NTR_SELECTION_METHOD = 1
+OFPGBPT_WEIGHT = 0
+GROUP_DESC = struct.Struct("!HBxIH6x")  # length, type, group_id, bucket_array_len
+BUCKET = struct.Struct("!HHI")  # len, action_array_len, bucket_id
+PROP = struct.Struct("!HH")
+
+
+@dataclass(frozen=True, slots=True)
+class RawBucket:
+    bucket_id: int
+    weight: int | None
+    actions: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RawGroupProperty:
+    type: int
+    experimenter: int
+    exp_type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawGroup:
+    group_id: int
+    type: int
+    buckets: tuple[RawBucket, ...]
+    properties: tuple[RawGroupProperty, ...]
+
+
+def decode_group_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
+                           ) -> list[RawGroup]:
+    """Every ``ofp_group_desc`` in one reply message (header included in ``buf``)."""
+    groups: list[RawGroup] = []
+    while offset < len(buf):
+        length, gtype, group_id, bucket_len = GROUP_DESC.unpack_from(buf, offset)
+        end = offset + length
+        pos = offset + GROUP_DESC.size
+        buckets_end = pos + bucket_len
+        buckets: list[RawBucket] = []
+        while pos < buckets_end:
+            blen, alen, bucket_id = BUCKET.unpack_from(buf, pos)
+            actions = parse_actions(buf, pos + BUCKET.size, alen)
+            weight = None
+            ppos = pos + BUCKET.size + alen
+            while ppos < pos + blen:
+                ptype, plen = PROP.unpack_from(buf, ppos)
+                if ptype == OFPGBPT_WEIGHT:
+                    weight = struct.unpack_from("!H", buf, ppos + 4)[0]
+                ppos += max(plen, 4)
+            buckets.append(RawBucket(bucket_id, weight, actions))
+            pos += blen
+        props: list[RawGroupProperty] = []
+        pos = buckets_end
+        while pos < end:
+            ptype, plen = PROP.unpack_from(buf, pos)
+            exp, exp_type = (struct.unpack_from("!II", buf, pos + 4)
+                             if ptype == ofp.OFPGPT_EXPERIMENTER else (0, 0))
+            props.append(RawGroupProperty(ptype, exp, exp_type, bytes(buf[pos + 12:pos + plen])))
+            pos += (plen + 7) // 8 * 8 if plen else 8
+        groups.append(RawGroup(group_id, gtype, tuple(buckets), tuple(props)))
+        offset = end
+    return groups
+
+
+def _value_len(header: int, header_len: int) -> int:
+    """OXM payload length; an experimenter OXM counts its 4-byte id in it."""
+    return (header & 0xFF) - (header_len - 4)
+
+
+def decode_selection_method(prop: RawGroupProperty) -> tuple[str, int, tuple[str, ...]]:
+    """-> (method, param, hashed OXM field names) of an NTR selection-method property.
+
+    OVS encodes each hashed field as an OXM TLV whose *value* is the mask to
+    hash with (all ones for a whole field); a partial mask shows up as
+    ``name/0x..`` so it never equals a desired whole-field list.
+    """
+    data = prop.data
+    name = data[4:20].split(b"\0", 1)[0].decode()
+    (param,) = struct.unpack_from("!Q", data, 20)
+    fields: list[str] = []
+    pos = 28
+    while pos + 4 <= len(data):
+        (header,) = struct.unpack_from("!I", data, pos)
+        if header == 0:
+            break  # padding
+        num, hlen = ofp.oxm_parse_header(data, pos)
+        vlen = _value_len(header, hlen)
+        mask = data[pos + hlen:pos + hlen + vlen]
+        field = str(ofp.oxm_to_user_header(num))
+        fields.append(field if mask == b"\xff" * vlen else f"{field}/0x{mask.hex()}")
+        pos += hlen + vlen
+    return name, param, tuple(fields)
+
+
+def encode_selection_method_property(method: str, param: int, fields: Iterable[str]) -> Any:
+    """The NTR selection-method property for a group mod (whole fields hashed)."""
+    body = bytearray(b"\0" * 4 + method.encode().ljust(16, b"\0") + struct.pack("!Q", param))
+    for name in fields:
+        start = len(body)
+        hlen = ofp.oxm_serialize_header(ofp.oxm_from_user_header(name), body, start)
+        (header,) = struct.unpack_from("!I", body, start)
+        body += b"\xff" * _value_len(header, hlen)
+    body += b"\0" * (-(len(body) + 12) % 8)  # whole property padded to 8 bytes
+    words = list(struct.unpack(f"!{len(body) // 4}I", bytes(body)))
+    return parser.OFPGroupPropExperimenter(
+        type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_EXPERIMENTER,
+        exp_type=NTR_SELECTION_METHOD, data=words)

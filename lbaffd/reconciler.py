@@ -1,0 +1,128 @@
+"""reconcile(): make the switch match the desired state, touching only the difference.
+
+The switch is the source of truth for what is installed (as in ovn-controller's
+ofctrl): every pass reads lbaffd's flows (by cookie magic) and groups (by id
+range) back from ovs-vswitchd, diffs, and sends the changes as one atomic,
+ordered bundle followed by a barrier.  After a daemon restart the diff is
+empty, so nothing is removed or re-added and learned affinity entries live on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from lbaffd import ownership as own
+from lbaffd.compiler import DesiredState, compile_state, vip_owners
+from lbaffd.diff import ChangeSet, diff
+from lbaffd.model import LoadBalancer
+from lbaffd.openflow import codec
+from lbaffd.openflow.flowdesc import decode_flow_desc_body
+from lbaffd.openflow.flowspec import Action, Group, Opaque, SetField, SwitchState
+from lbaffd.openflow.groupdesc import decode_group_desc_body
+from lbaffd.pipeline import REG_VIP_ID, Pipeline
+from lbaffd.topology import Topology
+
+log = structlog.get_logger("lbaffd.reconcile")
+
+
+class Channel(Protocol):
+    """What the reconciler needs from the OpenFlow channel."""
+
+    def dump_flow_desc(self, cookie: int, cookie_mask: int) -> list[Any]: ...
+    def dump_group_desc(self) -> list[Any]: ...
+    def bundle(self, msgs: list[Any]) -> None: ...
+    def barrier(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    changes: ChangeSet
+    desired: DesiredState
+    installed_flows: int
+    installed_groups: int
+    seconds: float
+    foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
+
+
+def _has_opaque(actions: tuple[Action, ...]) -> bool:
+    return any(isinstance(a, Opaque) for a in actions)
+
+
+def read_installed(channel: Channel) -> tuple[SwitchState, int]:
+    """lbaffd's flows and groups as the switch reports them now, and how many
+    of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
+    flows = [codec.decode_flow(d)
+             for part in channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
+             for d in decode_flow_desc_body(part.raw)]
+    groups = [codec.decode_group(g)
+              for part in channel.dump_group_desc()
+              for g in decode_group_desc_body(part.raw) if own.is_lbaffd_group(g.group_id)]
+    foreign = sum(_has_opaque(f.actions) for f in flows) + sum(
+        any(_has_opaque(b.actions) for b in g.buckets) for g in groups)
+    return SwitchState.build(flows, groups), foreign
+
+
+def recover_group_ids(installed: SwitchState) -> dict[int, int]:
+    """cookie -> group id, from the flows that reference lbaffd groups."""
+    found: dict[int, int] = {}
+    for f in installed.flows.values():
+        for a in f.actions:
+            if isinstance(a, Group) and own.is_lbaffd_group(a.group_id):
+                found.setdefault(f.cookie, a.group_id)
+            elif (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
+                  and own.is_lbaffd_group(a.value)):
+                found.setdefault(f.cookie, a.value)
+    return found
+
+
+def to_messages(cs: ChangeSet) -> list[Any]:
+    """Order matters inside the bundle: groups must exist before flows point
+    at them, and flows must be gone before their group is deleted."""
+    msgs: list[Any] = []
+    msgs += [codec.group_add(g) for g in cs.add_groups]
+    msgs += [codec.group_modify(g) for g in cs.mod_groups]
+    msgs += [codec.flow_delete(f) for f in cs.del_flows]
+    msgs += [codec.flow_add(f) for f in cs.add_flows]
+    msgs += [codec.flow_modify(f) for f in cs.mod_flows]
+    msgs += [codec.group_delete(gid) for gid in cs.del_groups]
+    return msgs
+
+
+class Reconciler:
+    """Holds what survives between passes: the VIP -> group id assignment."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._group_ids: dict[own.OwnerKey, int] = {}
+
+    @property
+    def group_ids(self) -> Mapping[own.OwnerKey, int]:
+        return dict(self._group_ids)
+
+    def reconcile(self, channel: Channel, lbs: tuple[LoadBalancer, ...],
+                  topo: Topology) -> ReconcileResult:
+        start = time.monotonic()
+        installed, foreign = read_installed(channel)
+        owners = vip_owners(lbs, topo)
+        by_cookie = recover_group_ids(installed)
+        previous = dict(self._group_ids)
+        for owner in owners:
+            gid = by_cookie.get(own.owner_cookie(owner))
+            if gid is not None:
+                previous[owner] = gid  # the switch wins over memory
+        self._group_ids = own.allocate_group_ids(owners, previous)
+        desired = compile_state(lbs, topo, self._group_ids, self._pipeline)
+        changes = diff(desired.state, installed)
+        if not changes.empty:
+            channel.bundle(to_messages(changes))
+            channel.barrier()
+        return ReconcileResult(
+            changes=changes, desired=desired, installed_flows=len(installed.flows),
+            installed_groups=len(installed.groups), seconds=time.monotonic() - start,
+            foreign=foreign,
+        )

@@ -1,0 +1,197 @@
+"""OVSDB monitors: the OVN Southbound DB and the local Open_vSwitch DB.
+
+ovsdbapp runs each IDL in its own thread.  Per table, a ``RowEvent`` (matcher
++ handler, ovsdbapp's pattern) forwards "table T changed" to the daemon's single
+worker queue; the IDL thread does no other work.  The worker then reads an
+immutable snapshot while holding the connection's lock (the same lock
+ovsdbapp holds around ``idl.run()``), and only when the IDL is in the
+MONITORING state, i.e. after a complete (re)sync.  While the DB is unreachable
+the last snapshot stands and flows stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+import tenacity
+from ovs.db import idl as ovs_idl
+from ovsdbapp.backend.ovs_idl import connection, event, idlutils
+
+from lbaffd.sb.records import (
+    DatapathRow,
+    DpGroupRow,
+    InterfaceRow,
+    LoadBalancerRow,
+    PortBindingRow,
+)
+
+log = structlog.get_logger("lbaffd.sb")
+
+SB_TABLES = ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group", "Port_Binding", "Chassis")
+OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+OnChange = Callable[[str], None]
+
+
+class TableChanged(event.RowEvent):  # type: ignore[misc]
+    """Any create/update/delete in ``table`` -> ``on_change(table)``."""
+
+    def __init__(self, table: str, on_change: OnChange) -> None:
+        super().__init__((self.ROW_CREATE, self.ROW_UPDATE, self.ROW_DELETE), table, None)
+        self._on_change = on_change
+
+    def run(self, event: str, row: Any, old: Any) -> None:
+        self._on_change(self.table)
+
+
+class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[misc]
+    """An ovsdbapp IDL that also reports full (re)syncs.
+
+    A reconnect that needs a full resync clears the IDL's rows without row
+    events (a row deleted while we were away would go unnoticed), so every
+    ``run()`` that advances ``change_seqno`` reports a change too.
+    """
+
+    def __init__(self, remote: str, helper: Any, on_change: OnChange, name: str) -> None:
+        self._on_change = on_change
+        self._name = name
+        connection.OvsdbIdl.__init__(self, remote, helper, leader_only=False)
+        event.RowEventHandler.__init__(self)
+
+    def run(self) -> Any:
+        before = self.change_seqno
+        result = super().run()
+        if self.change_seqno != before:
+            self._on_change(self._name)
+        return result
+
+    @property
+    def in_sync(self) -> bool:
+        return bool(self.state == ovs_idl.Idl.IDL_S_MONITORING)
+
+
+class DbMonitor:
+    """One OVSDB connection (ovsdbapp ``Connection``) with table-change events."""
+
+    def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
+                 timeout: float = 60.0) -> None:
+        self.remote = remote
+        self.schema = schema
+        self._tables = tuple(tables)
+        self._on_change = on_change
+        self._timeout = timeout
+        self.idl: NotifyingIdl | None = None
+        self.conn: Any = None
+
+    def start(self, wait: float = 60.0) -> None:
+        """Fetch the schema (retrying while the server is unreachable) and start."""
+        helper = self._fetch_helper(wait)
+        present = helper.schema_json["tables"]
+        for table in self._tables:
+            if table in present:
+                helper.register_table(table)
+        self.idl = NotifyingIdl(self.remote, helper, self._on_change, self.schema)
+        for table in self._tables:
+            if table in present:
+                self.idl.watch_event(TableChanged(table, self._on_change))
+        self.conn = connection.Connection(self.idl, timeout=self._timeout)
+        self.conn.start()
+        log.info("ovsdb_connected", db=self.schema, remote=self.remote)
+
+    def _fetch_helper(self, wait: float) -> Any:
+        retry = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(wait),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "ovsdb_unreachable", db=self.schema, remote=self.remote,
+                attempt=rs.attempt_number),
+        )
+        return retry(idlutils.get_schema_helper, self.remote, self.schema)
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.stop(timeout=2)
+        if self.idl is not None:
+            self.idl.shutdown()
+
+    def has_column(self, table: str, column: str) -> bool:
+        assert self.idl is not None
+        t = self.idl.tables.get(table)
+        return t is not None and column in t.columns
+
+    def rows(self, table: str) -> Iterable[Any]:
+        assert self.idl is not None
+        t = self.idl.tables.get(table)
+        return () if t is None else t.rows.values()
+
+
+# ------------------------------------------------------------------ row -> record
+
+
+def _ref(value: Any) -> str | None:
+    """An optional reference column (a 0..1 list of Rows) -> uuid string."""
+    if not value:
+        return None
+    row = value[0] if isinstance(value, list) else value
+    return str(row.uuid)
+
+
+def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, DatapathRow],
+                                      dict[str, DpGroupRow], dict[str, PortBindingRow]]:
+    """Copy the SB tables lbaffd uses; call with ``mon.conn.lock`` held."""
+    group_cols = [c for c in ("datapath_group", "ls_datapath_group", "lr_datapath_group")
+                  if mon.has_column("Load_Balancer", c)]
+    lbs: dict[str, LoadBalancerRow] = {}
+    for r in mon.rows("Load_Balancer"):
+        groups = {c: _ref(getattr(r, c)) for c in group_cols}
+        lbs[str(r.uuid)] = LoadBalancerRow(
+            uuid=str(r.uuid),
+            name=r.name,
+            vips=MappingProxyType(dict(r.vips)),
+            protocol=(r.protocol[0] if isinstance(r.protocol, list) and r.protocol
+                      else r.protocol or ""),
+            options=MappingProxyType(dict(r.options)),
+            datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)),
+            **groups,
+        )
+    dps: dict[str, DatapathRow] = {}
+    for r in mon.rows("Datapath_Binding"):
+        ext = dict(r.external_ids)
+        dps[str(r.uuid)] = DatapathRow(
+            uuid=str(r.uuid), tunnel_key=int(r.tunnel_key), name=ext.get("name", ""),
+            is_router="logical-router" in ext,
+        )
+    groups_: dict[str, DpGroupRow] = {}
+    for r in mon.rows("Logical_DP_Group"):
+        groups_[str(r.uuid)] = DpGroupRow(
+            uuid=str(r.uuid), datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
+    pbs: dict[str, PortBindingRow] = {}
+    for r in mon.rows("Port_Binding"):
+        chassis = r.chassis[0].name if r.chassis else None
+        pbs[str(r.uuid)] = PortBindingRow(
+            uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
+            tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
+        )
+    return lbs, dps, groups_, pbs
+
+
+def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
+    """``Open_vSwitch.external_ids`` and the interfaces on ``bridge``."""
+    ext: dict[str, str] = {}
+    for r in mon.rows("Open_vSwitch"):
+        ext = dict(r.external_ids)
+    ifaces: list[InterfaceRow] = []
+    for br in mon.rows("Bridge"):
+        if br.name != bridge:
+            continue
+        for port in br.ports:
+            for iface in port.interfaces:
+                ofport = iface.ofport[0] if iface.ofport else -1
+                iface_id = dict(iface.external_ids).get("iface-id")
+                if iface_id:
+                    ifaces.append(InterfaceRow(iface.name, int(ofport), iface_id))
+    return ext, tuple(sorted(ifaces, key=lambda i: i.name))
