@@ -69,9 +69,9 @@ def test_affinity_vip_pipeline() -> None:
     assert group.selection_method == "hash" and group.fields == ("ipv4_src",)
     assert sorted((b.actions for b in group.buckets), key=str) == [
         (Ct(commit=True, zone_field="reg13", table=P.learn,
-            nat=Nat(dst=True, ip_min="10.0.0.21", port_min=8080, port_max=8080)),),
+            nat=Nat(kind="dst", ip_min="10.0.0.21", port_min=8080, port_max=8080)),),
         (Ct(commit=True, zone_field="reg13", table=P.learn,
-            nat=Nat(dst=True, ip_min="10.0.0.22", port_min=8080, port_max=8080)),),
+            nat=Nat(kind="dst", ip_min="10.0.0.22", port_min=8080, port_max=8080)),),
     ]
     (vip_flow,) = [f for f in flows_in(desired, P.dispatch) if f.priority == 200]
     m = vip_flow.match.as_dict()

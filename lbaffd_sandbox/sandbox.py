@@ -1,0 +1,367 @@
+"""A private, real OVS + OVN Southbound sandbox with network namespaces.
+
+Everything lives in ``rundir``: two ovsdb-servers (Open_vSwitch and OVN SB
+schemas from Debian's packages), ovs-vswitchd with a ``datapath_type=netdev``
+br-int, and hosts in their own namespaces on veth pairs.  ovs-vswitchd runs in
+its own namespace: a netdev bridge creates kernel taps named ``ovs-netdev``
+and ``br-int`` wherever the daemon runs, and another br-int may already exist
+in the root namespace.  Processes are stopped by the pids in their pidfiles,
+and only the namespaces created here are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
+
+
+def run(*cmd: str, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 30.0) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout
+
+
+@dataclass(frozen=True, slots=True)
+class ConnResult:
+    src: str
+    backend: str
+    connect_ms: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    ip: str
+    mac: str
+    ofport: int
+    iface_id: str
+    port_name: str
+    extra_ips: list[str] = field(default_factory=list)
+
+    def add_address(self, ip: str) -> None:
+        if ip in self.extra_ips:
+            return
+        run("ip", "-n", self.ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        self.extra_ips.append(ip)
+
+    def exec(self, *cmd: str, timeout: float = 60.0) -> str:
+        return run("ip", "netns", "exec", self.ns, *cmd, timeout=timeout)
+
+
+class Sandbox:
+    def __init__(self, rundir: Path, prefix: str | None = None, chassis: str = "chassis-1",
+                 sb_tcp_port: int | None = None, sb_schema: Path = SB_SCHEMA) -> None:
+        self.rundir = Path(rundir).resolve()
+        self.prefix = prefix or "lx" + secrets.token_hex(2)
+        self.chassis = chassis
+        self.sb_tcp_port = sb_tcp_port
+        self.sb_schema = sb_schema
+        self.ovs_ns = f"{self.prefix}-ovs"
+        self.hosts: dict[str, Host] = {}
+        self._namespaces: list[str] = []
+        self._pidfiles: list[Path] = []
+        self.env = {**os.environ, "OVS_RUNDIR": str(self.rundir), "OVS_DBDIR": str(self.rundir),
+                    "OVS_LOGDIR": str(self.rundir), "OVS_PKGDATADIR": "/usr/share/openvswitch"}
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def ovs_rundir(self) -> Path:
+        return self.rundir
+
+    @property
+    def ovs_db_remote(self) -> str:
+        return f"unix:{self.rundir}/db.sock"
+
+    @property
+    def sb_remote(self) -> str:
+        return f"unix:{self.rundir}/sb.sock"
+
+    @property
+    def mgmt_socket(self) -> Path:
+        return self.rundir / "br-int.mgmt"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.rundir, 0o700)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        self._add_ns(self.ovs_ns)
+        run("ip", "-n", self.ovs_ns, "link", "set", "lo", "up")
+        self._ovsdb("db", VSWITCH_SCHEMA)
+        self._ovsdb("sb", self.sb_schema, extra=(
+            [f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"] if self.sb_tcp_port else []))
+        self.vsctl("--no-wait", "init")
+        self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
+                   f"external_ids:system-id={self.chassis}",
+                   f"external_ids:ovn-remote={self.sb_remote}",
+                   "external_ids:ovn-bridge=br-int")
+        self._start_vswitchd()
+        self.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+                   "fail_mode=secure", "protocols=OpenFlow10,OpenFlow13,OpenFlow15",
+                   "other_config:disable-in-band=true")
+        _wait_for(lambda: self.mgmt_socket.exists(), 10, "br-int.mgmt")
+        self.sbctl("chassis-add", self.chassis, "geneve", "127.0.0.1")
+        self._save_state()
+
+    def _add_ns(self, ns: str) -> None:
+        run("ip", "netns", "add", ns)
+        self._namespaces.append(ns)
+        self._save_state()
+
+    def _ovsdb(self, name: str, schema: Path, extra: list[str] | None = None) -> None:
+        r = self.rundir
+        (r / f"{name}.db").unlink(missing_ok=True)  # a fresh DB every start
+        run("ovsdb-tool", "create", str(r / f"{name}.db"), str(schema), env=self.env)
+        pidfile = r / f"{name}.pid"
+        run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
+            f"--pidfile={pidfile}", f"--log-file={r / f'{name}.log'}",
+            f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
+            *(extra or []), env=self.env)
+        self._pidfiles.append(pidfile)
+        self._save_state()
+
+    def _start_vswitchd(self) -> None:
+        r = self.rundir
+        pidfile = r / "ovs-vswitchd.pid"
+        run("ip", "netns", "exec", self.ovs_ns, "ovs-vswitchd", self.ovs_db_remote,
+            "--detach", "--no-chdir", f"--pidfile={pidfile}",
+            f"--log-file={r / 'ovs-vswitchd.log'}", f"--unixctl={r / 'ovs-vswitchd.ctl'}",
+            env=self.env)
+        if pidfile not in self._pidfiles:
+            self._pidfiles.append(pidfile)
+        self._save_state()
+
+    def restart_vswitchd(self) -> None:
+        _kill_pidfile(self.rundir / "ovs-vswitchd.pid")
+        self.mgmt_socket.unlink(missing_ok=True)
+        self._start_vswitchd()
+        _wait_for(lambda: self.mgmt_socket.exists(), 10, "br-int.mgmt")
+
+    def stop(self) -> None:
+        """Idempotent: stop our processes by pid, delete our namespaces."""
+        for pidfile in reversed(self._pidfiles):
+            _kill_pidfile(pidfile)
+        for ns in reversed(self._namespaces):
+            run("ip", "netns", "del", ns, check=False)
+        self._pidfiles.clear()
+        self._namespaces.clear()
+        self.hosts.clear()
+        (self.rundir / "sandbox.json").unlink(missing_ok=True)
+
+    def _save_state(self) -> None:
+        if self.rundir.exists():
+            state = {"pidfiles": [str(p) for p in self._pidfiles], "namespaces": self._namespaces}
+            (self.rundir / "sandbox.json").write_text(json.dumps(state))
+
+    @staticmethod
+    def stop_from_state(rundir: Path) -> bool:
+        """Tear down a sandbox started by another process; False if none."""
+        path = Path(rundir) / "sandbox.json"
+        if not path.exists():
+            return False
+        state = json.loads(path.read_text())
+        for pidfile in reversed(state["pidfiles"]):
+            _kill_pidfile(Path(pidfile))
+        for ns in reversed(state["namespaces"]):
+            run("ip", "netns", "del", ns, check=False)
+        path.unlink()
+        return True
+
+    # ------------------------------------------------------------ tools
+
+    def vsctl(self, *args: str) -> str:
+        return run("ovs-vsctl", f"--db={self.ovs_db_remote}", "--timeout=10", *args,
+                   env=self.env)
+
+    def ofctl(self, *args: str) -> str:
+        """``ovs-ofctl -O OpenFlow15``; a ``br-int`` argument means our bridge."""
+        target = f"unix:{self.mgmt_socket}"
+        return run("ovs-ofctl", "-O", "OpenFlow15",
+                   *[target if a == "br-int" else a for a in args], env=self.env)
+
+    def appctl(self, *args: str) -> str:
+        return run("ovs-appctl", "-t", str(self.rundir / "ovs-vswitchd.ctl"), *args,
+                   env=self.env)
+
+    def sbctl(self, *args: str) -> str:
+        return run("ovn-sbctl", f"--db={self.sb_remote}", "--timeout=10", *args,
+                   env=self.env).strip()
+
+    def dump_flows(self, *filters: str) -> list[str]:
+        out = self.ofctl("--no-stats", "dump-flows", "br-int", *filters)
+        return sorted(line.strip() for line in out.splitlines() if "actions=" in line)
+
+    def dump_groups(self) -> list[str]:
+        out = self.ofctl("dump-groups", "br-int")
+        return sorted(line.strip() for line in out.splitlines() if "group_id=" in line)
+
+    # ------------------------------------------------------------ hosts
+
+    def add_host(self, name: str, ip: str, mac: str, ofport: int, iface_id: str) -> Host:
+        ns = f"{self.prefix}-{name}"
+        port = f"{self.prefix}{name}"[:15]
+        self._add_ns(ns)
+        run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "link", "set", port, "netns", self.ovs_ns)
+        run("ip", "-n", self.ovs_ns, "link", "set", port, "up")
+        for cmd in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", mac],
+                    ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
+            run("ip", "-n", ns, *cmd)
+        host = Host(name, ns, ip, mac, ofport, iface_id, port)
+        # Without this TCP fails on the netdev datapath (ARP works): see dataplane notes.
+        host.exec("ethtool", "-K", "eth0", "tx", "off")
+        for key, value in (("net.ipv6.conf.all.disable_ipv6", "1"),
+                           ("net.ipv6.conf.default.disable_ipv6", "1"),
+                           ("net.ipv4.tcp_tw_reuse", "1"),
+                           ("net.ipv4.ip_local_port_range", "1024 65000")):
+            host.exec("sysctl", "-q", "-w", f"{key}={value}")
+        self.vsctl("add-port", "br-int", port, "--", "set", "Interface", port,
+                   f"ofport_request={ofport}", f"external_ids:iface-id={iface_id}")
+        self.hosts[name] = host
+        return host
+
+    def start_server(self, host: Host, port: int, proto: str = "tcp") -> None:
+        """A backend that answers every connection/datagram with its host name."""
+        pidfile = self.rundir / f"srv-{host.name}-{proto}-{port}.pid"
+        log = self.rundir / f"srv-{host.name}-{proto}-{port}.log"
+        with open(log, "wb") as out:
+            subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, "-m",
+                              "lbaffd_sandbox.server", "--port", str(port), "--name", host.name,
+                              "--proto", proto, "--pidfile", str(pidfile)],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for(pidfile.exists, 10, f"server {host.name}:{port}")
+        self._pidfiles.append(pidfile)
+        self._save_state()
+
+    def connect(self, host: str | Host, dst: str, port: int, count: int = 1,
+                pause: float = 0.0, src_ips: list[str] | None = None, proto: str = "tcp",
+                timeout: float = 3.0) -> list[ConnResult]:
+        h = self.hosts[host] if isinstance(host, str) else host
+        cmd = [sys.executable, "-m", "lbaffd_sandbox.client", "--dst", dst, "--port", str(port),
+               "--count", str(count), "--pause", str(pause), "--proto", proto,
+               "--timeout", str(timeout)]
+        for ip in src_ips or []:
+            cmd += ["--src-ip", ip]
+        out = h.exec(*cmd, timeout=count * (timeout + pause) + 30)
+        return [ConnResult(**json.loads(line)) for line in out.splitlines() if line.strip()]
+
+    # ------------------------------------------------------------ OVN SB rows
+
+    def add_datapath(self, name: str, tunnel_key: int, kind: str = "switch") -> str:
+        key = "logical-switch" if kind == "switch" else "logical-router"
+        return self.sbctl("create", "Datapath_Binding", f"tunnel_key={tunnel_key}",
+                          f"external_ids:name={name}",
+                          f'external_ids:{key}="{secrets.token_hex(4)}"')
+
+    def add_port_binding(self, logical_port: str, datapath: str, tunnel_key: int, mac: str,
+                         ip: str, chassis: str | None = None) -> str:
+        args = ["create", "Port_Binding", f"logical_port={logical_port}",
+                f"datapath={datapath}", f"tunnel_key={tunnel_key}", f'mac="{mac} {ip}"']
+        uuid = self.sbctl(*args)
+        if chassis:
+            ch = self.sbctl("--bare", "--columns=_uuid", "find", "Chassis", f"name={chassis}")
+            self.sbctl("set", "Port_Binding", uuid, f"chassis={ch}")
+        return uuid
+
+    def add_load_balancer(self, name: str, vips: dict[str, str], protocol: str = "tcp",
+                          options: dict[str, str] | None = None,
+                          datapaths: list[str] | None = None) -> str:
+        args = ["create", "Load_Balancer", f"name={name}", f"protocol={protocol}",
+                _map_arg("vips", vips)]
+        if options:
+            args.append(_map_arg("options", options))
+        if datapaths:
+            args.append(f"datapaths=[{','.join(datapaths)}]")
+        return self.sbctl(*args)
+
+    def set_lb_vips(self, uuid: str, vips: dict[str, str]) -> None:
+        self.sbctl("set", "Load_Balancer", uuid, _map_arg("vips", vips))
+
+    def set_lb_options(self, uuid: str, options: dict[str, str]) -> None:
+        self.sbctl("set", "Load_Balancer", uuid, _map_arg("options", options))
+
+    def delete_load_balancer(self, uuid: str) -> None:
+        self.sbctl("destroy", "Load_Balancer", uuid)
+
+
+def _map_arg(column: str, values: dict[str, str]) -> str:
+    """``column={"k"="v", ...}`` quoted for ovs-vsctl-style DB commands."""
+    items = ",".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in values.items())
+    return f"{column}={{{items}}}"
+
+
+def _wait_for(pred: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(pred) and pred():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} did not appear within {timeout}s")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie counts as gone: detached daemons are reaped by init,
+    which may do so only every few seconds)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill_pidfile(pidfile: Path, timeout: float = 5.0) -> None:
+    """Stop the process named by ``pidfile``: ``ovs-appctl exit`` where it has a
+    control socket (fast, clean), SIGTERM otherwise, SIGKILL as a last resort."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    ctl = pidfile.with_suffix(".ctl")
+    if ctl.exists():
+        subprocess.run(["ovs-appctl", "-t", str(ctl), "exit"], capture_output=True, timeout=10)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (servers)
+        if not _alive(pid):
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Run the real lbaffd daemon as a subprocess against a sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lbaffd_sandbox.sandbox import Sandbox
+
+
+class LbaffdProcess:
+    """``python -m lbaffd run ...`` with JSON logs in ``rundir/lbaffd-N.log``."""
+
+    def __init__(self, sb: Sandbox, *extra: str) -> None:
+        self.sb = sb
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self._runs = 0
+
+    def start(self, wait_sync: bool = True, timeout: float = 30.0) -> None:
+        self._runs += 1
+        self.log_path = Path(self.sb.rundir) / f"lbaffd-{self._runs}.log"
+        cmd = [sys.executable, "-m", "lbaffd", "run",
+               "--ovs-db", self.sb.ovs_db_remote, "--sb-db", self.sb.sb_remote,
+               "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir),
+               "--log-format", "json", "--log-level", "debug", "--metrics-address", "",
+               *self.extra]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if wait_sync:
+            self.wait_event("initial_sync_done", timeout=timeout)
+
+    def events(self) -> list[dict[str, Any]]:
+        assert self.log_path is not None
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def wait_event(self, name: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events():
+                if ev.get("event") == name and all(ev.get(k) == v for k, v in fields.items()):
+                    return ev
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"lbaffd exited {self.proc.returncode}: {self.tail()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {name} {fields} within {timeout}s: {self.tail()}")
+
+    def count(self, name: str) -> int:
+        return sum(1 for ev in self.events() if ev.get("event") == name)
+
+    def tail(self, n: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> float:
+        """Stop by pid; returns how long the daemon took to exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"lbaffd ignored {sig} for {timeout}s") from None
+        return time.monotonic() - start
