@@ -5,7 +5,7 @@ SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common iproute2 ethtool
+DEB_PACKAGES := openvswitch-switch ovn-common iproute2 ethtool python3-venv
 STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 
@@ -34,7 +34,9 @@ $(STAMP): pyproject.toml
 test: deps
 	$(PY) -m ruff check lbaffd lbaffd_sandbox tests
 	$(PY) -m mypy lbaffd
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
+	exit $$rc
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

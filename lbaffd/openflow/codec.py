@@ -199,12 +199,17 @@ def _decode_ct(o: Any) -> Ct | Opaque:
         if isinstance(inner, parser.NXActionNAT):
             kind = ("dst" if inner.flags & NX_NAT_F_DST
                     else "src" if inner.flags & NX_NAT_F_SRC else "")
+            ip_min = inner.range_ipv4_min or ""
+            ip_max = inner.range_ipv4_max or ""
+            port_min = inner.range_proto_min or 0
+            # A single address/port may come with or without its max (ovs-ofctl
+            # omits it); canonical form: no ip_max, port_max == port_min.
             nat = Nat(
                 kind=kind,
-                ip_min=inner.range_ipv4_min or "",
-                ip_max=inner.range_ipv4_max or "",
-                port_min=inner.range_proto_min or 0,
-                port_max=inner.range_proto_max or 0,
+                ip_min=ip_min,
+                ip_max="" if ip_max == ip_min else ip_max,
+                port_min=port_min,
+                port_max=inner.range_proto_max or port_min,
             )
         else:
             return Opaque(f"ct(..., {type(inner).__name__})")

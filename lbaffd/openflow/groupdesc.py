@@ -1,8 +1,9 @@
 """OF1.5 group-desc replies and OVS's selection-method group property.
 
-os-ken 4.2's ``OFPBucket.parser`` mis-slices groups with two or more buckets
-(``msg()`` returns None for the whole reply), so lbaffd decodes group-desc
-entries itself.  The selection-method property (Netronome experimenter,
+lbaffd decodes group-desc entries itself, with the same action parser as
+flow-desc (os-ken's group-desc parsing has been reported to mis-slice
+multi-bucket groups, and its bucket actions must be parsed copy_field-safe
+anyway).  The selection-method property (Netronome experimenter,
 ``selection_method=hash,fields(ip_src)``) has no os-ken class at all; it is
 carried as a generic ``OFPGroupPropExperimenter``.
 """
