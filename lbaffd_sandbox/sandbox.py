@@ -162,6 +162,20 @@ class Sandbox:
             self._pidfiles.append(pidfile)
         self._save_state()
 
+    def restart_ovsdb(self, name: str, down_for: float = 0.0) -> None:
+        """Stop ovsdb-server ``name`` (``db`` or ``sb``) by pid and start it again
+        on the same database file, after ``down_for`` seconds."""
+        r = self.rundir
+        pidfile = r / f"{name}.pid"
+        _kill_pidfile(pidfile)
+        time.sleep(down_for)
+        extra = ([f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"]
+                 if name == "sb" and self.sb_tcp_port else [])
+        run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
+            f"--pidfile={pidfile}", f"--log-file={r / f'{name}.log'}",
+            f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
+            *extra, env=self.env)
+
     def restart_vswitchd(self) -> None:
         _kill_pidfile(self.rundir / "ovs-vswitchd.pid")
         self.mgmt_socket.unlink(missing_ok=True)

@@ -17,9 +17,10 @@ from lbaffd_sandbox.sandbox import Sandbox
 class LbaffdProcess:
     """``python -m lbaffd run ...`` with JSON logs in ``rundir/lbaffd-N.log``."""
 
-    def __init__(self, sb: Sandbox, *extra: str) -> None:
+    def __init__(self, sb: Sandbox, *extra: str, minimal: bool = False) -> None:
         self.sb = sb
         self.extra = extra
+        self.minimal = minimal
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._runs = 0
@@ -27,9 +28,10 @@ class LbaffdProcess:
     def start(self, wait_sync: bool = True, timeout: float = 30.0) -> None:
         self._runs += 1
         self.log_path = Path(self.sb.rundir) / f"lbaffd-{self._runs}.log"
-        cmd = [sys.executable, "-m", "lbaffd", "run",
-               "--ovs-db", self.sb.ovs_db_remote, "--sb-db", self.sb.sb_remote,
-               "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir),
+        where = (["--ovs-rundir", str(self.sb.ovs_rundir)] if self.minimal else
+                 ["--ovs-db", self.sb.ovs_db_remote, "--sb-db", self.sb.sb_remote,
+                  "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir)])
+        cmd = [sys.executable, "-m", "lbaffd", "run", *where,
                "--log-format", "json", "--log-level", "debug", "--metrics-address", "",
                *self.extra]
         with open(self.log_path, "wb") as log:

@@ -221,6 +221,55 @@ def test_restart_leaves_flows_groups_and_entries(sandbox: Sandbox, topo: Topolog
     assert backends(sandbox, "cli1", len(clients), src_ips=clients) == pinned
 
 
+def test_bad_input_is_reported_once_and_isolated(sandbox: Sandbox, topo: Topology,
+                                                 daemon: LbaffdProcess) -> None:
+    before = managed_flows(sandbox)
+    bad = sandbox.add_load_balancer(
+        "lb-bad", {"10.0.0.210:80": "10.0.0.21:8080", "10.0.0.211:99999": "10.0.0.21:8080",
+                   "10.0.0.212:80": "10.0.0.21"}, datapaths=[topo.datapath_uuid])
+    assert wait_until(lambda: any("nw_dst=10.0.0.210" in f for f in managed_flows(sandbox)))
+    time.sleep(2.5)  # at least one periodic audit pass more
+    rejected = [e for e in daemon.events() if e.get("event") == "lb_input_rejected"]
+    assert sorted((e["lb"], e["vip"], e["reason"]) for e in rejected) == [
+        ("lb-bad", "10.0.0.211:99999", "bad_port"), ("lb-bad", "10.0.0.212:80", "port_mismatch")]
+    assert all(e["level"] == "error" and e["detail"] for e in rejected)
+    added = set(managed_flows(sandbox)) - set(before)
+    assert added and all("10.0.0.210" in f for f in added)  # only the good VIP's flows
+    assert set(before) <= set(managed_flows(sandbox))  # other LBs untouched
+    sandbox.delete_load_balancer(bad)
+    assert wait_until(lambda: managed_flows(sandbox) == before)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_sb_restart_and_reconnect(sandbox: Sandbox, topo: Topology,
+                                  daemon: LbaffdProcess) -> None:
+    """The SB goes away for 2 s: flows stay, then updates flow again."""
+    before = managed_flows(sandbox)
+    sandbox.restart_ovsdb("sb", down_for=2.0)
+    assert managed_flows(sandbox) == before
+    sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080"})
+    assert wait_until(lambda: "10.0.0.22:8080" not in _group_of(sandbox, VIP), timeout=15)
+    sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080,10.0.0.22:8080,"
+                                                        "10.0.0.23:8080"})
+    assert wait_until(lambda: "10.0.0.23:8080" in _group_of(sandbox, VIP), timeout=15)
+
+
+def test_settings_come_from_the_local_open_vswitch_row(sandbox: Sandbox,
+                                                       daemon: LbaffdProcess) -> None:
+    """Only --ovs-rundir: DB socket, SB remote (external_ids:ovn-remote), bridge
+    (ovn-bridge), chassis (system-id) and the br-int.mgmt target are derived."""
+    daemon.stop()
+    minimal = LbaffdProcess(sandbox, minimal=True)
+    minimal.start()
+    settings = minimal.wait_event("settings")
+    assert settings["sb_db"] == sandbox.sb_remote and settings["bridge"] == "br-int"
+    assert settings["chassis"] == sandbox.chassis
+    assert settings["of_target"] == f"unix:{sandbox.mgmt_socket}"
+    assert minimal.wait_event("initial_sync_done")["changes"] == 0
+    minimal.stop()
+    daemon.start()
+
+
 def test_without_affinity_connections_spread(sandbox: Sandbox, topo: Topology,
                                              daemon: LbaffdProcess) -> None:
     sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080,10.0.0.22:8080,"
