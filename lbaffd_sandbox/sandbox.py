@@ -119,8 +119,7 @@ class Sandbox:
         self._add_ns(self.ovs_ns)
         run("ip", "-n", self.ovs_ns, "link", "set", "lo", "up")
         self._ovsdb("db", VSWITCH_SCHEMA)
-        self._ovsdb("sb", self.sb_schema, extra=(
-            [f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"] if self.sb_tcp_port else []))
+        self._ovsdb("sb", self.sb_schema)
         self.vsctl("--no-wait", "init")
         self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
                    f"external_ids:system-id={self.chassis}",
@@ -139,17 +138,22 @@ class Sandbox:
         self._namespaces.append(ns)
         self._save_state()
 
-    def _ovsdb(self, name: str, schema: Path, extra: list[str] | None = None) -> None:
+    def _ovsdb(self, name: str, schema: Path) -> None:
         r = self.rundir
         (r / f"{name}.db").unlink(missing_ok=True)  # a fresh DB every start
         run("ovsdb-tool", "create", str(r / f"{name}.db"), str(schema), env=self.env)
-        pidfile = r / f"{name}.pid"
-        run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
-            f"--pidfile={pidfile}", f"--log-file={r / f'{name}.log'}",
-            f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
-            *(extra or []), env=self.env)
-        self._pidfiles.append(pidfile)
+        self._ovsdb_server(name)
+        self._pidfiles.append(r / f"{name}.pid")
         self._save_state()
+
+    def _ovsdb_server(self, name: str) -> None:
+        r = self.rundir
+        extra = ([f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"]
+                 if name == "sb" and self.sb_tcp_port else [])
+        run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
+            f"--pidfile={r / f'{name}.pid'}", f"--log-file={r / f'{name}.log'}",
+            f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
+            *extra, env=self.env)
 
     def _start_vswitchd(self) -> None:
         r = self.rundir
@@ -165,16 +169,9 @@ class Sandbox:
     def restart_ovsdb(self, name: str, down_for: float = 0.0) -> None:
         """Stop ovsdb-server ``name`` (``db`` or ``sb``) by pid and start it again
         on the same database file, after ``down_for`` seconds."""
-        r = self.rundir
-        pidfile = r / f"{name}.pid"
-        _kill_pidfile(pidfile)
+        _kill_pidfile(self.rundir / f"{name}.pid")
         time.sleep(down_for)
-        extra = ([f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"]
-                 if name == "sb" and self.sb_tcp_port else [])
-        run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
-            f"--pidfile={pidfile}", f"--log-file={r / f'{name}.log'}",
-            f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
-            *extra, env=self.env)
+        self._ovsdb_server(name)
 
     def restart_vswitchd(self) -> None:
         _kill_pidfile(self.rundir / "ovs-vswitchd.pid")
