@@ -1,48 +1,66 @@
-"""``lbaffd run ...``: command-line entry point."""
+"""``lbaffd run ...``: command-line entry point.
+
+Every setting is a flag, an ``LBAFFD_<NAME>`` environment variable (what
+``/etc/default/lbaffd`` sets for systemd) or a key in a TOML ``--config`` file,
+in that order of precedence; what is still empty comes from the local
+``Open_vSwitch.external_ids`` as ovn-controller reads them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
 from lbaffd import __version__
-from lbaffd.config import Settings, default_ovs_rundir
+from lbaffd.config import ENV_PREFIX, Settings, load_settings, read_config_file
+
+D = Settings()
+# (flag, help) in the order --help shows them; the default is taken from Settings.
+OPTIONS: list[tuple[str, str]] = [
+    ("--ovs-db", "local Open_vSwitch DB remote (empty: unix:<ovs-rundir>/db.sock)"),
+    ("--sb-db", "OVN Southbound remote(s): unix:, tcp:, ssl:; comma-separated for a "
+                "Raft cluster (empty: Open_vSwitch external_ids:ovn-remote)"),
+    ("--bridge", "integration bridge (empty: external_ids:ovn-bridge, else br-int)"),
+    ("--of-target", "OpenFlow target (empty: unix:<ovs-rundir>/<bridge>.mgmt)"),
+    ("--ovs-rundir", "ovs-vswitchd run directory (empty: $OVS_RUNDIR or /var/run/openvswitch)"),
+    ("--chassis", "this chassis' name (empty: external_ids:system-id)"),
+    ("--rundir", "lbaffd's run directory (mode 0700): control socket lbaffd.ctl"),
+    ("--log-format", "console or json"),
+    ("--log-level", "debug, info, warning or error"),
+    ("--audit-interval", "seconds between full audits of the switch against the SB"),
+    ("--metrics-address", "host:port for Prometheus /metrics (empty: disabled)"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lbaffd",
-        description="Session affinity for OVN load balancers on an Open vSwitch host.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        prog="lbaffd", description="Session affinity for OVN load balancers on an Open vSwitch "
+        "host (built on the Ryu framework via os-ken).")
     p.add_argument("--version", action="version", version=f"lbaffd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the daemon in the foreground",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = Settings()
-    run.add_argument("--ovs-db", default="",
-                     help="local Open_vSwitch DB remote (default: unix:<ovs-rundir>/db.sock)")
-    run.add_argument("--sb-db", default="",
-                     help="OVN Southbound DB remote(s), comma-separated for a cluster "
-                          "(default: Open_vSwitch external_ids:ovn-remote)")
-    run.add_argument("--bridge", default="",
-                     help="integration bridge (default: external_ids:ovn-bridge, else br-int)")
-    run.add_argument("--of-target", default="",
-                     help="OpenFlow target (default: unix:<ovs-rundir>/<bridge>.mgmt)")
-    run.add_argument("--ovs-rundir", default="",
-                     help=f"ovs-vswitchd run directory (default: $OVS_RUNDIR or "
-                          f"{default_ovs_rundir()})")
-    run.add_argument("--chassis", default="",
-                     help="this chassis' name (default: external_ids:system-id)")
-    run.add_argument("--log-format", choices=("console", "json"), default=d.log_format)
-    run.add_argument("--log-level", default=d.log_level,
-                     choices=("debug", "info", "warning", "error"))
-    run.add_argument("--audit-interval", type=float, default=d.audit_interval,
-                     help="seconds between full audits of the switch against the SB")
-    run.add_argument("--metrics-address", default=d.metrics_address,
-                     help="host:port for Prometheus /metrics ('' disables)")
+    run = sub.add_parser(
+        "run", help="run the daemon in the foreground",
+        description="Run the daemon. Each option may also be given as an environment "
+        f"variable {ENV_PREFIX}<NAME> (e.g. {ENV_PREFIX}SB_DB) or as a key of the TOML "
+        "--config file (e.g. sb_db = \"...\"); flags win over the environment, which wins "
+        "over the file.")
+    run.add_argument("--config", default=os.environ.get(ENV_PREFIX + "CONFIG", ""),
+                     help="TOML config file (env LBAFFD_CONFIG; default: none)")
+    for flag, text in OPTIONS:
+        name = flag[2:].replace("-", "_")
+        default = getattr(D, name)
+        kind = type(default)
+        run.add_argument(flag, dest=name, type=kind, default=None,
+                         help=f"{text} (default: {default!r})")
     return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+           for flag, _ in OPTIONS}
+    return load_settings(cli, os.environ, read_config_file(args.config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         from lbaffd.daemon import Daemon
         from lbaffd.log import configure
 
-        settings = Settings(
-            ovs_db=args.ovs_db, sb_db=args.sb_db, bridge=args.bridge, of_target=args.of_target,
-            ovs_rundir=args.ovs_rundir, chassis=args.chassis, log_format=args.log_format,
-            log_level=args.log_level, audit_interval=args.audit_interval,
-            metrics_address=args.metrics_address,
-        )
+        try:
+            settings = settings_from_args(args)
+        except (OSError, ValueError) as exc:
+            print(f"lbaffd: {exc}", file=sys.stderr)
+            return 2
         configure(settings.log_format, settings.log_level)
         return Daemon(settings).run()
     return 2

@@ -5,12 +5,47 @@ ovn-controller reads them, then built-in defaults."""
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 def default_ovs_rundir() -> str:
     return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+
+
+ENV_PREFIX = "LBAFFD_"
+
+
+def settings_fields() -> dict[str, type]:
+    return {f.name: type(getattr(Settings(), f.name)) for f in fields(Settings)}
+
+
+def load_settings(cli: Mapping[str, Any], env: Mapping[str, str],
+                  file_values: Mapping[str, Any]) -> Settings:
+    """One source of truth, by precedence: CLI flag > ``LBAFFD_<NAME>`` env var >
+    config file > default.  (``Open_vSwitch.external_ids`` fills what is still
+    empty later, in ``resolve``.)  Unknown keys are errors, not surprises."""
+    known = settings_fields()
+    unknown = set(file_values) - known.keys()
+    if unknown:
+        raise ValueError(f"unknown setting(s) in config file: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, kind in known.items():
+        for source in (cli.get(name), env.get(ENV_PREFIX + name.upper()), file_values.get(name)):
+            if source is not None:
+                values[name] = kind(source)
+                break
+    return Settings(**values)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A TOML file with the same keys as the flags (``sb_db = "ssl:..."``)."""
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        return dict(tomllib.load(f))
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +61,7 @@ class Settings:
     audit_interval: float = 10.0
     debounce: float = 0.02
     metrics_address: str = "127.0.0.1:9476"
+    rundir: str = "/var/run/lbaffd"
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()

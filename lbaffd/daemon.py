@@ -8,23 +8,27 @@ shared mutable state to lock beyond the IDL lock used to take snapshots.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType, MappingProxyType
 
 import structlog
 
 from lbaffd import model
 from lbaffd.config import Settings
-from lbaffd.metrics import Metrics
-from lbaffd.openflow.channel import OpenFlowChannel
+from lbaffd.control import ControlServer
+from lbaffd.metrics import LiveCollector, Metrics
+from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel
 from lbaffd.pipeline import STANDALONE
 from lbaffd.reconciler import Reconciler, ReconcileResult
 from lbaffd.sb.monitor import OVS_TABLES, SB_TABLES, DbMonitor, read_local, read_sb
 from lbaffd.sb.records import SbSnapshot
+from lbaffd.sdnotify import Notifier
+from lbaffd.status import ReconcileStats, Status
 from lbaffd.topology import build_topology
 
 log = structlog.get_logger("lbaffd")
@@ -55,6 +59,42 @@ class Daemon:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._synced = False
+        self._status = Status()
+        self._notifier = Notifier()
+        self._control: ControlServer | None = None
+        self._heartbeat = time.monotonic()
+
+    # ------------------------------------------------------------ DaemonHandle
+
+    def status(self) -> Status:
+        return self._status  # replaced whole by the worker: always consistent
+
+    def live_channel(self) -> OpenFlowChannel:
+        ch = self._channel
+        if ch is None or not ch.connected:
+            raise ConnectionLost("OpenFlow channel is down")
+        return ch
+
+    def request_recompute(self) -> None:
+        self._queue.put(WAKE)
+
+    # ------------------------------------------------------------ health (HTTP probes)
+
+    def _stale_after(self) -> float:
+        return max(3 * self.settings.audit_interval, 30.0)
+
+    def live(self) -> tuple[bool, str]:
+        """The worker loop turned recently (it wakes at least every audit interval)."""
+        age = time.monotonic() - self._heartbeat
+        return age < self._stale_after(), f"worker loop {age:.1f}s ago"
+
+    def ready(self) -> tuple[bool, str]:
+        """The switch was in sync with the SB recently."""
+        last = self._status.stats.last_sync
+        if not last:
+            return False, "no full sync yet"
+        age = time.time() - last
+        return age < self._stale_after(), f"in sync {age:.1f}s ago"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -87,7 +127,15 @@ class Daemon:
 
     def _start(self) -> None:
         s = self.settings
-        self.metrics.serve(s.metrics_address)
+        os.makedirs(s.rundir, mode=0o700, exist_ok=True)
+        os.chmod(s.rundir, 0o700)  # the control socket is local-only by default
+        ctl = os.path.join(s.rundir, "lbaffd.ctl")
+        if os.path.exists(ctl):
+            os.unlink(ctl)  # left by a killed predecessor
+        self._control = ControlServer(ctl, self, STANDALONE)
+        self._control.start()
+        self.metrics.registry.register(LiveCollector(self, STANDALONE))
+        self.metrics.serve(s.metrics_address, self)
         self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake)
         self._ovs.start()
         external_ids = self._wait_local_external_ids()
@@ -98,6 +146,7 @@ class Daemon:
                  chassis=s.chassis or "-")
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake)
         self._sb.start()
+        self.metrics.connected.labels("ovsdb").set(1)
         self._reconciler = Reconciler(STANDALONE)
 
     def _wait_local_external_ids(self) -> dict[str, str]:
@@ -117,6 +166,9 @@ class Daemon:
 
     def _shutdown(self) -> None:
         # Flows and groups stay on the switch: traffic keeps flowing without us.
+        self._notifier.stopping()
+        if self._control is not None:
+            self._control.stop()
         if self._channel is not None:
             self._channel.close()
         for mon in (self._sb, self._ovs):
@@ -128,12 +180,19 @@ class Daemon:
 
     def _loop(self) -> None:
         next_audit = time.monotonic()
+        beat = self._notifier.watchdog_interval  # 0: no systemd watchdog
+        next_beat = 0.0
         while not self._stopping.is_set():
-            now = time.monotonic()
-            deadline = min(next_audit, self._retry_at) if self._retry_at else next_audit
+            now = self._heartbeat = time.monotonic()
+            if beat and now >= next_beat:
+                self._notifier.watchdog()  # proves the worker loop itself is alive
+                next_beat = now + beat
+            due = min(next_audit, self._retry_at) if self._retry_at else next_audit
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - now))
+                item = self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))
             except queue.Empty:
+                if time.monotonic() < due:
+                    continue  # woke only for the watchdog
                 item = WAKE
             if item == STOP:
                 break
@@ -169,15 +228,20 @@ class Daemon:
             self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
             self._retry_at = time.monotonic() + self._backoff
             self.metrics.reconciles.labels("error").inc()
+            st = self._status.stats
+            self._status = replace(self._status, stats=replace(st, errors=st.errors + 1))
             log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
                         retry_in=round(self._backoff, 2))
             return False
         self._backoff = 0.0
         self._retry_at = 0.0
-        self._report_issues(inputs.issues + result.desired.issues)
+        issues = inputs.issues + result.desired.issues
+        self._report_issues(issues)
         self._record(result)
+        self._publish(result, issues)
         if not self._synced:
             self._synced = True
+            self._notifier.ready(f"in sync: {len(result.desired.state.flows)} flows")
             log.info("initial_sync_done", changes=len(result.changes),
                      flows=len(result.desired.state.flows),
                      groups=len(result.desired.state.groups),
@@ -224,6 +288,16 @@ class Daemon:
         for issue in self._reported - current:
             log.info("lb_input_fixed", lb=issue.lb, vip=issue.vip or None, reason=issue.reason)
         self._reported = current
+
+    def _publish(self, r: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
+        old = self._status.stats
+        stats = ReconcileStats(
+            passes=old.passes + 1, errors=old.errors, last_seconds=r.seconds,
+            last_changes=len(r.changes), changes_sent=old.changes_sent + len(r.changes),
+            desired_flows=len(r.desired.state.flows), desired_groups=len(r.desired.state.groups),
+            installed_flows=r.installed_flows, installed_groups=r.installed_groups,
+            last_sync=time.time())
+        self._status = Status(plans=r.desired.vips, issues=issues, stats=stats)
 
     def _record(self, r: ReconcileResult) -> None:
         m = self.metrics

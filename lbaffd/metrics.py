@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from lbaffd import observe
+from lbaffd.pipeline import Pipeline
+from lbaffd.status import Status
 
 
 class Metrics:
@@ -35,9 +48,87 @@ class Metrics:
         self.connected = Gauge(
             "lbaffd_connection_up", "1 when the connection is up", ["peer"], registry=r)
 
-    def serve(self, address: str) -> None:
-        """Serve /metrics on ``host:port`` (empty: disabled)."""
+    def serve(self, address: str, health: HealthSource) -> None:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (empty:
+        disabled) from a daemon thread."""
         if not address:
             return
         host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path in ("/healthz", "/readyz"):
+                ok, why = health.live() if path == "/healthz" else health.ready()
+                start_response("200 OK" if ok else "503 Service Unavailable",
+                               [("Content-Type", "text/plain")])
+                return [why.encode() + b"\n"]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        server = make_server(host.strip("[]") or "127.0.0.1", int(port), app,
+                             server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+class HealthSource(Protocol):
+    def live(self) -> tuple[bool, str]: ...
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not news."""
+
+
+class LiveSource(Protocol):
+    def status(self) -> Status: ...
+    def live_channel(self) -> Any: ...
+
+
+class LiveCollector(Collector):
+    """Metrics read at scrape time: from the switch (affinity entries, backend
+    counters) and from the channel (messages sent).  A scrape while the switch
+    is unreachable simply omits them."""
+
+    def __init__(self, source: LiveSource, pipeline: Pipeline) -> None:
+        self._source = source
+        self._pipeline = pipeline
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            ch = self._source.live_channel()
+        except Exception:
+            return
+        status = self._source.status()
+        sent = CounterMetricFamily("lbaffd_openflow_messages_sent",
+                                   "OpenFlow messages sent, by message type", labels=["type"])
+        for kind, n in sorted(ch.sent_counts.items()):
+            sent.add_metric([kind], n)
+        yield sent
+        start = time.monotonic()
+        entries = observe.read_affinity_entries(ch)
+        per_vip = GaugeMetricFamily("lbaffd_affinity_entries",
+                                    "Live learned affinity entries", labels=["lb", "vip"])
+        for (lb, vip), n in sorted(observe.entries_per_vip(entries, status.plans).items()):
+            per_vip.add_metric([lb, vip], n)
+        yield per_vip
+        counters = observe.read_backend_counters(ch, status.plans, self._pipeline)
+        pk = CounterMetricFamily("lbaffd_backend_packets",
+                                 "First packets of new connections sent to the backend "
+                                 "(select-group bucket + affinity hit flow)",
+                                 labels=["lb", "vip", "backend"])
+        by = CounterMetricFamily("lbaffd_backend_bytes", "Bytes of those packets",
+                                 labels=["lb", "vip", "backend"])
+        for key, c in sorted(counters.items()):
+            pk.add_metric(list(key), c.packets)
+            by.add_metric(list(key), c.bytes)
+        yield pk
+        yield by
+        took = GaugeMetricFamily("lbaffd_scrape_switch_read_seconds",
+                                 "Time spent reading live state from the switch for this scrape")
+        took.add_metric([], time.monotonic() - start)
+        yield took

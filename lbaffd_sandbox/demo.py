@@ -45,7 +45,8 @@ def stop_demo(rundir: Path) -> None:
 def daemon_command(sb: Sandbox) -> list[str]:
     return [sys.executable, "-m", "lbaffd", "run", "--ovs-db", sb.ovs_db_remote,
             "--sb-db", sb.sb_remote, "--bridge", "br-int", "--ovs-rundir", str(sb.ovs_rundir),
-            "--log-format", "console", "--metrics-address", "127.0.0.1:9476"]
+            "--log-format", "console", "--metrics-address", "127.0.0.1:9476",
+            "--rundir", str(sb.rundir / "lbaffd")]
 
 
 def start_daemon(sb: Sandbox) -> subprocess.Popen[bytes]:
@@ -64,6 +65,13 @@ def start_daemon(sb: Sandbox) -> subprocess.Popen[bytes]:
 # (namespace, source address) of the clients shown; two per client namespace
 CLIENTS = (("cli1", "10.0.0.11"), ("cli1", "10.0.0.31"), ("cli2", "10.0.0.12"),
            ("cli2", "10.0.0.32"))
+
+
+def _lb_show(sb: Sandbox, name: str) -> str:
+    """What an operator would type: ovs-appctl against lbaffd's control socket."""
+    res = subprocess.run(["ovs-appctl", "-t", str(sb.rundir / "lbaffd" / "lbaffd.ctl"),
+                          "lb/show", name], capture_output=True, text=True, timeout=10)
+    return res.stdout
 
 
 def live_view(sb: Sandbox, duration: float | None, timeout: int) -> None:
@@ -94,6 +102,8 @@ def live_view(sb: Sandbox, duration: float | None, timeout: int) -> None:
                 kind = "STICKY" if len(set(seq)) == 1 else "spread"
                 lines.append(f"   client {ip:<10} -> {' '.join(seq):<36} {kind}")
         lines.append(f" learned affinity entries on br-int: {entries}")
+        lines += [" " + row.strip() for row in _lb_show(sb, "lb1").splitlines()
+                  if row.strip().startswith(("vip ", "backend "))]
         if tty:
             print("\033[H\033[J" + "\n".join(lines), flush=True)
         else:

@@ -11,7 +11,8 @@ actions).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from os_ken import utils
@@ -35,6 +36,7 @@ class RawFlow:
     cookie: int
     match: Any  # os-ken OFPMatch
     instructions: tuple[RawInstruction, ...]
+    stats: Mapping[str, Any] = field(default_factory=dict)  # OXS: duration, idle_time, ...
 
 
 def parse_actions(buf: bytes, offset: int, length: int) -> tuple[Any, ...]:
@@ -90,6 +92,6 @@ def decode_flow_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
             insts.append(RawInstruction(itype, actions))
             pos += ilen
         flows.append(RawFlow(table_id, priority, idle, hard, flags, cookie, match,
-                             tuple(insts)))
+                             tuple(insts), dict(stats.items())))
         offset = end
     return flows

@@ -21,6 +21,7 @@ class LbaffdProcess:
         self.sb = sb
         self.extra = extra
         self.minimal = minimal
+        self.rundir = Path(sb.rundir) / "lbaffd"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._runs = 0
@@ -32,7 +33,8 @@ class LbaffdProcess:
                  ["--ovs-db", self.sb.ovs_db_remote, "--sb-db", self.sb.sb_remote,
                   "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir)])
         cmd = [sys.executable, "-m", "lbaffd", "run", *where,
-               "--log-format", "json", "--log-level", "debug", "--metrics-address", "",
+               "--rundir", str(self.rundir), "--log-format", "json", "--log-level", "debug",
+               *(() if "--metrics-address" in self.extra else ("--metrics-address", "")),
                *self.extra]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -50,6 +52,10 @@ class LbaffdProcess:
                 except ValueError:
                     continue
         return out
+
+    @property
+    def ctl(self) -> str:
+        return str(self.rundir / "lbaffd.ctl")
 
     def wait_event(self, name: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

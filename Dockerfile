@@ -1,0 +1,22 @@
+# lbaffd sidecar image: runs next to ovs-vswitchd and talks to it over the
+# host's OVS/OVN unix sockets (mounted), so it needs no OVS binaries itself.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    LBAFFD_RUNDIR=/run/lbaffd LBAFFD_LOG_FORMAT=json LBAFFD_METRICS_ADDRESS=127.0.0.1:9476
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lbaffd ./lbaffd
+RUN pip install --no-compile . \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin lbaffd \
+    && mkdir -p /run/lbaffd && chown lbaffd /run/lbaffd && chmod 0700 /run/lbaffd
+
+# Non-root by default. Debian's OVS sockets are root:root 0750, so the
+# DaemonSet runs it as uid 0 with every capability dropped; a host whose OVS
+# sockets are group-accessible can keep this user.
+USER 10001
+EXPOSE 9476
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9476/healthz', timeout=2).status == 200 else 1)"]
+ENTRYPOINT ["lbaffd", "run"]

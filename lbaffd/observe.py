@@ -1,0 +1,149 @@
+"""Live state read back from the switch: affinity entries and per-backend counters.
+
+Read on demand (control socket, Prometheus scrape) through the thread-safe
+OpenFlow channel; nothing here changes the switch.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
+from lbaffd import ownership as own
+from lbaffd.compiler import VipPlan, bucket_ids
+from lbaffd.model import Endpoint
+from lbaffd.openflow.codec import DP, canonical_match
+from lbaffd.openflow.flowdesc import RawFlow, decode_flow_desc_body
+from lbaffd.pipeline import (
+    PRIO_HIT,
+    REG_BACKEND_IP,
+    REG_BACKEND_PORT,
+    REG_VIP_ID,
+    Pipeline,
+)
+
+
+class Channel(Protocol):
+    def dump_flow_desc(self, cookie: int, cookie_mask: int, table_id: int = ...) -> list[Any]: ...
+    def request(self, msg: Any, timeout: float | None = None) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityEntry:
+    vip_id: int
+    datapath: int
+    client: str
+    backend: str
+    idle_age: float  # seconds since the entry was last hit
+    timeout: int  # the entry's idle timeout
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.timeout - self.idle_age)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    packets: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(self.packets + other.packets, self.bytes + other.bytes)
+
+
+def _flows(channel: Channel, cookie: int, mask: int, table: int = ofp.OFPTT_ALL
+           ) -> list[RawFlow]:
+    return [f for part in channel.dump_flow_desc(cookie, mask, table)
+            for f in decode_flow_desc_body(part.raw)]
+
+
+def _seconds(value: Any) -> float:
+    """OXS durations decode as (seconds, nanoseconds)."""
+    if isinstance(value, tuple):
+        return float(value[0]) + float(value[1]) / 1e9
+    return float(value)
+
+
+def _set_fields(flow: RawFlow) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for inst in flow.instructions:
+        for a in inst.actions:
+            if isinstance(a, parser.OFPActionSetField):
+                value = a.value[0] if isinstance(a.value, tuple) else a.value
+                out[a.key] = value
+    return out
+
+
+def read_affinity_entries(channel: Channel) -> list[AffinityEntry]:
+    """Every learned client -> backend entry on the switch."""
+    entries: list[AffinityEntry] = []
+    for f in _flows(channel, own.LEARNED_COOKIE, own.MAGIC_MASK):
+        match = canonical_match(f.match.items()).as_dict()
+        loads = _set_fields(f)
+        ip = loads.get(REG_BACKEND_IP)
+        if ip is None or REG_VIP_ID not in match:
+            continue
+        port = loads.get(REG_BACKEND_PORT)
+        backend = Endpoint(ipaddress.IPv4Address(int(ip)), int(port) if port else None)
+        entries.append(AffinityEntry(
+            vip_id=int(match[REG_VIP_ID]),  # type: ignore[arg-type]
+            datapath=int(match.get("metadata", 0)),  # type: ignore[arg-type]
+            client=str(match.get("ipv4_src", "?")),
+            backend=str(backend),
+            idle_age=_seconds(f.stats.get("idle_time", 0)),
+            timeout=f.idle_timeout,
+        ))
+    return sorted(entries, key=lambda e: (e.vip_id, e.datapath, e.client))
+
+
+def read_backend_counters(channel: Channel, plans: Iterable[VipPlan],
+                          pipeline: Pipeline) -> dict[tuple[str, str, str], Counters]:
+    """(lb name, vip key, backend) -> first packets of the new connections it got,
+    through the select group (miss) plus the affinity hit flow (hit)."""
+    plans = list(plans)
+    by_gid = {p.group_id: p for p in plans}
+    out: dict[tuple[str, str, str], Counters] = {}
+    for p in plans:
+        for be in p.vip.backends:
+            out[(p.lb.name, p.vip.key, str(be))] = Counters()
+    for reply in channel.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL)):
+        msg = reply.parse()
+        for g in msg.body if msg is not None else ():
+            plan = by_gid.get(g.group_id)
+            if plan is None:
+                continue
+            backends = [be for _, be in sorted(bucket_ids(plan.vip.backends).items())]
+            for be, c in zip(backends, g.bucket_stats, strict=False):
+                key = (plan.lb.name, plan.vip.key, str(be))
+                out[key] = out[key] + Counters(c.packet_count, c.byte_count)
+    for f in _flows(channel, own.MANAGED_COOKIE, own.MAGIC_MASK, pipeline.lb):
+        if f.priority != PRIO_HIT:
+            continue
+        m = canonical_match(f.match.items()).as_dict()
+        plan = by_gid.get(int(m.get(REG_VIP_ID, 0)))  # type: ignore[arg-type]
+        if plan is None:
+            continue
+        port = m.get(REG_BACKEND_PORT)
+        be = Endpoint(ipaddress.IPv4Address(int(m[REG_BACKEND_IP])),  # type: ignore[arg-type]
+                      int(port) if port is not None else None)  # type: ignore[arg-type]
+        key = (plan.lb.name, plan.vip.key, str(be))
+        if key in out:
+            out[key] = out[key] + Counters(int(f.stats.get("packet_count", 0)),
+                                           int(f.stats.get("byte_count", 0)))
+    return out
+
+
+def entries_per_vip(entries: Iterable[AffinityEntry],
+                    plans: Iterable[VipPlan]) -> Mapping[tuple[str, str], int]:
+    by_gid = {p.group_id: p for p in plans}
+    out: dict[tuple[str, str], int] = {(p.lb.name, p.vip.key): 0 for p in by_gid.values()}
+    for e in entries:
+        plan = by_gid.get(e.vip_id)
+        if plan is not None:
+            out[(plan.lb.name, plan.vip.key)] += 1
+    return out

@@ -1,0 +1,107 @@
+"""Config precedence, CLI help, systemd notify, control-socket text (pure parts)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from lbaffd import ownership as own
+from lbaffd.cli import OPTIONS, build_parser
+from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.config import Settings, load_settings, read_config_file
+from lbaffd.model import parse_all
+from lbaffd.observe import AffinityEntry, Counters
+from lbaffd.pipeline import STANDALONE
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.sdnotify import Notifier
+from lbaffd.status import (
+    ReconcileStats,
+    Status,
+    format_affinity,
+    format_lb_list,
+    format_lb_show,
+    format_reconcile_stats,
+)
+from lbaffd.topology import LocalPort, Topology
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "lbaffd.toml"
+    cfg.write_text('sb_db = "tcp:1.1.1.1:6642"\nbridge = "br-file"\naudit_interval = 3\n')
+    s = load_settings({"bridge": "br-cli"},
+                      {"LBAFFD_SB_DB": "ssl:2.2.2.2:6642", "LBAFFD_BRIDGE": "br-env"},
+                      read_config_file(str(cfg)))
+    assert (s.bridge, s.sb_db, s.audit_interval) == ("br-cli", "ssl:2.2.2.2:6642", 3.0)
+    assert s.log_format == Settings().log_format  # untouched -> default
+
+
+def test_unknown_config_keys_are_rejected() -> None:
+    with pytest.raises(ValueError, match="sbdb"):
+        load_settings({}, {}, {"sbdb": "x"})
+
+
+def test_external_ids_fill_only_what_is_left() -> None:
+    ext = {"ovn-remote": "tcp:9.9.9.9:6642", "ovn-bridge": "br-x", "system-id": "hv1"}
+    s = Settings(ovs_rundir="/r").resolve(ext)
+    assert (s.sb_db, s.bridge, s.chassis, s.of_target, s.ovs_db) == (
+        "tcp:9.9.9.9:6642", "br-x", "hv1", "unix:/r/br-x.mgmt", "unix:/r/db.sock")
+    assert Settings(ovs_rundir="/r", bridge="br-int").resolve(ext).bridge == "br-int"
+
+
+def test_help_documents_every_option_with_its_default(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag, _ in OPTIONS:
+        assert flag in out
+    assert "(default: 10.0)" in out and "LBAFFD_" in out and "--config" in out
+
+
+def test_notifier_speaks_sd_notify(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000"})
+        assert n.watchdog_interval == 2.0
+        n.ready("in sync")
+        n.watchdog()
+        assert sock.recv(100) == b"READY=1\nSTATUS=in sync"
+        assert sock.recv(100) == b"WATCHDOG=1"
+    quiet = Notifier({})
+    assert not quiet.enabled and quiet.watchdog_interval == 0
+    quiet.ready()  # no socket: no-op
+
+
+def _status() -> Status:
+    dp = DatapathRow("dp-1", 1, "ls1")
+    topo = Topology((LocalPort(11, "cli1", dp),),
+                    MappingProxyType({(1, ipaddress.ip_address("10.0.0.21")): "02:00:00:00:00:21"}))
+    rows = [LoadBalancerRow(uuid="u-1", name="lb1",
+                            vips=MappingProxyType({"10.0.0.100:80": "10.0.0.21:8080"}),
+                            options=MappingProxyType({"affinity_timeout": "60"}),
+                            datapaths=("dp-1",))]
+    lbs, _ = parse_all(rows, {"dp-1": dp}, {})
+    desired = compile_state(lbs, topo, own.allocate_group_ids(vip_owners(lbs, topo), {}),
+                            STANDALONE)
+    return Status(plans=desired.vips, stats=ReconcileStats(passes=3, last_sync=100.0))
+
+
+def test_control_socket_text() -> None:
+    st = _status()
+    gid = st.plans[0].group_id
+    assert "lb1" in format_lb_list(st) and "60s" in format_lb_list(st)
+    show = format_lb_show(st, "lb1", {("lb1", "10.0.0.100:80", "10.0.0.21:8080"):
+                                      Counters(7, 700)}, {("lb1", "10.0.0.100:80"): 2})
+    assert show is not None and f"group {gid:#x}" in show and "packets 7  bytes 700" in show
+    assert format_lb_show(st, "u-1", {}, {}) is not None  # by uuid too
+    assert format_lb_show(st, "nope", {}, {}) is None
+    aff = format_affinity(st, [AffinityEntry(gid, 1, "10.0.0.11", "10.0.0.21:8080", 5.0, 60)],
+                          "10.0.0.100")
+    assert "10.0.0.11" in aff and "55s" in aff
+    assert "passes: 3" in format_reconcile_stats(st.stats, now=110.0)
+    assert "10.0s ago" in format_reconcile_stats(st.stats, now=110.0)
