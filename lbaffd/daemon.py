@@ -75,6 +75,13 @@ class Daemon:
             raise ConnectionLost("OpenFlow channel is down")
         return ch
 
+    def connections(self) -> dict[str, bool]:
+        """Live state of each peer: the switch, the SB and the local OVS DB."""
+        ch = self._channel
+        return {"openflow": ch is not None and ch.connected,
+                "sb": self._sb is not None and self._sb.connected,
+                "ovsdb": self._ovs is not None and self._ovs.connected}
+
     def request_recompute(self) -> None:
         self._queue.put(WAKE)
 
@@ -103,6 +110,10 @@ class Daemon:
         try:
             self._start()
             self._loop()
+        except Exception:
+            if not self._stopping.is_set():
+                raise
+            # stopped while still waiting for a database: not a failure
         finally:
             self._shutdown()
         return 0
@@ -136,7 +147,7 @@ class Daemon:
         self._control.start()
         self.metrics.registry.register(LiveCollector(self, STANDALONE))
         self.metrics.serve(s.metrics_address, self)
-        self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake)
+        self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping)
         self._ovs.start()
         external_ids = self._wait_local_external_ids()
         self.settings = s = s.resolve(external_ids)
@@ -144,9 +155,8 @@ class Daemon:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
         log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
                  chassis=s.chassis or "-")
-        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake)
+        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
         self._sb.start()
-        self.metrics.connected.labels("ovsdb").set(1)
         self._reconciler = Reconciler(STANDALONE)
 
     def _wait_local_external_ids(self) -> dict[str, str]:
@@ -161,7 +171,6 @@ class Daemon:
         raise SystemExit(0)
 
     def _on_of_down(self) -> None:
-        self.metrics.connected.labels("openflow").set(0)
         self._queue.put(OF_DOWN)
 
     def _shutdown(self) -> None:
@@ -255,7 +264,6 @@ class Daemon:
             self._channel.close()
         self._channel = OpenFlowChannel(self.settings.of_target, on_disconnect=self._on_of_down)
         self._channel.connect(timeout=2.0)
-        self.metrics.connected.labels("openflow").set(1)
         log.info("openflow_connected", target=self.settings.of_target)
         return self._channel
 

@@ -45,8 +45,6 @@ class Metrics:
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)
-        self.connected = Gauge(
-            "lbaffd_connection_up", "1 when the connection is up", ["peer"], registry=r)
 
     def serve(self, address: str, health: HealthSource) -> None:
         """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (empty:
@@ -87,6 +85,7 @@ class _QuietHandler(WSGIRequestHandler):
 class LiveSource(Protocol):
     def status(self) -> Status: ...
     def live_channel(self) -> Any: ...
+    def connections(self) -> dict[str, bool]: ...
 
 
 class LiveCollector(Collector):
@@ -99,6 +98,11 @@ class LiveCollector(Collector):
         self._pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("lbaffd_connection_up", "1 when the connection is up",
+                               labels=["peer"])
+        for peer, ok in sorted(self._source.connections().items()):
+            up.add_metric([peer], 1 if ok else 0)
+        yield up
         try:
             ch = self._source.live_channel()
         except Exception:

@@ -11,6 +11,7 @@ the last snapshot stands and flows stay as they are.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any
@@ -77,7 +78,8 @@ class DbMonitor:
     """One OVSDB connection (ovsdbapp ``Connection``) with table-change events."""
 
     def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
-                 timeout: float = 60.0) -> None:
+                 stopping: threading.Event | None = None, timeout: float = 60.0) -> None:
+        self._stopping = stopping or threading.Event()
         self.remote = remote
         self.schema = schema
         self._tables = tuple(tables)
@@ -86,9 +88,10 @@ class DbMonitor:
         self.idl: NotifyingIdl | None = None
         self.conn: Any = None
 
-    def start(self, wait: float = 60.0) -> None:
-        """Fetch the schema (retrying while the server is unreachable) and start."""
-        helper = self._fetch_helper(wait)
+    def start(self) -> None:
+        """Fetch the schema (retrying, with a warning per attempt, for as long as
+        the server is unreachable: an expected fault, not a crash) and start."""
+        helper = self._fetch_helper()
         present = helper.schema_json["tables"]
         for table in self._tables:
             if table in present:
@@ -101,10 +104,10 @@ class DbMonitor:
         self.conn.start()
         log.info("ovsdb_connected", db=self.schema, remote=self.remote)
 
-    def _fetch_helper(self, wait: float) -> Any:
+    def _fetch_helper(self) -> Any:
         retry = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(wait),
-            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            stop=tenacity.stop_when_event_set(self._stopping),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
             reraise=True,
             before_sleep=lambda rs: log.warning(
                 "ovsdb_unreachable", db=self.schema, remote=self.remote,
@@ -117,6 +120,12 @@ class DbMonitor:
             self.conn.stop(timeout=2)
         if self.idl is not None:
             self.idl.shutdown()
+
+    @property
+    def connected(self) -> bool:
+        """Connected and monitoring (not merely connecting or resyncing)."""
+        idl = self.idl
+        return idl is not None and idl.in_sync and bool(idl._session.is_connected())
 
     def has_column(self, table: str, column: str) -> bool:
         assert self.idl is not None

@@ -163,6 +163,7 @@ def test_metrics_scrape(daemon: LbaffdProcess) -> None:
     assert n == 5
     assert metric(text, "lbaffd_connection_up", peer="openflow") == 1
     assert metric(text, "lbaffd_connection_up", peer="ovsdb") == 1
+    assert metric(text, "lbaffd_connection_up", peer="sb") == 1
     assert metric(text, "lbaffd_reconcile_total", result="ok") >= 1
     assert metric(text, "lbaffd_reconcile_duration_seconds_count") >= 1
     assert metric(text, "lbaffd_desired_flows") == metric(text, "lbaffd_installed_flows")
@@ -204,3 +205,19 @@ def test_exit_command_stops_cleanly_leaving_flows(sandbox: Sandbox,
     assert daemon.proc.wait(timeout=3) == 0
     assert sandbox.dump_flows("cookie=0x1baf000000000000/0xffff000000000000") == flows
     daemon.start()  # for the fixture's teardown
+
+
+def test_sb_down_at_start_is_waited_for_without_tracebacks(sandbox: Sandbox,
+                                                           daemon: LbaffdProcess) -> None:
+    daemon.stop()
+    sandbox.restart_ovsdb("sb", down_for=0)  # make sure it is ours and running
+    from lbaffd_sandbox.sandbox import _kill_pidfile
+
+    _kill_pidfile(Path(sandbox.rundir) / "sb.pid")
+    daemon.start(wait_sync=False)
+    daemon.wait_event("ovsdb_unreachable", db="OVN_Southbound")
+    sandbox.restart_ovsdb("sb", down_for=0)
+    assert daemon.wait_event("initial_sync_done", timeout=30)["changes"] == 0
+    assert daemon.log_path is not None and "Traceback" not in daemon.log_path.read_text()
+    assert daemon.stop() < 2.0
+    daemon.start()
