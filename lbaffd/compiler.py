@@ -7,13 +7,14 @@ the same ``DesiredState``, which is what makes a restart a no-op on the switch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lbaffd import ownership as own
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, Endpoint, LoadBalancer, ParseIssue, Vip
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
+    LEARN_SEND_FLOW_REM,
     OFPP_IN_PORT,
     OFPP_NORMAL,
     Action,
@@ -72,13 +73,19 @@ TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
 
 @dataclass(frozen=True, slots=True)
 class VipPlan:
-    """One VIP as realized: its owner, group and the datapaths it is on."""
+    """One VIP as realized: its owner, group, the datapaths it is on and the
+    backends that take traffic (those a Service_Monitor reports down do not)."""
 
     lb: LoadBalancer
     vip: Vip
     owner: own.OwnerKey
     group_id: int
     datapaths: tuple[int, ...]  # tunnel keys
+    live_backends: tuple[Endpoint, ...] = ()
+
+    def learned_cookie(self, backend: Endpoint) -> int:
+        """Cookie of the affinity entries learned for ``backend`` of this VIP."""
+        return own.learned_cookie((*self.owner, str(backend)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +182,10 @@ def compile_state(
     topo: Topology,
     group_ids: Mapping[own.OwnerKey, int],
     pipeline: Pipeline,
+    max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
 ) -> DesiredState:
+    """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
+    affinity timeouts are completed by the daemon when an entry idles out."""
     planned, issues = plan_vips(lbs, topo)
     b = _Builder()
     _static_flows(b, pipeline)
@@ -185,9 +195,10 @@ def compile_state(
     arp_done: set[tuple[int, str]] = set()
     for lb, vip, dps in planned:
         owner = own.vip_owner(lb.uuid, vip.key)
-        plan = VipPlan(lb, vip, owner, group_ids[owner], dps)
+        live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
+        plan = VipPlan(lb, vip, owner, group_ids[owner], dps, live)
         plans.append(plan)
-        _vip_flows(b, pipeline, plan)
+        _vip_flows(b, pipeline, plan, max_idle)
         for tk in dps:
             ip = str(vip.endpoint.ip)
             if (tk, ip) not in arp_done:
@@ -264,7 +275,7 @@ def _commit_to(p: Pipeline, be: Endpoint) -> Ct:
     return Ct(commit=True, zone_field=REG_CT_ZONE, table=p.learn, nat=_nat(be))
 
 
-def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan) -> None:
+def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan, max_idle: int) -> None:
     vip, gid, owner = plan.vip, plan.group_id, plan.owner
     affinity = plan.lb.affinity_timeout is not None
     new = {"ct_state": _ct_state(CS_NEW | CS_TRK)}
@@ -280,7 +291,7 @@ def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan) -> None:
     b.groups.append(GroupSpec(
         group_id=gid,
         buckets=tuple(Bucket(bid, (_commit_to(p, be),))
-                      for bid, be in sorted(bucket_ids(vip.backends).items())),
+                      for bid, be in sorted(bucket_ids(plan.live_backends).items())),
         selection_method="hash" if affinity else "dp_hash",
         fields=("ipv4_src",) if affinity else (),
         owner_cookie=own.owner_cookie(owner),
@@ -290,7 +301,9 @@ def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan) -> None:
     timeout = plan.lb.affinity_timeout or 0
     b.flow(owner, p.lb, PRIO_MISS, {REG_VIP_ID: gid, "eth_type": ETH_IP},
            (SetField(REG_AFFINITY_HIT, 0), Group(gid)))
-    for be in vip.backends:
+    # A backend that is down has no hit and no learn flow: deleting its learn
+    # flow deletes its learned entries (delete_learned), so its clients move now.
+    for be in plan.live_backends:
         hit = {REG_VIP_ID: gid, REG_AFFINITY_HIT: 1, REG_BACKEND_IP: int(be.ip),
                "eth_type": ETH_IP}
         if be.port is not None:
@@ -299,10 +312,10 @@ def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan) -> None:
         learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **_l4(vip, be),
                        "ipv4_dst": str(be.ip)}
         b.flow(owner, p.learn, PRIO_LEARN, learn_match,
-               (_learn(p, plan, be, timeout), Resubmit(p.forward)))
+               (_learn(p, plan, be, min(timeout, max_idle)), Resubmit(p.forward)))
 
 
-def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, timeout: int) -> Learn:
+def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, idle_timeout: int) -> Learn:
     specs: list[LearnMatchField | LearnMatchValue | LearnLoadValue] = [
         LearnMatchField("metadata", "metadata", 64),
         LearnMatchValue(ETH_IP, "eth_type", 16),
@@ -316,12 +329,11 @@ def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, timeout: int) -> Learn:
     return Learn(
         table=p.affinity,
         specs=tuple(specs),
-        idle_timeout=min(timeout, MAX_OPENFLOW_IDLE_TIMEOUT),
+        idle_timeout=idle_timeout,
         priority=PRIO_LEARNED,
-        cookie=own.learned_cookie((*plan.owner, str(be))),
-        flags=LEARN_DELETE_LEARNED,
+        cookie=plan.learned_cookie(be),
+        # send_flow_rem: expiry/flush are counted, and entries capped below the
+        # real timeout are re-installed for the remainder.
+        flags=LEARN_DELETE_LEARNED | LEARN_SEND_FLOW_REM,
     )
 
-
-def iter_flows(state: DesiredState) -> Iterator[FlowSpec]:
-    return iter(state.state.flows.values())

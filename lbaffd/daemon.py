@@ -21,11 +21,20 @@ import structlog
 from lbaffd import model
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
+from lbaffd.entries import EntryKeeper, removed_entry
+from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
-from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel
+from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.pipeline import STANDALONE
 from lbaffd.reconciler import Reconciler, ReconcileResult
-from lbaffd.sb.monitor import OVS_TABLES, SB_TABLES, DbMonitor, read_local, read_sb
+from lbaffd.sb.monitor import (
+    OVS_TABLES,
+    SB_TABLES,
+    DbMonitor,
+    read_local,
+    read_sb,
+    read_service_monitors,
+)
 from lbaffd.sb.records import SbSnapshot
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import ReconcileStats, Status
@@ -49,7 +58,7 @@ class Daemon:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings.with_defaults()
         self.metrics = metrics or Metrics()
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._queue: queue.Queue[str | RemovedEntry] = queue.Queue()
         self._stopping = threading.Event()
         self._ovs: DbMonitor | None = None
         self._sb: DbMonitor | None = None
@@ -157,7 +166,8 @@ class Daemon:
                  chassis=s.chassis or "-")
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
         self._sb.start()
-        self._reconciler = Reconciler(STANDALONE)
+        self._reconciler = Reconciler(STANDALONE, s.max_idle_timeout)
+        self._entries = EntryKeeper(self.metrics, s.max_idle_timeout)
 
     def _wait_local_external_ids(self) -> dict[str, str]:
         assert self._ovs is not None
@@ -169,6 +179,12 @@ class Daemon:
                 return ext
             time.sleep(0.05)
         raise SystemExit(0)
+
+    def _on_async(self, reply: Reply) -> None:
+        """Reader thread: only translate and queue (the worker acts)."""
+        entry = removed_entry(reply)
+        if entry is not None:
+            self._queue.put(entry)
 
     def _on_of_down(self) -> None:
         self._queue.put(OF_DOWN)
@@ -198,30 +214,39 @@ class Daemon:
                 next_beat = now + beat
             due = min(next_audit, self._retry_at) if self._retry_at else next_audit
             try:
-                item = self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))
+                items = [self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))]
             except queue.Empty:
                 if time.monotonic() < due:
                     continue  # woke only for the watchdog
-                item = WAKE
-            if item == STOP:
+                items = [WAKE]
+            items += self._drain()
+            if STOP in items:
                 break
-            self._drain()
-            if self._stopping.is_set():
-                break
+            removed = [i for i in items if isinstance(i, RemovedEntry)]
+            if removed:
+                self._handle_removed(removed)
+            if all(isinstance(i, RemovedEntry) for i in items) and time.monotonic() < due:
+                continue  # only entry notifications: no pass needed
             if self._retry_at and time.monotonic() < self._retry_at:
                 continue
             if self._pass():
                 next_audit = time.monotonic() + self.settings.audit_interval
 
-    def _drain(self) -> None:
+    def _drain(self) -> list[str | RemovedEntry]:
         """Coalesce a burst of changes into one pass."""
         time.sleep(self.settings.debounce)
+        items: list[str | RemovedEntry] = []
         try:
             while True:
-                if self._queue.get_nowait() == STOP:
-                    self._stopping.set()
+                items.append(self._queue.get_nowait())
         except queue.Empty:
-            pass
+            return items
+
+    def _handle_removed(self, removed: list[RemovedEntry]) -> None:
+        try:
+            self._entries.handle(removed, self._status.plans, self.live_channel())
+        except Exception as exc:  # the switch went away: those entries are gone anyway
+            log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
 
     def _pass(self) -> bool:
         """One reconcile pass; False when it could not run (retried later)."""
@@ -234,7 +259,8 @@ class Daemon:
             result = self._reconciler.reconcile(channel, inputs.lbs,
                                                 build_topology(inputs.snapshot))
         except Exception as exc:  # the switch or channel failed: retry with backoff
-            self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+            # short cap: a restarted ovs-vswitchd must get its flows back within ~1 s
+            self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
             self._retry_at = time.monotonic() + self._backoff
             self.metrics.reconciles.labels("error").inc()
             st = self._status.stats
@@ -262,8 +288,10 @@ class Daemon:
             return self._channel
         if self._channel is not None:
             self._channel.close()
-        self._channel = OpenFlowChannel(self.settings.of_target, on_disconnect=self._on_of_down)
+        self._channel = OpenFlowChannel(self.settings.of_target, on_async=self._on_async,
+                                        on_disconnect=self._on_of_down)
         self._channel.connect(timeout=2.0)
+        self._channel.enable_flow_removed()
         log.info("openflow_connected", target=self.settings.of_target)
         return self._channel
 
@@ -277,10 +305,12 @@ class Daemon:
             _, interfaces = read_local(ovs, self.settings.bridge)
         with sb.conn.lock:
             lbs_rows, dps, groups, pbs = read_sb(sb)
+            monitors = read_service_monitors(sb)
         snap = SbSnapshot(
             load_balancers=MappingProxyType(lbs_rows), datapaths=MappingProxyType(dps),
             dp_groups=MappingProxyType(groups), port_bindings=MappingProxyType(pbs),
             interfaces=interfaces, chassis_name=self.settings.chassis,
+            service_monitors=monitors,
         )
         lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
         return Inputs(snap, lbs, tuple(issues))

@@ -42,6 +42,18 @@ class Metrics:
         self.installed_groups = Gauge(
             "lbaffd_installed_groups", "lbaffd groups on the switch before the last pass",
             registry=r)
+        self.entries_expired = Counter(
+            "lbaffd_affinity_entries_expired_total",
+            "Affinity entries that idled out after the full affinity_timeout",
+            ["lb", "vip"], registry=r)
+        self.entries_flushed = Counter(
+            "lbaffd_affinity_entries_flushed_total",
+            "Affinity entries deleted before expiry (backend removed or down, LB gone)",
+            ["lb", "vip"], registry=r)
+        self.entries_extended = Counter(
+            "lbaffd_affinity_entries_extended_total",
+            "Entries re-installed because affinity_timeout exceeds the OpenFlow idle limit",
+            ["lb", "vip"], registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

@@ -203,11 +203,6 @@ def parse_load_balancer(
     if err:
         issues.append(ParseIssue(label, "bad_affinity_timeout", err + "; affinity disabled",
                                  fatal=False))
-    elif timeout is not None and timeout > MAX_OPENFLOW_IDLE_TIMEOUT:
-        issues.append(ParseIssue(label, "affinity_timeout_clamped",
-                                 f"affinity_timeout {timeout} s exceeds the OpenFlow idle "
-                                 f"timeout; entries idle out after {MAX_OPENFLOW_IDLE_TIMEOUT} s",
-                                 fatal=False))
 
     dps, dangling = resolve_datapaths(row, datapaths, dp_groups)
     issues.extend(

@@ -9,11 +9,28 @@ Port_Binding's datapath.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lbaffd.model import IPAddress
-from lbaffd.sb.records import DatapathRow, SbSnapshot
+from lbaffd.model import Endpoint, IPAddress
+from lbaffd.sb.records import DatapathRow, SbSnapshot, ServiceMonitorRow
+
+DOWN_STATES = ("offline", "error")
+
+
+def unhealthy(monitors: Iterable[ServiceMonitorRow]) -> frozenset[
+        tuple[IPAddress, int | None, str]]:
+    """Backends whose Service_Monitor says offline/error (ovn-northd's rule);
+    a backend without a monitor, or not yet probed, takes traffic."""
+    down: set[tuple[IPAddress, int | None, str]] = set()
+    for m in monitors:
+        if m.status in DOWN_STATES:
+            try:
+                ip = ipaddress.ip_address(m.ip)
+            except ValueError:
+                continue
+            down.add((ip, m.port or None, m.protocol or "tcp"))
+    return frozenset(down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +42,16 @@ class LocalPort:
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    """The local view the compiler needs besides the load balancers."""
+
     local_ports: tuple[LocalPort, ...]
     # (datapath tunnel key, IP) -> MAC, from every Port_Binding's ``mac`` column
     macs: Mapping[tuple[int, IPAddress], str]
+    # backends a Service_Monitor reports offline/error: (ip, port, protocol)
+    down: frozenset[tuple[IPAddress, int | None, str]] = frozenset()
+
+    def is_down(self, backend: Endpoint, protocol: str) -> bool:
+        return (backend.ip, backend.port, protocol) in self.down
 
     @property
     def local_datapaths(self) -> frozenset[int]:
@@ -80,4 +104,5 @@ def build_topology(snap: SbSnapshot) -> Topology:
             mac, ips = parsed
             for ip in ips:
                 macs.setdefault((dp.tunnel_key, ip), mac)
-    return Topology(tuple(local[k] for k in sorted(local)), macs)
+    return Topology(tuple(local[k] for k in sorted(local)), macs,
+                    unhealthy(snap.service_monitors))

@@ -351,6 +351,16 @@ class OpenFlowChannel:
         if commit_error is not None:
             raise commit_error
 
+    def enable_flow_removed(self) -> None:
+        """Ask for FLOW_REMOVED on this (service) connection: OVS sends none to
+        a management-socket connection until its async config asks."""
+        mask = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
+                | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+        props = [parser.OFPAsyncConfigPropReasons(type_=t, mask=mask)
+                 for t in (ofp.OFPACPT_FLOW_REMOVED_MASTER, ofp.OFPACPT_FLOW_REMOVED_SLAVE)]
+        self.send(parser.OFPSetAsync(DP, properties=props))
+        self.barrier()
+
     # ------------------------------------------------------------ dumps
 
     def dump_flow_desc(self, cookie: int, cookie_mask: int,

@@ -288,7 +288,7 @@ def _flow_mod(spec: FlowSpec, command: int, cookie_mask: int = 0) -> Any:
         DP, cookie=spec.cookie, cookie_mask=cookie_mask, table_id=spec.table, command=command,
         idle_timeout=spec.idle_timeout, hard_timeout=spec.hard_timeout, priority=spec.priority,
         buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-        flags=0, match=encode_match(spec.match), instructions=inst,
+        flags=spec.flags, match=encode_match(spec.match), instructions=inst,
     )
 
 
@@ -304,7 +304,7 @@ def decode_flow(desc: RawFlow) -> FlowSpec:
     return FlowSpec(
         table=desc.table_id, priority=desc.priority, match=canonical_match(desc.match.items()),
         actions=tuple(actions), cookie=desc.cookie, idle_timeout=desc.idle_timeout,
-        hard_timeout=desc.hard_timeout,
+        hard_timeout=desc.hard_timeout, flags=desc.flags,
     )
 
 

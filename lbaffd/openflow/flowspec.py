@@ -202,6 +202,7 @@ class FlowSpec:
     cookie: int
     idle_timeout: int = 0
     hard_timeout: int = 0
+    flags: int = 0  # OFPFF_*; e.g. SEND_FLOW_REM on re-installed affinity entries
 
     @property
     def key(self) -> FlowKey:

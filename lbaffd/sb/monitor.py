@@ -27,11 +27,13 @@ from lbaffd.sb.records import (
     InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
+    ServiceMonitorRow,
 )
 
 log = structlog.get_logger("lbaffd.sb")
 
-SB_TABLES = ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group", "Port_Binding", "Chassis")
+SB_TABLES = ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group", "Port_Binding", "Chassis",
+             "Service_Monitor")
 OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 
 OnChange = Callable[[str], None]
@@ -204,3 +206,15 @@ def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[Inter
                 if iface_id:
                     ifaces.append(InterfaceRow(iface.name, int(ofport), iface_id))
     return ext, tuple(sorted(ifaces, key=lambda i: i.name))
+
+
+def read_service_monitors(mon: DbMonitor) -> tuple[ServiceMonitorRow, ...]:
+    """Copy ``Service_Monitor``; call with ``mon.conn.lock`` held."""
+    rows = []
+    for r in mon.rows("Service_Monitor"):
+        status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
+        protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
+                    else r.protocol or "tcp")
+        rows.append(ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol,
+                                      r.logical_port, str(status)))
+    return tuple(sorted(rows, key=lambda m: m.uuid))

@@ -61,6 +61,18 @@ class InterfaceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceMonitorRow:
+    """ovn-controller's health check result for one backend (ip, port, protocol)."""
+
+    uuid: str
+    ip: str
+    port: int
+    protocol: str
+    logical_port: str
+    status: str  # "online", "offline", "error" or "" (not probed yet)
+
+
+@dataclass(frozen=True, slots=True)
 class SbSnapshot:
     """Everything the compiler needs, as of one consistent read."""
 
@@ -70,3 +82,4 @@ class SbSnapshot:
     port_bindings: Mapping[str, PortBindingRow]
     interfaces: tuple[InterfaceRow, ...]
     chassis_name: str = ""
+    service_monitors: tuple[ServiceMonitorRow, ...] = ()

@@ -10,6 +10,7 @@ from lbaffd.compiler import compile_state, vip_owners
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
+    LEARN_SEND_FLOW_REM,
     Ct,
     FlowSpec,
     Group,
@@ -91,7 +92,8 @@ def test_affinity_vip_pipeline() -> None:
         learn, nxt = f.actions
         assert isinstance(learn, Learn)
         assert learn.table == P.affinity and learn.idle_timeout == 30
-        assert learn.flags == LEARN_DELETE_LEARNED and own.is_learned(learn.cookie)
+        assert learn.flags == LEARN_DELETE_LEARNED | LEARN_SEND_FLOW_REM
+        assert own.is_learned(learn.cookie)
         assert nxt == Resubmit(P.forward)  # the learning packet is not dropped
         assert f.match.as_dict()["reg2"] == 0
     assert len({f.actions[0].cookie for f in learn_flows}) == 2  # type: ignore[union-attr]
@@ -160,3 +162,30 @@ def test_bucket_ids_do_not_shift_when_backends_change() -> None:
 
     a, b = ids(three), ids(two)
     assert b == {k: v for k, v in a.items() if k != "10.0.0.22"}
+
+
+def test_backend_reported_down_leaves_group_hit_and_learn_flows() -> None:
+    down = Topology(TOPO.local_ports, TOPO.macs,
+                    frozenset({(ipaddress.ip_address("10.0.0.22"), 8080, "tcp")}))
+    parsed = lbs()
+    ids = own.allocate_group_ids(vip_owners(parsed, down), {})
+    desired = compile_state(parsed, down, ids, P)
+    (plan,) = desired.vips
+    assert [str(b) for b in plan.live_backends] == ["10.0.0.21:8080"]
+    (group,) = desired.state.groups.values()
+    assert [b.actions[0].nat.ip_min for b in group.buckets] == ["10.0.0.21"]  # type: ignore[union-attr]
+    text = " ".join(str(f) for f in desired.state.flows.values())
+    assert "10.0.0.22" not in text and str(int(ipaddress.ip_address("10.0.0.22"))) not in text
+    udp_down = Topology(TOPO.local_ports, TOPO.macs,
+                        frozenset({(ipaddress.ip_address("10.0.0.22"), 8080, "udp")}))
+    assert len(compile_state(parsed, udp_down, ids, P).vips[0].live_backends) == 2
+
+
+def test_learned_idle_timeout_is_capped() -> None:
+    parsed = lbs(timeout="86400")
+    ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
+    for cap, want in ((65535, 65535), (2, 2)):
+        desired = compile_state(parsed, TOPO, ids, P, max_idle=cap)
+        learns = [a for f in desired.state.flows.values() for a in f.actions
+                  if isinstance(a, Learn)]
+        assert learns and {a.idle_timeout for a in learns} == {want}

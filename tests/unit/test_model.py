@@ -131,9 +131,8 @@ def test_datapath_groups_and_dangling_references() -> None:
     assert {i.reason for i in issues} == {"dangling_datapath"}
 
 
-def test_timeout_beyond_openflow_is_kept_and_flagged() -> None:
+def test_timeout_beyond_openflow_is_kept_exactly() -> None:
     parsed, issues = parse_load_balancer(
         lb({"10.0.0.1:80": "10.0.0.2:80"},
            options=MappingProxyType({"affinity_timeout": "86400"})), DPS, GROUPS)
-    assert parsed is not None and parsed.affinity_timeout == 86400
-    assert [(i.reason, i.fatal) for i in issues] == [("affinity_timeout_clamped", False)]
+    assert parsed is not None and parsed.affinity_timeout == 86400 and issues == []

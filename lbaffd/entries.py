@@ -1,0 +1,80 @@
+"""Lifecycle of learned affinity entries reported by the switch.
+
+The learn action sets ``send_flow_rem``, so ovs-vswitchd tells lbaffd about
+every entry that goes: idled out (counted as expired, or re-installed for the
+rest of a timeout longer than OpenFlow's 16-bit limit, see ``longidle``) or
+deleted (flushed: backend removed or down, LB gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from os_ken.ofproto import ofproto_v1_5 as ofp
+
+from lbaffd import ownership as own
+from lbaffd.compiler import VipPlan
+from lbaffd.longidle import LongIdle, RemovedEntry
+from lbaffd.metrics import Metrics
+from lbaffd.openflow import codec
+from lbaffd.openflow.channel import Reply
+from lbaffd.openflow.flowspec import FlowSpec, SetField
+from lbaffd.pipeline import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_IP, REG_BACKEND_PORT
+
+log = structlog.get_logger("lbaffd.entries")
+
+
+def removed_entry(reply: Reply) -> RemovedEntry | None:
+    """A learned entry's FLOW_REMOVED, or None for anything else."""
+    if reply.msg_type != ofp.OFPT_FLOW_REMOVED:
+        return None
+    msg = reply.parse()
+    if msg is None or not own.is_learned(msg.cookie):
+        return None
+    stats = dict(msg.stats.items()) if msg.stats is not None else {}
+    return RemovedEntry(cookie=msg.cookie, table=msg.table_id, priority=msg.priority,
+                        match=codec.canonical_match(msg.match.items()),
+                        idle_timeout=msg.idle_timeout,
+                        packets=int(stats.get("packet_count", 0)), reason=msg.reason)
+
+
+class EntryKeeper:
+    def __init__(self, metrics: Metrics, max_idle: int) -> None:
+        self._metrics = metrics
+        self._max_idle = max_idle
+        self._long = LongIdle()
+
+    def handle(self, removed: Iterable[RemovedEntry], plans: Iterable[VipPlan],
+               channel: Any) -> None:
+        """Count, and re-install in one bundle what must live on."""
+        owners = {p.learned_cookie(be): (p, be) for p in plans for be in p.vip.backends}
+        self._long.forget(set(owners))
+        reinstall: list[Any] = []
+        for e in removed:
+            found = owners.get(e.cookie)
+            if found is None:
+                continue  # its VIP or backend is gone already
+            plan, be = found
+            labels = (plan.lb.name, plan.vip.key)
+            if not e.idled_out:
+                self._metrics.entries_flushed.labels(*labels).inc()
+                continue
+            timeout = plan.lb.affinity_timeout or 0
+            again = (self._long.on_removed(e, timeout, self._max_idle)
+                     if be in plan.live_backends else None)
+            if again is None:
+                self._metrics.entries_expired.labels(*labels).inc()
+                continue
+            self._metrics.entries_extended.labels(*labels).inc()
+            loads = [SetField(REG_BACKEND_IP, int(be.ip))]
+            if be.port is not None:
+                loads.append(SetField(REG_BACKEND_PORT, be.port))
+            loads.append(SetField(REG_AFFINITY_HIT, 1))
+            reinstall.append(codec.flow_add(FlowSpec(
+                e.table, PRIO_LEARNED, e.match, tuple(loads), e.cookie, idle_timeout=again,
+                flags=ofp.OFPFF_SEND_FLOW_REM)))
+        if reinstall:
+            channel.bundle(reinstall)
+            log.debug("affinity_entries_extended", count=len(reinstall))
