@@ -18,18 +18,25 @@ from lbaffd.sb.records import DatapathRow, SbSnapshot, ServiceMonitorRow
 DOWN_STATES = ("offline", "error")
 
 
-def unhealthy(monitors: Iterable[ServiceMonitorRow]) -> frozenset[
+def unhealthy(monitors: Iterable[ServiceMonitorRow],
+              port_ips: Mapping[str, frozenset[IPAddress]]) -> frozenset[
         tuple[IPAddress, int | None, str]]:
-    """Backends whose Service_Monitor says offline/error (ovn-northd's rule);
-    a backend without a monitor, or not yet probed, takes traffic."""
+    """Backends whose Service_Monitor says offline/error (ovn-northd's rule),
+    matched by ip, port, protocol and logical_port: a monitor whose
+    logical_port is bound to other addresses does not describe this backend.
+    A backend without a monitor, or not yet probed, takes traffic."""
     down: set[tuple[IPAddress, int | None, str]] = set()
     for m in monitors:
-        if m.status in DOWN_STATES:
-            try:
-                ip = ipaddress.ip_address(m.ip)
-            except ValueError:
-                continue
-            down.add((ip, m.port or None, m.protocol or "tcp"))
+        if m.status not in DOWN_STATES:
+            continue
+        try:
+            ip = ipaddress.ip_address(m.ip)
+        except ValueError:
+            continue
+        bound = port_ips.get(m.logical_port)
+        if bound and ip not in bound:
+            continue
+        down.add((ip, m.port or None, m.protocol or "tcp"))
     return frozenset(down)
 
 
@@ -93,7 +100,10 @@ def build_topology(snap: SbSnapshot) -> Topology:
             continue
         local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp)
     macs: dict[tuple[int, IPAddress], str] = {}
+    port_ips: dict[str, frozenset[IPAddress]] = {}
     for pb in sorted(snap.port_bindings.values(), key=lambda p: p.logical_port):
+        port_ips[pb.logical_port] = frozenset(
+            ip for entry in pb.macs if (parsed := parse_mac_column(entry)) for ip in parsed[1])
         dp = snap.datapaths.get(pb.datapath)
         if dp is None:
             continue
@@ -105,4 +115,4 @@ def build_topology(snap: SbSnapshot) -> Topology:
             for ip in ips:
                 macs.setdefault((dp.tunnel_key, ip), mac)
     return Topology(tuple(local[k] for k in sorted(local)), macs,
-                    unhealthy(snap.service_monitors))
+                    unhealthy(snap.service_monitors, port_ips))

@@ -243,10 +243,16 @@ def test_bad_input_is_reported_once_and_isolated(sandbox: Sandbox, topo: Topolog
 
 def test_sb_restart_and_reconnect(sandbox: Sandbox, topo: Topology,
                                   daemon: LbaffdProcess) -> None:
-    """The SB goes away for 2 s: flows stay, then updates flow again."""
+    """The SB goes away for 2 s: flows and learned entries stay, then updates
+    flow again."""
     before = managed_flows(sandbox)
+    entries = [e for e in learned_entries(sandbox) if "idle_timeout=300" in e]
+    assert entries  # from the restart test
     sandbox.restart_ovsdb("sb", down_for=2.0)
     assert managed_flows(sandbox) == before
+    time.sleep(1.5)  # the IDL reconnects (backoff ~1 s) and resyncs
+    assert managed_flows(sandbox) == before
+    assert [e for e in learned_entries(sandbox) if "idle_timeout=300" in e] == entries
     sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080"})
     assert wait_until(lambda: "10.0.0.22:8080" not in _group_of(sandbox, VIP), timeout=15)
     sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080,10.0.0.22:8080,"

@@ -189,3 +189,20 @@ def test_learned_idle_timeout_is_capped() -> None:
         learns = [a for f in desired.state.flows.values() for a in f.actions
                   if isinstance(a, Learn)]
         assert learns and {a.idle_timeout for a in learns} == {want}
+
+
+def test_service_monitor_matching() -> None:
+    from lbaffd.sb.records import ServiceMonitorRow
+    from lbaffd.topology import unhealthy
+
+    ip = ipaddress.ip_address("10.0.0.22")
+    bound = {"be2": frozenset({ip}), "be9": frozenset({ipaddress.ip_address("10.0.0.99")})}
+
+    def mon(status: str, lport: str = "be2", port: int = 8080) -> ServiceMonitorRow:
+        return ServiceMonitorRow("u", "10.0.0.22", port, "tcp", lport, status)
+
+    assert unhealthy([mon("offline")], bound) == {(ip, 8080, "tcp")}
+    assert unhealthy([mon("error")], bound) == {(ip, 8080, "tcp")}
+    assert unhealthy([mon("online"), mon("")], bound) == frozenset()
+    assert unhealthy([mon("offline", lport="be9")], bound) == frozenset()  # other port's IP
+    assert unhealthy([mon("offline", lport="unknown")], bound) == {(ip, 8080, "tcp")}
