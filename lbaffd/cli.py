@@ -31,6 +31,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--log-level", "debug, info, warning or error"),
     ("--audit-interval", "seconds between full audits of the switch against the SB"),
     ("--metrics-address", "host:port for Prometheus /metrics (empty: disabled)"),
+    ("--distribution", "dp_hash bucket layout for LBs without options:distribution: balanced "
+                       "(every backend 256//n interleaved buckets) or ovs-default"),
     ("--max-idle-timeout", "cap on learned entries' OpenFlow idle_timeout; longer "
                            "affinity timeouts are completed by re-installing entries (lower it "
                            "only to test that path)"),

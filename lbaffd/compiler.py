@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lbaffd import distribution as dist
 from lbaffd import ownership as own
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, Endpoint, LoadBalancer, ParseIssue, Vip
 from lbaffd.openflow.flowspec import (
@@ -82,6 +83,10 @@ class VipPlan:
     group_id: int
     datapaths: tuple[int, ...]  # tunnel keys
     live_backends: tuple[Endpoint, ...] = ()
+    # the group's buckets in order: (bucket id, backend); a backend may have many
+    buckets: tuple[tuple[int, Endpoint], ...] = ()
+    distribution: str = dist.OVS_DEFAULT
+    expected_shares: tuple[float, ...] = ()  # per live backend, in live_backends order
 
     def learned_cookie(self, backend: Endpoint) -> int:
         """Cookie of the affinity entries learned for ``backend`` of this VIP."""
@@ -96,6 +101,31 @@ class DesiredState:
     issues: tuple[ParseIssue, ...]
 
 
+def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, Endpoint]]:
+    """The buckets of a VIP's group, in order.  ``balanced``: each backend
+    ``256 // n`` times, interleaved (see ``distribution``); the bucket id of
+    replica r of a backend is derived from both, so ids never shift when
+    other backends come or go."""
+    if dist.replicas(len(backends), mode) == 1:
+        return sorted(bucket_ids(backends).items())
+    ordered = sorted(backends)
+    taken: set[int] = set()
+    out: list[tuple[int, Endpoint]] = []
+    for index, be_index in enumerate(dist.bucket_layout(len(ordered), mode)):
+        replica = index // len(ordered)
+        bid = _bucket_hash(f"{ordered[be_index]}#{replica}")
+        while bid in taken:
+            bid = (bid + 1) & 0x7FFFFFFF
+        taken.add(bid)
+        out.append((bid, ordered[be_index]))
+    return out
+
+
+def _bucket_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") & (
+        0x7FFFFFFF)
+
+
 def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
     """A stable bucket id per backend, derived from the backend itself.
 
@@ -105,12 +135,27 @@ def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
     """
     out: dict[int, Endpoint] = {}
     for be in sorted(backends):
-        bid = int.from_bytes(hashlib.blake2b(str(be).encode(), digest_size=4).digest(), "big")
-        bid &= 0x7FFFFFFF
+        bid = _bucket_hash(str(be))
         while bid in out:
             bid = (bid + 1) & 0x7FFFFFFF
         out[bid] = be
     return out
+
+
+def _expected_shares(live: tuple[Endpoint, ...], buckets: tuple[tuple[int, Endpoint], ...],
+                     mode: str, min_slots: int) -> tuple[float, ...]:
+    """Each live backend's expected share of new connections: from OVS's dp_hash
+    slot table for dp_hash groups, even for the client hash."""
+    slots = dist.ovs_slots([1] * len(buckets), min_slots) if mode != "client-hash" else None
+    if not live:
+        return ()
+    if slots is None:
+        return tuple(1 / len(live) for _ in live)
+    per: dict[Endpoint, int] = dict.fromkeys(live, 0)
+    for (_, be), n in zip(buckets, slots, strict=True):
+        per[be] += n
+    total = sum(per.values())
+    return tuple(per[be] / total for be in live)
 
 
 def vip_mac(ip: str) -> str:
@@ -183,9 +228,13 @@ def compile_state(
     group_ids: Mapping[own.OwnerKey, int],
     pipeline: Pipeline,
     max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
+    distribution: str = dist.BALANCED,
+    min_slots: int = 1,
 ) -> DesiredState:
     """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
-    affinity timeouts are completed by the daemon when an entry idles out."""
+    affinity timeouts are completed by the daemon when an entry idles out.
+    ``distribution`` is the default for dp_hash groups (an LB's
+    ``options:distribution`` wins); ``min_slots`` is 1 for OVS <= 3.4, 4 after."""
     planned, issues = plan_vips(lbs, topo)
     b = _Builder()
     _static_flows(b, pipeline)
@@ -196,7 +245,11 @@ def compile_state(
     for lb, vip, dps in planned:
         owner = own.vip_owner(lb.uuid, vip.key)
         live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
-        plan = VipPlan(lb, vip, owner, group_ids[owner], dps, live)
+        # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
+        mode = "client-hash" if lb.affinity_timeout else lb.distribution or distribution
+        buckets = tuple(group_buckets(live, mode))
+        plan = VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
+                       _expected_shares(live, buckets, mode, min_slots))
         plans.append(plan)
         _vip_flows(b, pipeline, plan, max_idle)
         for tk in dps:
@@ -291,7 +344,7 @@ def _vip_flows(b: _Builder, p: Pipeline, plan: VipPlan, max_idle: int) -> None:
     b.groups.append(GroupSpec(
         group_id=gid,
         buckets=tuple(Bucket(bid, (_commit_to(p, be),))
-                      for bid, be in sorted(bucket_ids(plan.live_backends).items())),
+                      for bid, be in plan.buckets),
         selection_method="hash" if affinity else "dp_hash",
         fields=("ipv4_src",) if affinity else (),
         owner_cookie=own.owner_cookie(owner),

@@ -63,6 +63,7 @@ class Settings:
     metrics_address: str = "127.0.0.1:9476"
     rundir: str = "/var/run/lbaffd"
     max_idle_timeout: int = 65535
+    distribution: str = "balanced"
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()

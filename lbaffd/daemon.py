@@ -21,6 +21,7 @@ import structlog
 from lbaffd import model
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
+from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, removed_entry
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
@@ -162,11 +163,15 @@ class Daemon:
         self.settings = s = s.resolve(external_ids)
         if not s.sb_db:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
+        if s.distribution not in MODES:
+            raise SystemExit(f"--distribution must be one of {', '.join(MODES)}")
         log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
-                 chassis=s.chassis or "-")
+                 chassis=s.chassis or "-", ovs_version=external_ids.get("ovs_version", "?"),
+                 distribution=s.distribution)
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
         self._sb.start()
-        self._reconciler = Reconciler(STANDALONE, s.max_idle_timeout)
+        self._reconciler = Reconciler(STANDALONE, s.max_idle_timeout, s.distribution)
+        self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
         self._entries = EntryKeeper(self.metrics, s.max_idle_timeout)
 
     def _wait_local_external_ids(self) -> dict[str, str]:

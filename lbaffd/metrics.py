@@ -120,6 +120,15 @@ class LiveCollector(Collector):
         except Exception:
             return
         status = self._source.status()
+        share = GaugeMetricFamily(
+            "lbaffd_vip_expected_share",
+            "Expected largest/smallest backend share of a VIP's new connections "
+            "(OVS dp_hash slot model; even for the client hash)", labels=["lb", "vip", "bound"])
+        for p in status.plans:
+            if p.expected_shares:
+                share.add_metric([p.lb.name, p.vip.key, "max"], max(p.expected_shares))
+                share.add_metric([p.lb.name, p.vip.key, "min"], min(p.expected_shares))
+        yield share
         sent = CounterMetricFamily("lbaffd_openflow_messages_sent",
                                    "OpenFlow messages sent, by message type", labels=["type"])
         for kind, n in sorted(ch.sent_counts.items()):

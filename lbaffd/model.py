@@ -21,6 +21,7 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 MAX_AFFINITY_TIMEOUT = 86400  # Kubernetes' maximum sessionAffinity timeoutSeconds
 MAX_OPENFLOW_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
+DISTRIBUTIONS = ("balanced", "ovs-default")  # see lbaffd.distribution
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -57,6 +58,7 @@ class LoadBalancer:
     vips: tuple[Vip, ...]
     datapaths: tuple[DatapathRow, ...]
     affinity_timeout: int | None  # seconds; None = no affinity
+    distribution: str | None = None  # options:distribution; None = daemon default
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,13 @@ def parse_load_balancer(
         issues.append(ParseIssue(label, "bad_affinity_timeout", err + "; affinity disabled",
                                  fatal=False))
 
+    distribution = row.options.get("distribution")
+    if distribution is not None and distribution not in DISTRIBUTIONS:
+        issues.append(ParseIssue(label, "bad_distribution",
+                                 f"distribution {distribution!r} is not one of "
+                                 f"{', '.join(DISTRIBUTIONS)}; using the default", fatal=False))
+        distribution = None
+
     dps, dangling = resolve_datapaths(row, datapaths, dp_groups)
     issues.extend(
         ParseIssue(label, "dangling_datapath", f"datapath or group {u} does not exist",
@@ -227,7 +236,8 @@ def parse_load_balancer(
         issues.extend(ParseIssue(label, r, d, vip=key, fatal=False) for r, d in warnings)
         vips.append(vip)
     lb = LoadBalancer(
-        uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout
+        uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout,
+        distribution=distribution,
     )
     return lb, issues
 

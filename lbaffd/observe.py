@@ -15,7 +15,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from lbaffd import ownership as own
-from lbaffd.compiler import VipPlan, bucket_ids
+from lbaffd.compiler import VipPlan
 from lbaffd.model import Endpoint
 from lbaffd.openflow.codec import DP, canonical_match
 from lbaffd.openflow.flowdesc import RawFlow, decode_flow_desc_body
@@ -117,8 +117,8 @@ def read_backend_counters(channel: Channel, plans: Iterable[VipPlan],
             plan = by_gid.get(g.group_id)
             if plan is None:
                 continue
-            backends = [be for _, be in sorted(bucket_ids(plan.vip.backends).items())]
-            for be, c in zip(backends, g.bucket_stats, strict=False):
+            # a backend may own many buckets (balanced distribution): add them up
+            for (_, be), c in zip(plan.buckets, g.bucket_stats, strict=False):
                 key = (plan.lb.name, plan.vip.key, str(be))
                 out[key] = out[key] + Counters(c.packet_count, c.byte_count)
     for f in _flows(channel, own.MANAGED_COOKIE, own.MAGIC_MASK, pipeline.lb):

@@ -19,6 +19,7 @@ import structlog
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, compile_state, vip_owners
 from lbaffd.diff import ChangeSet, diff
+from lbaffd.distribution import BALANCED
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer
 from lbaffd.openflow import codec
 from lbaffd.openflow.flowdesc import decode_flow_desc_body
@@ -96,9 +97,12 @@ def to_messages(cs: ChangeSet) -> list[Any]:
 class Reconciler:
     """Holds what survives between passes: the VIP -> group id assignment."""
 
-    def __init__(self, pipeline: Pipeline, max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT) -> None:
+    def __init__(self, pipeline: Pipeline, max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
+                 distribution: str = BALANCED) -> None:
         self._pipeline = pipeline
         self._max_idle = max_idle
+        self._distribution = distribution
+        self.min_slots = 1  # set from the switch's OVS version (see distribution)
         self._group_ids: dict[own.OwnerKey, int] = {}
 
     @property
@@ -117,7 +121,8 @@ class Reconciler:
             if gid is not None:
                 previous[owner] = gid  # the switch wins over memory
         self._group_ids = own.allocate_group_ids(owners, previous)
-        desired = compile_state(lbs, topo, self._group_ids, self._pipeline, self._max_idle)
+        desired = compile_state(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
+                                self._distribution, self.min_slots)
         changes = diff(desired.state, installed)
         if not changes.empty:
             channel.bundle(to_messages(changes))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lbaffd.compiler import VipPlan, bucket_ids
+from lbaffd.compiler import VipPlan
 from lbaffd.model import ParseIssue
 from lbaffd.observe import AffinityEntry, Counters
 
@@ -67,10 +67,16 @@ def format_lb_show(status: Status, name: str,
         out.append(f"  vip {p.vip.key} {p.vip.protocol}  group {p.group_id:#x} ({method})  "
                    f"datapaths {','.join(map(str, p.datapaths))}  "
                    f"affinity entries {entries_per_vip.get((lb.name, p.vip.key), 0)}")
-        for bid, be in sorted(bucket_ids(p.vip.backends).items(), key=lambda x: str(x[1])):
+        if p.expected_shares:
+            out.append(f"    distribution {p.distribution}: {len(p.buckets)} buckets, expected "
+                       f"share max {max(p.expected_shares):.1%} min {min(p.expected_shares):.1%}")
+        share = dict(zip(p.live_backends, p.expected_shares, strict=True))
+        for be in sorted(p.vip.backends, key=str):
             c = counters.get((lb.name, p.vip.key, str(be)), Counters())
-            out.append(f"    backend {be!s:<22} bucket {bid:>10}  health n/a (not monitored)"
-                       f"  packets {c.packets}  bytes {c.bytes}")
+            n = sum(1 for _, b in p.buckets if b == be)
+            health = f"up   share {share[be]:6.1%}" if be in share else "DOWN share   0.0%"
+            out.append(f"    backend {be!s:<22} {health}  buckets {n:>3}  "
+                       f"packets {c.packets}  bytes {c.bytes}")
     for issue in status.issues:
         if issue.lb in (lb.name, lb.uuid):
             out.append(f"  rejected: {issue.vip or '(lb)'} {issue.reason}: {issue.detail}")

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import time
 
 
-def one(dst: str, port: int, src: str, proto: str, timeout: float) -> dict[str, object]:
+def one(dst: str, port: int, src: str, proto: str, timeout: float,
+        sport: int = 0) -> dict[str, object]:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     sock = socket.socket(socket.AF_INET, kind)
     sock.settimeout(timeout)
     start = time.monotonic()
     try:
-        if src:
-            sock.bind((src, 0))
+        if sport:  # may still be in TIME_WAIT towards another destination
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if src or sport:
+            sock.bind((src or "0.0.0.0", sport))
         if proto == "tcp":
             sock.connect((dst, port))
             connect_ms = (time.monotonic() - start) * 1000
@@ -52,12 +56,26 @@ def main() -> None:
     p.add_argument("--src-ip", action="append", default=[])
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--random-sport", action="store_true",
+                   help="bind each connection to a random source port")
+    p.add_argument("--summary", action="store_true",
+                   help="print one JSON line of counts per backend instead of one per connection")
     args = p.parse_args()
+    counts: dict[str, int] = {}
+    # distinct random ports: reusing one soon would meet its TIME_WAIT 4-tuple
+    ports = random.sample(range(1024, 65000), args.count) if args.random_sport else []
     for i in range(args.count):
         src = args.src_ip[i % len(args.src_ip)] if args.src_ip else ""
-        print(json.dumps(one(args.dst, args.port, src, args.proto, args.timeout)), flush=True)
+        res = one(args.dst, args.port, src, args.proto, args.timeout, ports[i] if ports else 0)
+        if args.summary:
+            key = str(res["backend"]) if res["ok"] else "error"
+            counts[key] = counts.get(key, 0) + 1
+        else:
+            print(json.dumps(res), flush=True)
         if args.pause and i + 1 < args.count:
             time.sleep(args.pause)
+    if args.summary:
+        print(json.dumps(counts), flush=True)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,17 @@ class Sandbox:
         self._pidfiles.append(pidfile)
         self._save_state()
 
+    def connect_counts(self, host: str | Host, dst: str, port: int, count: int,
+                       random_sport: bool = True, timeout: float = 3.0) -> dict[str, int]:
+        """``count`` new connections; how many each backend answered ("error": failed)."""
+        h = self.hosts[host] if isinstance(host, str) else host
+        cmd = [sys.executable, "-m", "lbaffd_sandbox.client", "--dst", dst, "--port", str(port),
+               "--count", str(count), "--timeout", str(timeout), "--summary"]
+        if random_sport:
+            cmd.append("--random-sport")
+        out = h.exec(*cmd, timeout=count * timeout + 60)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
     def connect(self, host: str | Host, dst: str, port: int, count: int = 1,
                 pause: float = 0.0, src_ips: list[str] | None = None, proto: str = "tcp",
                 timeout: float = 3.0) -> list[ConnResult]:

@@ -191,10 +191,13 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
 
 
 def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
-    """``Open_vSwitch.external_ids`` and the interfaces on ``bridge``."""
+    """``Open_vSwitch.external_ids`` (plus ``ovs_version`` under that key) and
+    the interfaces on ``bridge``."""
     ext: dict[str, str] = {}
     for r in mon.rows("Open_vSwitch"):
         ext = dict(r.external_ids)
+        version = r.ovs_version[0] if isinstance(r.ovs_version, list) and r.ovs_version else ""
+        ext["ovs_version"] = str(version or "")
     ifaces: list[InterfaceRow] = []
     for br in mon.rows("Bridge"):
         if br.name != bridge:

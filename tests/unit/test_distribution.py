@@ -1,0 +1,56 @@
+"""The dp_hash slot model against the figures OVS's own commit quotes
+(OVS <= 3.4: up to 50 % difference, average 43 % over 1..64 backends)."""
+
+from __future__ import annotations
+
+from lbaffd.distribution import (
+    BALANCED,
+    OVS_DEFAULT,
+    bucket_layout,
+    expected_shares,
+    min_slots_for_version,
+    ovs_slots,
+)
+
+
+def spread(shares: list[float]) -> float:
+    return (max(shares) - min(shares)) / max(shares)
+
+
+def test_known_small_tables() -> None:
+    assert ovs_slots([1, 1, 1]) == [6, 5, 5]
+    assert ovs_slots([1] * 7) == [3, 3, 2, 2, 2, 2, 2]
+    assert ovs_slots([1] * 5) == [4, 3, 3, 3, 3]
+    assert ovs_slots([2, 1]) == [11, 5]  # weights: 16 slots by Webster
+    assert ovs_slots([1] * 300) is None  # more than 256 slots: no dp_hash table
+
+
+def test_default_distribution_matches_ovs_commit_figures() -> None:
+    diffs = [spread(expected_shares(n, OVS_DEFAULT)) for n in range(1, 65)]
+    assert abs(max(diffs) - 0.50) < 0.005
+    assert abs(sum(diffs) / 64 - 0.43) < 0.01
+    # OVS >= 3.5 (4 slots per bucket at least): up to 20 %
+    new = [spread(expected_shares(n, OVS_DEFAULT, 4)) for n in range(1, 65)]
+    assert abs(max(new) - 0.20) < 0.005
+
+
+def test_balanced_is_bounded_by_one_slot() -> None:
+    for n in range(1, 65):
+        shares = expected_shares(n, BALANCED)
+        assert abs(sum(shares) - 1) < 1e-9
+        assert (max(shares) - min(shares)) * 256 <= 1 + 1e-9, n
+    avg = sum(spread(expected_shares(n, BALANCED)) for n in range(1, 65)) / 64
+    assert avg < 0.12  # ~11 %: the limit of a 256-slot space
+
+
+def test_layout_is_interleaved() -> None:
+    assert bucket_layout(3, BALANCED)[:7] == [0, 1, 2, 0, 1, 2, 0]
+    assert len(bucket_layout(3, BALANCED)) == 255 and len(bucket_layout(7, BALANCED)) == 252
+    assert bucket_layout(3, OVS_DEFAULT) == [0, 1, 2]
+    assert bucket_layout(1, BALANCED) == [0]
+
+
+def test_version_switch() -> None:
+    assert min_slots_for_version("3.1.0") == 1
+    assert min_slots_for_version("3.5.1") == 4
+    assert min_slots_for_version("") == 1
