@@ -16,8 +16,7 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
-from tests.integration.test_operability import free_port, metric, scrape
+from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 

@@ -10,8 +10,6 @@ import socket
 import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +17,9 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
+from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +59,6 @@ def appctl(daemon: LbaffdProcess, *args: str, check: bool = True) -> str:
     if check:
         assert res.returncode == 0, res.stderr
     return res.stdout if check else res.stdout + res.stderr
-
-
-def scrape(daemon: LbaffdProcess, path: str = "/metrics") -> tuple[int, str]:
-    url = daemon.metrics_url + path  # type: ignore[attr-defined]
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if not line.startswith(name + ("{" if labels else " ")):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} {labels} not in scrape")
 
 
 def test_systemd_ready_after_first_sync_and_watchdog(daemon: LbaffdProcess,
