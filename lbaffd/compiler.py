@@ -215,11 +215,39 @@ class _Builder:
              match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
         cookie = own.owner_cookie(owner)
         self.owners[cookie] = owner
-        spec = FlowSpec(table, priority, Match.of(match), actions, cookie)
+        self.add(FlowSpec(table, priority, Match.of(match), actions, cookie))
+
+    def add(self, spec: FlowSpec) -> None:
         have = self.flows.get(spec.key)
         if have is not None and have != spec:
             raise AssertionError(f"flow key clash: {have} vs {spec}")
         self.flows[spec.key] = spec
+
+
+VipPart = tuple[tuple[FlowSpec, ...], GroupSpec]
+
+
+class VipCache:
+    """A VIP's flows and group by (plan, pipeline, idle cap): a VIP whose inputs
+    did not change is not compiled again (most of a pass at 1000s of LBs).
+    Keeps only what the latest pass used."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[VipPlan, Pipeline, int], VipPart] = {}
+        self._used: dict[tuple[VipPlan, Pipeline, int], VipPart] = {}
+
+    def get(self, plan: VipPlan, p: Pipeline, max_idle: int) -> VipPart:
+        key = (plan, p, max_idle)
+        part = self._parts.get(key) or self._used.get(key)
+        if part is None:
+            sub = _Builder()
+            _vip_flows(sub, p, plan, max_idle)
+            part = (tuple(sub.flows.values()), sub.groups[0])
+        self._used[key] = part
+        return part
+
+    def end_pass(self) -> None:
+        self._parts, self._used = self._used, {}
 
 
 def compile_state(
@@ -230,6 +258,7 @@ def compile_state(
     max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
     distribution: str = dist.BALANCED,
     min_slots: int = 1,
+    cache: VipCache | None = None,
 ) -> DesiredState:
     """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
     affinity timeouts are completed by the daemon when an entry idles out.
@@ -251,7 +280,11 @@ def compile_state(
         plan = VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
                        _expected_shares(live, buckets, mode, min_slots))
         plans.append(plan)
-        _vip_flows(b, pipeline, plan, max_idle)
+        flows, group = (cache or VipCache()).get(plan, pipeline, max_idle)
+        for spec in flows:
+            b.add(spec)
+        b.owners[own.owner_cookie(owner)] = owner
+        b.groups.append(group)
         for tk in dps:
             ip = str(vip.endpoint.ip)
             if (tk, ip) not in arp_done:
@@ -261,6 +294,8 @@ def compile_state(
                 mac = topo.macs.get((tk, be.ip))
                 if mac is not None:
                     _forward_flow(b, pipeline, tk, str(be.ip), mac)
+    if cache is not None:
+        cache.end_pass()
     state = SwitchState(flows=dict(b.flows), groups={g.group_id: g for g in b.groups})
     return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues))
 

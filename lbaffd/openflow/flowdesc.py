@@ -11,7 +11,7 @@ actions).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,31 +67,50 @@ def _parse_copy_field(buf: bytes, offset: int, len_: int) -> Any:
                                      oxm_ids=ids)
 
 
+def iter_entries(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
+                 ) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, length, identity) of each ``ofp_flow_desc`` in a reply message.
+
+    ``identity`` is the entry without its length and stats, which change on
+    every dump: two entries with the same identity decode to the same flow.
+    """
+    total = len(buf)
+    while offset < total:
+        (length,) = struct.unpack_from("!H", buf, offset)
+        pos = offset + ofp.OFP_FLOW_DESC_0_SIZE
+        match_end = pos + utils.round_up(struct.unpack_from("!H", buf, pos + 2)[0], 8)
+        stats_end = match_end + utils.round_up(
+            struct.unpack_from("!H", buf, match_end + 2)[0], 8)
+        identity = bytes(buf[offset + 2:match_end]) + bytes(buf[stats_end:offset + length])
+        yield offset, length, identity
+        offset += length
+
+
+def decode_entry(buf: bytes, offset: int) -> RawFlow:
+    """One ``ofp_flow_desc`` at ``offset``."""
+    (length, table_id, priority, idle, hard, flags, _importance,
+     cookie) = struct.unpack_from(ofp.OFP_FLOW_DESC_0_PACK_STR, buf, offset)
+    end = offset + length
+    pos = offset + ofp.OFP_FLOW_DESC_0_SIZE
+    match = parser.OFPMatch.parser(buf, pos)
+    pos += utils.round_up(match.length, 8)
+    stats = parser.OFPStats.parser(buf, pos)
+    pos += utils.round_up(stats.length, 8)
+    insts: list[RawInstruction] = []
+    while pos < end:
+        itype, ilen = struct.unpack_from("!HH", buf, pos)
+        if itype in (ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_WRITE_ACTIONS):
+            actions = parse_actions(buf, pos + ofp.OFP_INSTRUCTION_ACTIONS_SIZE,
+                                    ilen - ofp.OFP_INSTRUCTION_ACTIONS_SIZE)
+        else:
+            actions = ()
+        insts.append(RawInstruction(itype, actions))
+        pos += ilen
+    return RawFlow(table_id, priority, idle, hard, flags, cookie, match, tuple(insts),
+                   dict(stats.items()))
+
+
 def decode_flow_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
                           ) -> list[RawFlow]:
     """All ``ofp_flow_desc`` entries of one reply message (header included in ``buf``)."""
-    flows: list[RawFlow] = []
-    total = len(buf)
-    while offset < total:
-        (length, table_id, priority, idle, hard, flags, _importance,
-         cookie) = struct.unpack_from(ofp.OFP_FLOW_DESC_0_PACK_STR, buf, offset)
-        end = offset + length
-        pos = offset + ofp.OFP_FLOW_DESC_0_SIZE
-        match = parser.OFPMatch.parser(buf, pos)
-        pos += utils.round_up(match.length, 8)
-        stats = parser.OFPStats.parser(buf, pos)
-        pos += utils.round_up(stats.length, 8)
-        insts: list[RawInstruction] = []
-        while pos < end:
-            itype, ilen = struct.unpack_from("!HH", buf, pos)
-            if itype in (ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_WRITE_ACTIONS):
-                actions = parse_actions(buf, pos + ofp.OFP_INSTRUCTION_ACTIONS_SIZE,
-                                        ilen - ofp.OFP_INSTRUCTION_ACTIONS_SIZE)
-            else:
-                actions = ()
-            insts.append(RawInstruction(itype, actions))
-            pos += ilen
-        flows.append(RawFlow(table_id, priority, idle, hard, flags, cookie, match,
-                             tuple(insts), dict(stats.items())))
-        offset = end
-    return flows
+    return [decode_entry(buf, off) for off, _, _ in iter_entries(buf, offset)]

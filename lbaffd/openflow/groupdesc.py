@@ -11,7 +11,7 @@ carried as a generic ``OFPGroupPropExperimenter``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,41 +49,51 @@ class RawGroup:
     type: int
     buckets: tuple[RawBucket, ...]
     properties: tuple[RawGroupProperty, ...]
+    wire: bytes = b""  # the entry as sent by the switch: identical bytes, identical group
+
+
+def iter_group_entries(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
+                       ) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, group id, wire bytes) of each ``ofp_group_desc``, without decoding."""
+    while offset < len(buf):
+        length, _, group_id, _ = GROUP_DESC.unpack_from(buf, offset)
+        yield offset, group_id, bytes(buf[offset:offset + length])
+        offset += length
+
+
+def decode_group_entry(buf: bytes, offset: int) -> RawGroup:
+    length, gtype, group_id, bucket_len = GROUP_DESC.unpack_from(buf, offset)
+    end = offset + length
+    pos = offset + GROUP_DESC.size
+    buckets_end = pos + bucket_len
+    buckets: list[RawBucket] = []
+    while pos < buckets_end:
+        blen, alen, bucket_id = BUCKET.unpack_from(buf, pos)
+        actions = parse_actions(buf, pos + BUCKET.size, alen)
+        weight = None
+        ppos = pos + BUCKET.size + alen
+        while ppos < pos + blen:
+            ptype, plen = PROP.unpack_from(buf, ppos)
+            if ptype == OFPGBPT_WEIGHT:
+                weight = struct.unpack_from("!H", buf, ppos + 4)[0]
+            ppos += max(plen, 4)
+        buckets.append(RawBucket(bucket_id, weight, actions))
+        pos += blen
+    props: list[RawGroupProperty] = []
+    pos = buckets_end
+    while pos < end:
+        ptype, plen = PROP.unpack_from(buf, pos)
+        exp, exp_type = (struct.unpack_from("!II", buf, pos + 4)
+                         if ptype == ofp.OFPGPT_EXPERIMENTER else (0, 0))
+        props.append(RawGroupProperty(ptype, exp, exp_type, bytes(buf[pos + 12:pos + plen])))
+        pos += (plen + 7) // 8 * 8 if plen else 8
+    return RawGroup(group_id, gtype, tuple(buckets), tuple(props), bytes(buf[offset:end]))
 
 
 def decode_group_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
                            ) -> list[RawGroup]:
     """Every ``ofp_group_desc`` in one reply message (header included in ``buf``)."""
-    groups: list[RawGroup] = []
-    while offset < len(buf):
-        length, gtype, group_id, bucket_len = GROUP_DESC.unpack_from(buf, offset)
-        end = offset + length
-        pos = offset + GROUP_DESC.size
-        buckets_end = pos + bucket_len
-        buckets: list[RawBucket] = []
-        while pos < buckets_end:
-            blen, alen, bucket_id = BUCKET.unpack_from(buf, pos)
-            actions = parse_actions(buf, pos + BUCKET.size, alen)
-            weight = None
-            ppos = pos + BUCKET.size + alen
-            while ppos < pos + blen:
-                ptype, plen = PROP.unpack_from(buf, ppos)
-                if ptype == OFPGBPT_WEIGHT:
-                    weight = struct.unpack_from("!H", buf, ppos + 4)[0]
-                ppos += max(plen, 4)
-            buckets.append(RawBucket(bucket_id, weight, actions))
-            pos += blen
-        props: list[RawGroupProperty] = []
-        pos = buckets_end
-        while pos < end:
-            ptype, plen = PROP.unpack_from(buf, pos)
-            exp, exp_type = (struct.unpack_from("!II", buf, pos + 4)
-                             if ptype == ofp.OFPGPT_EXPERIMENTER else (0, 0))
-            props.append(RawGroupProperty(ptype, exp, exp_type, bytes(buf[pos + 12:pos + plen])))
-            pos += (plen + 7) // 8 * 8 if plen else 8
-        groups.append(RawGroup(group_id, gtype, tuple(buckets), tuple(props)))
-        offset = end
-    return groups
+    return [decode_group_entry(buf, off) for off, _, _ in iter_group_entries(buf, offset)]
 
 
 def _value_len(header: int, header_len: int) -> int:
