@@ -33,6 +33,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--metrics-address", "host:port for Prometheus /metrics (empty: disabled)"),
     ("--distribution", "dp_hash bucket layout for LBs without options:distribution: balanced "
                        "(every backend 256//n interleaved buckets) or ovs-default"),
+    ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
+                          "stopping (by default they stay and traffic keeps flowing)"),
     ("--max-idle-timeout", "cap on learned entries' OpenFlow idle_timeout; longer "
                            "affinity timeouts are completed by re-installing entries (lower it "
                            "only to test that path)"),
@@ -56,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, text in OPTIONS:
         name = flag[2:].replace("-", "_")
         default = getattr(D, name)
-        kind = type(default)
-        run.add_argument(flag, dest=name, type=kind, default=None,
+        if isinstance(default, bool):
+            run.add_argument(flag, dest=name, action="store_const", const=True, default=None,
+                             help=f"{text} (default: off)")
+            continue
+        run.add_argument(flag, dest=name, type=type(default), default=None,
                          help=f"{text} (default: {default!r})")
     return p
 

@@ -67,6 +67,7 @@ from lbaffd.pipeline import (
 )
 from lbaffd.topology import Topology
 
+OFPFF_SEND_FLOW_REM = 1
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
 TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
@@ -215,7 +216,9 @@ class _Builder:
              match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
         cookie = own.owner_cookie(owner)
         self.owners[cookie] = owner
-        self.add(FlowSpec(table, priority, Match.of(match), actions, cookie))
+        # send_flow_rem: a foreign delete of an lbaffd flow wakes the daemon at once
+        self.add(FlowSpec(table, priority, Match.of(match), actions, cookie,
+                          flags=OFPFF_SEND_FLOW_REM))
 
     def add(self, spec: FlowSpec) -> None:
         have = self.flows.get(spec.key)

@@ -35,9 +35,19 @@ def load_settings(cli: Mapping[str, Any], env: Mapping[str, str],
     for name, kind in known.items():
         for source in (cli.get(name), env.get(ENV_PREFIX + name.upper()), file_values.get(name)):
             if source is not None:
-                values[name] = kind(source)
+                values[name] = _convert(kind, source)
                 break
     return Settings(**values)
+
+
+def _convert(kind: type, value: Any) -> Any:
+    if kind is bool and isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return kind(value)
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -64,6 +74,7 @@ class Settings:
     rundir: str = "/var/run/lbaffd"
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
+    cleanup_on_exit: bool = False
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()

@@ -19,6 +19,7 @@ from types import FrameType, MappingProxyType
 import structlog
 
 from lbaffd import model
+from lbaffd import ownership as own
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
@@ -26,8 +27,9 @@ from lbaffd.entries import EntryKeeper, removed_entry
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
+from lbaffd.openflow.flowdesc import monitor_update_cookies
 from lbaffd.pipeline import STANDALONE
-from lbaffd.reconciler import Reconciler, ReconcileResult
+from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.sb.monitor import (
     OVS_TABLES,
     SB_TABLES,
@@ -46,6 +48,9 @@ log = structlog.get_logger("lbaffd")
 WAKE = "wake"
 STOP = "stop"
 OF_DOWN = "openflow-down"
+FOREIGN = "switch-changed"
+OFPT_FLOW_REMOVED = 11
+OFPT_REQUESTFORWARD = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +191,16 @@ class Daemon:
         raise SystemExit(0)
 
     def _on_async(self, reply: Reply) -> None:
-        """Reader thread: only translate and queue (the worker acts)."""
+        """Reader thread: only translate and queue (the worker acts).  A learned
+        entry's removal is handled on its own; anything else that touched the
+        switch (one of our flows removed, a group changed by someone else)
+        triggers a pass, so foreign interference is repaired at once."""
         entry = removed_entry(reply)
         if entry is not None:
             self._queue.put(entry)
+        elif reply.msg_type in (OFPT_FLOW_REMOVED, OFPT_REQUESTFORWARD) or any(
+                own.is_managed(c) for c in monitor_update_cookies(reply.raw)):
+            self._queue.put(FOREIGN)
 
     def _on_of_down(self) -> None:
         self._queue.put(OF_DOWN)
@@ -199,6 +210,12 @@ class Daemon:
         self._notifier.stopping()
         if self._control is not None:
             self._control.stop()
+        if self.settings.cleanup_on_exit and self._channel is not None and self._channel.connected:
+            try:
+                groups = cleanup(self._channel)
+                log.info("cleaned_up", groups=groups)
+            except Exception as exc:
+                log.warning("cleanup_failed", error=str(exc))
         if self._channel is not None:
             self._channel.close()
         for mon in (self._sb, self._ovs):
@@ -297,6 +314,7 @@ class Daemon:
                                         on_disconnect=self._on_of_down)
         self._channel.connect(timeout=2.0)
         self._channel.enable_flow_removed()
+        self._channel.monitor_flows()
         log.info("openflow_connected", target=self.settings.of_target)
         return self._channel
 

@@ -41,7 +41,7 @@ def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
         if have is None:
             add_flows.append(want)
         elif have != want:
-            same_in_place = (have.cookie == want.cookie
+            same_in_place = (have.cookie == want.cookie and have.flags == want.flags
                              and have.idle_timeout == want.idle_timeout
                              and have.hard_timeout == want.hard_timeout)
             (mod_flows if same_in_place else add_flows).append(want)

@@ -177,3 +177,15 @@ class Reconciler:
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
             foreign=foreign,
         )
+
+
+def cleanup(channel: Channel) -> int:
+    """Remove exactly lbaffd's flows (managed and learned, by cookie magic) and
+    groups (by id range) in one bundle; returns how many groups went."""
+    installed, _ = read_installed(channel)
+    msgs = [codec.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
+            codec.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
+    msgs += [codec.group_delete(gid) for gid in sorted(installed.groups)]
+    channel.bundle(msgs)
+    channel.barrier()
+    return len(installed.groups)

@@ -32,8 +32,11 @@ DP = ProtocolDesc(version=ofp.OFP_VERSION)
 HEADER = struct.Struct("!BBHI")
 OFPMPF_REPLY_MORE = 1
 OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
+# Unsolicited messages for on_async; a multipart reply with no waiter is a
+# flow-monitor update (they keep the monitor request's xid).
 ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
-               ofp.OFPT_REQUESTFORWARD, ofp.OFPT_ROLE_STATUS, ofp.OFPT_TABLE_STATUS}
+               ofp.OFPT_REQUESTFORWARD, ofp.OFPT_ROLE_STATUS, ofp.OFPT_TABLE_STATUS,
+               ofp.OFPT_MULTIPART_REPLY, ofp.OFPT_ERROR}
 
 
 class OpenFlowError(Exception):
@@ -236,8 +239,7 @@ class OpenFlowChannel:
         with self._waiters_lock:
             waiter = self._waiters.get(xid)
         if waiter is None:
-            if self._on_async is not None and (msg_type in ASYNC_TYPES
-                                               or msg_type == ofp.OFPT_ERROR):
+            if self._on_async is not None and msg_type in ASYNC_TYPES:
                 self._on_async(Reply(msg_type, xid, raw))
             return
         reply = Reply(msg_type, xid, raw)
@@ -352,14 +354,29 @@ class OpenFlowChannel:
             raise commit_error
 
     def enable_flow_removed(self) -> None:
-        """Ask for FLOW_REMOVED on this (service) connection: OVS sends none to
-        a management-socket connection until its async config asks."""
-        mask = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
-                | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+        """Ask for FLOW_REMOVED and REQUESTFORWARD (group mods by others) on this
+        (service) connection: OVS sends neither to a management-socket
+        connection until its async config asks."""
+        removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
+                   | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+        forward = (1 << ofp.OFPRFR_GROUP_MOD) | (1 << ofp.OFPRFR_METER_MOD)
         props = [parser.OFPAsyncConfigPropReasons(type_=t, mask=mask)
-                 for t in (ofp.OFPACPT_FLOW_REMOVED_MASTER, ofp.OFPACPT_FLOW_REMOVED_SLAVE)]
+                 for t, mask in ((ofp.OFPACPT_FLOW_REMOVED_MASTER, removed),
+                                 (ofp.OFPACPT_FLOW_REMOVED_SLAVE, removed),
+                                 (ofp.OFPACPT_REQUESTFORWARD_MASTER, forward),
+                                 (ofp.OFPACPT_REQUESTFORWARD_SLAVE, forward))]
         self.send(parser.OFPSetAsync(DP, properties=props))
         self.barrier()
+
+    def monitor_flows(self) -> None:
+        """Start an OF1.5 flow monitor on every table: flows other controllers
+        add, modify or remove are reported to ``on_async`` as multipart replies
+        (this connection's own changes arrive abbreviated)."""
+        req = parser.OFPFlowMonitorRequest(
+            DP, flags=0, monitor_id=1, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+            monitor_flags=ofp.OFPFMF_ADD | ofp.OFPFMF_REMOVED | ofp.OFPFMF_MODIFY,
+            table_id=ofp.OFPTT_ALL, command=ofp.OFPFMC_ADD, match=parser.OFPMatch())
+        self.request(req)
 
     # ------------------------------------------------------------ dumps
 

@@ -282,6 +282,14 @@ def flow_delete(spec: FlowSpec) -> Any:
     )
 
 
+def flow_delete_by_cookie(cookie: int, cookie_mask: int) -> Any:
+    """OFPFC_DELETE of every flow, in every table, whose cookie matches."""
+    return parser.OFPFlowMod(
+        DP, cookie=cookie, cookie_mask=cookie_mask, table_id=ofp.OFPTT_ALL,
+        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(), instructions=[])
+
+
 def _flow_mod(spec: FlowSpec, command: int, cookie_mask: int = 0) -> Any:
     inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, encode_actions(spec.actions))]
     return parser.OFPFlowMod(

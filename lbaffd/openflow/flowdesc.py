@@ -114,3 +114,25 @@ def decode_flow_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
                           ) -> list[RawFlow]:
     """All ``ofp_flow_desc`` entries of one reply message (header included in ``buf``)."""
     return [decode_entry(buf, off) for off, _, _ in iter_entries(buf, offset)]
+
+
+OFPMP_FLOW_MONITOR = 16
+_UPDATE_EVENTS_WITH_COOKIE = (1, 2, 3)  # OFPFME_ADDED, _REMOVED, _MODIFIED
+
+
+def monitor_update_cookies(buf: bytes) -> list[int]:
+    """Cookies of the flows another controller added, removed or modified, from
+    one OFPMP_FLOW_MONITOR reply (os-ken 4.2 cannot parse these).  The
+    requester's own changes arrive abbreviated, without a cookie, and are skipped."""
+    if len(buf) < 16 or struct.unpack_from("!H", buf, 8)[0] != OFPMP_FLOW_MONITOR:
+        return []
+    cookies: list[int] = []
+    offset = ofp.OFP_MULTIPART_REPLY_SIZE
+    while offset + 4 <= len(buf):
+        length, event = struct.unpack_from("!HH", buf, offset)
+        if length < 4:
+            break
+        if event in _UPDATE_EVENTS_WITH_COOKIE and offset + 24 <= len(buf):
+            cookies.append(struct.unpack_from("!Q", buf, offset + 16)[0])
+        offset += length
+    return cookies
