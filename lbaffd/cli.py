@@ -33,6 +33,9 @@ OPTIONS: list[tuple[str, str]] = [
     ("--metrics-address", "host:port for Prometheus /metrics (empty: disabled)"),
     ("--distribution", "dp_hash bucket layout for LBs without options:distribution: balanced "
                        "(every backend 256//n interleaved buckets) or ovs-default"),
+    ("--ssl-private-key", "PEM private key for ssl: DB remotes (as ovn-controller -p)"),
+    ("--ssl-certificate", "PEM certificate for ssl: DB remotes (as ovn-controller -c)"),
+    ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),
     ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
                           "stopping (by default they stay and traffic keeps flowing)"),
     ("--max-idle-timeout", "cap on learned entries' OpenFlow idle_timeout; longer "

@@ -75,6 +75,9 @@ class Settings:
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
     cleanup_on_exit: bool = False
+    ssl_private_key: str = ""
+    ssl_certificate: str = ""
+    ssl_ca_cert: str = ""
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()

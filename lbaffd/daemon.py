@@ -34,6 +34,7 @@ from lbaffd.sb.monitor import (
     OVS_TABLES,
     SB_TABLES,
     DbMonitor,
+    configure_ssl,
     read_local,
     read_sb,
     read_service_monitors,
@@ -170,6 +171,11 @@ class Daemon:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
         if s.distribution not in MODES:
             raise SystemExit(f"--distribution must be one of {', '.join(MODES)}")
+        if "ssl:" in s.sb_db or "ssl:" in s.ovs_db:
+            try:
+                configure_ssl(s.ssl_private_key, s.ssl_certificate, s.ssl_ca_cert)
+            except ValueError as exc:
+                raise SystemExit(f"lbaffd: {exc}") from None
         log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
                  chassis=s.chassis or "-", ovs_version=external_ids.get("ovs_version", "?"),
                  distribution=s.distribution)

@@ -66,7 +66,9 @@ class Host:
 
 class Sandbox:
     def __init__(self, rundir: Path, prefix: str | None = None, chassis: str = "chassis-1",
-                 sb_tcp_port: int | None = None, sb_schema: Path = SB_SCHEMA) -> None:
+                 sb_tcp_port: int | None = None, sb_schema: Path = SB_SCHEMA,
+                 sb_ssl_port: int | None = None) -> None:
+        self.sb_ssl_port = sb_ssl_port
         self.rundir = Path(rundir).resolve()
         self.prefix = prefix or "lx" + secrets.token_hex(2)
         self.chassis = chassis
@@ -150,6 +152,11 @@ class Sandbox:
         r = self.rundir
         extra = ([f"--remote=ptcp:{self.sb_tcp_port}:127.0.0.1"]
                  if name == "sb" and self.sb_tcp_port else [])
+        if name == "sb" and self.sb_ssl_port:
+            pki = self.pki()
+            extra += [f"--remote=pssl:{self.sb_ssl_port}:127.0.0.1",
+                      f"--private-key={pki['server-key']}", f"--certificate={pki['server-cert']}",
+                      f"--ca-cert={pki['ca-cert']}"]
         run("ovsdb-server", str(r / f"{name}.db"), "--detach", "--no-chdir",
             f"--pidfile={r / f'{name}.pid'}", f"--log-file={r / f'{name}.log'}",
             f"--unixctl={r / f'{name}.ctl'}", f"--remote=punix:{r / f'{name}.sock'}",
@@ -165,6 +172,31 @@ class Sandbox:
         if pidfile not in self._pidfiles:
             self._pidfiles.append(pidfile)
         self._save_state()
+
+    def pki(self) -> dict[str, Path]:
+        """A private CA with a server and a client certificate (openssl), made
+        once per sandbox: what a TLS-protected SB cluster hands out."""
+        d = self.rundir / "pki"
+        files = {name: d / f"{name}.pem" for name in
+                 ("ca-key", "ca-cert", "server-key", "server-cert", "client-key", "client-cert")}
+        if files["client-cert"].exists():
+            return files
+        d.mkdir(mode=0o700, exist_ok=True)
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=lbaffd-test-ca", "-keyout", str(files["ca-key"]),
+            "-out", str(files["ca-cert"]))
+        for who in ("server", "client"):
+            csr = d / f"{who}.csr"
+            run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+                "-keyout", str(files[f"{who}-key"]), "-out", str(csr))
+            run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(files["ca-cert"]),
+                "-CAkey", str(files["ca-key"]), "-CAcreateserial", "-days", "2",
+                "-out", str(files[f"{who}-cert"]))
+        return files
+
+    @property
+    def sb_ssl_remote(self) -> str:
+        return f"ssl:127.0.0.1:{self.sb_ssl_port}"
 
     def restart_ovsdb(self, name: str, down_for: float = 0.0) -> None:
         """Stop ovsdb-server ``name`` (``db`` or ``sb``) by pid and start it again

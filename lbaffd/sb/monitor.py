@@ -11,6 +11,7 @@ the last snapshot stands and flows stay as they are.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 import tenacity
 from ovs.db import idl as ovs_idl
+from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
 from lbaffd.sb.records import (
@@ -138,6 +140,22 @@ class DbMonitor:
         assert self.idl is not None
         t = self.idl.tables.get(table)
         return () if t is None else t.rows.values()
+
+
+def configure_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
+    """Key, certificate and CA for every ``ssl:`` OVSDB remote (the ovs
+    library keeps these process-wide, as ovn-controller's -p/-c/-C do)."""
+    files = {"--ssl-private-key": private_key, "--ssl-certificate": certificate,
+             "--ssl-ca-cert": ca_cert}
+    missing = [flag for flag, path in files.items() if not path]
+    if missing:
+        raise ValueError(f"an ssl: remote needs {', '.join(missing)}")
+    for flag, path in files.items():
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{flag} {path}: not readable")
+    Stream.ssl_set_private_key_file(private_key)
+    Stream.ssl_set_certificate_file(certificate)
+    Stream.ssl_set_ca_cert_file(ca_cert)
 
 
 # ------------------------------------------------------------------ row -> record
