@@ -67,8 +67,11 @@ class Host:
 class Sandbox:
     def __init__(self, rundir: Path, prefix: str | None = None, chassis: str = "chassis-1",
                  sb_tcp_port: int | None = None, sb_schema: Path = SB_SCHEMA,
-                 sb_ssl_port: int | None = None) -> None:
+                 sb_ssl_port: int | None = None, sb_cluster: int = 0) -> None:
         self.sb_ssl_port = sb_ssl_port
+        self.sb_cluster = sb_cluster  # >0: the SB is an OVSDB Raft cluster of that many
+        self._raft_ports = [free_port() for _ in range(sb_cluster)]
+        self._client_ports = [free_port() for _ in range(sb_cluster)]
         self.rundir = Path(rundir).resolve()
         self.prefix = prefix or "lx" + secrets.token_hex(2)
         self.chassis = chassis
@@ -93,6 +96,8 @@ class Sandbox:
 
     @property
     def sb_remote(self) -> str:
+        if self.sb_cluster:
+            return ",".join(f"tcp:127.0.0.1:{p}" for p in self._client_ports)
         return f"unix:{self.rundir}/sb.sock"
 
     @property
@@ -121,7 +126,10 @@ class Sandbox:
         self._add_ns(self.ovs_ns)
         run("ip", "-n", self.ovs_ns, "link", "set", "lo", "up")
         self._ovsdb("db", VSWITCH_SCHEMA)
-        self._ovsdb("sb", self.sb_schema)
+        if self.sb_cluster:
+            self._sb_cluster()
+        else:
+            self._ovsdb("sb", self.sb_schema)
         self.vsctl("--no-wait", "init")
         self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
                    f"external_ids:system-id={self.chassis}",
@@ -172,6 +180,55 @@ class Sandbox:
         if pidfile not in self._pidfiles:
             self._pidfiles.append(pidfile)
         self._save_state()
+
+    # ------------------------------------------------------------ clustered SB
+
+    def _sb_cluster(self) -> None:
+        """``ovsdb-tool create-cluster`` + ``join-cluster`` on loopback, then
+        one ovsdb-server per member (pidfile/ctl ``sbN``)."""
+        r = self.rundir
+        raft = [f"tcp:127.0.0.1:{p}" for p in self._raft_ports]
+        for i in range(self.sb_cluster):
+            (r / f"sb{i}.db").unlink(missing_ok=True)
+            if i == 0:
+                run("ovsdb-tool", "create-cluster", str(r / "sb0.db"), str(self.sb_schema),
+                    raft[0], env=self.env)
+            else:
+                run("ovsdb-tool", "join-cluster", str(r / f"sb{i}.db"), "OVN_Southbound",
+                    raft[i], raft[0], env=self.env)
+        for i in range(self.sb_cluster):
+            self.start_sb_member(i)
+            self._pidfiles.append(r / f"sb{i}.pid")
+        self._save_state()
+        _wait_for(lambda: self.sb_leader() is not None, 30, "an SB cluster leader")
+
+    def start_sb_member(self, i: int) -> None:
+        r = self.rundir
+        run("ovsdb-server", str(r / f"sb{i}.db"), "--detach", "--no-chdir",
+            f"--pidfile={r / f'sb{i}.pid'}", f"--log-file={r / f'sb{i}.log'}",
+            f"--unixctl={r / f'sb{i}.ctl'}", f"--remote=punix:{r / f'sb{i}.sock'}",
+            f"--remote=ptcp:{self._client_ports[i]}:127.0.0.1", env=self.env)
+
+    def stop_sb_member(self, i: int) -> None:
+        """Kill member ``i`` by its pid (SIGKILL: a crash, not a handover)."""
+        pidfile = self.rundir / f"sb{i}.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: not _alive(pid), 10, f"sb{i} to die")
+        pidfile.unlink(missing_ok=True)
+
+    def sb_leader(self) -> int | None:
+        for i in range(self.sb_cluster):
+            res = subprocess.run(["ovs-appctl", "-t", str(self.rundir / f"sb{i}.ctl"),
+                                  "cluster/status", "OVN_Southbound"], capture_output=True,
+                                 text=True, env=self.env, timeout=10)
+            if "Role: leader" in res.stdout:
+                return i
+        return None
 
     def pki(self) -> dict[str, Path]:
         """A private CA with a server and a client certificate (openssl), made
@@ -373,6 +430,14 @@ def _map_arg(column: str, values: dict[str, str]) -> str:
     """``column={"k"="v", ...}`` quoted for ovs-vsctl-style DB commands."""
     items = ",".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in values.items())
     return f"{column}={{{items}}}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _wait_for(pred: object, timeout: float, what: str) -> None:
