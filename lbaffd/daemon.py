@@ -79,6 +79,8 @@ class Daemon:
         self._notifier = Notifier()
         self._control: ControlServer | None = None
         self._heartbeat = time.monotonic()
+        self._queued = 0
+        self._sb_read_at = 0.0
 
     # ------------------------------------------------------------ DaemonHandle
 
@@ -248,6 +250,7 @@ class Daemon:
                     continue  # woke only for the watchdog
                 items = [WAKE]
             items += self._drain()
+            self._queued = len(items)  # coalesced into this pass; bounded by its duration
             if STOP in items:
                 break
             removed = [i for i in items if isinstance(i, RemovedEntry)]
@@ -332,6 +335,7 @@ class Daemon:
             return None  # not (re)synced: keep what is installed
         with ovs.conn.lock:
             _, interfaces = read_local(ovs, self.settings.bridge)
+        self._sb_read_at = time.time()
         with sb.conn.lock:
             lbs_rows, dps, groups, pbs = read_sb(sb)
             monitors = read_service_monitors(sb)
@@ -381,7 +385,9 @@ class Daemon:
         m.installed_flows.set(r.installed_flows)
         m.installed_groups.set(r.installed_groups)
         m.last_sync.set(time.time())
+        m.queue_depth.set(self._queued)
         if not c.empty or r.foreign:
             log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
-                     ms=round(r.seconds * 1000, 1))
+                     ms=round(r.seconds * 1000, 1), queued=self._queued,
+                     sb_read_at=round(self._sb_read_at, 3))

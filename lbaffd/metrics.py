@@ -42,6 +42,9 @@ class Metrics:
         self.installed_groups = Gauge(
             "lbaffd_installed_groups", "lbaffd groups on the switch before the last pass",
             registry=r)
+        self.queue_depth = Gauge(
+            "lbaffd_work_queue_depth", "Wake-ups coalesced into the last reconcile pass",
+            registry=r)
         self.entries_expired = Counter(
             "lbaffd_affinity_entries_expired_total",
             "Affinity entries that idled out after the full affinity_timeout",

@@ -105,3 +105,9 @@ def test_control_socket_text() -> None:
     assert "10.0.0.11" in aff and "55s" in aff
     assert "passes: 3" in format_reconcile_stats(st.stats, now=110.0)
     assert "10.0s ago" in format_reconcile_stats(st.stats, now=110.0)
+
+
+def test_network_facing_defaults_are_local_only() -> None:
+    d = Settings()
+    assert d.metrics_address.startswith("127.0.0.1:")
+    assert d.rundir == "/var/run/lbaffd" and not d.cleanup_on_exit
