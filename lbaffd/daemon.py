@@ -260,8 +260,11 @@ class Daemon:
                 continue  # only entry notifications: no pass needed
             if self._retry_at and time.monotonic() < self._retry_at:
                 continue
-            if self._pass():
-                next_audit = time.monotonic() + self.settings.audit_interval
+            ok = self._pass()
+            # not in sync yet (a DB resyncing, the switch away): look again soon, not
+            # in a tight loop; the IDLs and the channel wake us as soon as they recover
+            interval = self.settings.audit_interval
+            next_audit = time.monotonic() + (interval if ok else min(interval, 0.5))
 
     def _drain(self) -> list[str | RemovedEntry]:
         """Coalesce a burst of changes into one pass."""
