@@ -260,11 +260,17 @@ class Daemon:
                 continue  # only entry notifications: no pass needed
             if self._retry_at and time.monotonic() < self._retry_at:
                 continue
-            ok = self._pass()
-            # not in sync yet (a DB resyncing, the switch away): look again soon, not
-            # in a tight loop; the IDLs and the channel wake us as soon as they recover
+            # read the switch back on the timer and whenever it reported a change
+            # by someone else or the connection was new; else trust the last pass
+            audit = time.monotonic() >= next_audit or FOREIGN in items or OF_DOWN in items
+            ok = self._pass(audit)
             interval = self.settings.audit_interval
-            next_audit = time.monotonic() + (interval if ok else min(interval, 0.5))
+            if not ok:
+                # not in sync (a DB resyncing, the switch away): look again soon, as
+                # an audit, but not in a tight loop; the IDLs and the channel wake us
+                next_audit = time.monotonic() + min(interval, 0.5)
+            elif audit:
+                next_audit = time.monotonic() + interval
 
     def _drain(self) -> list[str | RemovedEntry]:
         """Coalesce a burst of changes into one pass."""
@@ -282,7 +288,7 @@ class Daemon:
         except Exception as exc:  # the switch went away: those entries are gone anyway
             log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
 
-    def _pass(self) -> bool:
+    def _pass(self, audit: bool = True) -> bool:
         """One reconcile pass; False when it could not run (retried later)."""
         inputs = self._read_inputs()
         if inputs is None:
@@ -291,7 +297,7 @@ class Daemon:
             channel = self._ensure_channel()
             assert self._reconciler is not None
             result = self._reconciler.reconcile(channel, inputs.lbs,
-                                                build_topology(inputs.snapshot))
+                                                build_topology(inputs.snapshot), audit)
         except Exception as exc:  # the switch or channel failed: retry with backoff
             # short cap: a restarted ovs-vswitchd must get its flows back within ~1 s
             self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
@@ -392,5 +398,5 @@ class Daemon:
         if not c.empty or r.foreign:
             log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
-                     ms=round(r.seconds * 1000, 1), queued=self._queued,
+                     ms=round(r.seconds * 1000, 1), queued=self._queued, audit=r.audited,
                      sb_read_at=round(self._sb_read_at, 3))

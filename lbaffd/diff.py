@@ -38,6 +38,8 @@ def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
     mod_flows: list[FlowSpec] = []
     for key, want in desired.flows.items():
         have = installed.flows.get(key)
+        if have is want:
+            continue  # the very object compiled last pass: unchanged, nothing to compare
         if have is None:
             add_flows.append(want)
         elif have != want:
@@ -51,6 +53,8 @@ def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
     mod_groups: list[GroupSpec] = []
     for gid, want_g in desired.groups.items():
         have_g = installed.groups.get(gid)
+        if have_g is want_g:
+            continue
         if have_g is None:
             add_groups.append(want_g)
         elif have_g != want_g:

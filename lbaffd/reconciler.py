@@ -56,6 +56,7 @@ class ReconcileResult:
     installed_groups: int
     seconds: float
     foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
+    audited: bool = True  # installed state read back from the switch this pass
 
 
 def _has_opaque(actions: tuple[Action, ...]) -> bool:
@@ -138,7 +139,15 @@ def to_messages(cs: ChangeSet) -> list[Any]:
 
 
 class Reconciler:
-    """Holds what survives between passes: the VIP -> group id assignment."""
+    """Holds what survives between passes: the VIP -> group id assignment and
+    what this process last installed.
+
+    An *audit* pass reads lbaffd's flows and groups back from the switch (the
+    switch is the source of truth).  Between audits, a pass triggered by an SB
+    change diffs against what the previous successful pass left on the switch:
+    any change by someone else is reported by the switch (flow monitor,
+    FLOW_REMOVED, REQUESTFORWARD) and makes the next pass an audit, as do a
+    new connection, a failed pass and the audit timer."""
 
     def __init__(self, pipeline: Pipeline, max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
                  distribution: str = BALANCED) -> None:
@@ -149,22 +158,31 @@ class Reconciler:
         self._decoded = DecodeCache()
         self._compiled = VipCache()
         self._group_ids: dict[own.OwnerKey, int] = {}
+        self._installed: SwitchState | None = None  # valid only after a clean pass
+        self._channel: Channel | None = None
 
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
         return dict(self._group_ids)
 
     def reconcile(self, channel: Channel, lbs: tuple[LoadBalancer, ...],
-                  topo: Topology) -> ReconcileResult:
+                  topo: Topology, audit: bool = True) -> ReconcileResult:
         start = time.monotonic()
-        installed, foreign = read_installed(channel, self._decoded)
+        audit = audit or self._installed is None or channel is not self._channel
+        self._channel = channel
+        if audit or self._installed is None:
+            installed, foreign = read_installed(channel, self._decoded)
+        else:
+            installed, foreign = self._installed, 0
+        self._installed = None  # unknown until this pass has gone through
         owners = vip_owners(lbs, topo)
-        by_cookie = recover_group_ids(installed)
         previous = dict(self._group_ids)
-        for owner in owners:
-            gid = by_cookie.get(own.owner_cookie(owner))
-            if gid is not None:
-                previous[owner] = gid  # the switch wins over memory
+        if audit:
+            by_cookie = recover_group_ids(installed)
+            for owner in owners:
+                gid = by_cookie.get(own.owner_cookie(owner))
+                if gid is not None:
+                    previous[owner] = gid  # the switch wins over memory
         self._group_ids = own.allocate_group_ids(owners, previous)
         desired = compile_state(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
                                 self._distribution, self.min_slots, self._compiled)
@@ -172,10 +190,11 @@ class Reconciler:
         if not changes.empty:
             channel.bundle(to_messages(changes))
             channel.barrier()
+        self._installed = desired.state
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(installed.flows),
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
-            foreign=foreign,
+            foreign=foreign, audited=audit,
         )
 
 
