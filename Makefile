@@ -9,7 +9,7 @@ DEB_PACKAGES := openvswitch-switch ovn-common iproute2 ethtool python3-venv syst
 STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 
-.PHONY: deps deb-deps venv test unit lint demo demo-stop bench clean
+.PHONY: deps deb-deps venv test unit lint demo demo-stop clean
 
 deps: deb-deps venv
 
@@ -51,9 +51,6 @@ demo: deps
 
 demo-stop: venv
 	$(PY) -m lbaffd_sandbox.demo --stop
-
-bench: deps
-	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
