@@ -407,14 +407,37 @@ class Sandbox:
 
     def add_load_balancer(self, name: str, vips: dict[str, str], protocol: str = "tcp",
                           options: dict[str, str] | None = None,
-                          datapaths: list[str] | None = None) -> str:
-        args = ["create", "Load_Balancer", f"name={name}", f"protocol={protocol}",
-                _map_arg("vips", vips)]
-        if options:
-            args.append(_map_arg("options", options))
-        if datapaths:
-            args.append(f"datapaths=[{','.join(datapaths)}]")
-        return self.sbctl(*args)
+                          datapaths: list[str] | None = None,
+                          groups: dict[str, list[str]] | None = None) -> str:
+        """``groups``: datapath-group column -> datapaths of a new Logical_DP_Group
+        (a non-root table: it must be created in the LB's own transaction).
+        Written with ``ovsdb-client transact``, which, unlike ovn-sbctl, knows
+        the columns of whatever schema the server runs."""
+        ops: list[dict[str, object]] = []
+        row: dict[str, object] = {
+            "name": name, "protocol": protocol,
+            "vips": ["map", [[k, v] for k, v in vips.items()]],
+            "options": ["map", [[k, v] for k, v in (options or {}).items()]],
+            "datapaths": ["set", [["uuid", d] for d in datapaths or []]],
+        }
+        for n, (column, members) in enumerate((groups or {}).items()):
+            ops.append({"op": "insert", "table": "Logical_DP_Group", "uuid-name": f"g{n}",
+                        "row": {"datapaths": ["set", [["uuid", d] for d in members]]}})
+            row[column] = ["named-uuid", f"g{n}"]
+        ops.append({"op": "insert", "table": "Load_Balancer", "row": row})
+        txn = json.dumps(["OVN_Southbound", *ops])
+        for remote in self.sb_remote.split(","):  # a cluster member may be down
+            try:
+                out = run("ovsdb-client", "transact", remote, txn, env=self.env)
+                break
+            except RuntimeError:
+                if remote == self.sb_remote.split(",")[-1]:
+                    raise
+        results = json.loads(out)
+        errors = [r for r in results if isinstance(r, dict) and "error" in r]
+        if errors:
+            raise RuntimeError(f"insert Load_Balancer {name}: {errors}")
+        return str(results[-1]["uuid"][1])
 
     def set_lb_vips(self, uuid: str, vips: dict[str, str]) -> None:
         self.sbctl("set", "Load_Balancer", uuid, _map_arg("vips", vips))
@@ -430,6 +453,22 @@ def _map_arg(column: str, values: dict[str, str]) -> str:
     """``column={"k"="v", ...}`` quoted for ovs-vsctl-style DB commands."""
     items = ",".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in values.items())
     return f"{column}={{{items}}}"
+
+
+def newer_sb_schema(dest: Path) -> Path:
+    """Debian's OVN 23.03 SB schema plus the ``ls_datapath_group`` and
+    ``lr_datapath_group`` columns newer OVN adds to ``Load_Balancer``: lets the
+    tests exercise both schema generations with real ovsdb-servers."""
+    schema = json.loads(SB_SCHEMA.read_text())
+    column = {"type": {"key": {"type": "uuid", "refTable": "Logical_DP_Group"},
+                       "min": 0, "max": 1}}
+    lb = schema["tables"]["Load_Balancer"]["columns"]
+    lb["ls_datapath_group"] = column
+    lb["lr_datapath_group"] = column
+    major, minor, _ = schema["version"].split(".")
+    schema["version"] = f"{major}.{int(minor) + 1}.0"
+    dest.write_text(json.dumps(schema, indent=1))
+    return dest
 
 
 def free_port() -> int:

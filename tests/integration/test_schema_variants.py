@@ -1,0 +1,66 @@
+"""LB datapaths from whichever columns the connected SB schema has: Debian's OVN
+23.03 schema (``datapaths``, ``datapath_group``) and a newer variant derived at
+run time (adds ``ls_datapath_group`` / ``lr_datapath_group``)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lbaffd_sandbox.sandbox import Sandbox, newer_sb_schema
+from lbaffd_sandbox.topology import build_demo_topology
+from tests.integration.lbaffd_proc import LbaffdProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.traffic]
+
+MANAGED = "cookie=0x1baf000000000000/0xffff000000000000"
+
+
+@pytest.fixture(params=["23.03", "newer"])
+def variant(request: pytest.FixtureRequest) -> Iterator[tuple[str, Sandbox]]:
+    rundir = Path(tempfile.mkdtemp(prefix="lbx-schema-", dir="/tmp"))
+    kwargs = {}
+    if request.param == "newer":
+        kwargs["sb_schema"] = newer_sb_schema(rundir / "ovn-sb-newer.ovsschema")
+    sb = Sandbox(rundir, **kwargs)  # type: ignore[arg-type]
+    try:
+        sb.start()
+        yield request.param, sb
+    finally:
+        sb.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def wait(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_lb_datapaths_from_every_column_the_schema_has(variant: tuple[str, Sandbox]) -> None:
+    name, sb = variant
+    topo = build_demo_topology(sb, affinity_timeout=None)
+    columns = ["datapath_group"] + (["ls_datapath_group"] if name == "newer" else [])
+    for i, column in enumerate(columns):
+        sb.add_load_balancer(f"lb-{column}", {f"10.0.0.{120 + i}:80": "10.0.0.21:8080"},
+                             groups={column: [topo.datapath_uuid]})
+    d = LbaffdProcess(sb)
+    d.start()
+    try:
+        for i, column in enumerate(columns):
+            vip = f"10.0.0.{120 + i}"
+            assert wait(lambda v=vip: any(f"nw_dst={v}," in f for f in sb.dump_flows(MANAGED))), (
+                column)
+            (r,) = sb.connect("cli1", vip, 80, count=1)
+            assert r.ok and r.backend == "be1", (column, r)
+        assert d.count("lb_input_rejected") == 0
+    finally:
+        d.stop()
