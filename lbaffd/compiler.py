@@ -166,41 +166,50 @@ def vip_mac(ip: str) -> str:
 
 
 def plan_vips(
-    lbs: tuple[LoadBalancer, ...], topo: Topology
+    lbs: tuple[LoadBalancer, ...], topo: Topology,
+    incumbents: frozenset[own.OwnerKey] = frozenset(),
 ) -> tuple[list[tuple[LoadBalancer, Vip, tuple[int, ...]]], list[ParseIssue]]:
-    """Which VIP goes on which local datapath; the first LB (by name, uuid) to
-    claim a (datapath, VIP, protocol) keeps it, a later one is reported."""
+    """Which VIP goes on which local datapath.  When two LBs claim the same
+    (datapath, VIP, protocol), the one already realized (``incumbents``) keeps
+    it, so a newly added conflicting LB never disturbs a working one; between
+    newcomers the first by (name, uuid) wins.  The loser is reported."""
     local = topo.local_datapaths
     claimed: dict[tuple[int, Endpoint, str], str] = {}
-    out: list[tuple[LoadBalancer, Vip, tuple[int, ...]]] = []
+    won: dict[tuple[str, str], tuple[int, ...]] = {}
     issues: list[ParseIssue] = []
-    for lb in sorted(lbs, key=lambda b: (b.name, b.uuid)):
-        for vip in lb.vips:
-            if vip.endpoint.ip.version != 4:
-                issues.append(ParseIssue(lb.name or lb.uuid, "unsupported_family",
-                                         "IPv6 VIPs are not realized by this version",
-                                         vip=vip.key))
+    ordered = sorted(((lb, i, vip) for lb in lbs for i, vip in enumerate(lb.vips)),
+                     key=lambda t: (own.vip_owner(t[0].uuid, t[2].key) not in incumbents,
+                                    t[0].name, t[0].uuid, t[1]))
+    for lb, _, vip in ordered:
+        if vip.endpoint.ip.version != 4:
+            issues.append(ParseIssue(lb.name or lb.uuid, "unsupported_family",
+                                     "IPv6 VIPs are not realized by this version",
+                                     vip=vip.key))
+            continue
+        dps: list[int] = []
+        for dp in lb.datapaths:
+            if dp.tunnel_key not in local:
                 continue
-            dps: list[int] = []
-            for dp in lb.datapaths:
-                if dp.tunnel_key not in local:
-                    continue
-                slot = (dp.tunnel_key, vip.endpoint, vip.protocol)
-                other = claimed.get(slot)
-                if other is not None:
-                    issues.append(ParseIssue(lb.name or lb.uuid, "vip_conflict",
-                                             f"VIP already served by LB {other} on datapath "
-                                             f"{dp.tunnel_key}", vip=vip.key))
-                    continue
-                claimed[slot] = lb.name or lb.uuid
-                dps.append(dp.tunnel_key)
-            if dps:
-                out.append((lb, vip, tuple(dps)))
+            slot = (dp.tunnel_key, vip.endpoint, vip.protocol)
+            other = claimed.get(slot)
+            if other is not None:
+                issues.append(ParseIssue(lb.name or lb.uuid, "vip_conflict",
+                                         f"VIP already served by LB {other} on datapath "
+                                         f"{dp.tunnel_key}", vip=vip.key))
+                continue
+            claimed[slot] = lb.name or lb.uuid
+            dps.append(dp.tunnel_key)
+        if dps:
+            won[(lb.uuid, vip.key)] = tuple(dps)
+    out = [(lb, vip, won[(lb.uuid, vip.key)])
+           for lb in sorted(lbs, key=lambda b: (b.name, b.uuid)) for vip in lb.vips
+           if (lb.uuid, vip.key) in won]
     return out, issues
 
 
-def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology) -> list[own.OwnerKey]:
-    planned, _ = plan_vips(lbs, topo)
+def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
+               incumbents: frozenset[own.OwnerKey] = frozenset()) -> list[own.OwnerKey]:
+    planned, _ = plan_vips(lbs, topo, incumbents)
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
@@ -262,12 +271,13 @@ def compile_state(
     distribution: str = dist.BALANCED,
     min_slots: int = 1,
     cache: VipCache | None = None,
+    incumbents: frozenset[own.OwnerKey] = frozenset(),
 ) -> DesiredState:
     """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
     affinity timeouts are completed by the daemon when an entry idles out.
     ``distribution`` is the default for dp_hash groups (an LB's
     ``options:distribution`` wins); ``min_slots`` is 1 for OVS <= 3.4, 4 after."""
-    planned, issues = plan_vips(lbs, topo)
+    planned, issues = plan_vips(lbs, topo, incumbents)
     b = _Builder()
     _static_flows(b, pipeline)
     for port in topo.local_ports:

@@ -175,17 +175,18 @@ class Reconciler:
         else:
             installed, foreign = self._installed, 0
         self._installed = None  # unknown until this pass has gone through
-        owners = vip_owners(lbs, topo)
         previous = dict(self._group_ids)
         if audit:
             by_cookie = recover_group_ids(installed)
-            for owner in owners:
-                gid = by_cookie.get(own.owner_cookie(owner))
+            for candidate in (own.vip_owner(lb.uuid, v.key) for lb in lbs for v in lb.vips):
+                gid = by_cookie.get(own.owner_cookie(candidate))
                 if gid is not None:
-                    previous[owner] = gid  # the switch wins over memory
+                    previous[candidate] = gid  # the switch wins over memory
+        incumbents = frozenset(previous)  # realized already: they keep contested VIPs
+        owners = vip_owners(lbs, topo, incumbents)
         self._group_ids = own.allocate_group_ids(owners, previous)
         desired = compile_state(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
-                                self._distribution, self.min_slots, self._compiled)
+                                self._distribution, self.min_slots, self._compiled, incumbents)
         changes = diff(desired.state, installed)
         if not changes.empty:
             channel.bundle(to_messages(changes))

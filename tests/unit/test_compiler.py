@@ -206,3 +206,17 @@ def test_service_monitor_matching() -> None:
     assert unhealthy([mon("online"), mon("")], bound) == frozenset()
     assert unhealthy([mon("offline", lport="be9")], bound) == frozenset()  # other port's IP
     assert unhealthy([mon("offline", lport="unknown")], bound) == {(ip, 8080, "tcp")}
+
+
+def test_a_realized_vip_keeps_a_contested_slot() -> None:
+    rows = [LoadBalancerRow(uuid=f"lb-{i}", name=name,
+                            vips=MappingProxyType({"10.0.0.100:80": f"10.0.0.2{i}:8080"}),
+                            datapaths=("dp-1",)) for i, name in ((1, "zz-first"), (2, "aa-new"))]
+    parsed, _ = parse_all(rows, DPS, {})
+    incumbent = frozenset({own.vip_owner("lb-1", "10.0.0.100:80")})
+    ids = own.allocate_group_ids(vip_owners(parsed, TOPO, incumbent), {})
+    desired = compile_state(parsed, TOPO, ids, P, incumbents=incumbent)
+    assert [p.lb.name for p in desired.vips] == ["zz-first"]
+    assert [(i.lb, i.reason) for i in desired.issues] == [("aa-new", "vip_conflict")]
+    fresh = compile_state(parsed, TOPO, own.allocate_group_ids(vip_owners(parsed, TOPO), {}), P)
+    assert [p.lb.name for p in fresh.vips] == ["aa-new"]  # no incumbent: by name
