@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces, ovs-vswitchd)")
+from lbaffd_sandbox.topology import Topology
+from tests.integration.lbaffd_proc import LbaffdProcess, sandbox_in_tmp
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    """A private sandbox per test module; short path: unix sockets max 107 chars."""
-    _require_root()
-    rundir = Path(tempfile.mkdtemp(prefix="lbx-", dir="/tmp"))
-    sb = Sandbox(rundir)
-    try:
-        sb.start()
+    """A private sandbox per test module."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces, ovs-vswitchd)")
+    with sandbox_in_tmp() as sb:
         yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
+    """lbaffd with default flags on the module's ``topo``; modules that need
+    other flags define their own ``daemon``."""
+    proc = LbaffdProcess(sandbox)
+    proc.start()
+    yield proc
+    proc.stop()

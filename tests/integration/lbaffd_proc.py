@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lbaffd_sandbox.sandbox import Sandbox
 
@@ -116,3 +120,30 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} {labels} not in scrape")
+
+
+T = TypeVar("T")
+
+
+def wait_until(pred: Callable[[], T], timeout: float = 10.0, step: float = 0.05) -> T:
+    """Poll ``pred`` until it is truthy or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+@contextmanager
+def sandbox_in_tmp(prefix: str = "lbx-", **kwargs: Any) -> Iterator[Sandbox]:
+    """A started sandbox in a fresh short /tmp path (unix sockets: <= 107
+    chars), stopped by pid and removed afterwards."""
+    rundir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    sb = Sandbox(rundir, **kwargs)
+    try:
+        sb.start()
+        yield sb
+    finally:
+        sb.stop()
+        shutil.rmtree(rundir, ignore_errors=True)

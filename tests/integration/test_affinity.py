@@ -17,7 +17,7 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
+from tests.integration.lbaffd_proc import LbaffdProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
@@ -55,15 +55,6 @@ def managed_flows(sb: Sandbox) -> list[str]:
 def learned_entries(sb: Sandbox) -> list[str]:
     out = sb.ofctl("--no-stats", "dump-flows", "br-int", LEARNED).splitlines()
     return sorted(line.strip() for line in out if "table=" in line)
-
-
-def wait_until(pred, timeout: float = 10.0, step: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 def wait_idle_expiry(sb: Sandbox) -> None:

@@ -16,7 +16,13 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape
+from tests.integration.lbaffd_proc import (
+    LbaffdProcess,
+    free_port,
+    metric,
+    scrape,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
@@ -65,7 +71,7 @@ def test_timeout_beyond_the_idle_cap_is_exact(sandbox: Sandbox, topo: Topology,
     while time.monotonic() - start < T - 0.8:
         line = entry(sandbox, "10.0.0.41")
         if line is None:  # between a removal and its re-install: must come back
-            assert _wait(lambda: entry(sandbox, "10.0.0.41") is not None, timeout=0.5), (
+            assert wait_until(lambda: entry(sandbox, "10.0.0.41") is not None, timeout=0.5), (
                 f"entry gone after {time.monotonic() - start:.1f}s < {T}s")
             continue
         seen_reinstalled |= "send_flow_rem" in line and "idle_timeout=2," in line
@@ -96,7 +102,7 @@ def test_a_hit_restarts_the_long_timeout(sandbox: Sandbox, topo: Topology,
     hit = time.monotonic()
     time.sleep(T - 3.0 + 1.5)  # past T from the first use, well within T of the hit
     # (an entry is briefly absent between its removal and lbaffd's re-install)
-    assert _wait(lambda: entry(sandbox, "10.0.0.42") is not None, timeout=0.5), \
+    assert wait_until(lambda: entry(sandbox, "10.0.0.42") is not None, timeout=0.5), \
         "expired counting from the first use"
     while entry(sandbox, "10.0.0.42") is not None:
         assert time.monotonic() - hit < T + 3.0
@@ -118,7 +124,7 @@ def test_offline_backend_leaves_now_with_its_entries(sandbox: Sandbox, topo: Top
     lb = sandbox.add_load_balancer(
         "lb-health", {f"{HVIP}:80": "10.0.0.21:8080,10.0.0.22:8080,10.0.0.23:8080"},
         options={"affinity_timeout": "3600"}, datapaths=[topo.datapath_uuid])
-    assert daemon.wait_event("reconciled") and _wait(
+    assert daemon.wait_event("reconciled") and wait_until(
         lambda: any(f"nw_dst={HVIP}" in f for f in sandbox.dump_flows()))
     clients = [f"10.0.0.{80 + i}" for i in range(6)]
     for ip in clients:
@@ -128,9 +134,9 @@ def test_offline_backend_leaves_now_with_its_entries(sandbox: Sandbox, topo: Top
     victim_ip = f"10.0.0.2{victim[-1]}"
     on_victim = [ip for ip, be in pinned.items() if be == victim]
     mon = _health(sandbox, victim_ip, "offline")
-    assert _wait(lambda: f"nat(dst={victim_ip}:8080)" not in _group(sandbox, HVIP))
+    assert wait_until(lambda: f"nat(dst={victim_ip}:8080)" not in _group(sandbox, HVIP))
     # its entries are gone at once (delete_learned), the others stay
-    assert _wait(lambda: all(entry(sandbox, ip) is None for ip in on_victim))
+    assert wait_until(lambda: all(entry(sandbox, ip) is None for ip in on_victim))
     assert all(entry(sandbox, ip) is not None for ip in clients if ip not in on_victim)
     moved = {ip: backend_of(sandbox, "cli1", HVIP, ip) for ip in clients}
     assert all(moved[ip] != victim for ip in clients)
@@ -140,11 +146,11 @@ def test_offline_backend_leaves_now_with_its_entries(sandbox: Sandbox, topo: Top
                   vip=f"{HVIP}:80") == len(on_victim)
     # back online: back in the group; moved clients stay where they now are
     _health(sandbox, victim_ip, "online", mon)
-    assert _wait(lambda: f"nat(dst={victim_ip}:8080)" in _group(sandbox, HVIP))
+    assert wait_until(lambda: f"nat(dst={victim_ip}:8080)" in _group(sandbox, HVIP))
     again = {ip: backend_of(sandbox, "cli1", HVIP, ip) for ip in clients}
     assert again == moved
     sandbox.delete_load_balancer(lb)
-    assert _wait(lambda: not any(HVIP in f for f in sandbox.dump_flows()))
+    assert wait_until(lambda: not any(HVIP in f for f in sandbox.dump_flows()))
 
 
 def test_vswitchd_restart_restores_flows_and_groups(sandbox: Sandbox,
@@ -154,7 +160,7 @@ def test_vswitchd_restart_restores_flows_and_groups(sandbox: Sandbox,
     groups = sandbox.dump_groups()
     sandbox.restart_vswitchd()
     back = time.monotonic()
-    assert _wait(lambda: sandbox.dump_groups() == groups and sandbox.dump_flows(
+    assert wait_until(lambda: sandbox.dump_groups() == groups and sandbox.dump_flows(
         "cookie=0x1baf000000000000/0xffff000000000000") == flows, timeout=10)
     restored = time.monotonic() - back
     assert restored < 2.0, restored
@@ -167,12 +173,3 @@ def _group(sb: Sandbox, vip: str) -> str:
             gid = int(m.group(1), 16)
             return next((g for g in sb.dump_groups() if f"group_id={gid}," in g), "")
     return ""
-
-
-def _wait(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())

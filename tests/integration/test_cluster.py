@@ -4,18 +4,15 @@ leader failover and a full outage, with lbaffd connected to the remote list."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
+from tests.integration.lbaffd_proc import LbaffdProcess, sandbox_in_tmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic, pytest.mark.slow]
 
@@ -26,14 +23,8 @@ VIP = "10.0.0.100:80"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Sandbox]:
-    rundir = Path(tempfile.mkdtemp(prefix="lbx-raft-", dir="/tmp"))
-    sb = Sandbox(rundir, sb_cluster=3)
-    try:
-        sb.start()
+    with sandbox_in_tmp("lbx-raft-", sb_cluster=3) as sb:
         yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

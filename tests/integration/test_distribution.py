@@ -13,7 +13,6 @@ import math
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -45,14 +44,6 @@ def topo(sandbox: Sandbox) -> Topology:
                                       options={"distribution": mode},
                                       datapaths=[t.datapath_uuid])
     return t
-
-
-@pytest.fixture(scope="module")
-def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
-    proc = LbaffdProcess(sandbox)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def shown(daemon: LbaffdProcess, lb: str) -> tuple[dict[str, int], dict[str, float]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,14 +25,6 @@ def topo(sandbox: Sandbox) -> Topology:
     sandbox.add_load_balancer("udp-plain", {"10.0.0.151:53": BACKENDS}, protocol="udp",
                               datapaths=[t.datapath_uuid])
     return t
-
-
-@pytest.fixture(scope="module")
-def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
-    proc = LbaffdProcess(sandbox)
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def test_udp_affinity_and_spread(sandbox: Sandbox, topo: Topology,

@@ -4,9 +4,6 @@ run time (adds ``ls_datapath_group`` / ``lr_datapath_group``)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox, newer_sb_schema
 from lbaffd_sandbox.topology import build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
+from tests.integration.lbaffd_proc import LbaffdProcess, sandbox_in_tmp, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
@@ -22,27 +19,13 @@ MANAGED = "cookie=0x1baf000000000000/0xffff000000000000"
 
 
 @pytest.fixture(params=["23.03", "newer"])
-def variant(request: pytest.FixtureRequest) -> Iterator[tuple[str, Sandbox]]:
-    rundir = Path(tempfile.mkdtemp(prefix="lbx-schema-", dir="/tmp"))
+def variant(request: pytest.FixtureRequest,
+            tmp_path: Path) -> Iterator[tuple[str, Sandbox]]:
     kwargs = {}
     if request.param == "newer":
-        kwargs["sb_schema"] = newer_sb_schema(rundir / "ovn-sb-newer.ovsschema")
-    sb = Sandbox(rundir, **kwargs)  # type: ignore[arg-type]
-    try:
-        sb.start()
+        kwargs["sb_schema"] = newer_sb_schema(tmp_path / "ovn-sb-newer.ovsschema")
+    with sandbox_in_tmp("lbx-schema-", **kwargs) as sb:
         yield request.param, sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
-
-
-def wait(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_lb_datapaths_from_every_column_the_schema_has(variant: tuple[str, Sandbox]) -> None:
@@ -57,8 +40,8 @@ def test_lb_datapaths_from_every_column_the_schema_has(variant: tuple[str, Sandb
     try:
         for i, column in enumerate(columns):
             vip = f"10.0.0.{120 + i}"
-            assert wait(lambda v=vip: any(f"nw_dst={v}," in f for f in sb.dump_flows(MANAGED))), (
-                column)
+            assert wait_until(
+                lambda v=vip: any(f"nw_dst={v}," in f for f in sb.dump_flows(MANAGED))), column
             (r,) = sb.connect("cli1", vip, 80, count=1)
             assert r.ok and r.backend == "be1", (column, r)
         assert d.count("lb_input_rejected") == 0

@@ -3,10 +3,8 @@ test with openssl), and what happens with the wrong CA or missing flags."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +12,16 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox, run
 from lbaffd_sandbox.topology import build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess, free_port
+from tests.integration.lbaffd_proc import LbaffdProcess, free_port, sandbox_in_tmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
 
 @pytest.fixture(scope="module")
 def ssl_sandbox() -> Iterator[Sandbox]:
-    rundir = Path(tempfile.mkdtemp(prefix="lbx-ssl-", dir="/tmp"))
-    sb = Sandbox(rundir, sb_ssl_port=free_port())
-    try:
-        sb.start()
+    with sandbox_in_tmp("lbx-ssl-", sb_ssl_port=free_port()) as sb:
         build_demo_topology(sb, affinity_timeout=60)
         yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def ssl_flags(sb: Sandbox, ca: Path | None = None) -> list[str]:
