@@ -38,6 +38,11 @@ OPTIONS: list[tuple[str, str]] = [
     ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),
     ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
                           "stopping (by default they stay and traffic keeps flowing)"),
+    ("--mode", "standalone (lbaffd owns the bridge from table 0) or embedded (only its "
+               "stage tables, entered at --table-base with metadata = datapath tunnel key "
+               "and reg13 = conntrack zone, left through resubmit(,--next-table))"),
+    ("--table-base", "first of lbaffd's tables (-1: 0 standalone, 64 embedded)"),
+    ("--next-table", "embedded mode: table packets leave to (-1: the one after lbaffd's)"),
     ("--max-idle-timeout", "cap on learned entries' OpenFlow idle_timeout; longer "
                            "affinity timeouts are completed by re-installing entries (lower it "
                            "only to test that path)"),

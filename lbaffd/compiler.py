@@ -322,8 +322,9 @@ def _ct_state(on: int, off: int = 0) -> tuple[int, int]:
 
 def _static_flows(b: _Builder, p: Pipeline) -> None:
     g = own.GLOBAL_OWNER
-    normal: tuple[Action, ...] = (Output(OFPP_NORMAL),)
-    b.flow(g, p.classify, PRIO_DEFAULT, {}, normal)
+    normal = _exit(p)
+    if p.classify is not None:
+        b.flow(g, p.classify, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.pre_lb, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.pre_lb, PRIO_PORT, {"eth_type": ETH_IP},
            (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
@@ -334,13 +335,20 @@ def _static_flows(b: _Builder, p: Pipeline) -> None:
     b.flow(g, p.dispatch, PRIO_REPLY, {"ct_state": _ct_state(CS_RPL | CS_TRK)}, normal)
     b.flow(g, p.dispatch, PRIO_COMMIT_OTHER,
            {"ct_state": _ct_state(CS_NEW | CS_TRK), "eth_type": ETH_IP},
-           (Ct(commit=True, zone_field=REG_CT_ZONE), Output(OFPP_NORMAL)))
+           (Ct(commit=True, zone_field=REG_CT_ZONE), *normal))
     b.flow(g, p.dispatch, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
     b.flow(g, p.forward, PRIO_DEFAULT, {}, normal)
 
 
+def _exit(p: Pipeline) -> tuple[Action, ...]:
+    """How a packet leaves lbaffd: NORMAL, or the embedding controller's table."""
+    return (Resubmit(p.next_table),) if p.embedded else (Output(OFPP_NORMAL),)
+
+
 def _port_flows(b: _Builder, p: Pipeline, ofport: int, logical_port: str, tk: int) -> None:
+    if p.classify is None:
+        return
     b.flow(("port", logical_port), p.classify, PRIO_PORT, {"in_port": ofport},
            (SetField("metadata", tk), SetField(REG_CT_ZONE, tk & 0xFFFF), Resubmit(p.pre_lb)))
 
@@ -357,7 +365,7 @@ def _arp_responder(b: _Builder, p: Pipeline, tk: int, ip: str) -> None:
 def _forward_flow(b: _Builder, p: Pipeline, tk: int, ip: str, mac: str) -> None:
     b.flow(("fwd", str(tk), ip), p.forward, PRIO_BACKEND_MAC,
            {"metadata": tk, "eth_type": ETH_IP, "ipv4_dst": ip},
-           (SetField("eth_dst", mac), Output(OFPP_NORMAL)))
+           (SetField("eth_dst", mac), *_exit(p)))
 
 
 def _l4(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from lbaffd.pipeline import EMBEDDED_MODE, STANDALONE_MODE, Pipeline, embedded
+
 
 def default_ovs_rundir() -> str:
     return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
@@ -75,9 +77,23 @@ class Settings:
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
     cleanup_on_exit: bool = False
+    mode: str = "standalone"
+    table_base: int = -1  # -1: 0 in standalone mode, 64 in embedded mode
+    next_table: int = -1  # -1: the first table after lbaffd's (embedded mode)
     ssl_private_key: str = ""
     ssl_certificate: str = ""
     ssl_ca_cert: str = ""
+
+    def pipeline(self) -> Pipeline:
+        """The stage tables these settings ask for (ValueError if they clash)."""
+        if self.mode == EMBEDDED_MODE:
+            base = 64 if self.table_base < 0 else self.table_base
+            nxt = base + 6 if self.next_table < 0 else self.next_table
+            return embedded(base, nxt)
+        if self.mode != STANDALONE_MODE:
+            raise ValueError(f"--mode must be {STANDALONE_MODE} or {EMBEDDED_MODE}, "
+                             f"not {self.mode!r}")
+        return Pipeline(base=max(self.table_base, 0))
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()

@@ -28,7 +28,7 @@ from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
-from lbaffd.pipeline import STANDALONE
+from lbaffd.pipeline import STANDALONE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.sb.monitor import (
     OVS_TABLES,
@@ -64,6 +64,7 @@ class Inputs:
 class Daemon:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings.with_defaults()
+        self.pipeline: Pipeline = STANDALONE
         self.metrics = metrics or Metrics()
         self._queue: queue.Queue[str | RemovedEntry] = queue.Queue()
         self._stopping = threading.Event()
@@ -161,9 +162,13 @@ class Daemon:
         ctl = os.path.join(s.rundir, "lbaffd.ctl")
         if os.path.exists(ctl):
             os.unlink(ctl)  # left by a killed predecessor
-        self._control = ControlServer(ctl, self, STANDALONE)
+        try:
+            self.pipeline = s.pipeline()
+        except ValueError as exc:
+            raise SystemExit(f"lbaffd: {exc}") from None
+        self._control = ControlServer(ctl, self, self.pipeline)
         self._control.start()
-        self.metrics.registry.register(LiveCollector(self, STANDALONE))
+        self.metrics.registry.register(LiveCollector(self, self.pipeline))
         self.metrics.serve(s.metrics_address, self)
         self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping)
         self._ovs.start()
@@ -180,10 +185,12 @@ class Daemon:
                 raise SystemExit(f"lbaffd: {exc}") from None
         log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
                  chassis=s.chassis or "-", ovs_version=external_ids.get("ovs_version", "?"),
-                 distribution=s.distribution)
+                 distribution=s.distribution, mode=self.pipeline.mode,
+                 tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
+                 next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
         self._sb.start()
-        self._reconciler = Reconciler(STANDALONE, s.max_idle_timeout, s.distribution)
+        self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
         self._entries = EntryKeeper(self.metrics, s.max_idle_timeout)
 

@@ -67,39 +67,93 @@ PRIO_LEARNED = 100
 PRIO_DEFAULT = 0
 
 
+STANDALONE_MODE = "standalone"
+EMBEDDED_MODE = "embedded"
+MODES = (STANDALONE_MODE, EMBEDDED_MODE)
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Table numbers of the stages; ``base`` shifts them all."""
+    """Table numbers of the stages and where packets leave lbaffd.
+
+    Standalone (the default) owns the bridge from table ``base`` (0): T0
+    classifies ports and everything leaves through ``NORMAL``.  Embedded shares
+    the bridge with another controller that owns table 0: lbaffd has no
+    classify stage, its entry table is ``base`` (= PRE_LB), the caller sets
+    ``metadata`` (datapath tunnel key) and ``reg13[0..15]`` (conntrack zone)
+    before ``resubmit(,base)``, and every packet lbaffd does not consume leaves
+    through ``resubmit(,next_table)`` instead of ``NORMAL``."""
 
     base: int = 0
+    mode: str = STANDALONE_MODE
+    next_table: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown pipeline mode {self.mode!r}")
+        last = self.base + self.stages - 1
+        if self.base < 0 or last > 253:
+            raise ValueError(f"tables {self.base}..{last} do not fit in 0..253")
+        if self.embedded and self.base <= self.next_table <= last:
+            raise ValueError(f"next table {self.next_table} is inside lbaffd's "
+                             f"tables {self.base}..{last}")
+        if self.embedded and not 0 <= self.next_table <= 254:
+            raise ValueError(f"next table {self.next_table} is not in 0..254")
 
     @property
-    def classify(self) -> int:
+    def embedded(self) -> bool:
+        return self.mode == EMBEDDED_MODE
+
+    @property
+    def stages(self) -> int:
+        return 6 if self.mode == EMBEDDED_MODE else 7
+
+    @property
+    def tables(self) -> range:
+        return range(self.base, self.base + self.stages)
+
+    @property
+    def _shift(self) -> int:
+        return self.base - 1 if self.embedded else self.base
+
+    @property
+    def classify(self) -> int | None:
+        """Standalone only: embedded mode leaves port classification to the
+        controller that owns table 0."""
+        return None if self.embedded else self.base
+
+    @property
+    def entry(self) -> int:
+        """Where packets enter lbaffd's stages (documented contract)."""
         return self.base
 
     @property
     def pre_lb(self) -> int:
-        return self.base + 1
+        return self._shift + 1
 
     @property
     def dispatch(self) -> int:
-        return self.base + 2
+        return self._shift + 2
 
     @property
     def affinity(self) -> int:
-        return self.base + 3
+        return self._shift + 3
 
     @property
     def lb(self) -> int:
-        return self.base + 4
+        return self._shift + 4
 
     @property
     def learn(self) -> int:
-        return self.base + 5
+        return self._shift + 5
 
     @property
     def forward(self) -> int:
-        return self.base + 6
+        return self._shift + 6
 
 
 STANDALONE = Pipeline()
+
+
+def embedded(table_base: int, next_table: int) -> Pipeline:
+    return Pipeline(base=table_base, mode=EMBEDDED_MODE, next_table=next_table)

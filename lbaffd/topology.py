@@ -56,13 +56,42 @@ class Topology:
     macs: Mapping[tuple[int, IPAddress], str]
     # backends a Service_Monitor reports offline/error: (ip, port, protocol)
     down: frozenset[tuple[IPAddress, int | None, str]] = frozenset()
+    # datapaths local without a port here: routers behind a local switch, gateways
+    attached: frozenset[int] = frozenset()
 
     def is_down(self, backend: Endpoint, protocol: str) -> bool:
         return (backend.ip, backend.port, protocol) in self.down
 
     @property
     def local_datapaths(self) -> frozenset[int]:
-        return frozenset(p.datapath.tunnel_key for p in self.local_ports)
+        return frozenset(p.datapath.tunnel_key for p in self.local_ports) | self.attached
+
+
+def attached_datapaths(snap: SbSnapshot, port_datapaths: Iterable[str]) -> frozenset[str]:
+    """ovn-controller's local datapaths: those with a local port, the gateway
+    routers and chassis-redirect ports bound to this chassis, and, closed
+    over, every datapath a patch port connects to one of them (a router LB
+    must act on traffic that a local switch hands to the router)."""
+    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
+    seeds = set(port_datapaths)
+    for pb in snap.port_bindings.values():
+        if snap.chassis_name and (
+                (pb.type == "l3gateway"
+                 and pb.options.get("l3gateway-chassis") == snap.chassis_name)
+                or (pb.type == "chassisredirect" and pb.chassis == snap.chassis_name)):
+            seeds.add(pb.datapath)
+    patches: dict[str, list[str]] = {}
+    for pb in snap.port_bindings.values():
+        peer = by_name.get(pb.options.get("peer", ""))
+        if pb.type in ("patch", "l3gateway") and peer is not None:
+            patches.setdefault(pb.datapath, []).append(peer.datapath)
+    todo, seen = list(seeds), set(seeds)
+    while todo:
+        for nxt in patches.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return frozenset(seen)
 
 
 def parse_mac_column(entry: str) -> tuple[str, tuple[IPAddress, ...]] | None:
@@ -114,5 +143,8 @@ def build_topology(snap: SbSnapshot) -> Topology:
             mac, ips = parsed
             for ip in ips:
                 macs.setdefault((dp.tunnel_key, ip), mac)
+    attached = attached_datapaths(snap, (p.datapath.uuid for p in local.values()))
     return Topology(tuple(local[k] for k in sorted(local)), macs,
-                    unhealthy(snap.service_monitors, port_ips))
+                    unhealthy(snap.service_monitors, port_ips),
+                    frozenset(snap.datapaths[d].tunnel_key for d in attached
+                              if d in snap.datapaths))

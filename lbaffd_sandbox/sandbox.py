@@ -395,15 +395,30 @@ class Sandbox:
                           f"external_ids:name={name}",
                           f'external_ids:{key}="{secrets.token_hex(4)}"')
 
-    def add_port_binding(self, logical_port: str, datapath: str, tunnel_key: int, mac: str,
-                         ip: str, chassis: str | None = None) -> str:
+    def add_port_binding(self, logical_port: str, datapath: str, tunnel_key: int,
+                         mac: str = "", ip: str = "", chassis: str | None = None,
+                         type: str = "", options: dict[str, str] | None = None) -> str:
+        """A Port_Binding; ``type="patch", options={"peer": ...}`` joins a switch
+        to a router as ovn-northd does."""
         args = ["create", "Port_Binding", f"logical_port={logical_port}",
-                f"datapath={datapath}", f"tunnel_key={tunnel_key}", f'mac="{mac} {ip}"']
+                f"datapath={datapath}", f"tunnel_key={tunnel_key}"]
+        if mac:
+            args.append(f'mac="{f"{mac} {ip}".strip()}"')
+        if type:
+            args.append(f"type={type}")
+        if options:
+            args.append(_map_arg("options", options))
         uuid = self.sbctl(*args)
         if chassis:
             ch = self.sbctl("--bare", "--columns=_uuid", "find", "Chassis", f"name={chassis}")
             self.sbctl("set", "Port_Binding", uuid, f"chassis={ch}")
         return uuid
+
+    def add_patch(self, a_port: str, a_dp: str, a_key: int,
+                  b_port: str, b_dp: str, b_key: int) -> None:
+        """Two patch Port_Bindings that are each other's peer (switch <-> router)."""
+        self.add_port_binding(a_port, a_dp, a_key, type="patch", options={"peer": b_port})
+        self.add_port_binding(b_port, b_dp, b_key, type="patch", options={"peer": a_port})
 
     def add_load_balancer(self, name: str, vips: dict[str, str], protocol: str = "tcp",
                           options: dict[str, str] | None = None,

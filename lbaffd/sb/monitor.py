@@ -204,6 +204,7 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
         pbs[str(r.uuid)] = PortBindingRow(
             uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
             tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
+            options=MappingProxyType(dict(r.options)),
         )
     return lbs, dps, groups_, pbs
 

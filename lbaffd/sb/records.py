@@ -49,6 +49,7 @@ class PortBindingRow:
     macs: tuple[str, ...] = ()
     chassis: str | None = None  # Chassis *name*, resolved from the reference
     type: str = ""
+    options: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # peer, l3gateway-chassis
 
 
 @dataclass(frozen=True, slots=True)
