@@ -5,7 +5,7 @@ SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common iproute2 ethtool python3-venv systemd openssl procps
+DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv systemd openssl procps
 STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 

@@ -2,7 +2,10 @@
 
 Everything lives in ``rundir``: two ovsdb-servers (Open_vSwitch and OVN SB
 schemas from Debian's packages), ovs-vswitchd with a ``datapath_type=netdev``
-br-int, and hosts in their own namespaces on veth pairs.  ovs-vswitchd runs in
+br-int, and hosts in their own namespaces on veth pairs.  With ``nb=True`` a
+third ovsdb-server (OVN NB schema) and Debian's real ``ovn-northd`` run too:
+then northd owns the SB (datapaths, port bindings, load balancers) and tests
+write the NB with ``nbctl``.  ovs-vswitchd runs in
 its own namespace: a netdev bridge creates kernel taps named ``ovs-netdev``
 and ``br-int`` wherever the daemon runs, and another br-int may already exist
 in the root namespace.  Processes are stopped by the pids in their pidfiles,
@@ -24,6 +27,7 @@ from pathlib import Path
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
+NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
 
 
 def run(*cmd: str, env: dict[str, str] | None = None, check: bool = True,
@@ -67,7 +71,8 @@ class Host:
 class Sandbox:
     def __init__(self, rundir: Path, prefix: str | None = None, chassis: str = "chassis-1",
                  sb_tcp_port: int | None = None, sb_schema: Path = SB_SCHEMA,
-                 sb_ssl_port: int | None = None, sb_cluster: int = 0) -> None:
+                 sb_ssl_port: int | None = None, sb_cluster: int = 0, nb: bool = False) -> None:
+        self.nb = nb  # also an OVN NB ovsdb-server and a real ovn-northd
         self.sb_ssl_port = sb_ssl_port
         self.sb_cluster = sb_cluster  # >0: the SB is an OVSDB Raft cluster of that many
         self._raft_ports = [free_port() for _ in range(sb_cluster)]
@@ -99,6 +104,10 @@ class Sandbox:
         if self.sb_cluster:
             return ",".join(f"tcp:127.0.0.1:{p}" for p in self._client_ports)
         return f"unix:{self.rundir}/sb.sock"
+
+    @property
+    def nb_remote(self) -> str:
+        return f"unix:{self.rundir}/nb.sock"
 
     @property
     def mgmt_socket(self) -> Path:
@@ -141,6 +150,10 @@ class Sandbox:
                    "other_config:disable-in-band=true")
         _wait_for(lambda: self.mgmt_socket.exists(), 10, "br-int.mgmt")
         self.sbctl("chassis-add", self.chassis, "geneve", "127.0.0.1")
+        if self.nb:
+            self._ovsdb("nb", NB_SCHEMA)
+            self.nbctl("init")
+            self._start_northd()
         self._save_state()
 
     def _add_ns(self, ns: str) -> None:
@@ -180,6 +193,20 @@ class Sandbox:
         if pidfile not in self._pidfiles:
             self._pidfiles.append(pidfile)
         self._save_state()
+
+    def _start_northd(self) -> None:
+        """Debian's ovn-northd on our NB and SB; every file it writes is in the
+        rundir (its control socket ``northd.ctl`` lets teardown ask it to exit).
+        Returns once northd has turned the NB into SB rows at least once."""
+        r = self.rundir
+        pidfile = r / "northd.pid"
+        ovn_env = {**self.env, "OVN_RUNDIR": str(r), "OVN_LOGDIR": str(r), "OVN_DBDIR": str(r)}
+        run("ovn-northd", f"--ovnnb-db={self.nb_remote}", f"--ovnsb-db={self.sb_remote}",
+            "--detach", "--no-chdir", f"--pidfile={pidfile}", f"--log-file={r / 'northd.log'}",
+            f"--unixctl={r / 'northd.ctl'}", env=ovn_env)
+        self._pidfiles.append(pidfile)
+        self._save_state()
+        self.nbctl("--wait=sb", "sync", timeout=30)
 
     # ------------------------------------------------------------ clustered SB
 
@@ -317,6 +344,12 @@ class Sandbox:
     def sbctl(self, *args: str) -> str:
         return run("ovn-sbctl", f"--db={self.sb_remote}", "--timeout=10", *args,
                    env=self.env).strip()
+
+    def nbctl(self, *args: str, timeout: int = 10) -> str:
+        """``ovn-nbctl`` on the sandbox's NB (``nb=True``).  Pass ``--wait=sb``
+        first to return only after ovn-northd has written the change to the SB."""
+        return run("ovn-nbctl", f"--db={self.nb_remote}", f"--timeout={timeout}", *args,
+                   env=self.env, timeout=timeout + 5).strip()
 
     def dump_flows(self, *filters: str) -> list[str]:
         out = self.ofctl("--no-stats", "dump-flows", "br-int", *filters)
