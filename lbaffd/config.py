@@ -88,7 +88,7 @@ class Settings:
         """The stage tables these settings ask for (ValueError if they clash)."""
         if self.mode == EMBEDDED_MODE:
             base = 64 if self.table_base < 0 else self.table_base
-            nxt = base + 6 if self.next_table < 0 else self.next_table
+            nxt = base + 7 if self.next_table < 0 else self.next_table
             return embedded(base, nxt)
         if self.mode != STANDALONE_MODE:
             raise ValueError(f"--mode must be {STANDALONE_MODE} or {EMBEDDED_MODE}, "

@@ -20,16 +20,19 @@ import structlog
 
 from lbaffd import model
 from lbaffd import ownership as own
+from lbaffd.compiler import VipPlan, vip_mac
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, removed_entry
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
+from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
 from lbaffd.pipeline import STANDALONE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
+from lbaffd.reject import Refuser, TokenBucket
 from lbaffd.sb.monitor import (
     OVS_TABLES,
     SB_TABLES,
@@ -50,6 +53,7 @@ WAKE = "wake"
 STOP = "stop"
 OF_DOWN = "openflow-down"
 FOREIGN = "switch-changed"
+OFPT_PACKET_IN = 10
 OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
 
@@ -82,6 +86,12 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._queued = 0
         self._sb_read_at = 0.0
+        self._empty_vips: set[tuple[str, str]] = set()
+        self._vip_by_cookie: dict[int, tuple[str, str]] = {}
+        self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
+        self._refuser = Refuser(self._packet_out, lambda c: self._vip_by_cookie.get(c),
+                                lambda lb, vip, kind: self.metrics.refusals.labels(
+                                    lb, vip, kind).inc())
 
     # ------------------------------------------------------------ DaemonHandle
 
@@ -205,11 +215,27 @@ class Daemon:
             time.sleep(0.05)
         raise SystemExit(0)
 
+    def _packet_out(self, port: int, data: bytes) -> None:
+        ch = self._channel
+        if ch is not None and ch.connected:
+            ch.packet_out(port, data)
+
     def _on_async(self, reply: Reply) -> None:
         """Reader thread: only translate and queue (the worker acts).  A learned
         entry's removal is handled on its own; anything else that touched the
         switch (one of our flows removed, a group changed by someone else)
-        triggers a pass, so foreign interference is repaired at once."""
+        triggers a pass, so foreign interference is repaired at once.  A
+        reject flow's packet-in is answered here (bounded by a token bucket)."""
+        if reply.msg_type == OFPT_PACKET_IN:
+            msg = reply.parse()
+            if msg is not None and own.is_managed(msg.cookie):
+                port, frame = int(msg.match["in_port"]), bytes(msg.data)
+                if (self._refuser.handle(msg.cookie, port, frame) == "unknown"
+                        and self._nd_bucket.take()):
+                    answer = neighbor_advert(frame, vip_mac)
+                    if answer is not None:
+                        self._packet_out(port, answer)
+            return
         entry = removed_entry(reply)
         if entry is not None:
             self._queue.put(entry)
@@ -338,7 +364,7 @@ class Daemon:
         self._channel = OpenFlowChannel(self.settings.of_target, on_async=self._on_async,
                                         on_disconnect=self._on_of_down)
         self._channel.connect(timeout=2.0)
-        self._channel.enable_flow_removed()
+        self._channel.enable_async()
         self._channel.monitor_flows()
         log.info("openflow_connected", target=self.settings.of_target)
         return self._channel
@@ -385,6 +411,26 @@ class Daemon:
             installed_flows=r.installed_flows, installed_groups=r.installed_groups,
             last_sync=time.time())
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats)
+        self._note_empty_vips(r.desired.vips)
+
+    def _note_empty_vips(self, plans: tuple[VipPlan, ...]) -> None:
+        """Log once when a VIP loses its last live backend (and when it gets
+        one back); count them by action; map reject cookies to their VIP."""
+        empty = {(p.lb.name or p.lb.uuid, p.vip.key): p for p in plans if not p.live_backends}
+        for key in sorted(empty.keys() - self._empty_vips):
+            p = empty[key]
+            log.warning("vip_without_backends", lb=key[0], vip=key[1],
+                        action="reject" if p.lb.reject else "drop",
+                        backends=len(p.vip.backends))
+        for key in sorted(self._empty_vips - empty.keys()):
+            log.info("vip_backends_restored", lb=key[0], vip=key[1])
+        self._empty_vips = set(empty)
+        for action in ("drop", "reject"):
+            self.metrics.vips_without_backends.labels(action).set(
+                sum((p.lb.reject) == (action == "reject") for p in empty.values()))
+        # replaced whole: the reader thread sees the old or the new map, never half
+        self._vip_by_cookie = {own.owner_cookie(p.owner): key
+                               for key, p in empty.items() if p.lb.reject}
 
     def _record(self, r: ReconcileResult) -> None:
         m = self.metrics

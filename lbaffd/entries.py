@@ -21,7 +21,7 @@ from lbaffd.metrics import Metrics
 from lbaffd.openflow import codec
 from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowSpec, SetField
-from lbaffd.pipeline import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_IP, REG_BACKEND_PORT
+from lbaffd.pipeline import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_PORT, backend_regs
 
 log = structlog.get_logger("lbaffd.entries")
 
@@ -68,7 +68,7 @@ class EntryKeeper:
                 self._metrics.entries_expired.labels(*labels).inc()
                 continue
             self._metrics.entries_extended.labels(*labels).inc()
-            loads = [SetField(REG_BACKEND_IP, int(be.ip))]
+            loads = [SetField(r, v) for r, v in backend_regs(be.ip).items()]
             if be.port is not None:
                 loads.append(SetField(REG_BACKEND_PORT, be.port))
             loads.append(SetField(REG_AFFINITY_HIT, 1))

@@ -57,6 +57,15 @@ class Metrics:
             "lbaffd_affinity_entries_extended_total",
             "Entries re-installed because affinity_timeout exceeds the OpenFlow idle limit",
             ["lb", "vip"], registry=r)
+        self.refusals = Counter(
+            "lbaffd_vip_refusals_total",
+            "New connections to a VIP without backends answered (options:reject=true), "
+            "by kind: tcp_rst, icmp_unreachable, rate_limited, ignored",
+            ["lb", "vip", "kind"], registry=r)
+        self.vips_without_backends = Gauge(
+            "lbaffd_vips_without_backends",
+            "VIPs with no live backend, by what happens to new connections (drop/reject)",
+            ["action"], registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

@@ -22,6 +22,8 @@ IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 MAX_AFFINITY_TIMEOUT = 86400  # Kubernetes' maximum sessionAffinity timeoutSeconds
 MAX_OPENFLOW_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
 DISTRIBUTIONS = ("balanced", "ovs-default")  # see lbaffd.distribution
+# OVN's Load_Balancer selection_fields (NB column; lbaffd reads options:selection_fields)
+SELECTION_FIELDS = ("eth_src", "eth_dst", "ip_src", "ip_dst", "tp_src", "tp_dst")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -59,6 +61,18 @@ class LoadBalancer:
     datapaths: tuple[DatapathRow, ...]
     affinity_timeout: int | None  # seconds; None = no affinity
     distribution: str | None = None  # options:distribution; None = daemon default
+    # options:selection_fields: hash these instead of dp_hash (VIPs without affinity)
+    selection_fields: tuple[str, ...] = ()
+    reject: bool = False  # options:reject: a VIP without backends refuses instead of dropping
+    # options:hairpin_snat_ip (one per family): source of a backend's connection to itself
+    hairpin_snat_ip: tuple[IPAddress, ...] = ()
+
+    def hairpin_source(self, vip: Endpoint) -> IPAddress:
+        """What a backend balanced to itself sees as the client (OVN: the VIP)."""
+        for ip in self.hairpin_snat_ip:
+            if ip.version == vip.ip.version:
+                return ip
+        return vip.ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +158,13 @@ def parse_vip(key: str, value: str, protocol: str) -> tuple[Vip, list[tuple[str,
     return Vip(key=key, endpoint=vip, protocol=protocol, backends=tuple(backends)), warnings
 
 
+def parse_selection_fields(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """``"ip_src,ip_dst"`` -> (known fields in OVN's order, unknown ones)."""
+    given = [f.strip() for f in text.replace(" ", ",").split(",") if f.strip()]
+    bad = [f for f in given if f not in SELECTION_FIELDS]
+    return tuple(f for f in SELECTION_FIELDS if f in given), bad
+
+
 def parse_affinity_timeout(options: Mapping[str, str]) -> tuple[int | None, str | None]:
     """``options:affinity_timeout`` -> seconds (None = off) and an error text."""
     raw = options.get("affinity_timeout")
@@ -213,6 +234,23 @@ def parse_load_balancer(
                                  f"{', '.join(DISTRIBUTIONS)}; using the default", fatal=False))
         distribution = None
 
+    fields, bad_fields = parse_selection_fields(row.options.get("selection_fields", ""))
+    if bad_fields:
+        issues.append(ParseIssue(label, "bad_selection_fields",
+                                 f"selection_fields {', '.join(bad_fields)} not one of "
+                                 f"{', '.join(SELECTION_FIELDS)}; ignored", fatal=False))
+    snat: list[IPAddress] = []
+    for text in row.options.get("hairpin_snat_ip", "").split():
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            issues.append(ParseIssue(label, "bad_hairpin_snat_ip",
+                                     f"hairpin_snat_ip {text!r} is not an IP address; "
+                                     "the VIP is used", fatal=False))
+            continue
+        if all(ip.version != other.version for other in snat):
+            snat.append(ip)
+
     dps, dangling = resolve_datapaths(row, datapaths, dp_groups)
     issues.extend(
         ParseIssue(label, "dangling_datapath", f"datapath or group {u} does not exist",
@@ -237,7 +275,9 @@ def parse_load_balancer(
         vips.append(vip)
     lb = LoadBalancer(
         uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout,
-        distribution=distribution,
+        distribution=distribution, selection_fields=fields,
+        reject=row.options.get("reject", "").lower() == "true",
+        hairpin_snat_ip=tuple(snat),
     )
     return lb, issues
 

@@ -6,7 +6,6 @@ OpenFlow channel; nothing here changes the switch.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,10 +20,10 @@ from lbaffd.openflow.codec import DP, canonical_match
 from lbaffd.openflow.flowdesc import RawFlow, decode_flow_desc_body
 from lbaffd.pipeline import (
     PRIO_HIT,
-    REG_BACKEND_IP,
     REG_BACKEND_PORT,
     REG_VIP_ID,
     Pipeline,
+    backend_from_regs,
 )
 
 
@@ -85,15 +84,15 @@ def read_affinity_entries(channel: Channel) -> list[AffinityEntry]:
     for f in _flows(channel, own.LEARNED_COOKIE, own.MAGIC_MASK):
         match = canonical_match(f.match.items()).as_dict()
         loads = _set_fields(f)
-        ip = loads.get(REG_BACKEND_IP)
+        ip = backend_from_regs(loads)
         if ip is None or REG_VIP_ID not in match:
             continue
         port = loads.get(REG_BACKEND_PORT)
-        backend = Endpoint(ipaddress.IPv4Address(int(ip)), int(port) if port else None)
+        backend = Endpoint(ip, int(port) if port else None)
         entries.append(AffinityEntry(
             vip_id=int(match[REG_VIP_ID]),  # type: ignore[arg-type]
             datapath=int(match.get("metadata", 0)),  # type: ignore[arg-type]
-            client=str(match.get("ipv4_src", "?")),
+            client=str(match.get("ipv4_src", match.get("ipv6_src", "?"))),
             backend=str(backend),
             idle_age=_seconds(f.stats.get("idle_time", 0)),
             timeout=f.idle_timeout,
@@ -129,8 +128,10 @@ def read_backend_counters(channel: Channel, plans: Iterable[VipPlan],
         if plan is None:
             continue
         port = m.get(REG_BACKEND_PORT)
-        be = Endpoint(ipaddress.IPv4Address(int(m[REG_BACKEND_IP])),  # type: ignore[arg-type]
-                      int(port) if port is not None else None)  # type: ignore[arg-type]
+        ip = backend_from_regs(m)
+        if ip is None:
+            continue
+        be = Endpoint(ip, int(port) if port is not None else None)  # type: ignore[arg-type]
         key = (plan.lb.name, plan.vip.key, str(be))
         if key in out:
             out[key] = out[key] + Counters(int(f.stats.get("packet_count", 0)),

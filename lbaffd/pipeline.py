@@ -22,7 +22,18 @@
   T5 LEARN      +new, reg2=0, dst=B:P  -> learn(T3, idle_timeout=affinity), T6
        |        (the packet is NOT dropped: the first SYN of a session goes on)
        v
-  T6 FORWARD    dst=backend            -> eth_dst:=backend MAC, NORMAL
+  T6 FORWARD    src=dst=backend        -> hairpin: ct(commit,zone=HAIRPIN,nat(src=VIP),table=T7)
+       |        dst=backend            -> eth_dst:=backend MAC, NORMAL
+       v
+  T7 HAIRPIN    after un-SNAT (from T1) -> ct(zone=reg13, nat, table=T2)
+                after SNAT, dst=backend -> eth_dst:=backend MAC, IN_PORT
+
+A backend balanced to itself (hairpin) is source-NATed to the VIP (or the
+LB's ``hairpin_snat_ip``) in a zone of its own, so it sees a peer that is not
+itself; its replies (to that address) are un-SNATed first (T1 -> T7), then
+un-DNATed as usual, and marked (``reg3`` bit 0) to leave through IN_PORT.
+A VIP with no backends drops new connections, or, with ``options:reject=true``,
+sends them to lbaffd, which answers with a TCP RST or ICMP unreachable.
 
 For affinity VIPs the group hashes on the client address
 (``selection_method=hash,fields(ip_src)``) instead of dp_hash: the miss path is
@@ -34,12 +45,16 @@ expires after ``affinity_timeout`` of idleness.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Registers (NXM_NX_REGn); the names are os-ken OXM field names.
 REG_BACKEND_IP = "reg0"  # learned backend IPv4 (hit path)
 REG_BACKEND_PORT = "reg1"  # learned backend L4 port in bits 0..15
+REG_BACKEND_IP6 = ("reg8", "reg9", "reg10", "reg11")  # learned backend IPv6, high word first
 REG_AFFINITY_HIT = "reg2"  # 1 when T3 matched
+REG_HAIRPIN = "reg3"  # 1: a reply un-SNATed from the hairpin zone (goes back IN_PORT)
 REG_VIP_ID = "reg6"  # the VIP's id (= its group id), keys affinity per (LB, VIP)
 REG_CT_ZONE = "reg13"  # conntrack zone of the datapath, bits 0..15
 
@@ -64,6 +79,13 @@ PRIO_MISS = 50
 PRIO_LEARN = 100
 PRIO_BACKEND_MAC = 100
 PRIO_LEARNED = 100
+PRIO_UNSNAT = 210
+PRIO_HAIRPIN = 110
+PRIO_HAIRPIN_REPLY = 145
+PRIO_NO_BACKEND = 200
+
+# The conntrack zone of hairpin SNAT (one per host; tuples hold real addresses).
+HAIRPIN_ZONE = 0xFFF0
 PRIO_DEFAULT = 0
 
 
@@ -106,7 +128,7 @@ class Pipeline:
 
     @property
     def stages(self) -> int:
-        return 6 if self.mode == EMBEDDED_MODE else 7
+        return 7 if self.mode == EMBEDDED_MODE else 8
 
     @property
     def tables(self) -> range:
@@ -151,8 +173,33 @@ class Pipeline:
     def forward(self) -> int:
         return self._shift + 6
 
+    @property
+    def hairpin(self) -> int:
+        return self._shift + 7
+
 
 STANDALONE = Pipeline()
+
+
+def backend_regs(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, int]:
+    """Registers that carry a learned backend address (IPv6: four 32-bit words)."""
+    if ip.version == 4:
+        return {REG_BACKEND_IP: int(ip)}
+    n = int(ip)
+    return {reg: (n >> (32 * (3 - i))) & 0xFFFFFFFF for i, reg in enumerate(REG_BACKEND_IP6)}
+
+
+def backend_from_regs(values: Mapping[str, object]
+                      ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The inverse of ``backend_regs`` on a match or a set of loads."""
+    if all(r in values for r in REG_BACKEND_IP6):
+        n = 0
+        for r in REG_BACKEND_IP6:
+            n = (n << 32) | int(values[r])  # type: ignore[call-overload]
+        return ipaddress.IPv6Address(n)
+    if REG_BACKEND_IP in values:
+        return ipaddress.IPv4Address(int(values[REG_BACKEND_IP]))  # type: ignore[call-overload]
+    return None
 
 
 def embedded(table_base: int, next_table: int) -> Pipeline:

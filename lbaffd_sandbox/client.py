@@ -16,14 +16,15 @@ import time
 def one(dst: str, port: int, src: str, proto: str, timeout: float,
         sport: int = 0) -> dict[str, object]:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    sock = socket.socket(family, kind)
     sock.settimeout(timeout)
     start = time.monotonic()
     try:
         if sport:  # may still be in TIME_WAIT towards another destination
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if src or sport:
-            sock.bind((src or "0.0.0.0", sport))
+            sock.bind((src or ("::" if family == socket.AF_INET6 else "0.0.0.0"), sport))
         if proto == "tcp":
             sock.connect((dst, port))
             connect_ms = (time.monotonic() - start) * 1000
@@ -34,8 +35,9 @@ def one(dst: str, port: int, src: str, proto: str, timeout: float,
                     break
                 data += chunk
         else:
-            sock.sendto(b"hello", (dst, port))
-            data, _ = sock.recvfrom(256)
+            sock.connect((dst, port))  # connected: an ICMP unreachable raises
+            sock.send(b"hello")
+            data = sock.recv(256)
             connect_ms = (time.monotonic() - start) * 1000
         name = data.decode().strip()
         return {"src": src or sock.getsockname()[0], "backend": name,

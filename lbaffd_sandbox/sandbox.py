@@ -64,6 +64,14 @@ class Host:
         run("ip", "-n", self.ns, "addr", "add", f"{ip}/24", "dev", "eth0")
         self.extra_ips.append(ip)
 
+    def enable_ipv6(self, ip6: str) -> None:
+        """IPv6 on eth0 (hosts start without it), ``ip6`` without duplicate detection."""
+        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6",
+                    "net.ipv6.conf.eth0.disable_ipv6"):
+            self.exec("sysctl", "-q", "-w", f"{key}=0")
+        run("ip", "-n", self.ns, "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        self.extra_ips.append(ip6)
+
     def exec(self, *cmd: str, timeout: float = 60.0) -> str:
         return run("ip", "netns", "exec", self.ns, *cmd, timeout=timeout)
 
@@ -384,14 +392,17 @@ class Sandbox:
         self.hosts[name] = host
         return host
 
-    def start_server(self, host: Host, port: int, proto: str = "tcp") -> None:
-        """A backend that answers every connection/datagram with its host name."""
+    def start_server(self, host: Host, port: int, proto: str = "tcp",
+                     ipv6: bool = False) -> None:
+        """A backend that answers every connection/datagram with its host name
+        (on IPv6 too with ``ipv6``)."""
         pidfile = self.rundir / f"srv-{host.name}-{proto}-{port}.pid"
         log = self.rundir / f"srv-{host.name}-{proto}-{port}.log"
         with open(log, "wb") as out:
             subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, "-m",
                               "lbaffd_sandbox.server", "--port", str(port), "--name", host.name,
-                              "--proto", proto, "--pidfile", str(pidfile)],
+                              "--proto", proto, "--pidfile", str(pidfile),
+                              *(["--ipv6"] if ipv6 else [])],
                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_for(pidfile.exists, 10, f"server {host.name}:{port}")
         self._pidfiles.append(pidfile)

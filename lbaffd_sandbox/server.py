@@ -15,10 +15,17 @@ import threading
 from pathlib import Path
 
 
-def serve_tcp(port: int, name: bytes) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _bind(kind: int, port: int, family: int) -> socket.socket:
+    srv = socket.socket(family, kind)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
+    if family == socket.AF_INET6:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    srv.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    return srv
+
+
+def serve_tcp(port: int, name: bytes, family: int = socket.AF_INET) -> None:
+    srv = _bind(socket.SOCK_STREAM, port, family)
     srv.listen(512)
 
     def handle(conn: socket.socket) -> None:
@@ -36,9 +43,8 @@ def serve_tcp(port: int, name: bytes) -> None:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def serve_udp(port: int, name: bytes) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind(("0.0.0.0", port))
+def serve_udp(port: int, name: bytes, family: int = socket.AF_INET) -> None:
+    srv = _bind(socket.SOCK_DGRAM, port, family)
     while True:
         _, peer = srv.recvfrom(2048)
         srv.sendto(name + b"\n", peer)
@@ -50,9 +56,13 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--pidfile", type=Path)
+    p.add_argument("--ipv6", action="store_true", help="serve IPv6 as well")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     serve = serve_tcp if args.proto == "tcp" else serve_udp
+    if args.ipv6:
+        threading.Thread(target=serve, args=(args.port, args.name.encode(), socket.AF_INET6),
+                         daemon=True).start()
     ready = threading.Thread(target=serve, args=(args.port, args.name.encode()), daemon=True)
     ready.start()
     if args.pidfile:

@@ -353,20 +353,29 @@ class OpenFlowChannel:
         if commit_error is not None:
             raise commit_error
 
-    def enable_flow_removed(self) -> None:
-        """Ask for FLOW_REMOVED and REQUESTFORWARD (group mods by others) on this
-        (service) connection: OVS sends neither to a management-socket
-        connection until its async config asks."""
+    def enable_async(self) -> None:
+        """Ask for FLOW_REMOVED, PACKET_IN (reject flows) and REQUESTFORWARD
+        (group mods by others) on this (service) connection: OVS sends none of
+        them to a management-socket connection until its async config asks."""
         removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
                    | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
         forward = (1 << ofp.OFPRFR_GROUP_MOD) | (1 << ofp.OFPRFR_METER_MOD)
+        packet_in = 1 << ofp.OFPR_APPLY_ACTION  # reject flows' output:CONTROLLER
         props = [parser.OFPAsyncConfigPropReasons(type_=t, mask=mask)
                  for t, mask in ((ofp.OFPACPT_FLOW_REMOVED_MASTER, removed),
                                  (ofp.OFPACPT_FLOW_REMOVED_SLAVE, removed),
+                                 (ofp.OFPACPT_PACKET_IN_MASTER, packet_in),
+                                 (ofp.OFPACPT_PACKET_IN_SLAVE, packet_in),
                                  (ofp.OFPACPT_REQUESTFORWARD_MASTER, forward),
                                  (ofp.OFPACPT_REQUESTFORWARD_SLAVE, forward))]
         self.send(parser.OFPSetAsync(DP, properties=props))
         self.barrier()
+
+    def packet_out(self, out_port: int, data: bytes) -> None:
+        """Send ``data`` out of ``out_port`` (as if from the controller)."""
+        self.send(parser.OFPPacketOut(
+            DP, buffer_id=ofp.OFP_NO_BUFFER, match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
+            actions=[parser.OFPActionOutput(out_port, 0)], data=data))
 
     def monitor_flows(self) -> None:
         """Start an OF1.5 flow monitor on every table: flows other controllers

@@ -105,7 +105,7 @@ def encode_match(match: Match) -> Any:
 
 def encode_action(a: Action) -> Any:
     if isinstance(a, Output):
-        return parser.OFPActionOutput(a.port, max_len=0)
+        return parser.OFPActionOutput(a.port, max_len=a.max_len)
     if isinstance(a, SetField):
         return parser.OFPActionSetField(**{a.field: a.value})
     if isinstance(a, Move):
@@ -125,21 +125,36 @@ def encode_action(a: Action) -> Any:
     raise TypeError(f"lbaffd never sends {a!r}")
 
 
+class PaddedNAT(parser.NXActionNAT):  # type: ignore[misc]
+    """os-ken's NXActionNAT sets its length rounded up to 8 bytes but does not
+    write the padding: with an IPv6 range (or an address without ports) the
+    next action inside ``ct()`` lands in the wrong place and OVS rejects the
+    message.  Pad the body so header (10) + body is a multiple of 8."""
+
+    def serialize_body(self) -> bytearray:
+        data: bytearray = super().serialize_body()
+        data += b"\0" * (-(10 + len(data)) % 8)
+        return data
+
+
 def _encode_ct(a: Ct) -> Any:
     nested = []
     if a.nat is not None:
         n = a.nat
         kw: dict[str, Any] = {}
+        family = "ipv6" if ":" in n.ip_min else "ipv4"
         if n.ip_min:
-            kw["range_ipv4_min"] = n.ip_min
+            kw[f"range_{family}_min"] = n.ip_min
         if n.ip_max:
-            kw["range_ipv4_max"] = n.ip_max
+            kw[f"range_{family}_max"] = n.ip_max
         if n.port_min:
             kw["range_proto_min"] = n.port_min
         if n.port_max:
             kw["range_proto_max"] = n.port_max
         flags = {"dst": NX_NAT_F_DST, "src": NX_NAT_F_SRC, "": 0}[n.kind]
-        nested.append(parser.NXActionNAT(flags=flags, **kw))
+        nested.append(PaddedNAT(flags=flags, **kw))
+    if a.mark is not None:
+        nested.append(parser.OFPActionSetField(ct_mark=a.mark))
     if a.zone_field:
         zone_src, zone_ofs_nbits = a.zone_field, nicira_ext.ofs_nbits(0, 15)
     else:
@@ -174,7 +189,7 @@ def _encode_learn(a: Learn) -> Any:
 
 def decode_action(o: Any) -> Action:
     if isinstance(o, parser.OFPActionOutput):
-        return Output(o.port)
+        return Output(o.port, o.max_len if o.port == ofp.OFPP_CONTROLLER else 0)
     if isinstance(o, parser.OFPActionSetField):
         return SetField(o.key, o.value)
     if isinstance(o, parser.OFPActionCopyField):
@@ -195,12 +210,20 @@ def decode_action(o: Any) -> Action:
 
 def _decode_ct(o: Any) -> Ct | Opaque:
     nat: Nat | None = None
+    mark: int | None = None
     for inner in o.actions:
-        if isinstance(inner, parser.NXActionNAT):
+        if isinstance(inner, parser.OFPActionSetField) and inner.key == "ct_mark":
+            value = inner.value
+            if isinstance(value, tuple):  # masked: lbaffd only writes whole marks
+                if value[1] != 0xFFFFFFFF:
+                    return Opaque(f"ct(..., set_field:{value}->ct_mark)")
+                value = value[0]
+            mark = int(value)
+        elif isinstance(inner, parser.NXActionNAT):
             kind = ("dst" if inner.flags & NX_NAT_F_DST
                     else "src" if inner.flags & NX_NAT_F_SRC else "")
-            ip_min = inner.range_ipv4_min or ""
-            ip_max = inner.range_ipv4_max or ""
+            ip_min = inner.range_ipv4_min or inner.range_ipv6_min or ""
+            ip_max = inner.range_ipv4_max or inner.range_ipv6_max or ""
             port_min = inner.range_proto_min or 0
             # A single address/port may come with or without its max (ovs-ofctl
             # omits it); canonical form: no ip_max, port_max == port_min.
@@ -220,6 +243,7 @@ def _decode_ct(o: Any) -> Ct | Opaque:
         zone=0 if zone_field else o.zone_ofs_nbits,
         table=None if o.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else o.recirc_table,
         nat=nat,
+        mark=mark,
     )
 
 

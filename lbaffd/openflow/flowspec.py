@@ -20,6 +20,8 @@ from typing import TypeAlias
 # Special OpenFlow ports (OF1.3+ 32-bit numbering).
 OFPP_IN_PORT = 0xFFFFFFF8
 OFPP_NORMAL = 0xFFFFFFFA
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPCML_NO_BUFFER = 0xFFFF
 
 MatchValue: TypeAlias = int | str | tuple[int, int] | tuple[str, str]
 
@@ -56,6 +58,7 @@ def _fmt(v: MatchValue) -> str:
 @dataclass(frozen=True, slots=True)
 class Output:
     port: int
+    max_len: int = 0  # bytes of the packet sent along when ``port`` is CONTROLLER
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class Ct:
     zone: int = 0
     table: int | None = None
     nat: Nat | None = None
+    mark: int | None = None  # exec(set_field:mark->ct_mark) on commit
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,24 @@ def encode_selection_method_property(method: str, param: int, fields: Iterable[s
         hlen = ofp.oxm_serialize_header(ofp.oxm_from_user_header(name), body, start)
         (header,) = struct.unpack_from("!I", body, start)
         body += b"\xff" * _value_len(header, hlen)
-    body += b"\0" * (-(len(body) + 12) % 8)  # whole property padded to 8 bytes
-    words = list(struct.unpack(f"!{len(body) // 4}I", bytes(body)))
-    return parser.OFPGroupPropExperimenter(
-        type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_EXPERIMENTER,
-        exp_type=NTR_SELECTION_METHOD, data=words)
+    return SelectionMethodProperty(bytes(body))
+
+
+class SelectionMethodProperty(parser.OFPGroupPropExperimenter):  # type: ignore[misc]
+    """os-ken's experimenter property holds 4-byte words, but a hashed field
+    list need not be word-sized (``eth_src`` is 4 + 6 bytes) and padding
+    inside the property's length reads as a bad OXM to OVS.  Serialize the
+    raw body with the length OpenFlow wants (padding excluded)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_EXPERIMENTER,
+                         exp_type=NTR_SELECTION_METHOD, data=[])
+        self.body = body
+
+    def serialize(self) -> bytearray:
+        self.length = 12 + len(self.body)
+        buf = bytearray(struct.pack("!HHII", self.type, self.length, self.experimenter,
+                                    self.exp_type))
+        buf += self.body
+        buf += b"\0" * (-len(buf) % 8)
+        return buf

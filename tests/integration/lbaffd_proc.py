@@ -61,6 +61,12 @@ class LbaffdProcess:
         return out
 
     @property
+    def metrics_url(self) -> str:
+        """``http://host:port`` of ``--metrics-address`` (given in ``extra``)."""
+        args = list(self.extra)
+        return "http://" + args[args.index("--metrics-address") + 1]
+
+    @property
     def ctl(self) -> str:
         return str(self.rundir / "lbaffd.ctl")
 
@@ -105,7 +111,7 @@ def free_port() -> int:
 
 
 def scrape(daemon: LbaffdProcess, path: str = "/metrics") -> tuple[int, str]:
-    url = daemon.metrics_url + path  # type: ignore[attr-defined]
+    url = daemon.metrics_url + path
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.status, r.read().decode()

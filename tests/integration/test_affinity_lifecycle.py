@@ -41,7 +41,6 @@ def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
     port = free_port()
     proc = LbaffdProcess(sandbox, "--max-idle-timeout", "2", "--audit-interval", "1",
                          "--metrics-address", f"127.0.0.1:{port}")
-    proc.metrics_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     proc.start()
     yield proc
     proc.stop()

@@ -53,7 +53,9 @@ CORPUS: list[tuple[dict[str, str], dict[str, str], str]] = [
     ({"10.0.1.23:80": OK}, {"affinity_timeout": "1.5"}, "bad_affinity_timeout"),
     ({"10.0.1.24:80": OK}, {"affinity_timeout": ""}, "bad_affinity_timeout"),
     ({"10.0.1.11:80": OK}, {"distribution": "round-robin"}, "bad_distribution"),
-    ({"[fd00::9]:80": "[fd00::21]:8080"}, {}, "unsupported_family"),
+    ({"[fd00::9]:80": "[fd00::21]:8080,[fd00::zz]:8080"}, {}, "bad_address"),
+    ({"10.0.1.12:80": OK}, {"selection_fields": "ip_src,tp_bogus"}, "bad_selection_fields"),
+    ({"10.0.1.13:80": OK}, {"hairpin_snat_ip": "10.0.0.999"}, "bad_hairpin_snat_ip"),
     ({"10.0.0.100:80": OK}, {}, "vip_conflict"),  # lb1's VIP on the same switch
 ]
 

@@ -87,7 +87,7 @@ def test_lbaffd_stays_in_its_tables_and_leaves_table_0_alone(
     assert len(before) == len(controller_flows(sandbox))
     flows = wait_until(lambda: lbaffd_flows(sandbox), timeout=10)
     tables = {int(m.group(1)) for f in flows if (m := re.search(r"table=(\d+)", f))}
-    assert tables <= set(range(BASE, BASE + 6)), tables
+    assert tables <= set(range(BASE, BASE + 7)), tables
     assert not any("NORMAL" in f for f in flows)
     assert any(f"resubmit(,{NEXT})" in f for f in flows)
     # the router LB is scoped to the router's metadata, the switch LB to the switch's
@@ -105,7 +105,8 @@ def test_trace_router_vip_from_router_port(sandbox: Sandbox, daemon: LbaffdProce
         return out if "nat(dst=" in out else None
     out = wait_until(balanced, timeout=10)
     assert f"resubmit(,{BASE})" in out and "metadata=0x2" in out
-    assert re.search(rf"ct\(commit,zone={ZONE},nat\(dst=10\.0\.0\.2[123]:8080\)\)", out), out
+    assert re.search(rf"ct\(commit,zone={ZONE},mark=0xb[0-9a-f]+/0xffffffff,"
+                     rf"nat\(dst=10\.0\.0\.2[123]:8080\)\)", out), out
     assert "learn(table=" in out and f"resubmit(,{NEXT})" in out
 
 

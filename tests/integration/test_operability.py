@@ -41,7 +41,6 @@ def daemon(sandbox: Sandbox, topo: Topology,
            notify_socket: socket.socket) -> Iterator[LbaffdProcess]:
     port = free_port()
     proc = LbaffdProcess(sandbox, "--metrics-address", f"127.0.0.1:{port}")
-    proc.metrics_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     os.environ["NOTIFY_SOCKET"] = notify_socket.getsockname()
     os.environ["WATCHDOG_USEC"] = "400000"
     try:

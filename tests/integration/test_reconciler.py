@@ -72,9 +72,9 @@ def test_one_backend_change_is_o_of_change(channel: OpenFlowChannel) -> None:
     rec.reconcile(channel, lbs(), TOPO)
     result = rec.reconcile(channel, lbs("10.0.0.21:8080,10.0.0.23:8080"), TOPO)
     c = result.changes
-    # group modified, the removed backend's hit + learn flows deleted; nothing else
+    # group modified, the removed backend's hit, learn and hairpin flows deleted; nothing else
     assert (len(c.mod_groups), len(c.del_flows), len(c.add_flows), len(c.mod_flows)) == (
-        1, 2, 0, 0)
+        1, 3, 0, 0)
 
 
 def test_foreign_interference_is_repaired(channel: OpenFlowChannel, sandbox: Sandbox) -> None:

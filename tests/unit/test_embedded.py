@@ -79,16 +79,16 @@ def _exits(actions: tuple[Action, ...]) -> list[Action]:
 
 def test_embedded_mode_uses_only_its_tables_and_leaves_to_next_table() -> None:
     p = embedded(40, 70)
-    assert (p.entry, p.pre_lb, p.forward, p.classify) == (40, 40, 45, None)
+    assert (p.entry, p.pre_lb, p.forward, p.hairpin, p.classify) == (40, 40, 45, 46, None)
     desired = _compile(p)
     flows = desired.state.flows.values()
-    assert {f.table for f in flows} <= set(range(40, 46))
+    assert {f.table for f in flows} <= set(range(40, 47))
     assert not any("in_port" in f.match.as_dict() for f in flows)
     outputs = [a for f in flows for a in _exits(f.actions) if isinstance(a, Output)]
     # only the ARP responder outputs (to IN_PORT); nothing uses NORMAL
     assert outputs and all(a.port != 0xFFFFFFFA for a in outputs)
     exits = {a.table for f in flows for a in _exits(f.actions) if isinstance(a, Resubmit)}
-    assert 70 in exits and exits <= set(range(40, 46)) | {70}
+    assert 70 in exits and exits <= set(range(40, 47)) | {70}
 
 
 def test_standalone_mode_keeps_table_zero_and_normal() -> None:
@@ -99,8 +99,8 @@ def test_standalone_mode_keeps_table_zero_and_normal() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "expect"), [
-    ({"mode": "embedded"}, (64, 70)),
-    ({"mode": "embedded", "table_base": 30}, (30, 36)),
+    ({"mode": "embedded"}, (64, 71)),
+    ({"mode": "embedded", "table_base": 30}, (30, 37)),
     ({"mode": "embedded", "table_base": 30, "next_table": 10}, (30, 10)),
 ])
 def test_settings_pipeline(kwargs: dict[str, object], expect: tuple[int, int]) -> None:
@@ -111,7 +111,7 @@ def test_settings_pipeline(kwargs: dict[str, object], expect: tuple[int, int]) -
 @pytest.mark.parametrize("kwargs", [
     {"mode": "bogus"},
     {"mode": "embedded", "table_base": 30, "next_table": 32},
-    {"mode": "embedded", "table_base": 250},
+    {"mode": "embedded", "table_base": 248},
 ])
 def test_settings_pipeline_rejects_clashes(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
