@@ -35,6 +35,12 @@ def test_lb_datapaths_from_every_column_the_schema_has(variant: tuple[str, Sandb
     for i, column in enumerate(columns):
         sb.add_load_balancer(f"lb-{column}", {f"10.0.0.{120 + i}:80": "10.0.0.21:8080"},
                              groups={column: [topo.datapath_uuid]})
+    # a router joined to ls1 (patch ports, as northd writes them) with its own LB
+    router = sb.add_datapath("lr1", 2, kind="router")
+    sb.add_patch("ls1-lr1", topo.datapath_uuid, 10, "lr1-ls1", router, 1)
+    router_column = "lr_datapath_group" if name == "newer" else "datapath_group"
+    sb.add_load_balancer("lb-router", {"10.0.0.130:80": "10.0.0.22:8080"},
+                         groups={router_column: [router]})
     d = LbaffdProcess(sb)
     d.start()
     try:
@@ -44,6 +50,10 @@ def test_lb_datapaths_from_every_column_the_schema_has(variant: tuple[str, Sandb
                 lambda v=vip: any(f"nw_dst={v}," in f for f in sb.dump_flows(MANAGED))), column
             (r,) = sb.connect("cli1", vip, 80, count=1)
             assert r.ok and r.backend == "be1", (column, r)
+        # the router LB is realized on the router's metadata only
+        assert wait_until(lambda: any("metadata=0x2,nw_dst=10.0.0.130," in f
+                                      for f in sb.dump_flows(MANAGED))), router_column
+        assert not any("metadata=0x1,nw_dst=10.0.0.130," in f for f in sb.dump_flows(MANAGED))
         assert d.count("lb_input_rejected") == 0
     finally:
         d.stop()
