@@ -68,7 +68,7 @@ demo: deps
 demo-stop: venv
 	$(PY) -m lbaffd_sandbox.demo --stop
 
-## make bench: the benchmark (about 15 min; not part of make test). Results in
+## make bench: the benchmark (about 7 min; not part of make test). Results in
 ## bench/results/, table in README.md. BENCH_ARGS=--quick: a ~1 min smoke run.
 bench: bench-deps
 	LBAFFD_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \

@@ -39,7 +39,8 @@ class PhaseTimeout(RuntimeError):
     """A phase did not finish within its bound."""
 
 
-def wait_for(pred: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
+def wait_for(pred: Callable[[], T | None], timeout: float, what: str,
+             step: float = 0.02) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()

@@ -117,7 +117,8 @@ def _measure(sb: Sandbox, n: int, timeout: float) -> dict[str, Any]:
         hv = wait_for(lambda: watch.first("Chassis_Private", "nb_cfg", lambda v: v >= 2),
                       timeout, f"ovn-controller to converge N={n}", step=0.05)
         sb_up = watch.first("SB_Global", "nb_cfg", lambda v: v >= 2)
-        assert sb_up is not None
+        if sb_up is None:
+            raise AssertionError("ovn-controller reported nb_cfg 2 before the SB had it")
         t_sb = sb_up.at
         t_hv = float(hv.new["nb_cfg_timestamp"]) / 1000.0
         flows, groups = _count_flows(sb), count_groups(sb)

@@ -79,7 +79,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 def o_change_bound(cold_top: dict[str, Any]) -> int:
     """Twice the flows + groups one LB owns (delete + add of all of it)."""
     lb = cold_top["lbaffd"]
-    return 2 * math.ceil((lb["flows"] + lb["groups"]) / lb["n"])
+    return 2 * math.ceil(int(lb["flows"] + lb["groups"]) / int(lb["n"]))
 
 
 def _s(v: Any, unit: str = " s", digits: int = 2) -> str:
@@ -119,9 +119,13 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| one backend added to one LB, N={inc['n']}, {inc['reps']} reps "
             f"| p50 {inc['p50_ms']:.0f} ms, p99 {inc['p99_ms']:.0f} ms (min {inc['min_ms']:.0f},"
-            f" max {inc['max_ms']:.0f}); per change {inc['of_writes_per_change']:.1f} "
-            f"flow/group mods, {inc['of_messages_per_change']:.1f} OpenFlow messages with "
-            f"bundle open/commit + barrier |")
+            f" max {inc['max_ms']:.0f}); medians: {inc['p50_wait_ms']:.0f} ms until the "
+            f"worker reads the SB ({inc['reps_waiting_over_1s']} of them waited > 1 s behind "
+            f"another pass; {inc['passes']} passes for {inc['reps']} changes), "
+            f"{inc['p50_read_parse_ms']:.0f} ms SB read + parse, {inc['p50_reconcile_ms']:.0f} ms "
+            f"reconcile; per change {inc['of_writes_per_change']:.1f} flow/group mods, "
+            f"{inc['of_messages_per_change']:.1f} OpenFlow messages with bundle open/commit + "
+            f"barrier |")
     if rst:
         lines.append(
             f"| restart (SIGTERM, start) at N={rst['n']} | in sync {rst['in_sync_s']:.2f} s "

@@ -15,6 +15,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class Runner:
             for n in a.size_list:
                 self.cold_slot(n)["ovn_controller"] = self.phase(
                     f"ovn-controller cold N={n}",
-                    lambda n=n: ovn_controller_cold(n, timeout=120 + n * 0.3))
+                    partial(ovn_controller_cold, n, timeout=120 + n * 0.3))
         if "dataplane" in a.phase_set:
             from bench.dataplane import dataplane
 
