@@ -87,8 +87,10 @@ def _s(v: Any, unit: str = " s", digits: int = 2) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = [f"Run {res['started']} on {res['host']['cpus']} CPUs "
-             f"(load average at start {res['host']['loadavg_start']}), OVS "
+    load = f"load average {res['host']['loadavg_start']} at start"
+    if res["host"].get("loadavg_end"):
+        load += f", {res['host']['loadavg_end']} at end"
+    lines = [f"Run {res['started']} on {res['host']['cpus']} CPUs ({load}), OVS "
              f"{res['host']['ovs_version']}, OVN {res['host']['ovn_version']}, lbaffd at "
              f"{res['host']['commit']}{' (quick)' if res.get('quick') else ''}:", "",
              "**Cold convergence** (N LBs x 5 backends, affinity on, one switch + one router; "

@@ -6,6 +6,7 @@ exit status is then 1."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--readme", action="store_true",
                    help="put the table in README.md (full runs only)")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                   help="measure nothing: print the table of an earlier run (with --readme: "
+                        "put it in README.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = "100,1000" if args.sizes == "100,1000,5000" else args.sizes
@@ -172,12 +176,20 @@ class Runner:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    if argv is None:
+        argv = sys.argv[1:]
+    args = parse_args(argv)
+    if args.render:
+        res = json.loads(args.render.read_text())
+        print(report.markdown(res))
+        if args.readme and not res.get("quick"):
+            report.update_readme(ROOT / "README.md", res)
+        return 0
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
         return 2
-    args = parse_args(argv)
     command = os.environ.get("LBAFFD_BENCH_COMMAND") or (
-        "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+        "python -m bench " + shlex.join(argv)).strip()
     return Runner(args, command).run()
 
 
