@@ -6,10 +6,14 @@ PYTHON       ?= python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
 DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv systemd openssl procps
+# make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
+BENCH_DEB_PACKAGES := ovn-host ovn-central
+OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
 STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
+BENCH_ARGS   ?=
 
-.PHONY: deps deb-deps venv test unit lint demo demo-stop clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean
 
 deps: deb-deps venv
 
@@ -22,6 +26,18 @@ deb-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# The benchmark runs its own private ovn-northd/ovn-controller: services the
+# packages start on a systemd host are stopped so they do not compete for the CPUs.
+bench-deps: deps
+	@missing=""; for p in $(BENCH_DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    if [ -d /run/systemd/system ]; then systemctl stop $(OVN_UNITS) 2>/dev/null || true; fi; \
+	fi
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -32,7 +48,7 @@ $(STAMP): pyproject.toml
 
 ## make test: lint, type check, unit tests, then integration tests against real OVS.
 test: deps
-	$(PY) -m ruff check lbaffd lbaffd_sandbox tests
+	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
 	$(PY) -m mypy lbaffd
 	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
@@ -42,7 +58,7 @@ unit: venv
 	$(PY) -m pytest -q tests/unit
 
 lint: venv
-	$(PY) -m ruff check lbaffd lbaffd_sandbox tests
+	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
 	$(PY) -m mypy lbaffd
 
 ## make demo: embedded sandbox + lbaffd + live sticky-session view (Ctrl-C tears it down).
@@ -51,6 +67,12 @@ demo: deps
 
 demo-stop: venv
 	$(PY) -m lbaffd_sandbox.demo --stop
+
+## make bench: the benchmark (about 7 min; not part of make test). Results in
+## bench/results/, table in README.md. BENCH_ARGS=--quick: a ~1 min smoke run.
+bench: bench-deps
+	LBAFFD_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
+	    $(PY) -m bench --readme $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

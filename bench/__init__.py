@@ -1,0 +1,1 @@
+"""lbaffd's benchmark (``make bench`` / ``python -m bench``): see README.md, Benchmark."""

@@ -1,0 +1,125 @@
+"""A minimal OVSDB ``monitor`` client on a thread: records, with the local
+wall-clock time of arrival, every update to a few columns.  Used to see when
+the SB got ovn-northd's transaction (``SB_Global.nb_cfg``) and when
+ovn-controller reported its flows installed (``Chassis_Private.nb_cfg``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Update:
+    at: float  # time.time() when the notification was read
+    table: str
+    row: str
+    new: dict[str, Any]
+
+
+@dataclass
+class OvsdbWatch:
+    path: str  # unix socket of the ovsdb-server
+    db: str
+    columns: dict[str, list[str]]  # table -> columns
+    updates: list[Update] = field(default_factory=list)
+    _sock: socket.socket | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        self._sock.connect(self.path)
+        request = {"method": "monitor", "id": "watch",
+                   "params": [self.db, None,
+                              {t: {"columns": c} for t, c in self.columns.items()}]}
+        self._sock.sendall(json.dumps(request).encode())
+        self._buf = ""
+        reply = self._next(timeout)
+        if reply is None or reply.get("error"):
+            raise RuntimeError(f"monitor {self.db} on {self.path}: {reply}")
+        self._record(time.time(), reply["result"])
+        self._sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._run, name="ovsdb-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+
+    def __enter__(self) -> OvsdbWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> list[Update]:
+        with self._lock:
+            return list(self.updates)
+
+    def first(self, table: str, column: str, pred: Any) -> Update | None:
+        """The first update whose ``column`` satisfies ``pred``."""
+        for u in self.snapshot():
+            if u.table == table and column in u.new and pred(u.new[column]):
+                return u
+        return None
+
+    # ------------------------------------------------------------ internals
+
+    def _next(self, timeout: float) -> dict[str, Any] | None:
+        """The next complete JSON-RPC message, or None if none came in time."""
+        assert self._sock is not None
+        decoder = json.JSONDecoder()
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._buf.lstrip()
+            if text:
+                try:
+                    msg, end = decoder.raw_decode(text)
+                    self._buf = text[end:]
+                    return dict(msg)
+                except ValueError:
+                    pass  # incomplete: read more
+            if time.monotonic() > deadline or self._stop.is_set():
+                return None
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return None
+            self._buf += chunk.decode()
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                msg = self._next(0.2)
+            except OSError:
+                return
+            if msg is None:
+                continue
+            now = time.time()
+            if msg.get("method") == "echo":
+                self._sock.sendall(json.dumps({"result": msg["params"], "error": None,
+                                               "id": msg["id"]}).encode())
+            elif msg.get("method") == "update":
+                self._record(now, msg["params"][1])
+
+    def _record(self, at: float, table_updates: dict[str, Any]) -> None:
+        with self._lock:
+            for table, rows in table_updates.items():
+                for row, change in rows.items():
+                    new = change.get("new")
+                    if new is not None:
+                        self.updates.append(Update(at, table, row, new))
