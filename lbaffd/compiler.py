@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lbaffd import distribution as dist
 from lbaffd import ownership as own
@@ -114,12 +114,21 @@ class VipPlan:
         return own.learned_cookie((*self.owner, str(backend)))
 
 
+Slot = tuple[int, Endpoint, str]  # (datapath tunnel key, VIP endpoint, protocol)
+
+
 @dataclass(frozen=True, slots=True)
 class DesiredState:
     state: SwitchState
     owners: Mapping[int, own.OwnerKey]  # cookie -> owner key
     vips: tuple[VipPlan, ...]
     issues: tuple[ParseIssue, ...]
+    # for incremental updates (see ``incremental``): which VIPs need each
+    # shared flow (ARP/ND, hairpin, backend MAC), who holds each VIP slot, and
+    # the slots more than one LB claims
+    shared_refs: Mapping[FlowKey, frozenset[own.OwnerKey]] = field(default_factory=dict)
+    slots: Mapping[Slot, own.OwnerKey] = field(default_factory=dict)
+    contested: frozenset[Slot] = frozenset()
 
 
 def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, Endpoint]]:
@@ -193,7 +202,15 @@ def plan_vips(
     (datapath, VIP, protocol), the one already realized (``incumbents``) keeps
     it, so a newly added conflicting LB never disturbs a working one; between
     newcomers the first by (name, uuid) wins.  The loser is reported."""
+    planned, issues, _ = _plan_vips(lbs, topo, incumbents)
+    return planned, issues
+
+
+def _plan_vips(
+    lbs: tuple[LoadBalancer, ...], topo: Topology, incumbents: frozenset[own.OwnerKey],
+) -> tuple[list[tuple[LoadBalancer, Vip, tuple[int, ...]]], list[ParseIssue], set[Slot]]:
     local = topo.local_datapaths
+    contested: set[Slot] = set()
     claimed: dict[tuple[int, Endpoint, str], str] = {}
     won: dict[tuple[str, str], tuple[int, ...]] = {}
     issues: list[ParseIssue] = []
@@ -208,6 +225,7 @@ def plan_vips(
             slot = (dp.tunnel_key, vip.endpoint, vip.protocol)
             other = claimed.get(slot)
             if other is not None:
+                contested.add(slot)
                 issues.append(ParseIssue(lb.name or lb.uuid, "vip_conflict",
                                          f"VIP already served by LB {other} on datapath "
                                          f"{dp.tunnel_key}", vip=vip.key))
@@ -219,7 +237,7 @@ def plan_vips(
     out = [(lb, vip, won[(lb.uuid, vip.key)])
            for lb in sorted(lbs, key=lambda b: (b.name, b.uuid)) for vip in lb.vips
            if (lb.uuid, vip.key) in won]
-    return out, issues
+    return out, issues, contested
 
 
 def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
@@ -251,25 +269,35 @@ class _Builder:
         self.flows[spec.key] = spec
 
 
-VipPart = tuple[tuple[FlowSpec, ...], GroupSpec]
+@dataclass(frozen=True, slots=True)
+class VipPart:
+    """What one VIP puts on the switch: its own flows and group (its cookie),
+    and the shared flows it needs (other cookies; other VIPs may need them too)."""
+
+    flows: tuple[FlowSpec, ...]
+    group: GroupSpec
+    shared: tuple[tuple[own.OwnerKey, FlowSpec], ...]
+
+
+def _macs_of(plan: VipPlan, topo: Topology) -> tuple[str | None, ...]:
+    return tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths for be in plan.vip.backends)
 
 
 class VipCache:
-    """A VIP's flows and group by (plan, pipeline, idle cap): a VIP whose inputs
-    did not change is not compiled again (most of a pass at 1000s of LBs).
-    Keeps only what the latest pass used."""
+    """A VIP's part by (plan, pipeline, idle cap, its backends' MACs): a VIP
+    whose inputs did not change is not compiled again (most of a pass at 1000s
+    of LBs).  Keeps only what the latest full pass used, plus what
+    incremental passes add."""
 
     def __init__(self) -> None:
-        self._parts: dict[tuple[VipPlan, Pipeline, int], VipPart] = {}
-        self._used: dict[tuple[VipPlan, Pipeline, int], VipPart] = {}
+        self._parts: dict[tuple[object, ...], VipPart] = {}
+        self._used: dict[tuple[object, ...], VipPart] = {}
 
-    def get(self, plan: VipPlan, p: Pipeline, max_idle: int) -> VipPart:
-        key = (plan, p, max_idle)
+    def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+        key = (plan, p, max_idle, _macs_of(plan, topo))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
-            sub = _Builder()
-            _vip_flows(sub, p, plan, max_idle)
-            part = (tuple(sub.flows.values()), sub.groups[0])
+            part = compile_vip(plan, p, max_idle, topo)
         self._used[key] = part
         return part
 
@@ -292,51 +320,67 @@ def compile_state(
     affinity timeouts are completed by the daemon when an entry idles out.
     ``distribution`` is the default for dp_hash groups (an LB's
     ``options:distribution`` wins); ``min_slots`` is 1 for OVS <= 3.4, 4 after."""
-    planned, issues = plan_vips(lbs, topo, incumbents)
+    planned, issues, contested = _plan_vips(lbs, topo, incumbents)
     b = _Builder()
     _static_flows(b, pipeline)
     for port in topo.local_ports:
         _port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
     plans: list[VipPlan] = []
-    arp_done: set[tuple[int, str]] = set()
-    unsnat_done: set[tuple[int, str]] = set()
+    refs: dict[FlowKey, set[own.OwnerKey]] = {}
+    slots: dict[Slot, own.OwnerKey] = {}
+    cache = cache or VipCache()
     for lb, vip, dps in planned:
-        owner = own.vip_owner(lb.uuid, vip.key)
-        live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
-        # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
-        hashed = lb.affinity_timeout or lb.selection_fields
-        mode = "client-hash" if hashed else lb.distribution or distribution
-        buckets = tuple(group_buckets(live, mode))
-        plan = VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
-                       _expected_shares(live, buckets, mode, min_slots))
+        plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
         plans.append(plan)
-        flows, group = (cache or VipCache()).get(plan, pipeline, max_idle)
-        for spec in flows:
+        part = cache.get(plan, pipeline, max_idle, topo)
+        for spec in part.flows:
             b.add(spec)
-        b.owners[own.owner_cookie(owner)] = owner
-        b.groups.append(group)
+        b.owners[own.owner_cookie(plan.owner)] = plan.owner
+        b.groups.append(part.group)
+        for shared_owner, spec in part.shared:
+            b.add(spec)
+            b.owners[spec.cookie] = shared_owner
+            refs.setdefault(spec.key, set()).add(plan.owner)
         for tk in dps:
-            ip = str(vip.endpoint.ip)
-            snat = str(lb.hairpin_source(vip.endpoint))
-            if (tk, ip) not in arp_done:
-                arp_done.add((tk, ip))
-                _arp_responder(b, pipeline, tk, ip)
-                _hairpin_reply(b, pipeline, tk, ip)
-            if (tk, snat) not in unsnat_done:
-                unsnat_done.add((tk, snat))
-                _hairpin_unsnat(b, pipeline, tk, snat)
-                if (tk, snat) not in arp_done:  # backends answer the hairpin source
-                    arp_done.add((tk, snat))
-                    _arp_responder(b, pipeline, tk, snat)
-            for be in vip.backends:
-                mac = topo.macs.get((tk, be.ip))
-                if mac is not None:
-                    _forward_flow(b, pipeline, tk, str(be.ip), mac)
-
-    if cache is not None:
-        cache.end_pass()
+            slots[(tk, vip.endpoint, vip.protocol)] = plan.owner
+    cache.end_pass()
     state = SwitchState(flows=dict(b.flows), groups={g.group_id: g for g in b.groups})
-    return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues))
+    return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues),
+                        {k: frozenset(v) for k, v in refs.items()}, slots, frozenset(contested))
+
+
+def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
+              group_ids: Mapping[own.OwnerKey, int], distribution: str,
+              min_slots: int) -> VipPlan:
+    owner = own.vip_owner(lb.uuid, vip.key)
+    live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
+    # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
+    hashed = lb.affinity_timeout or lb.selection_fields
+    mode = "client-hash" if hashed else lb.distribution or distribution
+    buckets = tuple(group_buckets(live, mode))
+    return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
+                   _expected_shares(live, buckets, mode, min_slots))
+
+
+def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+    own_flows = _Builder()
+    _vip_flows(own_flows, p, plan, max_idle)
+    shared = _Builder()
+    vip, lb = plan.vip, plan.lb
+    ip = str(vip.endpoint.ip)
+    snat = str(lb.hairpin_source(vip.endpoint))
+    for tk in plan.datapaths:
+        _arp_responder(shared, p, tk, ip)
+        _hairpin_reply(shared, p, tk, ip)
+        _hairpin_unsnat(shared, p, tk, snat)
+        if snat != ip:  # backends answer the hairpin source
+            _arp_responder(shared, p, tk, snat)
+        for be in vip.backends:
+            mac = topo.macs.get((tk, be.ip))
+            if mac is not None:
+                _forward_flow(shared, p, tk, str(be.ip), mac)
+    return VipPart(tuple(own_flows.flows.values()), own_flows.groups[0],
+                   tuple((shared.owners[f.cookie], f) for f in shared.flows.values()))
 
 
 # ------------------------------------------------------------------ stages

@@ -70,8 +70,8 @@ class Settings:
     chassis: str = ""
     log_format: str = "console"
     log_level: str = "info"
-    audit_interval: float = 10.0
-    debounce: float = 0.02
+    audit_interval: float = 60.0
+    debounce: float = 0.0  # seconds to wait for more changes before a pass
     metrics_address: str = "127.0.0.1:9476"
     rundir: str = "/var/run/lbaffd"
     max_idle_timeout: int = 65535

@@ -8,6 +8,7 @@ shared mutable state to lock beyond the IDL lock used to take snapshots.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import signal
@@ -34,18 +35,21 @@ from lbaffd.pipeline import STANDALONE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
 from lbaffd.sb.monitor import (
+    OVS_COLUMNS,
     OVS_TABLES,
     SB_TABLES,
     DbMonitor,
     configure_ssl,
+    read_lbs,
     read_local,
     read_sb,
     read_service_monitors,
+    take_dirty,
 )
 from lbaffd.sb.records import SbSnapshot
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import ReconcileStats, Status
-from lbaffd.topology import build_topology
+from lbaffd.topology import Topology, build_topology
 
 log = structlog.get_logger("lbaffd")
 
@@ -53,6 +57,7 @@ WAKE = "wake"
 STOP = "stop"
 OF_DOWN = "openflow-down"
 FOREIGN = "switch-changed"
+RECOMPUTE = "recompute"  # operator asked: read everything, compile everything
 OFPT_PACKET_IN = 10
 OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
@@ -86,6 +91,10 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._queued = 0
         self._sb_read_at = 0.0
+        # the last full read, kept up to date by incremental passes
+        self._inputs: Inputs | None = None
+        self._topo: Topology | None = None
+        self._parsed: dict[str, model.LoadBalancer] = {}
         self._empty_vips: set[tuple[str, str]] = set()
         self._vip_by_cookie: dict[int, tuple[str, str]] = {}
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -112,7 +121,7 @@ class Daemon:
                 "ovsdb": self._ovs is not None and self._ovs.connected}
 
     def request_recompute(self) -> None:
-        self._queue.put(WAKE)
+        self._queue.put(RECOMPUTE)
 
     # ------------------------------------------------------------ health (HTTP probes)
 
@@ -180,7 +189,8 @@ class Daemon:
         self._control.start()
         self.metrics.registry.register(LiveCollector(self, self.pipeline))
         self.metrics.serve(s.metrics_address, self)
-        self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping)
+        self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping,
+                              columns=OVS_COLUMNS)
         self._ovs.start()
         external_ids = self._wait_local_external_ids()
         self.settings = s = s.resolve(external_ids)
@@ -296,7 +306,7 @@ class Daemon:
             # read the switch back on the timer and whenever it reported a change
             # by someone else or the connection was new; else trust the last pass
             audit = time.monotonic() >= next_audit or FOREIGN in items or OF_DOWN in items
-            ok = self._pass(audit)
+            ok = self._pass(audit or RECOMPUTE in items, full=RECOMPUTE in items)
             interval = self.settings.audit_interval
             if not ok:
                 # not in sync (a DB resyncing, the switch away): look again soon, as
@@ -321,29 +331,114 @@ class Daemon:
         except Exception as exc:  # the switch went away: those entries are gone anyway
             log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
 
-    def _pass(self, audit: bool = True) -> bool:
-        """One reconcile pass; False when it could not run (retried later)."""
+    def _pass(self, audit: bool = True, full: bool = False) -> bool:
+        """One reconcile pass; False when it could not run (retried later).
+
+        Between audits, a change of Load_Balancer rows only is applied
+        incrementally (O(change)); anything else is a full pass."""
+        try:
+            if not full and self._incremental_pass(audit):
+                return True
+        except Exception as exc:
+            return self._failed(exc)
         inputs = self._read_inputs()
         if inputs is None:
             return False
         try:
             channel = self._ensure_channel()
             assert self._reconciler is not None
-            result = self._reconciler.reconcile(channel, inputs.lbs,
-                                                build_topology(inputs.snapshot), audit)
-        except Exception as exc:  # the switch or channel failed: retry with backoff
-            # short cap: a restarted ovs-vswitchd must get its flows back within ~1 s
-            self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
-            self._retry_at = time.monotonic() + self._backoff
-            self.metrics.reconciles.labels("error").inc()
-            st = self._status.stats
-            self._status = replace(self._status, stats=replace(st, errors=st.errors + 1))
-            log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
-                        retry_in=round(self._backoff, 2))
+            topo = build_topology(inputs.snapshot)
+            result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
+        except Exception as exc:
+            return self._failed(exc)
+        self._inputs, self._topo = inputs, topo
+        self._parsed = {lb.uuid: lb for lb in inputs.lbs}
+        # The desired state is 100k+ long-lived, acyclic objects at 1000s of
+        # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
+        # random.  Move what this full pass built out of the collector's way
+        # (refcounting still frees it); later passes collect only new objects.
+        gc.collect()
+        gc.freeze()
+        self._done(result, inputs.issues + result.desired.issues)
+        return True
+
+    def _incremental_pass(self, audit: bool) -> bool:
+        """True when the pending change was applied incrementally (or there
+        was none, or, for an audit, the switch was checked against the state
+        already compiled); False when a full pass must run."""
+        ovs, sb, rec = self._ovs, self._sb, self._reconciler
+        last, topo = self._inputs, self._topo
+        assert ovs is not None and sb is not None and rec is not None
+        if last is None or topo is None or not (ovs.connected and sb.connected):
             return False
+        with ovs.conn.lock:
+            local_dirty = take_dirty(ovs)
+        with sb.conn.lock:
+            dirty = take_dirty(sb)
+            if dirty is None or local_dirty is None or local_dirty or set(dirty) - {
+                    "Load_Balancer"}:
+                return False  # the full pass reads everything again
+            rows = read_lbs(sb, sorted(dirty.get("Load_Balancer", ())))
+        if not rows:  # no row lbaffd reads has changed
+            if not audit:
+                return True
+            # SB changes that arrive meanwhile are applied between the audit's slices
+            result = rec.audit_unchanged(self._ensure_channel(),
+                                         lambda: self._incremental_pass(False))
+            if result is None:
+                return False
+            self._done(result, last.issues + result.desired.issues)
+            return True
+        if audit:
+            return False
+        self._sb_read_at = time.time()
+        snap = last.snapshot
+        # issues are labelled by LB name (or uuid): drop the changed LBs' old ones
+        labels = {r.name or r.uuid for u in rows
+                  for r in (snap.load_balancers.get(u), rows[u]) if r is not None}
+        issues = [i for i in last.issues if i.lb not in labels]
+        changed: dict[str, model.LoadBalancer | None] = {}
+        for uuid, row in rows.items():
+            lb, found = (None, []) if row is None else model.parse_load_balancer(
+                row, snap.datapaths, snap.dp_groups)
+            changed[uuid] = lb
+            issues.extend(found)
+        channel = self._ensure_channel()
+        result = rec.reconcile_changed(channel, changed, topo)
+        if result is None:
+            return False
+        lbs_rows = dict(snap.load_balancers)
+        for uuid, row in rows.items():
+            if row is None:
+                lbs_rows.pop(uuid, None)
+            else:
+                lbs_rows[uuid] = row
+            lb = changed[uuid]
+            if lb is None:
+                self._parsed.pop(uuid, None)
+            else:
+                self._parsed[uuid] = lb
+        all_issues = tuple(issues)
+        self._inputs = Inputs(replace(snap, load_balancers=MappingProxyType(lbs_rows)),
+                              tuple(self._parsed.values()), all_issues)
+        self._done(result, all_issues + result.desired.issues)
+        return True
+
+    def _failed(self, exc: Exception) -> bool:
+        """The switch or channel failed: retry with backoff (short cap: a
+        restarted ovs-vswitchd must get its flows back within ~1 s)."""
+        self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
+        self._retry_at = time.monotonic() + self._backoff
+        self.metrics.reconciles.labels("error").inc()
+        st = self._status.stats
+        self._status = replace(self._status, stats=replace(st, errors=st.errors + 1))
+        log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
+                    retry_in=round(self._backoff, 2))
+        return False
+
+    def _done(self, result: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
         self._backoff = 0.0
         self._retry_at = 0.0
-        issues = inputs.issues + result.desired.issues
         self._report_issues(issues)
         self._record(result)
         self._publish(result, issues)
@@ -354,7 +449,6 @@ class Daemon:
                      flows=len(result.desired.state.flows),
                      groups=len(result.desired.state.groups),
                      ms=round(result.seconds * 1000, 1))
-        return True
 
     def _ensure_channel(self) -> OpenFlowChannel:
         if self._channel is not None and self._channel.connected:
@@ -376,9 +470,11 @@ class Daemon:
                 and sb.idl.in_sync):
             return None  # not (re)synced: keep what is installed
         with ovs.conn.lock:
+            take_dirty(ovs)  # everything is read: what changed so far is covered
             _, interfaces = read_local(ovs, self.settings.bridge)
         self._sb_read_at = time.time()
         with sb.conn.lock:
+            take_dirty(sb)
             lbs_rows, dps, groups, pbs = read_sb(sb)
             monitors = read_service_monitors(sb)
         snap = SbSnapshot(
@@ -448,7 +544,10 @@ class Daemon:
         m.installed_groups.set(r.installed_groups)
         m.last_sync.set(time.time())
         m.queue_depth.set(self._queued)
-        if not c.empty or r.foreign:
+        if c.empty and not r.foreign:
+            log.debug("in_sync", ms=round(r.seconds * 1000, 1), audit=r.audited,
+                      flows=len(r.desired.state.flows))
+        else:
             log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
                      ms=round(r.seconds * 1000, 1), queued=self._queued, audit=r.audited,

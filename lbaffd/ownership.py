@@ -87,11 +87,25 @@ def allocate_group_ids(
             result[owner] = gid
             taken.add(gid)
     for owner in wanted:
-        if owner in result:
-            continue
-        slot = _hash(owner, 28)
-        while GROUP_ID_MIN + slot in taken:
-            slot = (slot + 1) % GROUP_ID_SPACE
-        result[owner] = GROUP_ID_MIN + slot
-        taken.add(GROUP_ID_MIN + slot)
+        if owner not in result:
+            result[owner] = allocate_one(owner, taken)
     return result
+
+
+def allocate_one(owner: OwnerKey, taken: set[int]) -> int:
+    """A new owner's id: its hash slot, or the next free one; added to ``taken``."""
+    slot = _hash(owner, 28)
+    while GROUP_ID_MIN + slot in taken:
+        slot = (slot + 1) % GROUP_ID_SPACE
+    taken.add(GROUP_ID_MIN + slot)
+    return GROUP_ID_MIN + slot
+
+
+AUDIT_CHUNKS = 64  # slices of the owner-hash space an audit reads one at a time
+CHUNK_SHIFT = MAGIC_SHIFT - 6  # the top 6 bits of the owner hash in the cookie
+CHUNK_MASK = (AUDIT_CHUNKS - 1) << CHUNK_SHIFT
+
+
+def audit_chunk(cookie: int) -> int:
+    """Which audit slice a managed flow's cookie falls in."""
+    return (cookie & CHUNK_MASK) >> CHUNK_SHIFT

@@ -10,7 +10,7 @@ empty, so nothing is removed or re-added and learned affinity entries live on.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
 from lbaffd.diff import ChangeSet, diff
 from lbaffd.distribution import BALANCED
+from lbaffd.incremental import DesiredIndex
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer
 from lbaffd.openflow import codec
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries
@@ -72,22 +73,37 @@ class DecodeCache:
     """
 
     def __init__(self) -> None:
-        self._flows: dict[bytes, FlowSpec] = {}
+        self._flows: dict[int | None, dict[bytes, FlowSpec]] = {}
         self._groups: dict[bytes, GroupSpec] = {}
 
-    def flows(self, parts: Iterable[Any]) -> list[FlowSpec]:
+    def flows(self, parts: Iterable[Any], chunk: int | None = None,
+              tick: Callable[[], object] | None = None) -> list[FlowSpec]:
+        """Decode a dump of all lbaffd flows (``chunk`` None) or of one cookie
+        chunk; each kind of dump keeps its own cache.  ``tick`` runs every
+        ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
+        if chunk is None:
+            self._flows = {k: v for k, v in self._flows.items() if k is None}
+        else:
+            self._flows.pop(None, None)
+        known = self._flows.get(chunk, {})
         seen: dict[bytes, FlowSpec] = {}
+        decoded = 0
         for part in parts:
             for offset, _, identity in iter_entries(part.raw):
-                spec = self._flows.get(identity) or seen.get(identity)
+                spec = known.get(identity) or seen.get(identity)
                 if spec is None:
                     spec = codec.decode_flow(decode_entry(part.raw, offset))
+                    decoded += 1
+                    if tick is not None and decoded % TICK_DECODES == 0:
+                        tick()
                 seen[identity] = spec
-        self._flows = seen
+        self._flows[chunk] = seen
         return list(seen.values())
 
-    def groups(self, parts: Iterable[Any]) -> list[GroupSpec]:
+    def groups(self, parts: Iterable[Any],
+               tick: Callable[[], object] | None = None) -> list[GroupSpec]:
         seen: dict[bytes, GroupSpec] = {}
+        decoded = 0
         for part in parts:
             for offset, group_id, wire in iter_group_entries(part.raw):
                 if not own.is_lbaffd_group(group_id):
@@ -95,6 +111,9 @@ class DecodeCache:
                 spec = self._groups.get(wire) or seen.get(wire)
                 if spec is None:
                     spec = codec.decode_group(decode_group_entry(part.raw, offset))
+                    decoded += 1
+                    if tick is not None and decoded % TICK_DECODES == 0:
+                        tick()
                 seen[wire] = spec
         self._groups = seen
         return list(seen.values())
@@ -123,6 +142,12 @@ def recover_group_ids(installed: SwitchState) -> dict[int, int]:
                   and own.is_lbaffd_group(a.value)):
                 found.setdefault(f.cookie, a.value)
     return found
+
+
+TICK_DECODES = 50
+def astuple_shallow(cs: ChangeSet) -> tuple[tuple[Any, ...], ...]:
+    return (cs.add_groups, cs.mod_groups, cs.del_flows, cs.add_flows, cs.mod_flows,
+            cs.del_groups)
 
 
 def to_messages(cs: ChangeSet) -> list[Any]:
@@ -160,6 +185,7 @@ class Reconciler:
         self._group_ids: dict[own.OwnerKey, int] = {}
         self._installed: SwitchState | None = None  # valid only after a clean pass
         self._channel: Channel | None = None
+        self._index: DesiredIndex | None = None  # for incremental passes, like _installed
 
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
@@ -175,6 +201,7 @@ class Reconciler:
         else:
             installed, foreign = self._installed, 0
         self._installed = None  # unknown until this pass has gone through
+        self._index = None
         previous = dict(self._group_ids)
         if audit:
             by_cookie = recover_group_ids(installed)
@@ -192,10 +219,107 @@ class Reconciler:
             channel.bundle(to_messages(changes))
             channel.barrier()
         self._installed = desired.state
+        self._index = DesiredIndex(desired, self._group_ids)
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(installed.flows),
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
             foreign=foreign, audited=audit,
+        )
+
+    def audit_unchanged(self, channel: Channel,
+                        between: Callable[[], bool] | None = None) -> ReconcileResult | None:
+        """An audit when the inputs have not changed since the last clean pass:
+        read the switch back and repair it towards the state already known,
+        without recompiling (None: no such state, do a full ``reconcile``).
+
+        The flows are read in ``AUDIT_CHUNKS`` slices of the cookie space and
+        ``between`` runs after each slice, so SB changes are applied while a
+        large audit is under way instead of waiting seconds for it; when it
+        returns False the audit stops there (a full pass is due anyway)."""
+        index = self._index
+        if index is None or channel is not self._channel:
+            return None
+        start = time.monotonic()
+        stopped = False
+
+        def tick() -> None:
+            nonlocal stopped
+            if between is not None and not stopped and self._index is index:
+                stopped = not between()
+
+        dumped = self._decoded.groups(channel.dump_group_desc(), tick)
+        if stopped or self._index is not index:
+            return None
+        have_groups = {g.group_id: g for g in dumped}
+        total = ChangeSet()
+        foreign = sum(any(_has_opaque(b.actions) for b in g.buckets) for g in dumped)
+        n_flows = 0
+        first = diff(SwitchState({}, index.groups), SwitchState({}, have_groups))
+        stale_groups = first.del_groups
+        total = self._apply(channel, index, ChangeSet(add_groups=first.add_groups,
+                                                      mod_groups=first.mod_groups), total)
+        for chunk in range(own.AUDIT_CHUNKS):
+            cookie = own.MANAGED_COOKIE | (chunk << own.CHUNK_SHIFT)
+            flows = self._decoded.flows(
+                channel.dump_flow_desc(cookie, own.MAGIC_MASK | own.CHUNK_MASK), chunk, tick)
+            if stopped or self._index is not index:
+                return None  # a full pass follows and reads everything again
+            n_flows += len(flows)
+            foreign += sum(_has_opaque(f.actions) for f in flows)
+            changes = diff(SwitchState(index.chunks[chunk], {}), SwitchState.build(flows, []))
+            total = self._apply(channel, index, changes, total)
+            tick()
+            if stopped or self._index is not index:
+                return None  # a full pass follows and reads everything again
+        gone = tuple(g for g in stale_groups if g not in index.groups)
+        total = self._apply(channel, index, ChangeSet(del_groups=gone), total)
+        desired = index.desired()
+        return ReconcileResult(
+            changes=total, desired=desired, installed_flows=n_flows,
+            installed_groups=len(have_groups), seconds=time.monotonic() - start,
+            foreign=foreign, audited=True,
+        )
+
+    def _apply(self, channel: Channel, index: DesiredIndex, changes: ChangeSet,
+               total: ChangeSet) -> ChangeSet:
+        if changes.empty:
+            return total
+        self._index = self._installed = None  # unknown if the bundle fails
+        channel.bundle(to_messages(changes))
+        channel.barrier()
+        self._index = index
+        self._installed = SwitchState(index.flows, index.groups)
+        return ChangeSet(*(a + b for a, b in zip(astuple_shallow(total),
+                                                  astuple_shallow(changes), strict=True)))
+
+    def reconcile_changed(self, channel: Channel, changed: Mapping[str, LoadBalancer | None],
+                          topo: Topology) -> ReconcileResult | None:
+        """Apply a change of just these LBs (uuid -> new LB, None: gone) in
+        O(change); None when it cannot be done incrementally (no clean last
+        pass, a new connection, or the change depends on other LBs): the
+        caller then runs ``reconcile``."""
+        index = self._index
+        if index is None or self._installed is None or channel is not self._channel:
+            return None
+        start = time.monotonic()
+        installed = self._installed
+        self._index = self._installed = None  # unknown until this pass has gone through
+        changes = index.apply(changed, topo, self._pipeline, self._compiled, self._max_idle,
+                              self._distribution, self.min_slots)
+        if changes is None:  # declined before touching anything
+            self._installed = installed
+            return None
+        if not changes.empty:
+            channel.bundle(to_messages(changes))
+            channel.barrier()
+        self._index = index
+        self._group_ids = index.group_ids
+        desired = index.desired()
+        self._installed = desired.state  # the index's dicts: in sync by construction
+        return ReconcileResult(
+            changes=changes, desired=desired, installed_flows=len(desired.state.flows),
+            installed_groups=len(desired.state.groups), seconds=time.monotonic() - start,
+            foreign=0, audited=False,
         )
 
 

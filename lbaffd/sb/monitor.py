@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +38,14 @@ log = structlog.get_logger("lbaffd.sb")
 SB_TABLES = ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group", "Port_Binding", "Chassis",
              "Service_Monitor")
 OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+# Only the columns read_local uses: Interface statistics and the like change
+# every few seconds and must not wake the worker.
+OVS_COLUMNS = {
+    "Open_vSwitch": ("external_ids", "ovs_version", "bridges"),
+    "Bridge": ("name", "ports"),
+    "Port": ("name", "interfaces"),
+    "Interface": ("name", "ofport", "external_ids"),
+}
 
 OnChange = Callable[[str], None]
 
@@ -65,10 +74,33 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         self._name = name
         connection.OvsdbIdl.__init__(self, remote, helper, leader_only=False)
         event.RowEventHandler.__init__(self)
+        # rows changed since the worker last looked, by table; None: unknown
+        # (first sync, reconnect), so everything must be read again
+        self._dirty: dict[str, set[str]] | None = None
+        self._session_seqno = -1
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        """Called by ``run()`` for every row change: remembered (the worker
+        processes just those rows) and passed on to the RowEvents."""
+        if self._dirty is not None:
+            self._dirty.setdefault(row._table.name, set()).add(str(row.uuid))
+        super().notify(event, row, updates)
+
+    def take_dirty(self) -> dict[str, set[str]] | None:
+        """The rows changed since the last call (None: anything may have);
+        call with the connection lock held, in the same critical section as
+        the read that consumes them."""
+        dirty, self._dirty = self._dirty, {}
+        return dirty
 
     def run(self) -> Any:
         before = self.change_seqno
         result = super().run()
+        seqno = self._session.get_seqno()
+        if seqno != self._session_seqno or not self.in_sync:
+            # (re)connected or resyncing: rows may have vanished without an event
+            self._session_seqno = seqno
+            self._dirty = None
         if self.change_seqno != before:
             self._on_change(self._name)
         return result
@@ -82,7 +114,9 @@ class DbMonitor:
     """One OVSDB connection (ovsdbapp ``Connection``) with table-change events."""
 
     def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
-                 stopping: threading.Event | None = None, timeout: float = 60.0) -> None:
+                 stopping: threading.Event | None = None, timeout: float = 60.0,
+                 columns: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        self._columns = dict(columns or {})
         self._stopping = stopping or threading.Event()
         self.remote = remote
         self.schema = schema
@@ -98,7 +132,9 @@ class DbMonitor:
         helper = self._fetch_helper()
         present = helper.schema_json["tables"]
         for table in self._tables:
-            if table in present:
+            if table in self._columns and table in present:
+                helper.register_columns(table, list(self._columns[table]))
+            elif table in present:
                 helper.register_table(table)
         self.idl = NotifyingIdl(self.remote, helper, self._on_change, self.schema)
         for table in self._tables:
@@ -169,24 +205,43 @@ def _ref(value: Any) -> str | None:
     return str(row.uuid)
 
 
+def take_dirty(mon: DbMonitor) -> dict[str, set[str]] | None:
+    """See ``NotifyingIdl.take_dirty``; call with ``mon.conn.lock`` held."""
+    return None if mon.idl is None else mon.idl.take_dirty()
+
+
+def lb_record(mon: DbMonitor, r: Any) -> LoadBalancerRow:
+    """One Load_Balancer row -> record; call with ``mon.conn.lock`` held."""
+    group_cols = [c for c in ("datapath_group", "ls_datapath_group", "lr_datapath_group")
+                  if mon.has_column("Load_Balancer", c)]
+    groups = {c: _ref(getattr(r, c)) for c in group_cols}
+    return LoadBalancerRow(
+        uuid=str(r.uuid),
+        name=r.name,
+        vips=MappingProxyType(dict(r.vips)),
+        protocol=(r.protocol[0] if isinstance(r.protocol, list) and r.protocol
+                  else r.protocol or ""),
+        options=MappingProxyType(dict(r.options)),
+        datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)),
+        **groups,
+    )
+
+
+def read_lbs(mon: DbMonitor, uuids: Iterable[str]) -> dict[str, LoadBalancerRow | None]:
+    """Just these Load_Balancer rows (None: deleted); with the lock held."""
+    assert mon.idl is not None
+    rows = mon.idl.tables["Load_Balancer"].rows
+    out: dict[str, LoadBalancerRow | None] = {}
+    for u in uuids:
+        r = rows.get(uuid.UUID(u))
+        out[u] = None if r is None else lb_record(mon, r)
+    return out
+
+
 def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, DatapathRow],
                                       dict[str, DpGroupRow], dict[str, PortBindingRow]]:
     """Copy the SB tables lbaffd uses; call with ``mon.conn.lock`` held."""
-    group_cols = [c for c in ("datapath_group", "ls_datapath_group", "lr_datapath_group")
-                  if mon.has_column("Load_Balancer", c)]
-    lbs: dict[str, LoadBalancerRow] = {}
-    for r in mon.rows("Load_Balancer"):
-        groups = {c: _ref(getattr(r, c)) for c in group_cols}
-        lbs[str(r.uuid)] = LoadBalancerRow(
-            uuid=str(r.uuid),
-            name=r.name,
-            vips=MappingProxyType(dict(r.vips)),
-            protocol=(r.protocol[0] if isinstance(r.protocol, list) and r.protocol
-                      else r.protocol or ""),
-            options=MappingProxyType(dict(r.options)),
-            datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)),
-            **groups,
-        )
+    lbs = {str(r.uuid): lb_record(mon, r) for r in mon.rows("Load_Balancer")}
     dps: dict[str, DatapathRow] = {}
     for r in mon.rows("Datapath_Binding"):
         ext = dict(r.external_ids)

@@ -59,7 +59,7 @@ def test_help_documents_every_option_with_its_default(capsys: pytest.CaptureFixt
     out = " ".join(capsys.readouterr().out.split())
     for flag, _ in OPTIONS:
         assert flag in out
-    assert "(default: 10.0)" in out and "LBAFFD_" in out and "--config" in out
+    assert "(default: 60.0)" in out and "LBAFFD_" in out and "--config" in out
 
 
 def test_notifier_speaks_sd_notify(tmp_path: Path) -> None:

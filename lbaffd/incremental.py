@@ -1,0 +1,163 @@
+"""Apply a change of a few load balancers to the last desired state.
+
+A full pass costs O(N) (read, parse, compile, diff every LB); a change to one
+LB should cost O(that LB).  ``DesiredIndex`` keeps the last desired state
+indexed by owner: each VIP's own flows and group, which VIPs need each shared
+flow (ARP/ND responder, hairpin, backend MAC rewrite) and which VIP holds
+each (datapath, VIP, protocol) slot.  ``apply`` removes the changed LBs' old
+VIPs, adds their new ones and returns the ChangeSet of just the affected
+flows and groups.
+
+It declines (returns None, and the caller does a full pass) whenever the
+result could depend on other LBs: a VIP slot that another LB holds or that
+was contested, or a conflict inside the LB itself.  Everything else about the
+world (topology, health, settings) is the caller's to hold still: only
+Load_Balancer rows may have changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lbaffd import ownership as own
+from lbaffd.compiler import DesiredState, Slot, VipCache, VipPlan, make_plan, plan_vips
+from lbaffd.diff import ChangeSet, diff
+from lbaffd.model import LoadBalancer
+from lbaffd.openflow.flowspec import FlowKey, FlowSpec, GroupSpec, SwitchState
+from lbaffd.pipeline import Pipeline
+from lbaffd.topology import Topology
+
+
+class DesiredIndex:
+    """Mutable index over one desired state; owned by the reconciler, valid
+    only while the switch holds exactly that state."""
+
+    def __init__(self, desired: DesiredState, group_ids: Mapping[own.OwnerKey, int]) -> None:
+        self.flows: dict[FlowKey, FlowSpec] = dict(desired.state.flows)
+        # the same flows by audit slice (``ownership.audit_chunk`` of the cookie)
+        self.chunks: list[dict[FlowKey, FlowSpec]] = [{} for _ in range(own.AUDIT_CHUNKS)]
+        for k, f in self.flows.items():
+            self.chunks[own.audit_chunk(f.cookie)][k] = f
+        self.groups: dict[int, GroupSpec] = dict(desired.state.groups)
+        self.owners: dict[int, own.OwnerKey] = dict(desired.owners)
+        self.refs: dict[FlowKey, set[own.OwnerKey]] = {
+            k: set(v) for k, v in desired.shared_refs.items()}
+        self.slots: dict[Slot, own.OwnerKey] = dict(desired.slots)
+        self.contested: frozenset[Slot] = desired.contested
+        self.plans: dict[own.OwnerKey, VipPlan] = {p.owner: p for p in desired.vips}
+        self.by_lb: dict[str, list[own.OwnerKey]] = {}
+        for p in desired.vips:
+            self.by_lb.setdefault(p.lb.uuid, []).append(p.owner)
+        self.conflicted = {i.lb for i in desired.issues if i.reason == "vip_conflict"}
+        self.issues = desired.issues
+        self.group_ids: dict[own.OwnerKey, int] = dict(group_ids)
+        self.taken: set[int] = set(self.group_ids.values())
+
+    def desired(self) -> DesiredState:
+        """The current state as a DesiredState (the dicts are shared, not copied)."""
+        return DesiredState(SwitchState(self.flows, self.groups), self.owners,
+                            tuple(self.plans.values()), self.issues)
+
+    def apply(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
+              pipeline: Pipeline, cache: VipCache, max_idle: int, distribution: str,
+              min_slots: int) -> ChangeSet | None:
+        new_plans = self._plan(changed, topo, distribution, min_slots)
+        if new_plans is None:
+            return None
+        touched_flows: set[FlowKey] = set()
+        touched_groups: set[int] = set()
+        old_flows: dict[FlowKey, FlowSpec] = {}
+        old_groups: dict[int, GroupSpec] = {}
+
+        def remember(keys: set[FlowKey], gids: set[int]) -> None:
+            for k in keys - touched_flows:
+                if k in self.flows:
+                    old_flows[k] = self.flows[k]
+            for g in gids - touched_groups:
+                if g in self.groups:
+                    old_groups[g] = self.groups[g]
+            touched_flows.update(keys)
+            touched_groups.update(gids)
+
+        keep = {p.owner for p in new_plans}  # VIPs that stay keep their group id
+        for uuid in changed:  # out with the old VIPs
+            for owner in self.by_lb.pop(uuid, []):
+                plan = self.plans.pop(owner)
+                part = cache.get(plan, pipeline, max_idle, topo)
+                remember({f.key for f in part.flows} | {f.key for _, f in part.shared},
+                         {part.group.group_id})
+                for f in part.flows:
+                    self._drop(f.key)
+                del self.groups[part.group.group_id]
+                for _, f in part.shared:
+                    users = self.refs.get(f.key)
+                    if users is not None:
+                        users.discard(owner)
+                        if not users:
+                            del self.refs[f.key]
+                            self._drop(f.key)
+                for tk in plan.datapaths:
+                    self.slots.pop((tk, plan.vip.endpoint, plan.vip.protocol), None)
+                if owner not in keep:
+                    self.taken.discard(self.group_ids.pop(owner))
+        for plan in new_plans:  # in with the new
+            part = cache.get(plan, pipeline, max_idle, topo)
+            remember({f.key for f in part.flows} | {f.key for _, f in part.shared},
+                     {part.group.group_id})
+            for f in part.flows:
+                self._put(f)
+            self.groups[part.group.group_id] = part.group
+            self.owners[own.owner_cookie(plan.owner)] = plan.owner
+            for shared_owner, f in part.shared:
+                if f.key not in self.flows:
+                    self._put(f)
+                self.owners[f.cookie] = shared_owner
+                self.refs.setdefault(f.key, set()).add(plan.owner)
+            self.plans[plan.owner] = plan
+            self.by_lb.setdefault(plan.lb.uuid, []).append(plan.owner)
+            for tk in plan.datapaths:
+                self.slots[(tk, plan.vip.endpoint, plan.vip.protocol)] = plan.owner
+        new = SwitchState({k: self.flows[k] for k in touched_flows if k in self.flows},
+                          {g: self.groups[g] for g in touched_groups if g in self.groups})
+        return diff(new, SwitchState(old_flows, old_groups))
+
+    def _put(self, f: FlowSpec) -> None:
+        old = self.flows.get(f.key)
+        if old is not None and old.cookie != f.cookie:
+            self.chunks[own.audit_chunk(old.cookie)].pop(f.key, None)
+        self.flows[f.key] = f
+        self.chunks[own.audit_chunk(f.cookie)][f.key] = f
+
+    def _drop(self, key: FlowKey) -> None:
+        old = self.flows.pop(key, None)
+        if old is not None:
+            self.chunks[own.audit_chunk(old.cookie)].pop(key, None)
+
+    def _plan(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
+              distribution: str, min_slots: int) -> list[VipPlan] | None:
+        """The changed LBs' new VIP plans, or None if they depend on other LBs."""
+        plans: list[VipPlan] = []
+        for uuid, lb in changed.items():
+            for owner in self.by_lb.get(uuid, []):
+                old = self.plans[owner]
+                if any((tk, old.vip.endpoint, old.vip.protocol) in self.contested
+                       for tk in old.datapaths):
+                    return None  # someone waits for this slot: full pass decides
+            if lb is None:
+                continue
+            if (lb.name or lb.uuid) in self.conflicted:
+                return None
+            planned, issues = plan_vips((lb,), topo)
+            if issues:
+                return None
+            for _, vip, dps in planned:
+                for tk in dps:
+                    holder = self.slots.get((tk, vip.endpoint, vip.protocol))
+                    if holder is not None and self.plans[holder].lb.uuid != uuid:
+                        return None  # would conflict with another LB
+                owner = own.vip_owner(lb.uuid, vip.key)
+                if owner not in self.group_ids:
+                    self.group_ids[owner] = own.allocate_one(owner, self.taken)
+                plans.append(make_plan(lb, vip, dps, topo, self.group_ids, distribution,
+                                       min_slots))
+        return plans
