@@ -301,6 +301,13 @@ class VipCache:
         self._used[key] = part
         return part
 
+    def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
+        """Drop a VIP's part that an incremental pass replaced (full passes
+        drop what they did not use in ``end_pass``)."""
+        key = (plan, p, max_idle, _macs_of(plan, topo))
+        self._parts.pop(key, None)
+        self._used.pop(key, None)
+
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
 

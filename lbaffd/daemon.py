@@ -25,7 +25,7 @@ from lbaffd.compiler import VipPlan, vip_mac
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
-from lbaffd.entries import EntryKeeper, removed_entry
+from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
@@ -96,6 +96,7 @@ class Daemon:
         self._topo: Topology | None = None
         self._parsed: dict[str, model.LoadBalancer] = {}
         self._empty_vips: set[tuple[str, str]] = set()
+        self._expected_deletes = ExpectedDeletes()
         self._vip_by_cookie: dict[int, tuple[str, str]] = {}
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
         self._refuser = Refuser(self._packet_out, lambda c: self._vip_by_cookie.get(c),
@@ -211,6 +212,7 @@ class Daemon:
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
         self._sb.start()
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
+        self._reconciler.on_delete = self._expected_deletes.expect
         self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
         self._entries = EntryKeeper(self.metrics, s.max_idle_timeout)
 
@@ -246,6 +248,9 @@ class Daemon:
                     if answer is not None:
                         self._packet_out(port, answer)
             return
+        own_delete = removed_managed_flow(reply)
+        if own_delete is not None and self._expected_deletes.take(*own_delete):
+            return  # a flow this daemon deleted itself
         entry = removed_entry(reply)
         if entry is not None:
             self._queue.put(entry)

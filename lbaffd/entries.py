@@ -8,6 +8,8 @@ deleted (flushed: backend removed or down, LB gone).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,7 +22,7 @@ from lbaffd.longidle import LongIdle, RemovedEntry
 from lbaffd.metrics import Metrics
 from lbaffd.openflow import codec
 from lbaffd.openflow.channel import Reply
-from lbaffd.openflow.flowspec import FlowSpec, SetField
+from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
 from lbaffd.pipeline import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_PORT, backend_regs
 
 log = structlog.get_logger("lbaffd.entries")
@@ -38,6 +40,41 @@ def removed_entry(reply: Reply) -> RemovedEntry | None:
                         match=codec.canonical_match(msg.match.items()),
                         idle_timeout=msg.idle_timeout,
                         packets=int(stats.get("packet_count", 0)), reason=msg.reason)
+
+
+def removed_managed_flow(reply: Reply) -> tuple[int, FlowKey] | None:
+    """(cookie, key) of one of lbaffd's own flows reported deleted, else None."""
+    if reply.msg_type != ofp.OFPT_FLOW_REMOVED:
+        return None
+    msg = reply.parse()
+    if msg is None or not own.is_managed(msg.cookie) or msg.reason != ofp.OFPRR_DELETE:
+        return None
+    return msg.cookie, (msg.table_id, msg.priority, codec.canonical_match(msg.match.items()))
+
+
+class ExpectedDeletes:
+    """Flows lbaffd is about to delete itself (worker thread), matched against
+    the FLOW_REMOVED reports (reader thread); an entry not reported within
+    ``ttl`` seconds is forgotten."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, FlowKey], float] = {}
+
+    def expect(self, flows: Iterable[FlowSpec]) -> None:
+        now = time.monotonic()
+        until = now + self._ttl
+        with self._lock:
+            if self._pending:  # reports lost (channel down, ...): forget stale ones
+                self._pending = {k: t for k, t in self._pending.items() if t >= now}
+            for f in flows:
+                self._pending[(f.cookie, f.key)] = until
+
+    def take(self, cookie: int, key: FlowKey) -> bool:
+        with self._lock:
+            until = self._pending.pop((cookie, key), None)
+        return until is not None and until >= time.monotonic()
 
 
 class EntryKeeper:

@@ -80,6 +80,7 @@ class DesiredIndex:
             touched_groups.update(gids)
 
         keep = {p.owner for p in new_plans}  # VIPs that stay keep their group id
+        removed: list[VipPlan] = []
         for uuid in changed:  # out with the old VIPs
             for owner in self.by_lb.pop(uuid, []):
                 plan = self.plans.pop(owner)
@@ -100,6 +101,8 @@ class DesiredIndex:
                     self.slots.pop((tk, plan.vip.endpoint, plan.vip.protocol), None)
                 if owner not in keep:
                     self.taken.discard(self.group_ids.pop(owner))
+                    self.owners.pop(own.owner_cookie(owner), None)
+                removed.append(plan)
         for plan in new_plans:  # in with the new
             part = cache.get(plan, pipeline, max_idle, topo)
             remember({f.key for f in part.flows} | {f.key for _, f in part.shared},
@@ -117,6 +120,10 @@ class DesiredIndex:
             self.by_lb.setdefault(plan.lb.uuid, []).append(plan.owner)
             for tk in plan.datapaths:
                 self.slots[(tk, plan.vip.endpoint, plan.vip.protocol)] = plan.owner
+        new_set = set(new_plans)
+        for plan in removed:
+            if plan not in new_set:
+                cache.forget(plan, pipeline, max_idle, topo)
         new = SwitchState({k: self.flows[k] for k in touched_flows if k in self.flows},
                           {g: self.groups[g] for g in touched_groups if g in self.groups})
         return diff(new, SwitchState(old_flows, old_groups))

@@ -186,6 +186,15 @@ class Reconciler:
         self._installed: SwitchState | None = None  # valid only after a clean pass
         self._channel: Channel | None = None
         self._index: DesiredIndex | None = None  # for incremental passes, like _installed
+        self.on_delete: Callable[[tuple[FlowSpec, ...]], None] | None = None
+
+    def _send(self, channel: Channel, changes: ChangeSet) -> None:
+        """One atomic bundle; the switch will report each flow we delete
+        (send_flow_rem): say which ones first, so they are not taken for
+        someone else's doing."""
+        if changes.del_flows and self.on_delete is not None:
+            self.on_delete(changes.del_flows)
+        channel.bundle(to_messages(changes))
 
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
@@ -216,7 +225,7 @@ class Reconciler:
                                 self._distribution, self.min_slots, self._compiled, incumbents)
         changes = diff(desired.state, installed)
         if not changes.empty:
-            channel.bundle(to_messages(changes))
+            self._send(channel, changes)
             channel.barrier()
         self._installed = desired.state
         self._index = DesiredIndex(desired, self._group_ids)
@@ -285,7 +294,7 @@ class Reconciler:
         if changes.empty:
             return total
         self._index = self._installed = None  # unknown if the bundle fails
-        channel.bundle(to_messages(changes))
+        self._send(channel, changes)
         channel.barrier()
         self._index = index
         self._installed = SwitchState(index.flows, index.groups)
@@ -310,7 +319,7 @@ class Reconciler:
             self._installed = installed
             return None
         if not changes.empty:
-            channel.bundle(to_messages(changes))
+            self._send(channel, changes)
             channel.barrier()
         self._index = index
         self._group_ids = index.group_ids
