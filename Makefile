@@ -17,26 +17,26 @@ BENCH_ARGS   ?=
 
 deps: deb-deps venv
 
-deb-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call install-missing,PACKAGES,AFTER): apt-get install what dpkg does not
+# have yet, then run the AFTER shell command (only when something was installed).
+define install-missing
+	@missing=""; for p in $(1); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    $(2) \
 	fi
+endef
+
+deb-deps:
+	$(call install-missing,$(DEB_PACKAGES),true;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
 # packages start on a systemd host are stopped so they do not compete for the CPUs.
 bench-deps: deps
-	@missing=""; for p in $(BENCH_DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	    if [ -d /run/systemd/system ]; then systemctl stop $(OVN_UNITS) 2>/dev/null || true; fi; \
-	fi
+	$(call install-missing,$(BENCH_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl stop $(OVN_UNITS) 2>/dev/null || true; fi;)
 
 venv: $(STAMP)
 

@@ -7,8 +7,6 @@ import contextlib
 import ipaddress
 import re
 import secrets
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lbaffd_sandbox.sandbox import LbSpec, Sandbox, free_port, run
+from lbaffd_sandbox.sandbox import LbSpec, Sandbox, free_port, run, started_sandbox
 from tests.integration.lbaffd_proc import LbaffdProcess
 
 RUNDIR_PREFIX = "lbbench-"
@@ -80,14 +78,8 @@ def lb_specs(n: int, backends: int = BACKENDS,
 def bench_sandbox(tag: str) -> Iterator[Sandbox]:
     """A started sandbox in a fresh ``/tmp/lbbench-<tag>-*`` directory,
     stopped by pid and removed afterwards."""
-    rundir = Path(tempfile.mkdtemp(prefix=f"{RUNDIR_PREFIX}{tag}-", dir="/tmp"))
-    sb = Sandbox(rundir, prefix="lbb" + secrets.token_hex(2))
-    try:
-        sb.start()
+    with started_sandbox(f"{RUNDIR_PREFIX}{tag}-", prefix="lbb" + secrets.token_hex(2)) as sb:
         yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 @dataclass

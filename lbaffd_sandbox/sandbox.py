@@ -18,12 +18,16 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
@@ -678,3 +682,17 @@ def _kill_pidfile(pidfile: Path, timeout: float = 5.0) -> None:
     else:
         os.kill(pid, signal.SIGKILL)
     pidfile.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def started_sandbox(tmp_prefix: str = "lbx-", **kwargs: Any) -> Iterator[Sandbox]:
+    """A started sandbox in a fresh short ``/tmp/<tmp_prefix>*`` directory (unix
+    sockets: <= 107 chars), stopped by pid and removed afterwards."""
+    rundir = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir="/tmp"))
+    sb = Sandbox(rundir, **kwargs)
+    try:
+        sb.start()
+        yield sb
+    finally:
+        sb.stop()
+        shutil.rmtree(rundir, ignore_errors=True)

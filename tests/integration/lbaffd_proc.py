@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lbaffd_sandbox.sandbox import Sandbox
+from lbaffd_sandbox.sandbox import Sandbox, started_sandbox
 
 
 class LbaffdProcess:
@@ -141,15 +139,6 @@ def wait_until(pred: Callable[[], T], timeout: float = 10.0, step: float = 0.05)
         time.sleep(step)
 
 
-@contextmanager
-def sandbox_in_tmp(prefix: str = "lbx-", **kwargs: Any) -> Iterator[Sandbox]:
-    """A started sandbox in a fresh short /tmp path (unix sockets: <= 107
-    chars), stopped by pid and removed afterwards."""
-    rundir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    sb = Sandbox(rundir, **kwargs)
-    try:
-        sb.start()
-        yield sb
-    finally:
-        sb.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
+def sandbox_in_tmp(prefix: str = "lbx-", **kwargs: Any) -> AbstractContextManager[Sandbox]:
+    """See ``lbaffd_sandbox.sandbox.started_sandbox``."""
+    return started_sandbox(prefix, **kwargs)
