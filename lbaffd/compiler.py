@@ -6,8 +6,8 @@ the same ``DesiredState``, which is what makes a restart a no-op on the switch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -253,11 +253,14 @@ class _Builder:
         self.flows: dict[FlowKey, FlowSpec] = {}
         self.groups: list[GroupSpec] = []
         self.owners: dict[int, own.OwnerKey] = {}
+        self._cookies: dict[own.OwnerKey, int] = {}
 
     def flow(self, owner: own.OwnerKey, table: int, priority: int,
              match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
-        cookie = own.owner_cookie(owner)
-        self.owners[cookie] = owner
+        cookie = self._cookies.get(owner)
+        if cookie is None:
+            cookie = self._cookies[owner] = own.owner_cookie(owner)
+            self.owners[cookie] = owner
         # send_flow_rem: a foreign delete of an lbaffd flow wakes the daemon at once
         self.add(FlowSpec(table, priority, Match.of(match), actions, cookie,
                           flags=OFPFF_SEND_FLOW_REM))
@@ -374,8 +377,8 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
     _vip_flows(own_flows, p, plan, max_idle)
     shared = _Builder()
     vip, lb = plan.vip, plan.lb
-    ip = str(vip.endpoint.ip)
-    snat = str(lb.hairpin_source(vip.endpoint))
+    ip = _text(vip.endpoint.ip)
+    snat = _text(lb.hairpin_source(vip.endpoint))
     for tk in plan.datapaths:
         _arp_responder(shared, p, tk, ip)
         _hairpin_reply(shared, p, tk, ip)
@@ -385,7 +388,7 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
         for be in vip.backends:
             mac = topo.macs.get((tk, be.ip))
             if mac is not None:
-                _forward_flow(shared, p, tk, str(be.ip), mac)
+                _forward_flow(shared, p, tk, _text(be.ip), mac)
     return VipPart(tuple(own_flows.flows.values()), own_flows.groups[0],
                    tuple((shared.owners[f.cookie], f) for f in shared.flows.values()))
 
@@ -432,11 +435,19 @@ def _static_flows(b: _Builder, p: Pipeline) -> None:
 
 
 def _ip(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
-    """``eth_type`` + ``ipv4_<which>`` / ``ipv6_<which>`` for ``ip``'s family."""
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        return {"eth_type": ETH_IP, f"ipv4_{which}": str(addr)}
-    return {"eth_type": ETH_IP6, f"ipv6_{which}": str(addr)}
+    """``eth_type`` + ``ipv4_<which>`` / ``ipv6_<which>`` for ``ip``'s family
+    (strings here are already canonical: they come from ``str(IPAddress)``)."""
+    text = ip if isinstance(ip, str) else _text(ip)
+    if ":" not in text:
+        return {"eth_type": ETH_IP, f"ipv4_{which}": text}
+    return {"eth_type": ETH_IP6, f"ipv6_{which}": text}
+
+
+@functools.lru_cache(maxsize=65536)
+def _text(ip: IPAddress) -> str:
+    """``str(ip)``, memoized: the same backend address is written into many
+    flows, and ipaddress formats it anew each time."""
+    return str(ip)
 
 
 def _exit(p: Pipeline) -> tuple[Action, ...]:
@@ -453,7 +464,7 @@ def _port_flows(b: _Builder, p: Pipeline, ofport: int, logical_port: str, tk: in
 
 def _arp_responder(b: _Builder, p: Pipeline, tk: int, ip: str) -> None:
     mac = vip_mac(ip)
-    if ipaddress.ip_address(ip).version == 6:
+    if ":" in ip:
         # OpenFlow cannot turn a solicitation into an advertisement cleanly:
         # lbaffd answers it (as ovn-controller's pinctrl does for nd_na)
         b.flow(("nd", str(tk), ip), p.pre_lb, PRIO_ARP_RESPONDER,
@@ -500,7 +511,7 @@ def _hairpin_snat(b: _Builder, p: Pipeline, plan: VipPlan, tk: int, be: Endpoint
     ``hairpin_snat_ip``) so its kernel sees a peer that is not itself.  The
     connection's ``ct_mark`` (= VIP id, set at DNAT) tells which VIP it came
     through, so VIPs sharing a backend keep their own SNAT address."""
-    snat = str(plan.lb.hairpin_source(plan.vip.endpoint))
+    snat = _text(plan.lb.hairpin_source(plan.vip.endpoint))
     match = {"metadata": tk, "ct_mark": plan.group_id, **_l4(plan.vip, be),
              **_ip(be.ip, "src"), **_ip(be.ip, "dst")}
     b.flow(plan.owner, p.forward, PRIO_HAIRPIN, match,
@@ -524,7 +535,7 @@ def _l4(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:
 
 def _nat(be: Endpoint) -> Nat:
     port = be.port or 0
-    return Nat(kind="dst", ip_min=str(be.ip), port_min=port, port_max=port)
+    return Nat(kind="dst", ip_min=_text(be.ip), port_min=port, port_max=port)
 
 
 def _commit_to(p: Pipeline, be: Endpoint, vip_id: int) -> Ct:

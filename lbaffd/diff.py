@@ -61,8 +61,10 @@ def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
             mod_groups.append(want_g)
     del_groups = [gid for gid in installed.groups if gid not in desired.groups]
 
-    def by_key(f: FlowSpec) -> tuple[int, int, str]:
-        return (f.table, -f.priority, str(f.match))
+    def by_key(f: FlowSpec) -> tuple[int, int]:
+        # stable sort: within a (table, priority) the deterministic dict order
+        # stays; formatting 100k matches to sort by them cost ~0.4 s per pass
+        return (f.table, -f.priority)
 
     return ChangeSet(
         add_groups=tuple(sorted(add_groups, key=lambda g: g.group_id)),
