@@ -20,6 +20,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, compile_state, vip_owners
+from lbaffd.diff import ChangeSet
 from lbaffd.model import IPAddress, parse_all
 from lbaffd.openflow import codec, wire
 from lbaffd.openflow.flowspec import (
@@ -39,6 +40,7 @@ from lbaffd.openflow.flowspec import (
     SetField,
 )
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
+from lbaffd.reconciler import to_messages
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 
@@ -222,6 +224,24 @@ def test_cached_encodings_stay_identical() -> None:
         first = wire.flow_add(spec)
         assert wire.flow_add(spec) == first
         assert raw_bytes(first) == os_ken_bytes(codec.flow_add(spec))
+
+
+def test_to_messages_keeps_the_bundle_order() -> None:
+    state = STATES[0].state
+    flows, groups = list(state.flows.values()), list(state.groups.values())
+    cs = ChangeSet(add_flows=tuple(flows[:5]), mod_flows=tuple(flows[5:8]),
+                   del_flows=tuple(flows[8:10]), add_groups=tuple(groups[:2]),
+                   mod_groups=tuple(groups[2:3]),
+                   del_groups=tuple(g.group_id for g in groups[3:5]))
+    expected = ([codec.group_add(g) for g in groups[:2]]
+                + [codec.group_modify(g) for g in groups[2:3]]
+                + [codec.flow_delete(f) for f in flows[8:10]]
+                + [codec.flow_add(f) for f in flows[:5]]
+                + [codec.flow_modify(f) for f in flows[5:8]]
+                + [codec.group_delete(g.group_id) for g in groups[3:5]])
+    got = to_messages(cs)
+    assert all(isinstance(m, wire.RawMessage) for m in got)
+    assert [raw_bytes(m) for m in got] == [os_ken_bytes(m) for m in expected]
 
 
 def test_bundle_add_of_a_serialized_message() -> None:
