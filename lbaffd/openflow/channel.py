@@ -1,6 +1,7 @@
 """A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp).
 
-os-ken is the codec; this module owns the socket (os-ken's ``Datapath`` sets
+os-ken is the codec (bulk flow and group mods come pre-encoded from
+``wire``); this module owns the socket (os-ken's ``Datapath`` sets
 TCP_NODELAY and fails on a unix socket, and without its app manager nobody
 answers echo requests).  One reader thread answers echoes, routes replies to
 waiters by xid and hands asynchronous messages to a callback; callers block on
@@ -26,10 +27,13 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from lbaffd.openflow import wire
+
 log = structlog.get_logger("lbaffd.openflow")
 
 DP = ProtocolDesc(version=ofp.OFP_VERSION)
 HEADER = struct.Struct("!BBHI")
+SEND_CHUNK = 256 * 1024  # bundle adds are written in batches of about this many bytes
 OFPMPF_REPLY_MORE = 1
 OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
 # Unsolicited messages for on_async; a multipart reply with no waiter is a
@@ -245,7 +249,8 @@ class OpenFlowChannel:
         reply = Reply(msg_type, xid, raw)
         if msg_type == ofp.OFPT_ERROR:
             err_type, code = struct.unpack_from("!HH", raw, 8)
-            waiter.error = OpenFlowError(err_type, code, xid, raw[12:])
+            if waiter.error is None:  # a bundle's adds share a waiter: keep the first
+                waiter.error = OpenFlowError(err_type, code, xid, raw[12:])
             waiter.done.set()
             return
         waiter.replies.append(reply)
@@ -270,19 +275,41 @@ class OpenFlowChannel:
             sock.sendall(data)
             self._sent[name] = self._sent.get(name, 0) + 1
 
-    def send(self, msg: Any) -> int:
-        """Serialize and send; assigns an xid when the message has none."""
-        if msg.xid is None:
-            msg.xid = next(self._xids)
-        msg.serialize()
+    def _send_many(self, parts: list[bytes], name: str) -> None:
+        """Several whole messages of one kind in one write."""
+        sock = self._sock
+        if sock is None:
+            raise ConnectionLost(self.target)
+        data = b"".join(parts)
         try:
-            self._send_raw(bytes(msg.buf), type(msg).__name__)
+            with self._send_lock:
+                sock.sendall(data)
+                self._sent[name] = self._sent.get(name, 0) + len(parts)
         except OSError as exc:
             raise ConnectionLost(str(exc)) from exc
-        return int(msg.xid)
+
+    def send(self, msg: Any, xid: int | None = None) -> int:
+        """Serialize and send; assigns an xid when the message has none.
+        ``msg`` is an os-ken message or a ``wire.RawMessage`` (then ``xid``
+        is the one to stamp, a fresh one if None)."""
+        if isinstance(msg, wire.RawMessage):
+            xid = next(self._xids) & 0xFFFFFFFF if xid is None else xid
+            data, name = msg.with_xid(xid), msg.name
+        else:
+            if xid is not None:
+                msg.xid = xid
+            if msg.xid is None:
+                msg.xid = next(self._xids)
+            msg.serialize()
+            data, name, xid = bytes(msg.buf), type(msg).__name__, int(msg.xid)
+        try:
+            self._send_raw(data, name)
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from exc
+        return xid
 
     def _register(self) -> tuple[int, _Waiter]:
-        xid = next(self._xids)
+        xid = next(self._xids) & 0xFFFFFFFF
         w = _Waiter()
         with self._waiters_lock:
             self._waiters[xid] = w
@@ -304,9 +331,8 @@ class OpenFlowChannel:
         if not self.connected:
             raise ConnectionLost(self.target)
         xid, w = self._register()
-        msg.xid = xid
         try:
-            self.send(msg)
+            self.send(msg, xid)
         except ConnectionLost:
             with self._waiters_lock:
                 self._waiters.pop(xid, None)
@@ -319,6 +345,10 @@ class OpenFlowChannel:
     def bundle(self, msgs: Sequence[Any], timeout: float | None = None) -> None:
         """Apply ``msgs`` atomically and in order (OFPBF_ATOMIC|OFPBF_ORDERED).
 
+        ``msgs`` are ``wire.RawMessage`` (encoded once, without an xid) or
+        os-ken messages.  Each is sent in an OFPT_BUNDLE_ADD_MESSAGE with an
+        xid of its own (the inner message carries the same xid), registered
+        so that an error the switch reports for that add is routed back here.
         Every add is checked by the switch as it arrives; if any fails the
         commit fails too and nothing is applied.  Raises the first error.
         """
@@ -328,15 +358,30 @@ class OpenFlowChannel:
         flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
         self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, []),
                      timeout)
-        add_waiters: list[tuple[int, _Waiter]] = []
+        # The switch answers a bundle add only when it fails: one waiter
+        # collects the first error of any add (in order: OVS handles them in
+        # order), under every add's own xid.
+        adds = _Waiter()
+        xids = [next(self._xids) & 0xFFFFFFFF for _ in msgs]
+        with self._waiters_lock:
+            self._waiters.update(dict.fromkeys(xids, adds))
         try:
-            for m in msgs:
-                xid, w = self._register()
-                add_waiters.append((xid, w))
-                add = parser.OFPBundleAddMsg(DP, bundle_id, flags, m, [])
-                add.xid = xid
-                m.xid = xid
-                self.send(add)
+            chunk: list[bytes] = []
+            size = 0
+            for xid, m in zip(xids, msgs, strict=True):
+                if isinstance(m, wire.RawMessage):
+                    data = m.bundle_add(xid, bundle_id, flags)
+                else:
+                    m.xid = xid
+                    m.serialize()
+                    data = wire.bundle_add(bytes(m.buf), xid, bundle_id, flags)
+                chunk.append(data)
+                size += len(data)
+                if size >= SEND_CHUNK:
+                    self._send_many(chunk, "OFPBundleAddMsg")
+                    chunk, size = [], 0
+            if chunk:
+                self._send_many(chunk, "OFPBundleAddMsg")
             commit_error: Exception | None = None
             try:
                 self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
@@ -345,11 +390,10 @@ class OpenFlowChannel:
                 commit_error = exc
         finally:
             with self._waiters_lock:
-                for xid, _ in add_waiters:
+                for xid in xids:
                     self._waiters.pop(xid, None)
-        for _, w in add_waiters:
-            if w.error is not None:
-                raise w.error
+        if adds.error is not None:
+            raise adds.error
         if commit_error is not None:
             raise commit_error
 

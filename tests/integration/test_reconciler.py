@@ -11,7 +11,7 @@ from types import MappingProxyType
 import pytest
 
 from lbaffd.model import LoadBalancer, parse_all
-from lbaffd.openflow import codec
+from lbaffd.openflow import codec, wire
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowError
 from lbaffd.openflow.flowspec import FlowSpec, Group, Match, Output
 from lbaffd.pipeline import STANDALONE
@@ -106,6 +106,26 @@ def test_bundle_is_atomic(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
     assert "GROUP" in str(err.value)
     assert sandbox.dump_flows("table=9") == []
     channel.bundle([codec.flow_add(good)])
+    assert len(sandbox.dump_flows("table=9")) == 1
+
+
+def test_bundle_of_wire_messages(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
+    """Raw ``wire`` messages, batched into multi-message writes, mixed with
+    os-ken ones; an error names the failing add by its own xid."""
+    cookie = 0x1BAF00000000000A
+    flows = [FlowSpec(9, 10, Match.of(in_port=1, eth_type=0x800, ipv4_dst=str(
+        ipaddress.IPv4Address("10.200.0.0") + i)), (Output(2),), cookie) for i in range(4000)]
+    before = channel.sent_counts.get("OFPBundleAddMsg", 0)
+    channel.bundle([*(wire.flow_add(f) for f in flows),
+                    codec.flow_add(FlowSpec(9, 11, Match.of(in_port=3), (Output(4),), cookie))])
+    assert channel.sent_counts["OFPBundleAddMsg"] == before + len(flows) + 1
+    assert len(sandbox.dump_flows("table=9")) == len(flows) + 1
+    bad = FlowSpec(9, 12, Match.of(in_port=2), (Group(0xB0FFFFFF),), cookie)
+    with pytest.raises(OpenFlowError) as err:
+        channel.bundle([wire.flow_delete(f) for f in flows] + [wire.flow_add(bad)])
+    assert "GROUP" in str(err.value) and err.value.xid != 0
+    assert len(sandbox.dump_flows("table=9")) == len(flows) + 1  # atomic: nothing deleted
+    channel.bundle([wire.flow_delete(f) for f in flows])
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
