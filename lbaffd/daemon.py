@@ -14,18 +14,19 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
-from types import FrameType, MappingProxyType
+from dataclasses import replace
+from types import FrameType
 
 import structlog
 
 from lbaffd import model
 from lbaffd import ownership as own
-from lbaffd.compiler import VipPlan, vip_mac
+from lbaffd.compiler import vip_mac
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
+from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
@@ -34,19 +35,15 @@ from lbaffd.openflow.flowdesc import monitor_update_cookies
 from lbaffd.pipeline import STANDALONE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
+from lbaffd.report import PassReport
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,
     OVS_TABLES,
     SB_TABLES,
     DbMonitor,
     configure_ssl,
-    read_lbs,
     read_local,
-    read_sb,
-    read_service_monitors,
-    take_dirty,
 )
-from lbaffd.sb.records import SbSnapshot
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import ReconcileStats, Status
 from lbaffd.topology import Topology, build_topology
@@ -63,13 +60,6 @@ OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Inputs:
-    snapshot: SbSnapshot
-    lbs: tuple[model.LoadBalancer, ...]
-    issues: tuple[model.ParseIssue, ...]
-
-
 class Daemon:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings.with_defaults()
@@ -81,7 +71,6 @@ class Daemon:
         self._sb: DbMonitor | None = None
         self._channel: OpenFlowChannel | None = None
         self._reconciler: Reconciler | None = None
-        self._reported: set[model.ParseIssue] = set()
         self._retry_at = 0.0
         self._backoff = 0.0
         self._synced = False
@@ -94,12 +83,10 @@ class Daemon:
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
-        self._parsed: dict[str, model.LoadBalancer] = {}
-        self._empty_vips: set[tuple[str, str]] = set()
         self._expected_deletes = ExpectedDeletes()
-        self._vip_by_cookie: dict[int, tuple[str, str]] = {}
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
-        self._refuser = Refuser(self._packet_out, lambda c: self._vip_by_cookie.get(c),
+        self._report = PassReport(self.metrics)
+        self._refuser = Refuser(self._packet_out, lambda c: self._report.vip_by_cookie.get(c),
                                 lambda lb, vip, kind: self.metrics.refusals.labels(
                                     lb, vip, kind).inc())
 
@@ -346,7 +333,9 @@ class Daemon:
                 return True
         except Exception as exc:
             return self._failed(exc)
-        inputs = self._read_inputs()
+        assert self._ovs is not None and self._sb is not None
+        self._sb_read_at = time.time()
+        inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
         if inputs is None:
             return False
         try:
@@ -357,7 +346,6 @@ class Daemon:
         except Exception as exc:
             return self._failed(exc)
         self._inputs, self._topo = inputs, topo
-        self._parsed = {lb.uuid: lb for lb in inputs.lbs}
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
@@ -374,16 +362,11 @@ class Daemon:
         ovs, sb, rec = self._ovs, self._sb, self._reconciler
         last, topo = self._inputs, self._topo
         assert ovs is not None and sb is not None and rec is not None
-        if last is None or topo is None or not (ovs.connected and sb.connected):
+        if last is None or topo is None:
             return False
-        with ovs.conn.lock:
-            local_dirty = take_dirty(ovs)
-        with sb.conn.lock:
-            dirty = take_dirty(sb)
-            if dirty is None or local_dirty is None or local_dirty or set(dirty) - {
-                    "Load_Balancer"}:
-                return False  # the full pass reads everything again
-            rows = read_lbs(sb, sorted(dirty.get("Load_Balancer", ())))
+        rows = read_lb_change(ovs, sb)
+        if rows is None:
+            return False  # the full pass reads everything again
         if not rows:  # no row lbaffd reads has changed
             if not audit:
                 return True
@@ -397,36 +380,12 @@ class Daemon:
         if audit:
             return False
         self._sb_read_at = time.time()
-        snap = last.snapshot
-        # issues are labelled by LB name (or uuid): drop the changed LBs' old ones
-        labels = {r.name or r.uuid for u in rows
-                  for r in (snap.load_balancers.get(u), rows[u]) if r is not None}
-        issues = [i for i in last.issues if i.lb not in labels]
-        changed: dict[str, model.LoadBalancer | None] = {}
-        for uuid, row in rows.items():
-            lb, found = (None, []) if row is None else model.parse_load_balancer(
-                row, snap.datapaths, snap.dp_groups)
-            changed[uuid] = lb
-            issues.extend(found)
-        channel = self._ensure_channel()
-        result = rec.reconcile_changed(channel, changed, topo)
+        changed, issues = last.parse_change(rows)
+        result = rec.reconcile_changed(self._ensure_channel(), changed, topo)
         if result is None:
             return False
-        lbs_rows = dict(snap.load_balancers)
-        for uuid, row in rows.items():
-            if row is None:
-                lbs_rows.pop(uuid, None)
-            else:
-                lbs_rows[uuid] = row
-            lb = changed[uuid]
-            if lb is None:
-                self._parsed.pop(uuid, None)
-            else:
-                self._parsed[uuid] = lb
-        all_issues = tuple(issues)
-        self._inputs = Inputs(replace(snap, load_balancers=MappingProxyType(lbs_rows)),
-                              tuple(self._parsed.values()), all_issues)
-        self._done(result, all_issues + result.desired.issues)
+        self._inputs = last.with_change(rows, changed, issues)
+        self._done(result, issues + result.desired.issues)
         return True
 
     def _failed(self, exc: Exception) -> bool:
@@ -444,8 +403,8 @@ class Daemon:
     def _done(self, result: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
         self._backoff = 0.0
         self._retry_at = 0.0
-        self._report_issues(issues)
-        self._record(result)
+        self._report.issues(issues)
+        self._report.result(result, self._queued, self._sb_read_at)
         self._publish(result, issues)
         if not self._synced:
             self._synced = True
@@ -468,41 +427,6 @@ class Daemon:
         log.info("openflow_connected", target=self.settings.of_target)
         return self._channel
 
-    def _read_inputs(self) -> Inputs | None:
-        ovs, sb = self._ovs, self._sb
-        assert ovs is not None and sb is not None
-        if not (ovs.idl is not None and ovs.idl.in_sync and sb.idl is not None
-                and sb.idl.in_sync):
-            return None  # not (re)synced: keep what is installed
-        with ovs.conn.lock:
-            take_dirty(ovs)  # everything is read: what changed so far is covered
-            _, interfaces = read_local(ovs, self.settings.bridge)
-        self._sb_read_at = time.time()
-        with sb.conn.lock:
-            take_dirty(sb)
-            lbs_rows, dps, groups, pbs = read_sb(sb)
-            monitors = read_service_monitors(sb)
-        snap = SbSnapshot(
-            load_balancers=MappingProxyType(lbs_rows), datapaths=MappingProxyType(dps),
-            dp_groups=MappingProxyType(groups), port_bindings=MappingProxyType(pbs),
-            interfaces=interfaces, chassis_name=self.settings.chassis,
-            service_monitors=monitors,
-        )
-        lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
-        return Inputs(snap, lbs, tuple(issues))
-
-    def _report_issues(self, issues: tuple[model.ParseIssue, ...]) -> None:
-        """Log each bad input once (not every pass), and its clearing."""
-        current = set(issues)
-        for issue in sorted(current - self._reported, key=lambda i: (i.lb, i.vip, i.reason)):
-            emit = log.error if issue.fatal else log.warning
-            emit("lb_input_rejected" if issue.fatal else "lb_input_warning", lb=issue.lb,
-                 vip=issue.vip or None, reason=issue.reason, detail=issue.detail)
-            self.metrics.parse_errors.labels(issue.reason).inc()
-        for issue in self._reported - current:
-            log.info("lb_input_fixed", lb=issue.lb, vip=issue.vip or None, reason=issue.reason)
-        self._reported = current
-
     def _publish(self, r: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
         old = self._status.stats
         stats = ReconcileStats(
@@ -512,48 +436,4 @@ class Daemon:
             installed_flows=r.installed_flows, installed_groups=r.installed_groups,
             last_sync=time.time())
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats)
-        self._note_empty_vips(r.desired.vips)
-
-    def _note_empty_vips(self, plans: tuple[VipPlan, ...]) -> None:
-        """Log once when a VIP loses its last live backend (and when it gets
-        one back); count them by action; map reject cookies to their VIP."""
-        empty = {(p.lb.name or p.lb.uuid, p.vip.key): p for p in plans if not p.live_backends}
-        for key in sorted(empty.keys() - self._empty_vips):
-            p = empty[key]
-            log.warning("vip_without_backends", lb=key[0], vip=key[1],
-                        action="reject" if p.lb.reject else "drop",
-                        backends=len(p.vip.backends))
-        for key in sorted(self._empty_vips - empty.keys()):
-            log.info("vip_backends_restored", lb=key[0], vip=key[1])
-        self._empty_vips = set(empty)
-        for action in ("drop", "reject"):
-            self.metrics.vips_without_backends.labels(action).set(
-                sum((p.lb.reject) == (action == "reject") for p in empty.values()))
-        # replaced whole: the reader thread sees the old or the new map, never half
-        self._vip_by_cookie = {own.owner_cookie(p.owner): key
-                               for key, p in empty.items() if p.lb.reject}
-
-    def _record(self, r: ReconcileResult) -> None:
-        m = self.metrics
-        c = r.changes
-        m.reconciles.labels("ok").inc()
-        m.reconcile_seconds.observe(r.seconds)
-        for kind, n in (("group_add", len(c.add_groups)), ("group_modify", len(c.mod_groups)),
-                        ("group_delete", len(c.del_groups)), ("flow_add", len(c.add_flows)),
-                        ("flow_modify", len(c.mod_flows)), ("flow_delete", len(c.del_flows))):
-            if n:
-                m.changes.labels(kind).inc(n)
-        m.desired_flows.set(len(r.desired.state.flows))
-        m.desired_groups.set(len(r.desired.state.groups))
-        m.installed_flows.set(r.installed_flows)
-        m.installed_groups.set(r.installed_groups)
-        m.last_sync.set(time.time())
-        m.queue_depth.set(self._queued)
-        if c.empty and not r.foreign:
-            log.debug("in_sync", ms=round(r.seconds * 1000, 1), audit=r.audited,
-                      flows=len(r.desired.state.flows))
-        else:
-            log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
-                     groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
-                     ms=round(r.seconds * 1000, 1), queued=self._queued, audit=r.audited,
-                     sb_read_at=round(self._sb_read_at, 3))
+        self._report.empty_vips(r.desired.vips)
