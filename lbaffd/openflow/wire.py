@@ -16,6 +16,7 @@ encoded match entries and actions are cached by value.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -210,14 +211,9 @@ def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-_FIELDS: dict[str, _Field] = {}
-
-
+@functools.cache  # bounded by the OXM field names
 def _field(name: str) -> _Field:
-    f = _FIELDS.get(name)
-    if f is None:
-        f = _FIELDS[name] = _Field(name)
-    return f
+    return _Field(name)
 
 
 def _oxm_tlv_slow(name: str, value: Any, normalize: bool) -> bytes:
@@ -252,15 +248,10 @@ def _oxm_tlv(name: str, value: Any, normalize: bool) -> bytes:
 
 CACHE_LIMIT = 1 << 17
 
-_match_tlvs: dict[tuple[str, MatchValue], tuple[int, bytes]] = {}
-
-
-def _match_miss(item: tuple[str, MatchValue]) -> tuple[int, bytes]:
-    if len(_match_tlvs) >= CACHE_LIMIT:
-        _match_tlvs.clear()
+@functools.lru_cache(maxsize=CACHE_LIMIT)
+def _match_entry(item: tuple[str, MatchValue]) -> tuple[int, bytes]:
     name, value = item
-    hit = _match_tlvs[item] = (_field(name).sort_key, _oxm_tlv(name, value, True))
-    return hit
+    return _field(name).sort_key, _oxm_tlv(name, value, True)
 
 
 def _sort_key(entry: tuple[int, bytes]) -> int:
@@ -270,8 +261,7 @@ def _sort_key(entry: tuple[int, bytes]) -> int:
 def encode_match(match: Match) -> bytes:
     """``ofp_match`` (OXM), padded to 8 bytes; fields in os-ken's order
     (by OXM type number, stable)."""
-    get = _match_tlvs.get
-    entries = [get(item) or _match_miss(item) for item in match.fields]
+    entries = [_match_entry(item) for item in match.fields]
     entries.sort(key=_sort_key)
     body = b"".join([tlv for _, tlv in entries])
     size = 4 + len(body)
@@ -289,26 +279,18 @@ def _group(a: Group) -> bytes:
     return GROUP.pack(OFPAT_GROUP, 8, a.group_id)
 
 
-_set_fields: dict[tuple[str, int | str], bytes] = {}
-
-
+@functools.lru_cache(maxsize=CACHE_LIMIT)
 def _set_field_bytes(name: str, value: int | str) -> bytes:
-    key = (name, value)
-    hit = _set_fields.get(key)
-    if hit is None:
-        if len(_set_fields) >= CACHE_LIMIT:
-            _set_fields.clear()
-        tlv = _oxm_tlv(name, value, False)
-        size = (4 + len(tlv) + 7) // 8 * 8
-        hit = _set_fields[key] = (U16_U16.pack(OFPAT_SET_FIELD, size) + tlv
-                                  + _ZEROS[: size - 4 - len(tlv)])
-    return hit
+    tlv = _oxm_tlv(name, value, False)
+    size = (4 + len(tlv) + 7) // 8 * 8
+    return U16_U16.pack(OFPAT_SET_FIELD, size) + tlv + _ZEROS[: size - 4 - len(tlv)]
 
 
 def _set_field(a: SetField) -> bytes:
     return _set_field_bytes(a.field, a.value)
 
 
+@functools.cache  # bounded by the field names
 def _oxm_id(name: str) -> bytes:
     """OFPOxmId: the 4-byte header of a whole (unmasked) basic/NXM field."""
     num, kind = ofp.oxm_get_field_info_by_name(name)
@@ -322,22 +304,11 @@ def _subfield_header(name: str) -> bytes:
     return bytes(buf)
 
 
-_headers: dict[str, bytes] = {}
-_oxm_ids: dict[str, bytes] = {}
-
-
-def _header(name: str) -> bytes:
-    h = _headers.get(name)
-    if h is None:
-        h = _headers[name] = _subfield_header(name)
-    return h
+_header = functools.lru_cache(maxsize=None)(_subfield_header)  # bounded by the field names
 
 
 def _move(a: Move) -> bytes:
-    ids = _oxm_ids.get(a.src), _oxm_ids.get(a.dst)
-    src = ids[0] or _oxm_ids.setdefault(a.src, _oxm_id(a.src))
-    dst = ids[1] or _oxm_ids.setdefault(a.dst, _oxm_id(a.dst))
-    body = src + dst
+    body = _oxm_id(a.src) + _oxm_id(a.dst)
     size = (12 + len(body) + 7) // 8 * 8
     return (COPY_FIELD.pack(OFPAT_COPY_FIELD, size, a.n_bits, a.src_ofs, a.dst_ofs) + body
             + _ZEROS[: size - 12 - len(body)])
@@ -378,13 +349,8 @@ def _addr(text: str, v6: bool) -> bytes:
         return bytes(kind.from_user(text))
 
 
-_cts: dict[Ct, bytes] = {}
-
-
+@functools.lru_cache(maxsize=CACHE_LIMIT)
 def _ct(a: Ct) -> bytes:
-    hit = _cts.get(a)
-    if hit is not None:
-        return hit
     nested = b""
     if a.nat is not None:
         nested += _nat(a.nat)
@@ -395,25 +361,16 @@ def _ct(a: Ct) -> bytes:
     else:
         zone_src, zone = bytes(4), a.zone
     size = (24 + len(nested) + 7) // 8 * 8
-    out = (CT.pack(OFPAT_EXPERIMENTER, size, NX_EXPERIMENTER, NXAST_CT,
-                   NX_CT_F_COMMIT if a.commit else 0, zone_src, zone,
-                   NX_CT_RECIRC_NONE if a.table is None else a.table, 0)
-           + nested + _ZEROS[: size - 24 - len(nested)])
-    if len(_cts) >= CACHE_LIMIT:
-        _cts.clear()
-    _cts[a] = out
-    return out
+    return (CT.pack(OFPAT_EXPERIMENTER, size, NX_EXPERIMENTER, NXAST_CT,
+                    NX_CT_F_COMMIT if a.commit else 0, zone_src, zone,
+                    NX_CT_RECIRC_NONE if a.table is None else a.table, 0)
+            + nested + _ZEROS[: size - 24 - len(nested)])
 
 
-_subfields: dict[str, bytes] = {}
-
-
+@functools.cache  # bounded by the field names
 def _subfield(name: str) -> bytes:
     """A learn spec's field: its header and bit offset 0."""
-    sub = _subfields.get(name)
-    if sub is None:
-        sub = _subfields[name] = _header(name) + b"\0\0"
-    return sub
+    return _header(name) + b"\0\0"
 
 
 # learn spec headers: src immediate (1 << 13), dst load (1 << 11), n_bits
@@ -506,28 +463,21 @@ def flow_delete(spec: FlowSpec) -> RawMessage:
 # ------------------------------------------------------------------ group mods
 
 
-_selection: dict[tuple[str, int, tuple[str, ...]], bytes] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def selection_method_property(method: str, param: int, fields: tuple[str, ...]) -> bytes:
     """The NTR selection-method group property (as ``groupdesc.SelectionMethodProperty``)."""
-    key = (method, param, fields)
-    hit = _selection.get(key)
-    if hit is None:
-        body = bytes(4) + method.encode().ljust(16, b"\0") + U64.pack(param)
-        for name in fields:
-            f = _field(name)
-            if f.encode is None:
-                header = _header(name)
-                (h,) = struct.unpack_from("!I", header)
-                body += header + b"\xff" * ((h & 0xFF) - (len(header) - 4))
-            else:
-                body += f.plain + b"\xff" * f.size
-        size = 12 + len(body)
-        hit = _selection[key] = (SELECTION_METHOD.pack(OFPGPT_EXPERIMENTER, size,
-                                                       NTR_EXPERIMENTER, NTR_SELECTION_METHOD)
-                                 + body + _ZEROS[: -size % 8])
-    return hit
+    body = bytes(4) + method.encode().ljust(16, b"\0") + U64.pack(param)
+    for name in fields:
+        f = _field(name)
+        if f.encode is None:
+            header = _header(name)
+            (h,) = struct.unpack_from("!I", header)
+            body += header + b"\xff" * ((h & 0xFF) - (len(header) - 4))
+        else:
+            body += f.plain + b"\xff" * f.size
+    size = 12 + len(body)
+    return (SELECTION_METHOD.pack(OFPGPT_EXPERIMENTER, size, NTR_EXPERIMENTER,
+                                  NTR_SELECTION_METHOD) + body + _ZEROS[: -size % 8])
 
 
 def _group_mod(spec: GroupSpec, command: int) -> RawMessage:
@@ -557,5 +507,5 @@ def group_delete(group_id: int) -> RawMessage:
 
 def clear_caches() -> None:
     """Forget every cached encoding (benchmarks; memory is bounded anyway)."""
-    for cache in (_match_tlvs, _set_fields, _cts, _selection):
-        cache.clear()
+    for memo in (_match_entry, _set_field_bytes, _ct, selection_method_property):
+        memo.cache_clear()
