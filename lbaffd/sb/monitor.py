@@ -86,6 +86,12 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             self._dirty.setdefault(row._table.name, set()).add(str(row.uuid))
         super().notify(event, row, updates)
 
+    def _on_matching(self, event: str, row: Any, updates: Any = None) -> Any:
+        """ovsdbapp copies every matching row (``frozen_row``) for its
+        handlers; ours only wake the worker, which reads the rows itself:
+        skip the copy (~0.5 s for a transaction of 5000 rows)."""
+        return None
+
     def take_dirty(self) -> dict[str, set[str]] | None:
         """The rows changed since the last call (None: anything may have);
         call with the connection lock held, in the same critical section as
