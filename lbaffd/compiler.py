@@ -205,8 +205,12 @@ class VipPart:
     shared: tuple[tuple[own.OwnerKey, FlowSpec], ...]
 
 
-def _macs_of(plan: VipPlan, topo: Topology) -> tuple[str | None, ...]:
-    return tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths for be in plan.vip.backends)
+def _topo_key(plan: VipPlan, topo: Topology) -> tuple[object, ...]:
+    """What of the topology a VIP's part depends on: its backends' MACs and
+    which of them are local ports (hairpin)."""
+    return (tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths
+                  for be in plan.vip.backends),
+            tuple(be.ip in topo.local_ips for be in plan.live_backends))
 
 
 class VipCache:
@@ -220,7 +224,7 @@ class VipCache:
         self._used: dict[tuple[object, ...], VipPart] = {}
 
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-        key = (plan, p, max_idle, _macs_of(plan, topo))
+        key = (plan, p, max_idle, _topo_key(plan, topo))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
             part = compile_vip(plan, p, max_idle, topo)
@@ -230,7 +234,7 @@ class VipCache:
     def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
         """Drop a VIP's part that an incremental pass replaced (full passes
         drop what they did not use in ``end_pass``)."""
-        key = (plan, p, max_idle, _macs_of(plan, topo))
+        key = (plan, p, max_idle, _topo_key(plan, topo))
         self._parts.pop(key, None)
         self._used.pop(key, None)
 
@@ -297,7 +301,7 @@ def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
 
 def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
     own_flows = FlowBuilder()
-    vip_flows(own_flows, p, plan, max_idle)
+    vip_flows(own_flows, p, plan, max_idle, topo.local_ips)
     shared = FlowBuilder()
     vip, lb = plan.vip, plan.lb
     ip = addr_text(vip.endpoint.ip)

@@ -270,7 +270,8 @@ def _commit_to(p: Pipeline, be: Endpoint, vip_id: int) -> Ct:
     return Ct(commit=True, zone_field=REG_CT_ZONE, table=p.learn, nat=_nat(be), mark=vip_id)
 
 
-def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int) -> None:
+def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
+              local_ips: frozenset[IPAddress] = frozenset()) -> None:
     vip, gid, owner = plan.vip, plan.group_id, plan.owner
     affinity = plan.lb.affinity_timeout is not None
     new = {"ct_state": _ct_state(CS_NEW | CS_TRK)}
@@ -289,7 +290,8 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int) -> None
 
     for tk in plan.datapaths:
         for be in plan.live_backends:
-            _hairpin_snat(b, p, plan, tk, be)
+            if be.ip in local_ips:  # only a local port can connect to its own VIP here
+                _hairpin_snat(b, p, plan, tk, be)
     fields = hash_fields(plan)
     b.groups.append(GroupSpec(
         group_id=gid,

@@ -58,6 +58,9 @@ class Topology:
     down: frozenset[tuple[IPAddress, int | None, str]] = frozenset()
     # datapaths local without a port here: routers behind a local switch, gateways
     attached: frozenset[int] = frozenset()
+    # addresses of the local ports: only these backends can be balanced to
+    # themselves (hairpin) through this switch
+    local_ips: frozenset[IPAddress] = frozenset()
 
     def is_down(self, backend: Endpoint, protocol: str) -> bool:
         return (backend.ip, backend.port, protocol) in self.down
@@ -147,4 +150,6 @@ def build_topology(snap: SbSnapshot) -> Topology:
     return Topology(tuple(local[k] for k in sorted(local)), macs,
                     unhealthy(snap.service_monitors, port_ips),
                     frozenset(snap.datapaths[d].tunnel_key for d in attached
-                              if d in snap.datapaths))
+                              if d in snap.datapaths),
+                    frozenset(ip for p in local.values()
+                              for ip in port_ips.get(p.logical_port, ())))

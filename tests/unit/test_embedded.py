@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -116,3 +118,16 @@ def test_settings_pipeline(kwargs: dict[str, object], expect: tuple[int, int]) -
 def test_settings_pipeline_rejects_clashes(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Settings(**kwargs).pipeline()  # type: ignore[arg-type]
+
+
+def test_hairpin_flows_only_for_backends_on_local_ports() -> None:
+    snap = snapshot()
+    topo = build_topology(snap)
+    assert topo.local_ips == frozenset({ipaddress.ip_address("10.0.0.11")})
+    lbs, _ = parse_all(snap.load_balancers.values(), snap.datapaths, {})
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    flows = compile_state(lbs, topo, ids, STANDALONE).state.flows.values()
+    assert not any("ct_mark" in f.match.as_dict() for f in flows)  # 10.0.0.21 is remote
+    local = replace(topo, local_ips=frozenset({ipaddress.ip_address("10.0.0.21")}))
+    flows = compile_state(lbs, local, ids, STANDALONE).state.flows.values()
+    assert sum("ct_mark" in f.match.as_dict() for f in flows) == 2  # on the router and gateway

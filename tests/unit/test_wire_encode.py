@@ -69,6 +69,8 @@ TOPO = Topology(
     down=frozenset({(_ip("10.0.0.23"), 8080, "tcp"), (_ip("fd00::23"), 8080, "tcp"),
                     (_ip("10.0.1.2"), 53, "udp")}),
     attached=frozenset({2}),
+    # be1/be2 are local ports: their hairpin flows (ct_mark matches) are in the corpus
+    local_ips=frozenset({_ip("10.0.0.21"), _ip("10.0.0.22"), _ip("fd00::21")}),
 )
 
 
