@@ -35,7 +35,6 @@ from lbaffd.stages import (
     forward_flow,
     hairpin_reply,
     hairpin_unsnat,
-    hash_fields,
     port_flows,
     static_flows,
     vip_flows,
@@ -43,8 +42,8 @@ from lbaffd.stages import (
 )
 from lbaffd.topology import Topology
 
-__all__ = ["DesiredState", "VipCache", "VipPart", "VipPlan", "compile_state", "hash_fields",
-           "make_plan", "plan_vips", "vip_mac", "vip_owners"]
+__all__ = ["DesiredState", "VipCache", "VipPart", "VipPlan", "compile_state", "make_plan",
+           "plan_vips", "vip_mac", "vip_owners"]
 
 
 
