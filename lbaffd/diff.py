@@ -28,6 +28,13 @@ class ChangeSet:
         return not (self.add_groups or self.mod_groups or self.del_flows or self.add_flows
                     or self.mod_flows or self.del_groups)
 
+    def __add__(self, other: ChangeSet) -> ChangeSet:
+        """Both change sets, in order (an audit's slices add up)."""
+        return ChangeSet(
+            self.add_groups + other.add_groups, self.mod_groups + other.mod_groups,
+            self.del_flows + other.del_flows, self.add_flows + other.add_flows,
+            self.mod_flows + other.mod_flows, self.del_groups + other.del_groups)
+
     def __len__(self) -> int:
         return (len(self.add_groups) + len(self.mod_groups) + len(self.del_flows)
                 + len(self.add_flows) + len(self.mod_flows) + len(self.del_groups))

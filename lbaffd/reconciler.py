@@ -147,11 +147,6 @@ def recover_group_ids(installed: SwitchState) -> dict[int, int]:
 TICK_DECODES = 50
 
 
-def astuple_shallow(cs: ChangeSet) -> tuple[tuple[Any, ...], ...]:
-    return (cs.add_groups, cs.mod_groups, cs.del_flows, cs.add_flows, cs.mod_flows,
-            cs.del_groups)
-
-
 def to_messages(cs: ChangeSet) -> list[wire.RawMessage]:
     """Order matters inside the bundle: groups must exist before flows point
     at them, and flows must be gone before their group is deleted.  Encoded
@@ -302,8 +297,7 @@ class Reconciler:
         channel.barrier()
         self._index = index
         self._installed = SwitchState(index.flows, index.groups)
-        return ChangeSet(*(a + b for a, b in zip(astuple_shallow(total),
-                                                  astuple_shallow(changes), strict=True)))
+        return total + changes
 
     def reconcile_changed(self, channel: Channel, changed: Mapping[str, LoadBalancer | None],
                           topo: Topology) -> ReconcileResult | None:
