@@ -2,14 +2,19 @@
 # Both install what is missing first (Debian packages, then a venv in .venv).
 
 SHELL        := /bin/bash
-PYTHON       ?= python3
+# Debian's python3 with its python3-openvswitch: the OVSDB IDL then parses JSON in C
+# (ovs._json; PyPI's ovs wheel has only the pure-Python parser, ~10x slower)
+PYTHON       ?= /usr/bin/python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv systemd openssl procps
+DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv \
+                python3-openvswitch systemd openssl procps
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
 OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
-STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+# the venv's recipe is part of the stamp: a change to how it is built rebuilds it
+VENV_KIND    := system-site-packages:$(PYTHON)
+STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIND)') | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 
@@ -41,7 +46,9 @@ bench-deps: deps
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -x $(PY) ] && ! $(PY) -c 'import ovs._json' 2>/dev/null; then \
+	    echo "$(VENV): no C JSON parser for the OVSDB IDL; recreating it on $(PYTHON)"; rm -rf $(VENV); fi
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-*; touch $@

@@ -111,3 +111,11 @@ def test_network_facing_defaults_are_local_only() -> None:
     d = Settings()
     assert d.metrics_address.startswith("127.0.0.1:")
     assert d.rundir == "/var/run/lbaffd" and not d.cleanup_on_exit
+
+
+def test_venv_has_the_c_json_parser() -> None:
+    """`make venv` builds on Debian's python3-openvswitch: the IDL must parse
+    SB updates with ovs._json, not the ~10x slower pure-Python parser."""
+    from lbaffd.sb.monitor import json_parser
+
+    assert json_parser() == "c"
