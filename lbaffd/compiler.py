@@ -62,6 +62,17 @@ class VipPlan:
     buckets: tuple[tuple[int, Endpoint], ...] = ()
     distribution: str = dist.OVS_DEFAULT
     expected_shares: tuple[float, ...] = ()  # per live backend, in live_backends order
+    # a plan keys the compile cache: hashing it walks the whole LB, so once
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.lb, self.vip, self.owner, self.group_id, self.datapaths,
+                      self.live_backends, self.buckets, self.distribution,
+                      self.expected_shares)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def learned_cookie(self, backend: Endpoint) -> int:
         """Cookie of the affinity entries learned for ``backend`` of this VIP."""

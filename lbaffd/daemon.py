@@ -26,6 +26,7 @@ from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
+from lbaffd.gcpause import GcPause
 from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
@@ -84,6 +85,7 @@ class Daemon:
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
         self._expected_deletes = ExpectedDeletes()
+        self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
         self._report = PassReport(self.metrics)
         self._refuser = Refuser(self._packet_out, lambda c: self._report.vip_by_cookie.get(c),
@@ -196,7 +198,8 @@ class Daemon:
                  distribution=s.distribution, mode=self.pipeline.mode,
                  tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
                  next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
-        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping)
+        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
+                             gc_pause=self._gc_pause)
         self._sb.start()
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         self._reconciler.on_delete = self._expected_deletes.expect
@@ -329,22 +332,24 @@ class Daemon:
         Between audits, a change of Load_Balancer rows only is applied
         incrementally (O(change)); anything else is a full pass."""
         try:
-            if not full and self._incremental_pass(audit):
-                return True
+            with self._gc_pause:  # an audit decodes every flow on the switch
+                if not full and self._incremental_pass(audit):
+                    return True
         except Exception as exc:
             return self._failed(exc)
         assert self._ovs is not None and self._sb is not None
         self._sb_read_at = time.time()
-        inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
-        if inputs is None:
-            return False
-        try:
-            channel = self._ensure_channel()
-            assert self._reconciler is not None
-            topo = build_topology(inputs.snapshot)
-            result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
-        except Exception as exc:
-            return self._failed(exc)
+        with self._gc_pause:
+            inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
+            if inputs is None:
+                return False
+            try:
+                channel = self._ensure_channel()
+                assert self._reconciler is not None
+                topo = build_topology(inputs.snapshot)
+                result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
+            except Exception as exc:
+                return self._failed(exc)
         self._inputs, self._topo = inputs, topo
         self._done(result, inputs.issues + result.desired.issues)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of

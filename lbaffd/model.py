@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
 
@@ -32,6 +32,15 @@ class Endpoint:
 
     ip: IPAddress
     port: int | None = None
+    # ipaddress hashes through hex(int): remembered, as endpoints key many dicts
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.ip, self.port)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def __str__(self) -> str:
         if self.port is None:

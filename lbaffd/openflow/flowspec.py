@@ -31,6 +31,16 @@ class Match:
     """A canonical OXM match: fields sorted by name, full masks folded away."""
 
     fields: tuple[tuple[str, MatchValue], ...] = ()
+    # A match is hashed as part of every flow key in every index: a tuple does
+    # not remember its hash, so this does (0: not computed yet).
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash(self.fields) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @classmethod
     def of(cls, items: Mapping[str, MatchValue] | None = None, **kw: MatchValue) -> Match:
