@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
 from lbaffd import __version__
 from lbaffd.config import ENV_PREFIX, Settings, load_settings, read_config_file
@@ -81,12 +80,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(cli, os.environ, read_config_file(args.config))
 
 
+def keep_eventlet_out() -> None:
+    """lbaffd runs on plain threads and never uses eventlet, but os-ken's
+    package metadata installs it and ``ovs.poller`` imports it when present,
+    only to detect monkey patching; that import alone loads eventlet's patched
+    copy of dnspython (~13 MB of a 65 MB baseline).  Make it unimportable in
+    the daemon's process (Python's own ``sys.modules[name] = None`` contract),
+    before anything imports ``ovs``."""
+    if "eventlet" not in sys.modules:
+        sys.modules["eventlet"] = None  # type: ignore[assignment]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        # ovs.poller imports eventlet only to detect monkey patching (lbaffd
-        # never patches); keep its deprecation notice out of the daemon's log.
-        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        keep_eventlet_out()
         from lbaffd.daemon import Daemon
         from lbaffd.log import configure
 

@@ -7,7 +7,7 @@ the same ``DesiredState``, which is what makes a restart a no-op on the switch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lbaffd import distribution as dist
@@ -262,13 +262,17 @@ def compile_state(
     min_slots: int = 1,
     cache: VipCache | None = None,
     incumbents: frozenset[own.OwnerKey] = frozenset(),
+    on_flow: Callable[[FlowSpec], None] | None = None,
+    on_group: Callable[[GroupSpec], None] | None = None,
 ) -> DesiredState:
     """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
     affinity timeouts are completed by the daemon when an entry idles out.
     ``distribution`` is the default for dp_hash groups (an LB's
-    ``options:distribution`` wins); ``min_slots`` is 1 for OVS <= 3.4, 4 after."""
+    ``options:distribution`` wins); ``min_slots`` is 1 for OVS <= 3.4, 4 after.
+    ``on_group``/``on_flow`` see each group and (distinct) flow as soon as it is
+    compiled, a VIP's group before its flows (a caller can send them on)."""
     planned, issues, contested = _plan_vips(lbs, topo, incumbents)
-    b = FlowBuilder()
+    b = FlowBuilder(on_flow)
     static_flows(b, pipeline)
     for port in topo.local_ports:
         port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
@@ -280,10 +284,12 @@ def compile_state(
         plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
         plans.append(plan)
         part = cache.get(plan, pipeline, max_idle, topo)
+        b.groups.append(part.group)
+        if on_group is not None:
+            on_group(part.group)
         for spec in part.flows:
             b.add(spec)
         b.owners[own.owner_cookie(plan.owner)] = plan.owner
-        b.groups.append(part.group)
         for shared_owner, spec in part.shared:
             b.add(spec)
             b.owners[spec.cookie] = shared_owner

@@ -350,8 +350,8 @@ class Daemon:
                 result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
-        self._inputs, self._topo = inputs, topo
-        self._done(result, inputs.issues + result.desired.issues)
+            self._inputs, self._topo = inputs, topo
+            self._done(result, inputs.issues + result.desired.issues)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way

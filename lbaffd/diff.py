@@ -40,33 +40,68 @@ class ChangeSet:
                 + len(self.add_flows) + len(self.mod_flows) + len(self.del_groups))
 
 
-def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
-    add_flows: list[FlowSpec] = []
-    mod_flows: list[FlowSpec] = []
-    for key, want in desired.flows.items():
-        have = installed.flows.get(key)
-        if have is want:
-            continue  # the very object compiled last pass: unchanged, nothing to compare
-        if have is None:
-            add_flows.append(want)
-        elif have != want:
-            same_in_place = (have.cookie == want.cookie and have.flags == want.flags
-                             and have.idle_timeout == want.idle_timeout
-                             and have.hard_timeout == want.hard_timeout)
-            (mod_flows if same_in_place else add_flows).append(want)
-    del_flows = [have for key, have in installed.flows.items() if key not in desired.flows]
+class DiffStream:
+    """``diff`` one desired group or flow at a time, in the order the compiler
+    produces them, so that a full pass can have its bundle on the wire while
+    the rest is still compiling.  ``group``/``flow`` say what the item needs
+    (``"add"``, ``"mod"`` or None); ``finish`` adds what is installed but no
+    longer desired and returns the whole ChangeSet."""
 
-    add_groups: list[GroupSpec] = []
-    mod_groups: list[GroupSpec] = []
-    for gid, want_g in desired.groups.items():
-        have_g = installed.groups.get(gid)
-        if have_g is want_g:
-            continue
-        if have_g is None:
-            add_groups.append(want_g)
-        elif have_g != want_g:
-            mod_groups.append(want_g)
-    del_groups = [gid for gid in installed.groups if gid not in desired.groups]
+    def __init__(self, installed: SwitchState) -> None:
+        self._installed = installed
+        self._add_flows: list[FlowSpec] = []
+        self._mod_flows: list[FlowSpec] = []
+        self._add_groups: list[GroupSpec] = []
+        self._mod_groups: list[GroupSpec] = []
+
+    def flow(self, want: FlowSpec) -> str | None:
+        have = self._installed.flows.get(want.key)
+        if have is want:
+            return None  # the very object compiled last pass: unchanged, nothing to compare
+        if have is None:
+            self._add_flows.append(want)
+            return "add"
+        if have == want:
+            return None
+        if (have.cookie == want.cookie and have.flags == want.flags
+                and have.idle_timeout == want.idle_timeout
+                and have.hard_timeout == want.hard_timeout):
+            self._mod_flows.append(want)
+            return "mod"
+        self._add_flows.append(want)  # a new cookie: OF1.5 modify cannot change it
+        return "add"
+
+    def group(self, want: GroupSpec) -> str | None:
+        have = self._installed.groups.get(want.group_id)
+        if have is want:
+            return None
+        if have is None:
+            self._add_groups.append(want)
+            return "add"
+        if have == want:
+            return None
+        self._mod_groups.append(want)
+        return "mod"
+
+    def finish(self, desired: SwitchState) -> ChangeSet:
+        """The ChangeSet, in stream order, with the deletions appended."""
+        installed = self._installed
+        return ChangeSet(
+            add_groups=tuple(self._add_groups), mod_groups=tuple(self._mod_groups),
+            del_flows=tuple(have for key, have in installed.flows.items()
+                            if key not in desired.flows),
+            add_flows=tuple(self._add_flows), mod_flows=tuple(self._mod_flows),
+            del_groups=tuple(gid for gid in installed.groups if gid not in desired.groups))
+
+
+def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
+    """What turns ``installed`` into ``desired``, in a deterministic order."""
+    stream = DiffStream(installed)
+    for want_g in desired.groups.values():
+        stream.group(want_g)
+    for want in desired.flows.values():
+        stream.flow(want)
+    cs = stream.finish(desired)
 
     def by_key(f: FlowSpec) -> tuple[int, int]:
         # stable sort: within a (table, priority) the deterministic dict order
@@ -74,10 +109,10 @@ def diff(desired: SwitchState, installed: SwitchState) -> ChangeSet:
         return (f.table, -f.priority)
 
     return ChangeSet(
-        add_groups=tuple(sorted(add_groups, key=lambda g: g.group_id)),
-        mod_groups=tuple(sorted(mod_groups, key=lambda g: g.group_id)),
-        del_flows=tuple(sorted(del_flows, key=by_key)),
-        add_flows=tuple(sorted(add_flows, key=by_key)),
-        mod_flows=tuple(sorted(mod_flows, key=by_key)),
-        del_groups=tuple(sorted(del_groups)),
+        add_groups=tuple(sorted(cs.add_groups, key=lambda g: g.group_id)),
+        mod_groups=tuple(sorted(cs.mod_groups, key=lambda g: g.group_id)),
+        del_flows=tuple(sorted(cs.del_flows, key=by_key)),
+        add_flows=tuple(sorted(cs.add_flows, key=by_key)),
+        mod_flows=tuple(sorted(cs.mod_flows, key=by_key)),
+        del_groups=tuple(sorted(cs.del_groups)),
     )

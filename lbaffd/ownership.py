@@ -17,6 +17,7 @@ uses ids in ``GROUP_ID_MIN..GROUP_ID_MAX`` (OVN allocates small ids from 1).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -43,6 +44,7 @@ def _hash(key: OwnerKey, bits: int) -> int:
     return int.from_bytes(digest, "big") & ((1 << bits) - 1)
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def owner_cookie(key: OwnerKey) -> int:
     """Cookie of the flows ``key`` owns."""
     return MANAGED_COOKIE | _hash(key, MAGIC_SHIFT)
@@ -65,7 +67,9 @@ def is_lbaffd_group(group_id: int) -> bool:
     return GROUP_ID_MIN <= group_id <= GROUP_ID_MAX
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def vip_owner(lb_uuid: str, vip_key: str) -> OwnerKey:
+    """One tuple per VIP while it is in use (it keys a dozen indexes)."""
     return ("vip", lb_uuid, vip_key)
 
 

@@ -18,7 +18,7 @@ import structlog
 
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
-from lbaffd.diff import ChangeSet, diff
+from lbaffd.diff import ChangeSet, DiffStream, diff
 from lbaffd.distribution import BALANCED
 from lbaffd.incremental import DesiredIndex
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer
@@ -40,12 +40,23 @@ from lbaffd.topology import Topology
 log = structlog.get_logger("lbaffd.reconcile")
 
 
+class BundleWriter(Protocol):
+    """An atomic bundle written while it is built (``channel.Bundle``)."""
+
+    count: int
+
+    def add(self, msg: Any) -> None: ...
+    def commit(self) -> None: ...
+    def discard(self) -> None: ...
+
+
 class Channel(Protocol):
     """What the reconciler needs from the OpenFlow channel."""
 
     def dump_flow_desc(self, cookie: int, cookie_mask: int) -> list[Any]: ...
     def dump_group_desc(self) -> list[Any]: ...
     def bundle(self, msgs: list[Any]) -> None: ...
+    def open_bundle(self) -> BundleWriter: ...
     def barrier(self) -> None: ...
 
 
@@ -58,6 +69,9 @@ class ReconcileResult:
     seconds: float
     foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
     audited: bool = True  # installed state read back from the switch this pass
+    # where a full pass spent its time, in seconds: reading the switch back,
+    # compiling (and streaming the bundle), committing it, the barrier
+    phases: tuple[tuple[str, float], ...] = ()
 
 
 def _has_opaque(actions: tuple[Action, ...]) -> bool:
@@ -208,6 +222,7 @@ class Reconciler:
             installed, foreign = read_installed(channel, self._decoded)
         else:
             installed, foreign = self._installed, 0
+        t_read = time.monotonic()
         self._installed = None  # unknown until this pass has gone through
         self._index = None
         previous = dict(self._group_ids)
@@ -220,18 +235,49 @@ class Reconciler:
         incumbents = frozenset(previous)  # realized already: they keep contested VIPs
         owners = vip_owners(lbs, topo, incumbents)
         self._group_ids = own.allocate_group_ids(owners, previous)
-        desired = compile_state(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
-                                self._distribution, self.min_slots, self._compiled, incumbents)
-        changes = diff(desired.state, installed)
-        if not changes.empty:
-            self._send(channel, changes)
+        # Diffed and sent while it compiles: ovs-vswitchd checks the bundle's
+        # adds on its own core meanwhile (half of a cold pass at 1000s of LBs).
+        stream = DiffStream(installed)
+        bundle = channel.open_bundle()
+
+        def on_group(g: GroupSpec) -> None:
+            kind = stream.group(g)
+            if kind is not None:
+                bundle.add(wire.group_add(g) if kind == "add" else wire.group_modify(g))
+
+        def on_flow(f: FlowSpec) -> None:
+            kind = stream.flow(f)
+            if kind is not None:
+                bundle.add(wire.flow_add(f) if kind == "add" else wire.flow_modify(f))
+
+        try:
+            desired = compile_state(lbs, topo, self._group_ids, self._pipeline,
+                                    self._max_idle, self._distribution, self.min_slots,
+                                    self._compiled, incumbents, on_flow, on_group)
+            changes = stream.finish(desired.state)
+            if changes.del_flows and self.on_delete is not None:
+                self.on_delete(changes.del_flows)
+            for f in changes.del_flows:  # flows first: their groups go last
+                bundle.add(wire.flow_delete(f))
+            for gid in changes.del_groups:
+                bundle.add(wire.group_delete(gid))
+        except BaseException:
+            bundle.discard()
+            raise
+        t_compiled = t_committed = time.monotonic()
+        if bundle.count:
+            bundle.commit()
+            t_committed = time.monotonic()
             channel.barrier()
+        t_end = time.monotonic()
         self._installed = desired.state
         self._index = DesiredIndex(desired, self._group_ids)
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(installed.flows),
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
             foreign=foreign, audited=audit,
+            phases=(("read", t_read - start), ("compile", t_compiled - t_read),
+                    ("commit", t_committed - t_compiled), ("barrier", t_end - t_committed)),
         )
 
     def audit_unchanged(self, channel: Channel,

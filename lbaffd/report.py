@@ -80,4 +80,5 @@ class PassReport:
             log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
                      ms=round(r.seconds * 1000, 1), queued=queued, audit=r.audited,
-                     sb_read_at=round(sb_read_at, 3))
+                     sb_read_at=round(sb_read_at, 3),
+                     **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})

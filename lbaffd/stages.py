@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from lbaffd import ownership as own
@@ -91,11 +91,12 @@ TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
 class FlowBuilder:
     """Accumulates flows per owner and rejects two different flows on one key."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_new: Callable[[FlowSpec], None] | None = None) -> None:
         self.flows: dict[FlowKey, FlowSpec] = {}
         self.groups: list[GroupSpec] = []
         self.owners: dict[int, own.OwnerKey] = {}
         self._cookies: dict[own.OwnerKey, int] = {}
+        self._on_new = on_new  # told of each flow the first time its key is added
 
     def flow(self, owner: own.OwnerKey, table: int, priority: int,
              match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
@@ -108,10 +109,15 @@ class FlowBuilder:
                           flags=OFPFF_SEND_FLOW_REM))
 
     def add(self, spec: FlowSpec) -> None:
-        have = self.flows.get(spec.key)
-        if have is not None and have != spec:
-            raise AssertionError(f"flow key clash: {have} vs {spec}")
-        self.flows[spec.key] = spec
+        key = spec.key
+        have = self.flows.get(key)
+        if have is not None:
+            if have != spec:
+                raise AssertionError(f"flow key clash: {have} vs {spec}")
+            return
+        self.flows[key] = spec
+        if self._on_new is not None:
+            self._on_new(spec)
 
 
 def vip_mac(ip: str) -> str:
@@ -293,10 +299,11 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
             if be.ip in local_ips:  # only a local port can connect to its own VIP here
                 _hairpin_snat(b, p, plan, tk, be)
     fields = hash_fields(plan)
+    # one DNAT action per backend, shared by its bucket(s) and its hit flow
+    commit = {be: _commit_to(p, be, gid) for be in plan.live_backends}
     b.groups.append(GroupSpec(
         group_id=gid,
-        buckets=tuple(Bucket(bid, (_commit_to(p, be, gid),))
-                      for bid, be in plan.buckets),
+        buckets=tuple(Bucket(bid, (commit[be],)) for bid, be in plan.buckets),
         selection_method="hash" if fields else "dp_hash",
         fields=fields,
         owner_cookie=own.owner_cookie(owner),
@@ -314,7 +321,7 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
                                       **backend_regs(be.ip), "eth_type": eth}
         if be.port is not None:
             hit[REG_BACKEND_PORT] = be.port
-        b.flow(owner, p.lb, PRIO_HIT, hit, (_commit_to(p, be, gid),))
+        b.flow(owner, p.lb, PRIO_HIT, hit, (commit[be],))
         learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **_l4(vip, be),
                        **_ip(be.ip, "dst")}
         b.flow(owner, p.learn, PRIO_LEARN, learn_match,
@@ -340,15 +347,19 @@ def hash_fields(plan: VipPlan) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, idle_timeout: int) -> Learn:
-    v4 = be.ip.version == 4
+@functools.cache  # two values: IPv4 and IPv6
+def _learn_key(v4: bool) -> tuple[LearnMatchField | LearnMatchValue, ...]:
+    """What every learned entry matches: datapath, family, client, VIP."""
     src = "ipv4_src" if v4 else "ipv6_src"
+    return (LearnMatchField("metadata", "metadata", 64),
+            LearnMatchValue(ETH_IP if v4 else ETH_IP6, "eth_type", 16),
+            LearnMatchField(src, src, 32 if v4 else 128),
+            LearnMatchField(REG_VIP_ID, REG_VIP_ID, 32))
+
+
+def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, idle_timeout: int) -> Learn:
     specs: list[LearnMatchField | LearnMatchValue | LearnLoadValue] = [
-        LearnMatchField("metadata", "metadata", 64),
-        LearnMatchValue(ETH_IP if v4 else ETH_IP6, "eth_type", 16),
-        LearnMatchField(src, src, 32 if v4 else 128),
-        LearnMatchField(REG_VIP_ID, REG_VIP_ID, 32),
-    ]
+        *_learn_key(be.ip.version == 4)]
     specs += [LearnLoadValue(v, reg, 32) for reg, v in backend_regs(be.ip).items()]
     if be.port is not None:
         specs.append(LearnLoadValue(be.port, REG_BACKEND_PORT, 16))

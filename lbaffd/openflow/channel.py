@@ -16,7 +16,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,60 +342,20 @@ class OpenFlowChannel:
     def barrier(self, timeout: float | None = None) -> None:
         self.request(parser.OFPBarrierRequest(DP), timeout)
 
-    def bundle(self, msgs: Sequence[Any], timeout: float | None = None) -> None:
-        """Apply ``msgs`` atomically and in order (OFPBF_ATOMIC|OFPBF_ORDERED).
+    def open_bundle(self, timeout: float | None = None) -> Bundle:
+        return Bundle(self, timeout)
 
-        ``msgs`` are ``wire.RawMessage`` (encoded once, without an xid) or
-        os-ken messages.  Each is sent in an OFPT_BUNDLE_ADD_MESSAGE with an
-        xid of its own (the inner message carries the same xid), registered
-        so that an error the switch reports for that add is routed back here.
-        Every add is checked by the switch as it arrives; if any fails the
-        commit fails too and nothing is applied.  Raises the first error.
-        """
-        if not msgs:
-            return
-        bundle_id = next(self._xids) & 0xFFFFFFFF
-        flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, []),
-                     timeout)
-        # The switch answers a bundle add only when it fails: one waiter
-        # collects the first error of any add (in order: OVS handles them in
-        # order), under every add's own xid.
-        adds = _Waiter()
-        xids = [next(self._xids) & 0xFFFFFFFF for _ in msgs]
-        with self._waiters_lock:
-            self._waiters.update(dict.fromkeys(xids, adds))
+    def bundle(self, msgs: Iterable[Any], timeout: float | None = None) -> None:
+        """Apply ``msgs`` atomically and in order (see ``Bundle``); raises the
+        first error the switch reports.  Nothing is sent for no messages."""
+        b = Bundle(self, timeout)
         try:
-            chunk: list[bytes] = []
-            size = 0
-            for xid, m in zip(xids, msgs, strict=True):
-                if isinstance(m, wire.RawMessage):
-                    data = m.bundle_add(xid, bundle_id, flags)
-                else:
-                    m.xid = xid
-                    m.serialize()
-                    data = wire.bundle_add(bytes(m.buf), xid, bundle_id, flags)
-                chunk.append(data)
-                size += len(data)
-                if size >= SEND_CHUNK:
-                    self._send_many(chunk, "OFPBundleAddMsg")
-                    chunk, size = [], 0
-            if chunk:
-                self._send_many(chunk, "OFPBundleAddMsg")
-            commit_error: Exception | None = None
-            try:
-                self.request(parser.OFPBundleCtrlMsg(DP, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
-                                                     flags, []), timeout)
-            except OpenFlowError as exc:
-                commit_error = exc
-        finally:
-            with self._waiters_lock:
-                for xid in xids:
-                    self._waiters.pop(xid, None)
-        if adds.error is not None:
-            raise adds.error
-        if commit_error is not None:
-            raise commit_error
+            for m in msgs:
+                b.add(m)
+        except BaseException:
+            b.discard()
+            raise
+        b.commit()
 
     def enable_async(self) -> None:
         """Ask for FLOW_REMOVED, PACKET_IN (reject flows) and REQUESTFORWARD
@@ -462,3 +422,99 @@ def _read_msg(sock: socket.socket) -> bytes:
         raise ConnectionLost(f"bad OpenFlow length {length}")
     return head + _read_exact(sock, length - 8)
 
+
+class Bundle:
+    """One OpenFlow bundle (OFPBF_ATOMIC|OFPBF_ORDERED), written while it is
+    being built: opened at the first ``add``, adds go out in batches of about
+    ``SEND_CHUNK`` bytes, so ovs-vswitchd checks them while the caller is
+    still producing the rest; nothing applies until ``commit``.
+
+    Messages are ``wire.RawMessage`` (encoded once, without an xid) or os-ken
+    messages.  Each goes in an OFPT_BUNDLE_ADD_MESSAGE with an xid of its own
+    (the inner message carries the same xid), registered before it is sent so
+    that an error the switch reports for that add is routed back here.  The
+    switch answers an add only when it fails, and then the commit fails too.
+    """
+
+    def __init__(self, channel: OpenFlowChannel, timeout: float | None = None) -> None:
+        self._ch = channel
+        self._timeout = timeout
+        self._id: int | None = None
+        self._flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+        self._errors = _Waiter()  # the first error of any add, under every add's xid
+        self._xids: list[int] = []
+        self._batch: list[bytes] = []
+        self._batch_xids: list[int] = []
+        self._size = 0
+        self.count = 0
+
+    def _ctrl(self, kind: int) -> None:
+        assert self._id is not None
+        self._ch.request(parser.OFPBundleCtrlMsg(DP, self._id, kind, self._flags, []),
+                         self._timeout)
+
+    def add(self, m: Any) -> None:
+        ch = self._ch
+        if self._id is None:
+            self._id = next(ch._xids) & 0xFFFFFFFF
+            self._ctrl(ofp.OFPBCT_OPEN_REQUEST)
+        xid = next(ch._xids) & 0xFFFFFFFF
+        if isinstance(m, wire.RawMessage):
+            data = m.bundle_add(xid, self._id, self._flags)
+        else:
+            m.xid = xid
+            m.serialize()
+            data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
+        self._batch.append(data)
+        self._batch_xids.append(xid)
+        self._size += len(data)
+        self.count += 1
+        if self._size >= SEND_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        ch = self._ch
+        with ch._waiters_lock:
+            ch._waiters.update(dict.fromkeys(self._batch_xids, self._errors))
+        self._xids += self._batch_xids
+        batch = self._batch
+        self._batch, self._batch_xids, self._size = [], [], 0
+        ch._send_many(batch, "OFPBundleAddMsg")
+
+    def _release(self) -> None:
+        with self._ch._waiters_lock:
+            for xid in self._xids:
+                self._ch._waiters.pop(xid, None)
+        self._xids = []
+
+    def commit(self) -> None:
+        """Apply everything added (no-op when nothing was); raises the first
+        error of an add, else the commit's."""
+        if self._id is None:
+            return
+        commit_error: Exception | None = None
+        try:
+            self._flush()
+            try:
+                self._ctrl(ofp.OFPBCT_COMMIT_REQUEST)
+            except OpenFlowError as exc:
+                commit_error = exc
+        finally:
+            self._release()
+        if self._errors.error is not None:
+            raise self._errors.error
+        if commit_error is not None:
+            raise commit_error
+
+    def discard(self) -> None:
+        """Drop the bundle (best effort: a lost connection drops it anyway)."""
+        if self._id is None:
+            return
+        try:
+            self._ctrl(ofp.OFPBCT_DISCARD_REQUEST)
+        except (OpenFlowError, OpenFlowTimeout, ConnectionLost):
+            pass
+        finally:
+            self._release()

@@ -131,6 +131,41 @@ def test_bundle_of_wire_messages(channel: OpenFlowChannel, sandbox: Sandbox) -> 
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
+def test_open_bundle_streams_and_stays_atomic(channel: OpenFlowChannel,
+                                              sandbox: Sandbox) -> None:
+    """A bundle written while it is built: adds are on the wire before the
+    commit (the switch checks them meanwhile), yet nothing applies until
+    the commit; an add the switch rejects fails the commit; a discarded
+    bundle leaves nothing behind."""
+    cookie = 0x1BAF00000000000B
+    flows = [FlowSpec(9, 10, Match.of(in_port=5, eth_type=0x800, ipv4_dst=str(
+        ipaddress.IPv4Address("10.201.0.0") + i)), (Output(2),), cookie) for i in range(6000)]
+    before = channel.sent_counts.get("OFPBundleAddMsg", 0)
+    b = channel.open_bundle()
+    for f in flows:
+        b.add(wire.flow_add(f))
+    assert channel.sent_counts["OFPBundleAddMsg"] > before  # streamed, not held back
+    assert sandbox.dump_flows("table=9") == []  # ...but not applied
+    b.add(wire.flow_add(FlowSpec(9, 12, Match.of(in_port=2), (Group(0xB0FFFFFE),), cookie)))
+    b.add(wire.flow_add(FlowSpec(9, 13, Match.of(in_port=3), (Output(4),), cookie)))
+    with pytest.raises(OpenFlowError) as err:
+        b.commit()
+    assert "GROUP" in str(err.value)
+    assert sandbox.dump_flows("table=9") == []
+
+    d = channel.open_bundle()
+    for f in flows[:100]:
+        d.add(wire.flow_add(f))
+    d.discard()
+    assert sandbox.dump_flows("table=9") == []
+    channel.bundle(wire.flow_add(f) for f in flows[:10])  # any iterable
+    assert len(sandbox.dump_flows("table=9")) == 10
+    channel.bundle(wire.flow_delete(f) for f in flows[:10])
+    empty = channel.open_bundle()
+    empty.commit()  # nothing added: nothing sent
+    assert empty.count == 0 and sandbox.dump_flows("table=9") == []
+
+
 def test_channel_keepalive_and_disconnect(sandbox: Sandbox) -> None:
     lost = threading.Event()
     ch = OpenFlowChannel(f"unix:{sandbox.mgmt_socket}", echo_interval=0.2,

@@ -220,3 +220,23 @@ def test_a_realized_vip_keeps_a_contested_slot() -> None:
     assert [(i.lb, i.reason) for i in desired.issues] == [("aa-new", "vip_conflict")]
     fresh = compile_state(parsed, TOPO, own.allocate_group_ids(vip_owners(parsed, TOPO), {}), P)
     assert [p.lb.name for p in fresh.vips] == ["aa-new"]  # no incumbent: by name
+
+
+def test_compile_hooks_see_every_flow_once_and_each_group_before_its_flows() -> None:
+    """A full pass sends what compile_state hands its hooks while it runs:
+    exactly the state it returns, no flow twice, a group before any flow
+    that points at it (the bundle is ordered)."""
+    parsed = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080",
+                    "10.0.0.101:80": "10.0.0.21:8080,10.0.0.23:8080"})
+    ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
+    seen: list[object] = []
+    state = compile_state(parsed, TOPO, ids, P, on_flow=seen.append, on_group=seen.append)
+    flows = [x for x in seen if isinstance(x, FlowSpec)]
+    groups = [x for x in seen if not isinstance(x, FlowSpec)]
+    assert len(flows) == len(set(f.key for f in flows)) == len(state.state.flows)
+    assert set(flows) == set(state.state.flows.values())
+    assert sorted(groups, key=id) == sorted(state.state.groups.values(), key=id)
+    for i, f in enumerate(flows):
+        for gid in (a.group_id for a in f.actions if isinstance(a, Group)):
+            first_use = seen.index(f)
+            assert any(getattr(g, "group_id", None) == gid for g in seen[:first_use]), i

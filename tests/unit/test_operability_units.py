@@ -119,3 +119,19 @@ def test_venv_has_the_c_json_parser() -> None:
     from lbaffd.sb.monitor import json_parser
 
     assert json_parser() == "c"
+
+
+def test_daemon_imports_without_eventlet() -> None:
+    """The daemon's process never loads eventlet (ovs.poller would import it
+    just to detect monkey patching, with its patched dnspython copy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lbaffd.cli import keep_eventlet_out\nkeep_eventlet_out()\n"
+            "import lbaffd.daemon, lbaffd.openflow.channel, ovs.poller\n"
+            "loaded = [m for m, mod in sys.modules.items() if mod is not None and "
+            "m.startswith(('eventlet', 'dns', '__patched_module'))]\n"
+            "assert not loaded and ovs.poller.eventlet_patcher is None, loaded\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
