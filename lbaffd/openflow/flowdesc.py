@@ -86,8 +86,9 @@ def iter_entries(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
         offset += length
 
 
-def decode_entry(buf: bytes, offset: int) -> RawFlow:
-    """One ``ofp_flow_desc`` at ``offset``."""
+def decode_entry(buf: bytes, offset: int, with_actions: bool = True) -> RawFlow:
+    """One ``ofp_flow_desc`` at ``offset`` (its instructions left out when
+    ``with_actions`` is false: counters need only the match and the stats)."""
     (length, table_id, priority, idle, hard, flags, _importance,
      cookie) = struct.unpack_from(ofp.OFP_FLOW_DESC_0_PACK_STR, buf, offset)
     end = offset + length
@@ -97,7 +98,7 @@ def decode_entry(buf: bytes, offset: int) -> RawFlow:
     stats = parser.OFPStats.parser(buf, pos)
     pos += utils.round_up(stats.length, 8)
     insts: list[RawInstruction] = []
-    while pos < end:
+    while with_actions and pos < end:
         itype, ilen = struct.unpack_from("!HH", buf, pos)
         if itype in (ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_WRITE_ACTIONS):
             actions = parse_actions(buf, pos + ofp.OFP_INSTRUCTION_ACTIONS_SIZE,
