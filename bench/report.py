@@ -86,6 +86,12 @@ def _s(v: Any, unit: str = " s", digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}{unit}"
 
 
+def _scraped(lb: dict[str, Any]) -> str:
+    """The peak once a /metrics scrape has read the switch's counters too."""
+    after = lb.get("rss_peak_after_scrape_mb")
+    return f" ({after:.0f} after a scrape)" if after else ""
+
+
 def markdown(res: dict[str, Any]) -> str:
     load = f"load average {res['host']['loadavg_start']} at start"
     if res["host"].get("loadavg_end"):
@@ -112,7 +118,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {lb.get('flows', '-')} / {lb.get('groups', '-')} "
             f"| {sent.get('writes', '-')} "
             f"| {ovn.get('flows', '-')} / {ovn.get('groups', '-')} "
-            f"| {_s(lb.get('rss_peak_mb'), ' MB', 0)} "
+            f"| {_s(lb.get('rss_peak_mb'), ' MB', 0)}{_scraped(lb)} "
             f"| {_s(ovn.get('ovn_controller_rss_peak_mb'), ' MB', 0)} |")
     inc, rst, dp = res.get("incremental"), res.get("restart"), res.get("dataplane")
     lines += ["", "**Incremental, restart, dataplane:**", "", "| measure | result |",
