@@ -40,6 +40,8 @@ from lbaffd.openflow.flowspec import (
     Output,
     Resubmit,
     SetField,
+    shared_action,
+    shared_learn_load,
 )
 from lbaffd.pipeline import (
     CS_EST,
@@ -106,7 +108,7 @@ class FlowBuilder:
             self.owners[cookie] = owner
         # send_flow_rem: a foreign delete of an lbaffd flow wakes the daemon at once
         self.add(FlowSpec(table, priority, Match.of(match),
-                          tuple(a if isinstance(a, Learn) else _shared_action(a) for a in actions),
+                          tuple(a if isinstance(a, Learn) else shared_action(a) for a in actions),
                           cookie, flags=OFPFF_SEND_FLOW_REM))
 
     def add(self, spec: FlowSpec) -> None:
@@ -119,25 +121,6 @@ class FlowBuilder:
         self.flows[key] = spec
         if self._on_new is not None:
             self._on_new(spec)
-
-
-@functools.lru_cache(maxsize=4096)
-def _shared(action: Action | LearnLoadValue) -> Action | LearnLoadValue:
-    """One object for equal actions: resubmits, outputs, register moves and
-    a VIP's DNAT recur across flows and VIPs (most of 80k flows' actions)."""
-    return action
-
-
-def _shared_action(action: Action) -> Action:
-    shared = _shared(action)
-    assert not isinstance(shared, LearnLoadValue)
-    return shared
-
-
-def _shared_load(value: int, dst: str, n_bits: int) -> LearnLoadValue:
-    shared = _shared(LearnLoadValue(value, dst, n_bits))
-    assert isinstance(shared, LearnLoadValue)
-    return shared
 
 
 def vip_mac(ip: str) -> str:
@@ -382,8 +365,8 @@ def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, idle_timeout: int) -> Learn
         *_learn_key(be.ip.version == 4)]
     specs += [LearnLoadValue(v, reg, 32) for reg, v in backend_regs(be.ip).items()]
     if be.port is not None:
-        specs.append(_shared_load(be.port, REG_BACKEND_PORT, 16))
-    specs.append(_shared_load(1, REG_AFFINITY_HIT, 32))
+        specs.append(shared_learn_load(be.port, REG_BACKEND_PORT, 16))
+    specs.append(shared_learn_load(1, REG_AFFINITY_HIT, 32))
     return Learn(
         table=p.affinity,
         specs=tuple(specs),

@@ -208,6 +208,25 @@ class Opaque:
 Action: TypeAlias = Output | SetField | Move | Resubmit | Group | Ct | Learn | Opaque
 
 
+@functools.lru_cache(maxsize=4096)
+def _shared(action: Action | LearnLoadValue) -> Action | LearnLoadValue:
+    """One object for equal actions: resubmits, outputs, register moves and
+    a VIP's DNAT recur across flows and VIPs (most of 80k flows' actions)."""
+    return action
+
+
+def shared_action(action: Action) -> Action:
+    shared = _shared(action)
+    assert not isinstance(shared, LearnLoadValue)
+    return shared
+
+
+def shared_learn_load(value: int, dst: str, n_bits: int) -> LearnLoadValue:
+    shared = _shared(LearnLoadValue(value, dst, n_bits))
+    assert isinstance(shared, LearnLoadValue)
+    return shared
+
+
 # ---------------------------------------------------------------- flows and groups
 
 
