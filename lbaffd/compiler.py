@@ -297,7 +297,7 @@ def compile_state(
         for tk in dps:
             slots[(tk, vip.endpoint, vip.protocol)] = plan.owner
     cache.end_pass()
-    state = SwitchState(flows=dict(b.flows), groups={g.group_id: g for g in b.groups})
+    state = SwitchState(flows=b.flows, groups={g.group_id: g for g in b.groups})
     return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues),
                         {k: frozenset(v) for k, v in refs.items()}, slots, frozenset(contested))
 
