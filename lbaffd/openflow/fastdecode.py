@@ -177,12 +177,15 @@ def _lookup(num: int) -> _Field | None:
     return _Field(name, kind.size, kind.to_user, False)  # os-ken's own conversion
 
 
-def _subfield_name(header: int) -> str:
-    """A field named inside an NX action (ct zone, learn spec): whole-field
-    header only (os-ken ignores hasmask and length there, lbaffd never sets them)."""
+def _field_id(header: int) -> str:
+    """A field named by its header alone (copy_field, ct zone, learn spec):
+    as lbaffd and OVS write it, unmasked and with the field's own length."""
     if header >> 16 == OFPXMC_EXPERIMENTER:
         raise Unsupported(f"experimenter field {header:#x}")
-    return _field(header).name
+    f = _field(header)
+    if header & 0x1FF != f.size:
+        raise Unsupported(f"field id {header:#x}")
+    return f.name
 
 
 # ------------------------------------------------------------------ match
@@ -317,10 +320,7 @@ def _copy_field(raw: bytes) -> Move:
     if len(raw) < COPY_FIELD.size:
         raise Unsupported("short copy_field")
     n_bits, src_ofs, dst_ofs, src, dst = COPY_FIELD.unpack_from(raw)
-    for header in (src, dst):
-        if header >> 16 == OFPXMC_EXPERIMENTER or header & 0x100:
-            raise Unsupported("experimenter or masked copy_field id")
-    return Move(_field(src).name, _field(dst).name, n_bits, src_ofs, dst_ofs)
+    return Move(_field_id(src), _field_id(dst), n_bits, src_ofs, dst_ofs)
 
 
 def _ct(raw: bytes) -> Ct:
@@ -329,7 +329,7 @@ def _ct(raw: bytes) -> Ct:
         raise Unsupported("ct flags or alg lbaffd never sets")
     zone_field = ""
     if zone_src:
-        zone_field = _subfield_name(zone_src)
+        zone_field = _field_id(zone_src)
         if zone_ofs_nbits != NX_CT_ZONE_LOW16:
             raise Unsupported("ct zone from another part of a field")
     nat: Nat | None = None
@@ -433,7 +433,7 @@ def _learn_subfield(raw: bytes, pos: int) -> tuple[str, int]:
     if ofs:
         raise Unsupported("learn spec on part of a field")
     # os-ken names NXM_OF_* fields ``*_nxm``: the same fields as the OXM ones we emit
-    return _subfield_name(header).removesuffix("_nxm"), pos + SUBFIELD.size
+    return _field_id(header).removesuffix("_nxm"), pos + SUBFIELD.size
 
 
 # ------------------------------------------------------------------ flows
@@ -469,10 +469,7 @@ def _flow(buf: bytes, offset: int) -> FlowSpec:
         raise Unsupported(f"match type {mtype}")
     match = _match(buf, pos + 4, pos + mlen)
     pos += (mlen + 7) & ~7
-    _, slen = U16_U16.unpack_from(buf, pos)  # stats: not part of a FlowSpec
-    if slen < 4:
-        raise Unsupported("stats length")
-    pos += (slen + 7) & ~7
+    pos = _skip_stats(buf, pos)
     actions: tuple[Action, ...] = ()
     if pos < end:
         itype, ilen = U16_U16.unpack_from(buf, pos)
@@ -482,6 +479,30 @@ def _flow(buf: bytes, offset: int) -> FlowSpec:
     elif pos > end:
         raise Unsupported("match or stats past the entry")
     return FlowSpec(table, priority, match, actions, cookie, idle, hard, flags)
+
+
+# OXS stats OVS reports (duration, idle_time, flow_count, packet_count,
+# byte_count): header -> its OpenFlow-basic value size
+_OXS_BASIC: Final = 0x8002
+_STATS_SIZES: Final = {(_OXS_BASIC << 16) | (field << 9) | size: size
+                       for field, size in ((0, 8), (1, 8), (3, 4), (4, 8), (5, 8))}
+
+
+def _skip_stats(buf: bytes, pos: int) -> int:
+    """Past the stats (not part of a FlowSpec), checking they are what os-ken
+    parses: unknown statistics or a bad length are not for this decoder."""
+    slen: int = U16_U16.unpack_from(buf, pos)[1]
+    end = pos + slen
+    p = pos + 4
+    while p < end:
+        (header,) = U32.unpack_from(buf, p)
+        size = _STATS_SIZES.get(header)
+        if size is None:
+            raise Unsupported(f"OXS header {header:#x}")
+        p += 4 + size
+    if p != end or slen < 4:
+        raise Unsupported("stats length")
+    return pos + ((slen + 7) & ~7)
 
 
 def clear_memos() -> None:
