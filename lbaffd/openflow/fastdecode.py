@@ -51,6 +51,7 @@ from lbaffd.openflow.flowspec import (
     SetField,
     shared_action,
     shared_learn_load,
+    shared_pair,
 )
 
 OFPMT_OXM: Final = 1
@@ -210,12 +211,15 @@ def _tlv_pairs(header: int, tlv: bytes) -> MatchPairs:
     if f.name.startswith("xreg"):
         return _xreg_pairs(int(f.name[4:]), _int(raw_v),
                            _int(raw_m) if hasmask else (1 << 64) - 1)
+    value: MatchValue
     if not hasmask or raw_m == b"\xff" * size:
-        return ((f.name, f.to_user(raw_v)),)
-    if f.is_int:
+        value = f.to_user(raw_v)
+    elif f.is_int:
         v, m = _int(raw_v), _int(raw_m)
-        return ((f.name, (v & m, m)),)
-    return ((f.name, (f.to_user(raw_v), f.to_user(raw_m))),)
+        value = (v & m, m)
+    else:
+        value = (f.to_user(raw_v), f.to_user(raw_m))
+    return (shared_pair((f.name, value)),)
 
 
 def _xreg_pairs(n: int, v: int, m: int) -> MatchPairs:
@@ -226,14 +230,16 @@ def _xreg_pairs(n: int, v: int, m: int) -> MatchPairs:
         half_v = (v >> shift) & 0xFFFFFFFF
         half_m = (m >> shift) & 0xFFFFFFFF
         if half_m == 0xFFFFFFFF:
-            out.append((f"reg{reg}", half_v))
+            out.append(shared_pair((f"reg{reg}", half_v)))
         elif half_m:
-            out.append((f"reg{reg}", (half_v & half_m, half_m)))
+            out.append(shared_pair((f"reg{reg}", (half_v & half_m, half_m))))
     return tuple(out)
 
 
 def _match(buf: bytes, pos: int, end: int) -> Match:
-    fields: dict[str, MatchValue] = {}
+    """``codec.canonical_match`` of the TLVs, built from interned pairs as
+    ``Match.of`` builds them (a later TLV for the same name wins, as there)."""
+    fields: dict[str, tuple[str, MatchValue]] = {}
     tlvs = _TLVS
     while pos < end:
         (header,) = U32.unpack_from(buf, pos)
@@ -247,9 +253,11 @@ def _match(buf: bytes, pos: int, end: int) -> Match:
             if len(tlvs) >= MEMO_LIMIT:
                 tlvs.clear()
             tlvs[tlv] = pairs
-        fields.update(pairs)
+        for pair in pairs:
+            fields[pair[0]] = pair
         pos = nxt
-    return Match.of(fields)
+    # names are unique: sorting the pairs never compares two values
+    return Match(tuple(sorted(fields.values())))
 
 
 # ------------------------------------------------------------------ actions
@@ -391,13 +399,23 @@ def _learn(raw: bytes) -> Learn:
     (idle, hard, priority, cookie, flags, table, fin_idle,
      fin_hard) = LEARN.unpack_from(raw)
     specs: list[LearnSpec] = []
+    memo = _LEARN_SPECS
     pos, end = LEARN.size, len(raw)
     while pos < end:
         (header,) = U16.unpack_from(raw, pos)
-        pos += 2
-        if header:  # an all-zero header is padding
-            spec, pos = _learn_spec(raw, pos, header)
-            specs.append(spec)
+        if not header:  # an all-zero header is padding
+            pos += 2
+            continue
+        nxt = pos + _learn_spec_size(header)
+        key = raw[pos:nxt]
+        spec = memo.get(key)
+        if spec is None:
+            spec = _learn_spec(raw, pos + 2, header, nxt)
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            memo[key] = spec
+        specs.append(spec)
+        pos = nxt
     if pos != end:
         raise Unsupported("learn specs past the action")
     return Learn(table=table, specs=tuple(specs), idle_timeout=idle, hard_timeout=hard,
@@ -405,35 +423,43 @@ def _learn(raw: bytes) -> Learn:
                  fin_hard_timeout=fin_hard)
 
 
-def _learn_spec(raw: bytes, pos: int, header: int) -> tuple[LearnSpec, int]:
-    """A match or load spec, from a whole field (offset 0) or an immediate."""
-    immediate = header & 0x2000
-    dst_type = (header >> 11) & 3  # 0 match, 1 load, 2 output
-    n_bits = header & 0x3FF
-    if header & 0xC400 or dst_type > 1:
+# Learn specs by their bytes: a VIP's learn action is its own, but most of
+# its specs (the fields it learns) are every VIP's.
+_LEARN_SPECS: dict[bytes, LearnSpec] = {}
+
+
+def _learn_spec_size(header: int) -> int:
+    """Bytes of a match or load spec, its header included."""
+    if header & 0xC400 or (header & 0x1800) > 0x0800:  # unknown bits; output spec
         raise Unsupported(f"learn spec {header:#x}")
-    load = dst_type == 1
-    if immediate:
-        size = (n_bits + 15) // 16 * 2
-        if pos + size > len(raw):
-            raise Unsupported("short learn immediate")
-        value = _int(raw[pos:pos + size])
-        pos += size
-        dst, pos = _learn_subfield(raw, pos)
+    if header & 0x2000:  # immediate source
+        return 2 + ((header & 0x3FF) + 15) // 16 * 2 + SUBFIELD.size
+    return 2 + 2 * SUBFIELD.size
+
+
+def _learn_spec(raw: bytes, pos: int, header: int, end: int) -> LearnSpec:
+    """A match or load spec, from a whole field (offset 0) or an immediate;
+    ``pos`` is past the header, ``end`` past the spec."""
+    if end > len(raw):
+        raise Unsupported("learn spec past the action")
+    load = bool(header & 0x0800)
+    n_bits = header & 0x3FF
+    dst = _learn_subfield(raw, end - SUBFIELD.size)
+    if header & 0x2000:
+        value = _int(raw[pos:end - SUBFIELD.size])
         if load:
-            return shared_learn_load(value, dst, n_bits), pos
-        return LearnMatchValue(value, dst, n_bits), pos
-    src, pos = _learn_subfield(raw, pos)
-    dst, pos = _learn_subfield(raw, pos)
-    return (LearnLoadField if load else LearnMatchField)(src, dst, n_bits), pos
+            return shared_learn_load(value, dst, n_bits)
+        return LearnMatchValue(value, dst, n_bits)
+    src = _learn_subfield(raw, pos)
+    return (LearnLoadField if load else LearnMatchField)(src, dst, n_bits)
 
 
-def _learn_subfield(raw: bytes, pos: int) -> tuple[str, int]:
+def _learn_subfield(raw: bytes, pos: int) -> str:
     header, ofs = SUBFIELD.unpack_from(raw, pos)
     if ofs:
         raise Unsupported("learn spec on part of a field")
     # os-ken names NXM_OF_* fields ``*_nxm``: the same fields as the OXM ones we emit
-    return _field_id(header).removesuffix("_nxm"), pos + SUBFIELD.size
+    return _field_id(header).removesuffix("_nxm")
 
 
 # ------------------------------------------------------------------ flows
@@ -488,9 +514,17 @@ _STATS_SIZES: Final = {(_OXS_BASIC << 16) | (field << 9) | size: size
                        for field, size in ((0, 8), (1, 8), (3, 4), (4, 8), (5, 8))}
 
 
+# What OVS sends for every flow: duration, idle_time, packet and byte counts
+STATS4 = struct.Struct("!HHI8xI8xI8xI8x4x")
+_STATS4_USUAL: Final = (0, STATS4.size - 4, *(
+    (_OXS_BASIC << 16) | (field << 9) | 8 for field in (0, 1, 4, 5)))
+
+
 def _skip_stats(buf: bytes, pos: int) -> int:
     """Past the stats (not part of a FlowSpec), checking they are what os-ken
     parses: unknown statistics or a bad length are not for this decoder."""
+    if STATS4.unpack_from(buf, pos) == _STATS4_USUAL:
+        return pos + STATS4.size
     slen: int = U16_U16.unpack_from(buf, pos)[1]
     end = pos + slen
     p = pos + 4
@@ -509,3 +543,4 @@ def clear_memos() -> None:
     """Forget memoized TLVs and actions (benchmarks; memory is bounded anyway)."""
     _TLVS.clear()
     _ACTIONS.clear()
+    _LEARN_SPECS.clear()
