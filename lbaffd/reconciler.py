@@ -34,7 +34,7 @@ from lbaffd.openflow.flowspec import (
     SetField,
     SwitchState,
 )
-from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
+from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.pipeline import REG_VIP_ID, Pipeline
 from lbaffd.topology import Topology
 
@@ -142,7 +142,7 @@ class DecodeCache:
                     continue
                 spec = self._groups.get(entry) or seen.get(entry)
                 if spec is None:
-                    spec = codec.decode_group(decode_group_entry(part.raw, offset))
+                    spec = fastdecode.decode_group(part.raw, offset)
                     decoded += 1
                     if tick is not None and decoded % TICK_DECODES == 0:
                         tick()

@@ -34,9 +34,11 @@ from lbaffd.openflow.flowdesc import decode_entry
 from lbaffd.openflow.flowspec import (
     OFPP_CONTROLLER,
     Action,
+    Bucket,
     Ct,
     FlowSpec,
     Group,
+    GroupSpec,
     Learn,
     LearnLoadField,
     LearnMatchField,
@@ -52,6 +54,16 @@ from lbaffd.openflow.flowspec import (
     shared_action,
     shared_learn_load,
     shared_pair,
+)
+from lbaffd.openflow.groupdesc import (
+    BUCKET,
+    GROUP_DESC,
+    NTR_EXPERIMENTER,
+    NTR_SELECTION_METHOD,
+    OFPGBPT_WEIGHT,
+    RawGroupProperty,
+    decode_group_entry,
+    decode_selection_method,
 )
 
 OFPMT_OXM: Final = 1
@@ -537,6 +549,78 @@ def _skip_stats(buf: bytes, pos: int) -> int:
     if p != end or slen < 4:
         raise Unsupported("stats length")
     return pos + ((slen + 7) & ~7)
+
+
+# ------------------------------------------------------------------ groups
+
+OFPGT_SELECT: Final = 1
+OFPGPT_EXPERIMENTER: Final = 0xFFFF
+WEIGHT = struct.Struct("!HHH2x")
+GROUP_PROP = struct.Struct("!HHII")  # type, length, experimenter, exp_type
+
+
+def decode_group_fast(buf: bytes, offset: int) -> GroupSpec | None:
+    """The ``ofp_group_desc`` at ``offset`` as a GroupSpec, or None when it
+    holds anything outside what lbaffd writes (a select group whose buckets
+    carry a weight and actions from the flow subset, and the selection-method
+    property)."""
+    try:
+        return _group(buf, offset)
+    except (*_FALLBACK_ERRORS, AssertionError):  # os-ken asserts on a bad hashed-field OXM
+        return None
+
+
+def decode_group(buf: bytes, offset: int) -> GroupSpec:
+    """The group at ``offset``: directly when lbaffd wrote it, else through os-ken."""
+    spec = decode_group_fast(buf, offset)
+    if spec is None:
+        spec = codec.decode_group(decode_group_entry(buf, offset))
+    return spec
+
+
+def _group(buf: bytes, offset: int) -> GroupSpec:
+    length, gtype, group_id, bucket_len = GROUP_DESC.unpack_from(buf, offset)
+    end = offset + length
+    pos = offset + GROUP_DESC.size
+    buckets_end = pos + bucket_len
+    if gtype != OFPGT_SELECT or end > len(buf) or buckets_end > end:
+        raise Unsupported(f"group type {gtype} or length")
+    buckets: list[Bucket] = []
+    while pos < buckets_end:
+        buckets.append(_bucket(buf, pos, buckets_end))
+        pos += BUCKET.unpack_from(buf, pos)[0]
+    method, param, fields = "", 0, tuple[str, ...]()
+    while pos < end:
+        ptype, plen, experimenter, exp_type = GROUP_PROP.unpack_from(buf, pos)
+        if (ptype != OFPGPT_EXPERIMENTER or experimenter != NTR_EXPERIMENTER
+                or exp_type != NTR_SELECTION_METHOD or plen < GROUP_PROP.size
+                or pos + plen > end):
+            raise Unsupported(f"group property {ptype}")
+        prop = RawGroupProperty(ptype, experimenter, exp_type, bytes(buf[pos + 12:pos + plen]))
+        method, param, fields = decode_selection_method(prop)
+        pos += (plen + 7) // 8 * 8
+    return GroupSpec(group_id, tuple(buckets), method or "dp_hash", fields, param)
+
+
+def _bucket(buf: bytes, pos: int, end: int) -> Bucket:
+    """One bucket: its actions and at most its weight property."""
+    blen, alen, bucket_id = BUCKET.unpack_from(buf, pos)
+    actions_end = pos + BUCKET.size + alen
+    bucket_end = pos + blen
+    if blen < BUCKET.size + 8 or bucket_end > end or actions_end > bucket_end:
+        raise Unsupported("bucket length")
+    actions = _actions(buf, pos + BUCKET.size, actions_end)
+    weight = 100
+    ppos = actions_end
+    while ppos < bucket_end:
+        ptype, plen, value = WEIGHT.unpack_from(buf, ppos)
+        if ptype != OFPGBPT_WEIGHT or plen != WEIGHT.size:
+            raise Unsupported(f"bucket property {ptype}")
+        weight = value
+        ppos += plen
+    if ppos != bucket_end:
+        raise Unsupported("bucket properties length")
+    return Bucket(bucket_id, actions, weight)
 
 
 def clear_memos() -> None:
