@@ -7,7 +7,7 @@ installed as lbaffd installs them, dumped back as OF1.5 flow-desc replies
 nat ranges), and every entry is decoded both ways: the direct decoder must
 take every one of lbaffd's own flows and give exactly the os-ken path's
 FlowSpec, which is the one installed.  Flows with actions lbaffd never writes
-must take the os-ken path and decode as before (``Opaque``).
+must take the os-ken path and decode as before (``Opaque``).  Groups likewise.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from lbaffd.openflow import codec, fastdecode, wire
 from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
+from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
 from lbaffd.reconciler import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.unit.test_fastdecode import EXTRA_FLOWS
@@ -74,9 +75,19 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
         assert fast is not None, old  # none of lbaffd's own flows left to os-ken
         assert fast == old == state.flows[old.key]
         assert fastdecode.decode_flow(raw, offset) == old
-    parts = channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
-    decoded = DecodeCache().flows(parts)
+    cache = DecodeCache()
+    decoded = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
     assert {f.key: f for f in decoded} == dict(state.flows)
+    groups = 0
+    for part in channel.dump_group_desc():
+        for offset, _, _ in iter_group_entries(part.raw):
+            fast_g = fastdecode.decode_group_fast(part.raw, offset)
+            old_g = codec.decode_group(decode_group_entry(part.raw, offset))
+            assert fast_g is not None, old_g
+            assert fast_g == old_g == state.groups[old_g.group_id]
+            groups += 1
+    assert groups == len(state.groups) > 10
+    assert {g.group_id: g for g in cache.groups(channel.dump_group_desc())} == dict(state.groups)
 
 
 def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:
@@ -89,6 +100,19 @@ def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:
         fast, old = both_ways(raw, offset)
         assert fast is not None, old
         assert fast == old == want[old.key]
+
+
+def test_foreign_groups_take_the_os_ken_path(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
+    sandbox.ofctl("add-group", "br-int", "group_id=0xb0000001,type=select,"
+                  "bucket=bucket_id:1,weight:5,actions=dec_ttl,output:1")
+    sandbox.ofctl("add-group", "br-int", "group_id=0xb0000002,type=all,bucket=actions=output:2")
+    parts = channel.dump_group_desc()
+    entries = [(p.raw, off) for p in parts for off, _, _ in iter_group_entries(p.raw)]
+    assert len(entries) == 2
+    for raw, offset in entries:
+        old = codec.decode_group(decode_group_entry(raw, offset))
+        assert fastdecode.decode_group_fast(raw, offset) is None
+        assert fastdecode.decode_group(raw, offset) == old
 
 
 def test_foreign_actions_take_the_os_ken_path(channel: OpenFlowChannel,
