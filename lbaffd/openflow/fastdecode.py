@@ -7,7 +7,9 @@ decodes the entry straight from its bytes into the *same* canonical FlowSpec
 (equal, ``==``, to ``codec.decode_flow(flowdesc.decode_entry(...))``), for
 exactly what lbaffd writes and OVS re-encodes: OXM/NXM matches (``xreg``
 pairs split, full masks folded), output, group, set_field, copy_field,
-resubmit, ct (nat, ct_mark) and learn in one apply-actions instruction.
+resubmit, ct (nat, ct_mark) and learn in one apply-actions instruction; and
+group-desc entries (select groups, weighted buckets of those actions, the
+selection-method property) equal to ``codec.decode_group``'s.
 
 Anything else (an unknown field, action, instruction or flag, a malformed
 length) is not guessed at: ``decode_flow`` hands that entry to the os-ken
