@@ -100,6 +100,8 @@ def decode_entry(buf: bytes, offset: int, with_actions: bool = True) -> RawFlow:
     insts: list[RawInstruction] = []
     while with_actions and pos < end:
         itype, ilen = struct.unpack_from("!HH", buf, pos)
+        if ilen < ofp.OFP_INSTRUCTION_ACTIONS_SIZE:  # would never advance
+            raise ValueError(f"bad instruction length {ilen} at offset {pos}")
         if itype in (ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_WRITE_ACTIONS):
             actions = parse_actions(buf, pos + ofp.OFP_INSTRUCTION_ACTIONS_SIZE,
                                     ilen - ofp.OFP_INSTRUCTION_ACTIONS_SIZE)

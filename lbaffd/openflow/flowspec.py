@@ -47,7 +47,7 @@ class Match:
     def of(cls, items: Mapping[str, MatchValue] | None = None, **kw: MatchValue) -> Match:
         merged: dict[str, MatchValue] = dict(items or {})
         merged.update(kw)
-        return cls(tuple(map(_shared_pair, sorted(merged.items()))))
+        return cls(tuple(map(shared_pair, sorted(merged.items()))))
 
     def as_dict(self) -> dict[str, MatchValue]:
         return dict(self.fields)
@@ -57,7 +57,7 @@ class Match:
 
 
 @functools.lru_cache(maxsize=4096)
-def _shared_pair(pair: tuple[str, MatchValue]) -> tuple[str, MatchValue]:
+def shared_pair(pair: tuple[str, MatchValue]) -> tuple[str, MatchValue]:
     """One tuple for equal (field, value) pairs: most recur in many flows (a
     VIP's id in all of its flows, eth_type in nearly all), and at 80k flows
     the pairs are most of the desired state's memory."""
