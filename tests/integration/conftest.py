@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology
 from tests.integration.lbaffd_proc import LbaffdProcess, sandbox_in_tmp
@@ -29,3 +30,14 @@ def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def channel(sandbox: Sandbox) -> Iterator[OpenFlowChannel]:
+    """An OpenFlow channel to the module's br-int, emptied of flows and groups."""
+    sandbox.ofctl("del-flows", "br-int")
+    sandbox.ofctl("del-groups", "br-int")
+    ch = OpenFlowChannel(f"unix:{sandbox.mgmt_socket}")
+    ch.connect(5)
+    yield ch
+    ch.close()

@@ -12,8 +12,6 @@ must take the os-ken path and decode as before (``Opaque``).  Groups likewise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from lbaffd import ownership as own
@@ -40,16 +38,6 @@ FOREIGN = (
     "table=1,priority=11,ip,actions=ct(commit,nat(src=10.0.0.1-10.0.0.5:100-200,random))",
     "table=1,priority=12,ip,actions=resubmit(3,4),output:5",
 )
-
-
-@pytest.fixture
-def channel(sandbox: Sandbox) -> Iterator[OpenFlowChannel]:
-    sandbox.ofctl("del-flows", "br-int")
-    sandbox.ofctl("del-groups", "br-int")
-    ch = OpenFlowChannel(f"unix:{sandbox.mgmt_socket}")
-    ch.connect(5)
-    yield ch
-    ch.close()
 
 
 def dump(channel: OpenFlowChannel) -> list[tuple[bytes, int]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Iterator
 from types import MappingProxyType
 
 import pytest
@@ -40,16 +39,6 @@ def lbs(backends: str = "10.0.0.21:8080,10.0.0.22:8080,10.0.0.23:8080",
                         datapaths=("dp-1",)),
     ]
     return parse_all(rows, {"dp-1": DP1}, {})[0]
-
-
-@pytest.fixture
-def channel(sandbox: Sandbox) -> Iterator[OpenFlowChannel]:
-    sandbox.ofctl("del-flows", "br-int")
-    sandbox.ofctl("del-groups", "br-int")
-    ch = OpenFlowChannel(f"unix:{sandbox.mgmt_socket}")
-    ch.connect(5)
-    yield ch
-    ch.close()
 
 
 def sends(ch: OpenFlowChannel) -> int:
