@@ -67,36 +67,41 @@ from lbaffd.openflow.groupdesc import (
     decode_group_entry,
     decode_selection_method,
 )
+from lbaffd.openflow.wire import (  # the same wire constants, one definition
+    NX_CT_F_COMMIT,
+    NX_CT_RECIRC_NONE,
+    NX_EXPERIMENTER,
+    NX_NAT_RANGE_IPV4_MAX,
+    NX_NAT_RANGE_IPV4_MIN,
+    NX_NAT_RANGE_IPV6_MAX,
+    NX_NAT_RANGE_IPV6_MIN,
+    NX_NAT_RANGE_PROTO_MAX,
+    NX_NAT_RANGE_PROTO_MIN,
+    NXAST_CT,
+    NXAST_LEARN,
+    NXAST_NAT,
+    NXAST_RESUBMIT_TABLE,
+    OFPAT_COPY_FIELD,
+    OFPAT_EXPERIMENTER,
+    OFPAT_GROUP,
+    OFPAT_OUTPUT,
+    OFPAT_SET_FIELD,
+    OFPGPT_EXPERIMENTER,
+    OFPGT_SELECT,
+    OFPIT_APPLY_ACTIONS,
+    OFPMT_OXM,
+    U16,
+    U16_U16,
+    WEIGHT,
+)
 
-OFPMT_OXM: Final = 1
-OFPIT_APPLY_ACTIONS: Final = 4
-OFPAT_OUTPUT: Final = 0
-OFPAT_GROUP: Final = 22
-OFPAT_SET_FIELD: Final = 25
-OFPAT_COPY_FIELD: Final = 28
-OFPAT_EXPERIMENTER: Final = 0xFFFF
 OFPXMC_EXPERIMENTER: Final = 0xFFFF
-NX_EXPERIMENTER: Final = 0x00002320
-NXAST_RESUBMIT_TABLE: Final = 14
-NXAST_LEARN: Final = 16
-NXAST_CT: Final = 35
-NXAST_NAT: Final = 36
-NX_CT_F_COMMIT: Final = 1
-NX_CT_RECIRC_NONE: Final = 0xFF
 NX_CT_ZONE_LOW16: Final = 15  # ofs_nbits(0, 15): what lbaffd writes for a register zone
 NX_NAT_F_SRC: Final = 1
 NX_NAT_F_DST: Final = 2
-NX_NAT_RANGE_IPV4_MIN: Final = 1
-NX_NAT_RANGE_IPV4_MAX: Final = 2
-NX_NAT_RANGE_IPV6_MIN: Final = 4
-NX_NAT_RANGE_IPV6_MAX: Final = 8
-NX_NAT_RANGE_PROTO_MIN: Final = 16
-NX_NAT_RANGE_PROTO_MAX: Final = 32
 
 FLOW_DESC = struct.Struct("!H2xBxHHHHHQ")  # as ofp.OFP_FLOW_DESC_0_PACK_STR
 FLOW_DESC_SIZE: Final = FLOW_DESC.size
-U16_U16 = struct.Struct("!HH")
-U16 = struct.Struct("!H")
 U32 = struct.Struct("!I")
 OUTPUT = struct.Struct("!4xIH6x")
 GROUP = struct.Struct("!4xI")
@@ -555,9 +560,6 @@ def _skip_stats(buf: bytes, pos: int) -> int:
 
 # ------------------------------------------------------------------ groups
 
-OFPGT_SELECT: Final = 1
-OFPGPT_EXPERIMENTER: Final = 0xFFFF
-WEIGHT = struct.Struct("!HHH2x")
 GROUP_PROP = struct.Struct("!HHII")  # type, length, experimenter, exp_type
 
 
