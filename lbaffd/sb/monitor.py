@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
 from typing import Any
 
@@ -88,7 +89,9 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
                  gc_pause: GcPause | None = None) -> None:
         self._on_change = on_change
         self._name = name
-        self._gc_pause = gc_pause or GcPause()
+        # the daemon's one GcPause (the collector is process-wide: a second
+        # instance could resume it under the first); None: never paused
+        self._gc_pause: AbstractContextManager[object] = gc_pause or nullcontext()
         connection.OvsdbIdl.__init__(self, remote, helper, leader_only=False)
         event.RowEventHandler.__init__(self)
         # rows changed since the worker last looked, by table; None: unknown
