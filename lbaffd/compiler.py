@@ -19,11 +19,16 @@ from lbaffd.model import (
     ParseIssue,
     Vip,
 )
-from lbaffd.openflow.flowspec import (
-    FlowKey,
-    FlowSpec,
-    GroupSpec,
-    SwitchState,
+from lbaffd.openflow.packed import (
+    FlowBody,
+    FlowId,
+    GroupBody,
+    PackedState,
+    cookie,
+    flow_id,
+    pack_flow,
+    pack_group,
+    unpack_flow,
 )
 from lbaffd.pipeline import (
     Pipeline,
@@ -84,14 +89,14 @@ Slot = tuple[int, Endpoint, str]  # (datapath tunnel key, VIP endpoint, protocol
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
-    state: SwitchState
+    state: PackedState  # ``state.specs()`` decodes it
     owners: Mapping[int, own.OwnerKey]  # cookie -> owner key
     vips: tuple[VipPlan, ...]
     issues: tuple[ParseIssue, ...]
     # for incremental updates (see ``incremental``): which VIPs need each
     # shared flow (ARP/ND, hairpin, backend MAC), who holds each VIP slot, and
     # the slots more than one LB claims
-    shared_refs: Mapping[FlowKey, frozenset[own.OwnerKey]] = field(default_factory=dict)
+    shared_refs: Mapping[FlowId, frozenset[own.OwnerKey]] = field(default_factory=dict)
     slots: Mapping[Slot, own.OwnerKey] = field(default_factory=dict)
     contested: frozenset[Slot] = frozenset()
 
@@ -207,12 +212,15 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
 
 @dataclass(frozen=True, slots=True)
 class VipPart:
-    """What one VIP puts on the switch: its own flows and group (its cookie),
-    and the shared flows it needs (other cookies; other VIPs may need them too)."""
+    """What one VIP puts on the switch, encoded (``packed``): its own flows
+    and group (its cookie), and the shared flows it needs (other cookies;
+    other VIPs may need them too) with their owners."""
 
-    flows: tuple[FlowSpec, ...]
-    group: GroupSpec
-    shared: tuple[tuple[own.OwnerKey, FlowSpec], ...]
+    flow_ids: tuple[FlowId, ...]
+    flows: tuple[FlowBody, ...]  # in flow_ids order
+    group_id: int
+    group: GroupBody
+    shared: tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]
 
 
 def _topo_key(plan: VipPlan, topo: Topology) -> tuple[object, ...]:
@@ -262,8 +270,8 @@ def compile_state(
     min_slots: int = 1,
     cache: VipCache | None = None,
     incumbents: frozenset[own.OwnerKey] = frozenset(),
-    on_flow: Callable[[FlowSpec], None] | None = None,
-    on_group: Callable[[GroupSpec], None] | None = None,
+    on_flow: Callable[[FlowId, FlowBody], None] | None = None,
+    on_group: Callable[[int, GroupBody], None] | None = None,
 ) -> DesiredState:
     """``max_idle`` caps learned idle timeouts (OpenFlow's is 16-bit); longer
     affinity timeouts are completed by the daemon when an entry idles out.
@@ -272,33 +280,48 @@ def compile_state(
     ``on_group``/``on_flow`` see each group and (distinct) flow as soon as it is
     compiled, a VIP's group before its flows (a caller can send them on)."""
     planned, issues, contested = _plan_vips(lbs, topo, incumbents)
-    b = FlowBuilder(on_flow)
+    flows: dict[FlowId, FlowBody] = {}
+    groups: dict[int, GroupBody] = {}
+
+    def add(fid: FlowId, body: FlowBody) -> None:
+        have = flows.get(fid)
+        if have is None:
+            flows[fid] = body
+            if on_flow is not None:
+                on_flow(fid, body)
+        elif have != body:
+            raise AssertionError(f"flow key clash: {unpack_flow(have)} vs {unpack_flow(body)}")
+
+    b = FlowBuilder()
     static_flows(b, pipeline)
     for port in topo.local_ports:
         port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
+    owners = b.owners
+    for spec in b.flows.values():
+        body = pack_flow(spec)
+        add(flow_id(body), body)
     plans: list[VipPlan] = []
-    refs: dict[FlowKey, set[own.OwnerKey]] = {}
+    refs: dict[FlowId, set[own.OwnerKey]] = {}
     slots: dict[Slot, own.OwnerKey] = {}
     cache = cache or VipCache()
     for lb, vip, dps in planned:
         plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
         plans.append(plan)
         part = cache.get(plan, pipeline, max_idle, topo)
-        b.groups.append(part.group)
+        groups[part.group_id] = part.group
         if on_group is not None:
-            on_group(part.group)
-        for spec in part.flows:
-            b.add(spec)
-        b.owners[own.owner_cookie(plan.owner)] = plan.owner
-        for shared_owner, spec in part.shared:
-            b.add(spec)
-            b.owners[spec.cookie] = shared_owner
-            refs.setdefault(spec.key, set()).add(plan.owner)
+            on_group(part.group_id, part.group)
+        for fid, body in zip(part.flow_ids, part.flows, strict=True):
+            add(fid, body)
+        owners[own.owner_cookie(plan.owner)] = plan.owner
+        for shared_owner, fid, body in part.shared:
+            add(fid, body)
+            owners[cookie(body)] = shared_owner
+            refs.setdefault(fid, set()).add(plan.owner)
         for tk in dps:
             slots[(tk, vip.endpoint, vip.protocol)] = plan.owner
     cache.end_pass()
-    state = SwitchState(flows=b.flows, groups={g.group_id: g for g in b.groups})
-    return DesiredState(state, dict(b.owners), tuple(plans), tuple(issues),
+    return DesiredState(PackedState(flows, groups), dict(owners), tuple(plans), tuple(issues),
                         {k: frozenset(v) for k, v in refs.items()}, slots, frozenset(contested))
 
 
@@ -332,5 +355,12 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
             mac = topo.macs.get((tk, be.ip))
             if mac is not None:
                 forward_flow(shared, p, tk, addr_text(be.ip), mac)
-    return VipPart(tuple(own_flows.flows.values()), own_flows.groups[0],
-                   tuple((shared.owners[f.cookie], f) for f in shared.flows.values()))
+    bodies = tuple(map(pack_flow, own_flows.flows.values()))
+    group = own_flows.groups[0]
+    return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
+                   tuple(_shared(shared.owners[f.cookie], pack_flow(f))
+                         for f in shared.flows.values()))
+
+
+def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
+    return owner, flow_id(body), body

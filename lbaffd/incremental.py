@@ -23,7 +23,7 @@ from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, Slot, VipCache, VipPlan, make_plan, plan_vips
 from lbaffd.diff import ChangeSet, diff
 from lbaffd.model import LoadBalancer
-from lbaffd.openflow.flowspec import FlowKey, FlowSpec, GroupSpec, SwitchState
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, cookie
 from lbaffd.pipeline import Pipeline
 from lbaffd.topology import Topology
 
@@ -33,14 +33,14 @@ class DesiredIndex:
     only while the switch holds exactly that state."""
 
     def __init__(self, desired: DesiredState, group_ids: Mapping[own.OwnerKey, int]) -> None:
-        self.flows: dict[FlowKey, FlowSpec] = dict(desired.state.flows)
+        self.flows: dict[FlowId, FlowBody] = dict(desired.state.flows)
         # the same flows by audit slice (``ownership.audit_chunk`` of the cookie)
-        self.chunks: list[dict[FlowKey, FlowSpec]] = [{} for _ in range(own.AUDIT_CHUNKS)]
+        self.chunks: list[dict[FlowId, FlowBody]] = [{} for _ in range(own.AUDIT_CHUNKS)]
         for k, f in self.flows.items():
-            self.chunks[own.audit_chunk(f.cookie)][k] = f
-        self.groups: dict[int, GroupSpec] = dict(desired.state.groups)
+            self.chunks[own.audit_chunk(cookie(f))][k] = f
+        self.groups: dict[int, GroupBody] = dict(desired.state.groups)
         self.owners: dict[int, own.OwnerKey] = dict(desired.owners)
-        self.refs: dict[FlowKey, set[own.OwnerKey]] = {
+        self.refs: dict[FlowId, set[own.OwnerKey]] = {
             k: set(v) for k, v in desired.shared_refs.items()}
         self.slots: dict[Slot, own.OwnerKey] = dict(desired.slots)
         self.contested: frozenset[Slot] = desired.contested
@@ -55,7 +55,7 @@ class DesiredIndex:
 
     def desired(self) -> DesiredState:
         """The current state as a DesiredState (the dicts are shared, not copied)."""
-        return DesiredState(SwitchState(self.flows, self.groups), self.owners,
+        return DesiredState(PackedState(self.flows, self.groups), self.owners,
                             tuple(self.plans.values()), self.issues)
 
     def apply(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
@@ -64,12 +64,12 @@ class DesiredIndex:
         new_plans = self._plan(changed, topo, distribution, min_slots)
         if new_plans is None:
             return None
-        touched_flows: set[FlowKey] = set()
+        touched_flows: set[FlowId] = set()
         touched_groups: set[int] = set()
-        old_flows: dict[FlowKey, FlowSpec] = {}
-        old_groups: dict[int, GroupSpec] = {}
+        old_flows: dict[FlowId, FlowBody] = {}
+        old_groups: dict[int, GroupBody] = {}
 
-        def remember(keys: set[FlowKey], gids: set[int]) -> None:
+        def remember(keys: set[FlowId], gids: set[int]) -> None:
             for k in keys - touched_flows:
                 if k in self.flows:
                     old_flows[k] = self.flows[k]
@@ -85,18 +85,18 @@ class DesiredIndex:
             for owner in self.by_lb.pop(uuid, []):
                 plan = self.plans.pop(owner)
                 part = cache.get(plan, pipeline, max_idle, topo)
-                remember({f.key for f in part.flows} | {f.key for _, f in part.shared},
-                         {part.group.group_id})
-                for f in part.flows:
-                    self._drop(f.key)
-                del self.groups[part.group.group_id]
-                for _, f in part.shared:
-                    users = self.refs.get(f.key)
+                remember({*part.flow_ids, *(fid for _, fid, _ in part.shared)},
+                         {part.group_id})
+                for fid in part.flow_ids:
+                    self._drop(fid)
+                del self.groups[part.group_id]
+                for _, fid, _ in part.shared:
+                    users = self.refs.get(fid)
                     if users is not None:
                         users.discard(owner)
                         if not users:
-                            del self.refs[f.key]
-                            self._drop(f.key)
+                            del self.refs[fid]
+                            self._drop(fid)
                 for tk in plan.datapaths:
                     self.slots.pop((tk, plan.vip.endpoint, plan.vip.protocol), None)
                 if owner not in keep:
@@ -105,17 +105,17 @@ class DesiredIndex:
                 removed.append(plan)
         for plan in new_plans:  # in with the new
             part = cache.get(plan, pipeline, max_idle, topo)
-            remember({f.key for f in part.flows} | {f.key for _, f in part.shared},
-                     {part.group.group_id})
-            for f in part.flows:
-                self._put(f)
-            self.groups[part.group.group_id] = part.group
+            remember({*part.flow_ids, *(fid for _, fid, _ in part.shared)},
+                     {part.group_id})
+            for fid, body in zip(part.flow_ids, part.flows, strict=True):
+                self._put(fid, body)
+            self.groups[part.group_id] = part.group
             self.owners[own.owner_cookie(plan.owner)] = plan.owner
-            for shared_owner, f in part.shared:
-                if f.key not in self.flows:
-                    self._put(f)
-                self.owners[f.cookie] = shared_owner
-                self.refs.setdefault(f.key, set()).add(plan.owner)
+            for shared_owner, fid, body in part.shared:
+                if fid not in self.flows:
+                    self._put(fid, body)
+                self.owners[cookie(body)] = shared_owner
+                self.refs.setdefault(fid, set()).add(plan.owner)
             self.plans[plan.owner] = plan
             self.by_lb.setdefault(plan.lb.uuid, []).append(plan.owner)
             for tk in plan.datapaths:
@@ -124,21 +124,21 @@ class DesiredIndex:
         for plan in removed:
             if plan not in new_set:
                 cache.forget(plan, pipeline, max_idle, topo)
-        new = SwitchState({k: self.flows[k] for k in touched_flows if k in self.flows},
+        new = PackedState({k: self.flows[k] for k in touched_flows if k in self.flows},
                           {g: self.groups[g] for g in touched_groups if g in self.groups})
-        return diff(new, SwitchState(old_flows, old_groups))
+        return diff(new, PackedState(old_flows, old_groups))
 
-    def _put(self, f: FlowSpec) -> None:
-        old = self.flows.get(f.key)
-        if old is not None and old.cookie != f.cookie:
-            self.chunks[own.audit_chunk(old.cookie)].pop(f.key, None)
-        self.flows[f.key] = f
-        self.chunks[own.audit_chunk(f.cookie)][f.key] = f
+    def _put(self, fid: FlowId, body: FlowBody) -> None:
+        old = self.flows.get(fid)
+        if old is not None and cookie(old) != cookie(body):
+            self.chunks[own.audit_chunk(cookie(old))].pop(fid, None)
+        self.flows[fid] = body
+        self.chunks[own.audit_chunk(cookie(body))][fid] = body
 
-    def _drop(self, key: FlowKey) -> None:
-        old = self.flows.pop(key, None)
+    def _drop(self, fid: FlowId) -> None:
+        old = self.flows.pop(fid, None)
         if old is not None:
-            self.chunks[own.audit_chunk(old.cookie)].pop(key, None)
+            self.chunks[own.audit_chunk(cookie(old))].pop(fid, None)
 
     def _plan(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
               distribution: str, min_slots: int) -> list[VipPlan] | None:

@@ -22,19 +22,11 @@ from lbaffd.diff import ChangeSet, DiffStream, diff
 from lbaffd.distribution import BALANCED
 from lbaffd.incremental import DesiredIndex
 from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer
-from lbaffd.openflow import codec, fastdecode, wire
+from lbaffd.openflow import codec, fastdecode, packed, wire
 from lbaffd.openflow.flowdesc import iter_entries
-from lbaffd.openflow.flowspec import (
-    Action,
-    FlowKey,
-    FlowSpec,
-    Group,
-    GroupSpec,
-    Opaque,
-    SetField,
-    SwitchState,
-)
+from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
 from lbaffd.pipeline import REG_VIP_ID, Pipeline
 from lbaffd.topology import Topology
 
@@ -75,27 +67,37 @@ class ReconcileResult:
     phases: tuple[tuple[str, float], ...] = ()
 
 
-def _has_opaque(actions: tuple[Action, ...]) -> bool:
-    return any(isinstance(a, Opaque) for a in actions)
+def _group_ref(spec: FlowSpec) -> int:
+    """The lbaffd group a flow dispatches to or names as its VIP id (0: none)."""
+    for a in spec.actions:
+        if isinstance(a, Group) and own.is_lbaffd_group(a.group_id):
+            return a.group_id
+        if (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
+                and own.is_lbaffd_group(a.value)):
+            return a.value
+    return 0
 
 
 class DecodeCache:
-    """Decoded flows and groups by their wire bytes (stats excluded).
+    """Installed flows and groups by their wire bytes (stats excluded), in the
+    desired state's form (``packed``: decoded, then encoded as lbaffd would).
 
     An unchanged flow comes back from OVS byte-identical on every dump, so each
-    distinct entry is decoded once; decoding dominates an audit otherwise
+    distinct entry is converted once; decoding dominates an audit otherwise
     (~0.2 ms per flow with os-ken; ``fastdecode`` decodes lbaffd's own flows
     straight from the bytes and leaves only foreign ones to os-ken).  Holds
-    only what the last dump contained.
+    only what the last dump contained, and which lbaffd group each flow
+    points at (to recover the VIP -> group assignment after a restart).
     """
 
     def __init__(self) -> None:
-        self._flows: dict[int | None, dict[bytes, FlowSpec]] = {}
-        self._groups: dict[bytes, GroupSpec] = {}
+        self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
+        self._refs: dict[bytes, int] = {}  # entry -> group id, for flows naming one
+        self._groups: dict[bytes, GroupBody] = {}
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
-              tick: Callable[[], object] | None = None) -> list[FlowSpec]:
-        """Decode a dump of all lbaffd flows (``chunk`` None) or of one cookie
+              tick: Callable[[], object] | None = None) -> list[FlowBody]:
+        """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
         chunk; each kind of dump keeps its own cache.  ``tick`` runs every
         ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
         if chunk is None:
@@ -103,77 +105,79 @@ class DecodeCache:
         else:
             self._flows.pop(None, None)
         known = self._flows.get(chunk, {})
-        seen: dict[bytes, FlowSpec] = {}
+        refs = self._refs
+        seen: dict[bytes, FlowBody] = {}
         decoded = 0
         for part in parts:
             for offset, _, identity in iter_entries(part.raw):
-                spec = known.get(identity) or seen.get(identity)
-                if spec is None:
+                body = known.get(identity) or seen.get(identity)
+                if body is None:
                     spec = fastdecode.decode_flow(part.raw, offset)
+                    body = packed.installed_flow(spec)
+                    gid = _group_ref(spec)
+                    if gid:
+                        refs[identity] = gid
                     decoded += 1
                     if tick is not None and decoded % TICK_DECODES == 0:
                         tick()
-                seen[identity] = spec
+                seen[identity] = body
         self._flows[chunk] = seen
+        if chunk is None:
+            self._refs = {k: v for k, v in refs.items() if k in seen}
         return list(seen.values())
 
-    def adopt(self, flows: Mapping[FlowKey, FlowSpec], groups: Mapping[int, GroupSpec]) -> None:
-        """Where a decoded entry equals the desired one, keep the desired
-        object instead: the cache then costs its byte keys, not a second copy
-        of the whole state (~60 MB at 80k flows), and the next audit's diff
-        finds the very same objects (``is``) without comparing them."""
+    def group_ids(self) -> dict[int, int]:
+        """cookie -> lbaffd group id, from the last dump of all flows."""
+        found: dict[int, int] = {}
+        for identity, body in self._flows.get(None, {}).items():
+            gid = self._refs.get(identity)
+            if gid:
+                found.setdefault(packed.cookie(body), gid)
+        return found
+
+    def adopt(self, flows: Mapping[FlowId, FlowBody], groups: Mapping[int, GroupBody]) -> None:
+        """Where a converted entry equals the desired one, keep the desired
+        bytes instead: the cache then costs its keys, not a second copy of
+        the state, and the next audit's diff finds the very same objects
+        (``is``) without comparing them."""
         for cached in self._flows.values():
-            for identity, spec in cached.items():
-                want = flows.get(spec.key)
-                if want is not None and want is not spec and want == spec:
+            for identity, body in cached.items():
+                want = flows.get(packed.flow_id(body))
+                if want is not None and want is not body and want == body:
                     cached[identity] = want
         for entry, g in self._groups.items():
-            want_g = groups.get(g.group_id)
+            want_g = groups.get(packed.group_id(g))
             if want_g is not None and want_g is not g and want_g == g:
                 self._groups[entry] = want_g
 
     def groups(self, parts: Iterable[Any],
-               tick: Callable[[], object] | None = None) -> list[GroupSpec]:
-        seen: dict[bytes, GroupSpec] = {}
+               tick: Callable[[], object] | None = None) -> list[GroupBody]:
+        seen: dict[bytes, GroupBody] = {}
         decoded = 0
         for part in parts:
             for offset, group_id, entry in iter_group_entries(part.raw):
                 if not own.is_lbaffd_group(group_id):
                     continue
-                spec = self._groups.get(entry) or seen.get(entry)
-                if spec is None:
-                    spec = fastdecode.decode_group(part.raw, offset)
+                body = self._groups.get(entry) or seen.get(entry)
+                if body is None:
+                    body = packed.installed_group(fastdecode.decode_group(part.raw, offset))
                     decoded += 1
                     if tick is not None and decoded % TICK_DECODES == 0:
                         tick()
-                seen[entry] = spec
+                seen[entry] = body
         self._groups = seen
         return list(seen.values())
 
 
 def read_installed(channel: Channel, cache: DecodeCache | None = None
-                   ) -> tuple[SwitchState, int]:
+                   ) -> tuple[PackedState, int]:
     """lbaffd's flows and groups as the switch reports them now, and how many
     of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
     cache = cache or DecodeCache()
     flows = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
     groups = cache.groups(channel.dump_group_desc())
-    foreign = sum(_has_opaque(f.actions) for f in flows) + sum(
-        any(_has_opaque(b.actions) for b in g.buckets) for g in groups)
-    return SwitchState.build(flows, groups), foreign
-
-
-def recover_group_ids(installed: SwitchState) -> dict[int, int]:
-    """cookie -> group id, from the flows that reference lbaffd groups."""
-    found: dict[int, int] = {}
-    for f in installed.flows.values():
-        for a in f.actions:
-            if isinstance(a, Group) and own.is_lbaffd_group(a.group_id):
-                found.setdefault(f.cookie, a.group_id)
-            elif (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
-                  and own.is_lbaffd_group(a.value)):
-                found.setdefault(f.cookie, a.value)
-    return found
+    foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
+    return PackedState.build(flows, groups), foreign
 
 
 TICK_DECODES = 50
@@ -182,15 +186,13 @@ CLEAR_ENCODER_CACHES_AFTER = 10_000  # bundle messages
 
 def to_messages(cs: ChangeSet) -> list[wire.RawMessage]:
     """Order matters inside the bundle: groups must exist before flows point
-    at them, and flows must be gone before their group is deleted.  Encoded
-    straight to wire bytes (``wire``): the os-ken objects cost most of a cold
-    pass."""
+    at them, and flows must be gone before their group is deleted."""
     msgs: list[wire.RawMessage] = []
-    msgs += [wire.group_add(g) for g in cs.add_groups]
-    msgs += [wire.group_modify(g) for g in cs.mod_groups]
-    msgs += [wire.flow_delete(f) for f in cs.del_flows]
-    msgs += [wire.flow_add(f) for f in cs.add_flows]
-    msgs += [wire.flow_modify(f) for f in cs.mod_flows]
+    msgs += [packed.group_add_message(g) for g in cs.add_groups]
+    msgs += [packed.group_modify_message(g) for g in cs.mod_groups]
+    msgs += [packed.delete_message(f) for f in cs.del_flows]
+    msgs += [packed.add_message(f) for f in cs.add_flows]
+    msgs += [packed.modify_message(f) for f in cs.mod_flows]
     msgs += [wire.group_delete(gid) for gid in cs.del_groups]
     return msgs
 
@@ -215,17 +217,20 @@ class Reconciler:
         self._decoded = DecodeCache()
         self._compiled = VipCache()
         self._group_ids: dict[own.OwnerKey, int] = {}
-        self._installed: SwitchState | None = None  # valid only after a clean pass
+        self._installed: PackedState | None = None  # valid only after a clean pass
         self._channel: Channel | None = None
         self._index: DesiredIndex | None = None  # for incremental passes, like _installed
         self.on_delete: Callable[[tuple[FlowSpec, ...]], None] | None = None
+
+    def _announce(self, deleted: tuple[FlowBody, ...]) -> None:
+        if deleted and self.on_delete is not None:
+            self.on_delete(tuple(map(packed.unpack_flow, deleted)))
 
     def _send(self, channel: Channel, changes: ChangeSet) -> None:
         """One atomic bundle; the switch will report each flow we delete
         (send_flow_rem): say which ones first, so they are not taken for
         someone else's doing."""
-        if changes.del_flows and self.on_delete is not None:
-            self.on_delete(changes.del_flows)
+        self._announce(changes.del_flows)
         channel.bundle(to_messages(changes))
 
     @property
@@ -246,7 +251,7 @@ class Reconciler:
         self._index = None
         previous = dict(self._group_ids)
         if audit:
-            by_cookie = recover_group_ids(installed)
+            by_cookie = self._decoded.group_ids()
             for candidate in (own.vip_owner(lb.uuid, v.key) for lb in lbs for v in lb.vips):
                 gid = by_cookie.get(own.owner_cookie(candidate))
                 if gid is not None:
@@ -259,25 +264,25 @@ class Reconciler:
         stream = DiffStream(installed)
         bundle = channel.open_bundle()
 
-        def on_group(g: GroupSpec) -> None:
-            kind = stream.group(g)
+        def on_group(gid: int, g: GroupBody) -> None:
+            kind = stream.group(gid, g)
             if kind is not None:
-                bundle.add(wire.group_add(g) if kind == "add" else wire.group_modify(g))
+                bundle.add(packed.group_add_message(g) if kind == "add"
+                           else packed.group_modify_message(g))
 
-        def on_flow(f: FlowSpec) -> None:
-            kind = stream.flow(f)
+        def on_flow(fid: FlowId, f: FlowBody) -> None:
+            kind = stream.flow(fid, f)
             if kind is not None:
-                bundle.add(wire.flow_add(f) if kind == "add" else wire.flow_modify(f))
+                bundle.add(packed.add_message(f) if kind == "add" else packed.modify_message(f))
 
         try:
             desired = compile_state(lbs, topo, self._group_ids, self._pipeline,
                                     self._max_idle, self._distribution, self.min_slots,
                                     self._compiled, incumbents, on_flow, on_group)
             changes = stream.finish(desired.state)
-            if changes.del_flows and self.on_delete is not None:
-                self.on_delete(changes.del_flows)
+            self._announce(changes.del_flows)
             for f in changes.del_flows:  # flows first: their groups go last
-                bundle.add(wire.flow_delete(f))
+                bundle.add(packed.delete_message(f))
             for gid in changes.del_groups:
                 bundle.add(wire.group_delete(gid))
         except BaseException:
@@ -294,7 +299,7 @@ class Reconciler:
         self._index = DesiredIndex(desired, self._group_ids)
         # the index's dicts are what is installed now: the pass's own copies
         # go with its result (one 80k-entry dict less at 5000 LBs)
-        self._installed = SwitchState(self._index.flows, self._index.groups)
+        self._installed = PackedState(self._index.flows, self._index.groups)
         if bundle.count > CLEAR_ENCODER_CACHES_AFTER:
             wire.clear_caches()  # a big pass filled them with VIPs it will not encode again
         return ReconcileResult(
@@ -329,11 +334,11 @@ class Reconciler:
         dumped = self._decoded.groups(channel.dump_group_desc(), tick)
         if stopped or self._index is not index:
             return None
-        have_groups = {g.group_id: g for g in dumped}
+        have_groups = {packed.group_id(g): g for g in dumped}
         total = ChangeSet()
-        foreign = sum(any(_has_opaque(b.actions) for b in g.buckets) for g in dumped)
+        foreign = sum(map(packed.is_foreign, dumped))
         n_flows = 0
-        first = diff(SwitchState({}, index.groups), SwitchState({}, have_groups))
+        first = diff(PackedState({}, index.groups), PackedState({}, have_groups))
         stale_groups = first.del_groups
         total = self._apply(channel, index, ChangeSet(add_groups=first.add_groups,
                                                       mod_groups=first.mod_groups), total)
@@ -344,8 +349,8 @@ class Reconciler:
             if stopped or self._index is not index:
                 return None  # a full pass follows and reads everything again
             n_flows += len(flows)
-            foreign += sum(_has_opaque(f.actions) for f in flows)
-            changes = diff(SwitchState(index.chunks[chunk], {}), SwitchState.build(flows, []))
+            foreign += sum(map(packed.is_foreign, flows))
+            changes = diff(PackedState(index.chunks[chunk], {}), PackedState.build(flows, []))
             total = self._apply(channel, index, changes, total)
             tick()
             if stopped or self._index is not index:
@@ -368,7 +373,7 @@ class Reconciler:
         self._send(channel, changes)
         channel.barrier()
         self._index = index
-        self._installed = SwitchState(index.flows, index.groups)
+        self._installed = PackedState(index.flows, index.groups)
         return total + changes
 
     def reconcile_changed(self, channel: Channel, changed: Mapping[str, LoadBalancer | None],

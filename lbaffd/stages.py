@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lbaffd import ownership as own
@@ -93,12 +93,11 @@ TP_DST = {"tcp": "tcp_dst", "udp": "udp_dst", "sctp": "sctp_dst"}
 class FlowBuilder:
     """Accumulates flows per owner and rejects two different flows on one key."""
 
-    def __init__(self, on_new: Callable[[FlowSpec], None] | None = None) -> None:
+    def __init__(self) -> None:
         self.flows: dict[FlowKey, FlowSpec] = {}
         self.groups: list[GroupSpec] = []
         self.owners: dict[int, own.OwnerKey] = {}
         self._cookies: dict[own.OwnerKey, int] = {}
-        self._on_new = on_new  # told of each flow the first time its key is added
 
     def flow(self, owner: own.OwnerKey, table: int, priority: int,
              match: Mapping[str, MatchValue], actions: tuple[Action, ...]) -> None:
@@ -119,8 +118,6 @@ class FlowBuilder:
                 raise AssertionError(f"flow key clash: {have} vs {spec}")
             return
         self.flows[key] = spec
-        if self._on_new is not None:
-            self._on_new(spec)
 
 
 def vip_mac(ip: str) -> str:

@@ -20,6 +20,7 @@ from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
 from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
+from lbaffd.openflow.packed import PackedState
 from lbaffd.reconciler import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.unit.test_fastdecode import EXTRA_FLOWS
@@ -53,7 +54,8 @@ def both_ways(raw: bytes, offset: int) -> tuple[FlowSpec | None, FlowSpec]:
 @pytest.mark.parametrize("index", range(len(STATES)), ids=["standalone", "embedded", "base100",
                                                            "embedded-low"])
 def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) -> None:
-    state = STATES[index].state
+    packed_state = STATES[index].state
+    state = packed_state.specs()
     channel.bundle([wire.group_add(g) for g in state.groups.values()]
                    + [wire.flow_add(f) for f in state.flows.values()])
     entries = dump(channel)
@@ -65,7 +67,7 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
         assert fastdecode.decode_flow(raw, offset) == old
     cache = DecodeCache()
     decoded = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
-    assert {f.key: f for f in decoded} == dict(state.flows)
+    assert PackedState.build(decoded, []).flows == packed_state.flows
     groups = 0
     for part in channel.dump_group_desc():
         for offset, _, _ in iter_group_entries(part.raw):
@@ -75,7 +77,8 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
             assert fast_g == old_g == state.groups[old_g.group_id]
             groups += 1
     assert groups == len(state.groups) > 10
-    assert {g.group_id: g for g in cache.groups(channel.dump_group_desc())} == dict(state.groups)
+    assert PackedState.build([], cache.groups(channel.dump_group_desc())).groups == (
+        packed_state.groups)
 
 
 def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:

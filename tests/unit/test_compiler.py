@@ -19,6 +19,7 @@ from lbaffd.openflow.flowspec import (
     Resubmit,
     SetField,
 )
+from lbaffd.openflow.packed import cookie, unpack_flow
 from lbaffd.pipeline import STANDALONE as P
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
@@ -49,7 +50,7 @@ def compiled(parsed: tuple[LoadBalancer, ...]):  # type: ignore[no-untyped-def]
 
 
 def flows_in(state, table: int) -> list[FlowSpec]:  # type: ignore[no-untyped-def]
-    return sorted((f for f in state.state.flows.values() if f.table == table),
+    return sorted((f for f in state.state.specs().flows.values() if f.table == table),
                   key=lambda f: (-f.priority, str(f.match)))
 
 
@@ -57,14 +58,14 @@ def test_deterministic_and_all_cookies_are_lbaffd_managed() -> None:
     a, _ = compiled(lbs())
     b, _ = compiled(lbs())
     assert a.state == b.state
-    assert all(own.is_managed(f.cookie) for f in a.state.flows.values())
+    assert all(own.is_managed(f.cookie) for f in a.state.specs().flows.values())
     assert all(own.is_lbaffd_group(g) for g in a.state.groups)
 
 
 def test_affinity_vip_pipeline() -> None:
     desired, ids = compiled(lbs())
     (gid,) = ids.values()
-    (group,) = desired.state.groups.values()
+    (group,) = desired.state.specs().groups.values()
     assert group.group_id == gid
     # miss path selection is a function of the client: back-to-back safe
     assert group.selection_method == "hash" and group.fields == ("ipv4_src",)
@@ -80,7 +81,7 @@ def test_affinity_vip_pipeline() -> None:
     assert vip_flow.actions == (SetField("reg6", gid), Resubmit(P.affinity), Resubmit(P.lb))
     # only the local datapath gets the VIP (dp 9 has no local port)
     assert all(f.match.as_dict().get("metadata") in (None, 1)
-               for f in desired.state.flows.values())
+               for f in desired.state.specs().flows.values())
 
     lb_flows = flows_in(desired, P.lb)
     assert [f.priority for f in lb_flows] == [100, 100, 50]
@@ -102,7 +103,7 @@ def test_affinity_vip_pipeline() -> None:
 def test_no_affinity_goes_straight_to_a_dp_hash_group() -> None:
     desired, ids = compiled(lbs(timeout=None))
     (gid,) = ids.values()
-    (group,) = desired.state.groups.values()
+    (group,) = desired.state.specs().groups.values()
     assert group.selection_method == "dp_hash" and group.fields == ()
     (vip_flow,) = [f for f in flows_in(desired, P.dispatch) if f.priority == 200]
     assert vip_flow.actions[-1] == Group(gid)
@@ -126,8 +127,8 @@ def test_changing_one_lb_touches_only_its_owner() -> None:
     after, _ = compiled(lbs(**two))
     changed = {k for k in before.state.flows.keys() | after.state.flows.keys()
                if before.state.flows.get(k) != after.state.flows.get(k)}
-    owners = {after.owners.get(after.state.flows[k].cookie) if k in after.state.flows
-              else before.owners[before.state.flows[k].cookie] for k in changed}
+    owners = {after.owners.get(cookie(after.state.flows[k])) if k in after.state.flows
+              else before.owners[cookie(before.state.flows[k])] for k in changed}
     assert owners == {own.vip_owner("lb-1", "10.0.0.200:80")}
 
 
@@ -157,7 +158,7 @@ def test_bucket_ids_do_not_shift_when_backends_change() -> None:
     two = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.23:8080"})
 
     def ids(parsed: tuple[LoadBalancer, ...]) -> dict[str, int]:
-        (g,) = compiled(parsed)[0].state.groups.values()
+        (g,) = compiled(parsed)[0].state.specs().groups.values()
         return {b.actions[0].nat.ip_min: b.bucket_id for b in g.buckets}  # type: ignore[union-attr]
 
     a, b = ids(three), ids(two)
@@ -172,9 +173,9 @@ def test_backend_reported_down_leaves_group_hit_and_learn_flows() -> None:
     desired = compile_state(parsed, down, ids, P)
     (plan,) = desired.vips
     assert [str(b) for b in plan.live_backends] == ["10.0.0.21:8080"]
-    (group,) = desired.state.groups.values()
+    (group,) = desired.state.specs().groups.values()
     assert [b.actions[0].nat.ip_min for b in group.buckets] == ["10.0.0.21"]  # type: ignore[union-attr]
-    text = " ".join(str(f) for f in desired.state.flows.values())
+    text = " ".join(str(f) for f in desired.state.specs().flows.values())
     assert "10.0.0.22" not in text and str(int(ipaddress.ip_address("10.0.0.22"))) not in text
     udp_down = Topology(TOPO.local_ports, TOPO.macs,
                         frozenset({(ipaddress.ip_address("10.0.0.22"), 8080, "udp")}))
@@ -186,7 +187,7 @@ def test_learned_idle_timeout_is_capped() -> None:
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
     for cap, want in ((65535, 65535), (2, 2)):
         desired = compile_state(parsed, TOPO, ids, P, max_idle=cap)
-        learns = [a for f in desired.state.flows.values() for a in f.actions
+        learns = [a for f in desired.state.specs().flows.values() for a in f.actions
                   if isinstance(a, Learn)]
         assert learns and {a.idle_timeout for a in learns} == {want}
 
@@ -229,14 +230,19 @@ def test_compile_hooks_see_every_flow_once_and_each_group_before_its_flows() -> 
     parsed = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080",
                     "10.0.0.101:80": "10.0.0.21:8080,10.0.0.23:8080"})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
-    seen: list[object] = []
-    state = compile_state(parsed, TOPO, ids, P, on_flow=seen.append, on_group=seen.append)
-    flows = [x for x in seen if isinstance(x, FlowSpec)]
-    groups = [x for x in seen if not isinstance(x, FlowSpec)]
-    assert len(flows) == len(set(f.key for f in flows)) == len(state.state.flows)
-    assert set(flows) == set(state.state.flows.values())
-    assert sorted(groups, key=id) == sorted(state.state.groups.values(), key=id)
-    for i, f in enumerate(flows):
-        for gid in (a.group_id for a in f.actions if isinstance(a, Group)):
-            first_use = seen.index(f)
-            assert any(getattr(g, "group_id", None) == gid for g in seen[:first_use]), i
+    seen: list[tuple[str, object, bytes]] = []
+    state = compile_state(parsed, TOPO, ids, P,
+                          on_flow=lambda fid, body: seen.append(("flow", fid, body)),
+                          on_group=lambda gid, body: seen.append(("group", gid, body)))
+    flows = [(fid, body) for kind, fid, body in seen if kind == "flow"]
+    groups = {gid: body for kind, gid, body in seen if kind == "group"}
+    assert len(flows) == len(dict(flows)) == len(state.state.flows)
+    assert dict(flows) == state.state.flows
+    assert groups == state.state.groups
+    for i, (kind, _, body) in enumerate(seen):
+        if kind != "flow":
+            continue
+        spec = unpack_flow(body)
+        for gid in (a.group_id for a in spec.actions if isinstance(a, Group)):
+            first_use = i
+            assert any(k == "group" and g == gid for k, g, _ in seen[:first_use]), i

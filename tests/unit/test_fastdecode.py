@@ -44,6 +44,7 @@ from lbaffd.openflow.flowspec import (
     shared_pair,
 )
 from lbaffd.openflow.groupdesc import decode_group_entry
+from lbaffd.openflow.packed import PackedState
 from lbaffd.reconciler import DecodeCache
 from tests.unit.test_wire_encode import EXTRA_GROUPS, STATES
 
@@ -85,7 +86,7 @@ EXTRA_FLOWS = (
 
 def corpus() -> Iterator[FlowSpec]:
     for state in STATES:
-        yield from state.state.flows.values()
+        yield from state.state.specs().flows.values()
     yield from EXTRA_FLOWS
 
 
@@ -141,7 +142,7 @@ def test_a_whole_reply_through_the_decode_cache() -> None:
         raw: bytes
 
     decoded = DecodeCache().flows([Part(m) for m in msgs])
-    assert {f.key: f for f in decoded} == {f.key: f for f in flows}
+    assert PackedState.build(decoded, []) == PackedState.of(flows, [])
     for msg in msgs:
         offsets = [off for off, _, _ in iter_entries(msg)]
         assert [fastdecode.decode_flow(msg, off) for off in offsets] == [
@@ -351,7 +352,7 @@ GROUP_MOD_FIXED = 16  # wire.GROUP_MOD: buckets and properties follow
 
 def groups() -> Iterator[GroupSpec]:
     for state in STATES:
-        yield from state.state.groups.values()
+        yield from state.state.specs().groups.values()
     yield from EXTRA_GROUPS
 
 

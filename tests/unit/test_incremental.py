@@ -11,7 +11,7 @@ from lbaffd import ownership as own
 from lbaffd.compiler import VipCache, compile_state, vip_owners
 from lbaffd.incremental import DesiredIndex
 from lbaffd.model import LoadBalancer, parse_all
-from lbaffd.openflow.flowspec import SwitchState
+from lbaffd.openflow.packed import PackedState, flow_id, group_id
 from lbaffd.pipeline import STANDALONE as P
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
@@ -44,7 +44,7 @@ def test_random_changes_match_a_full_compile() -> None:
     lbs = {f"lb-{n}": lb(n, [20 + n % 5, 21 + n % 5], affinity_timeout="30") for n in range(40)}
     desired, ids = full(lbs, {})
     index, cache = DesiredIndex(desired, ids), VipCache()
-    installed = SwitchState(dict(desired.state.flows), dict(desired.state.groups))
+    installed = PackedState(dict(desired.state.flows), dict(desired.state.groups))
     for step in range(60):
         n = rnd.randrange(50)
         uuid = f"lb-{n}"
@@ -60,14 +60,14 @@ def test_random_changes_match_a_full_compile() -> None:
         # apply the change set to what was installed: it must equal the index
         flows, groups = dict(installed.flows), dict(installed.groups)
         for f in changes.del_flows:
-            del flows[f.key]
+            del flows[flow_id(f)]
         for f in changes.add_flows + changes.mod_flows:
-            flows[f.key] = f
+            flows[flow_id(f)] = f
         for g in changes.add_groups + changes.mod_groups:
-            groups[g.group_id] = g
+            groups[group_id(g)] = g
         for gid in changes.del_groups:
             del groups[gid]
-        installed = SwitchState(flows, groups)
+        installed = PackedState(flows, groups)
         assert installed.flows == index.flows and installed.groups == index.groups, step
         assert {k: f for c in index.chunks for k, f in c.items()} == index.flows, step
         want, _ = full(lbs, index.group_ids)

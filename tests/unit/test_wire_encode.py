@@ -39,6 +39,7 @@ from lbaffd.openflow.flowspec import (
     Output,
     SetField,
 )
+from lbaffd.openflow.packed import unpack_flow, unpack_group
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
 from lbaffd.reconciler import to_messages
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
@@ -156,13 +157,13 @@ EXTRA_GROUPS = (
 
 def _flows() -> Iterator[FlowSpec]:
     for state in STATES:
-        yield from state.state.flows.values()
+        yield from state.state.specs().flows.values()
     yield from EXTRA_FLOWS
 
 
 def _groups() -> Iterator[GroupSpec]:
     for state in STATES:
-        yield from state.state.groups.values()
+        yield from state.state.specs().groups.values()
     yield from EXTRA_GROUPS
 
 
@@ -229,11 +230,13 @@ def test_cached_encodings_stay_identical() -> None:
 
 
 def test_to_messages_keeps_the_bundle_order() -> None:
+    """The packed bodies a ChangeSet holds become exactly the os-ken messages."""
     state = STATES[0].state
-    flows, groups = list(state.flows.values()), list(state.groups.values())
-    cs = ChangeSet(add_flows=tuple(flows[:5]), mod_flows=tuple(flows[5:8]),
-                   del_flows=tuple(flows[8:10]), add_groups=tuple(groups[:2]),
-                   mod_groups=tuple(groups[2:3]),
+    bodies, gbodies = list(state.flows.values()), list(state.groups.values())
+    flows, groups = list(map(unpack_flow, bodies)), list(map(unpack_group, gbodies))
+    cs = ChangeSet(add_flows=tuple(bodies[:5]), mod_flows=tuple(bodies[5:8]),
+                   del_flows=tuple(bodies[8:10]), add_groups=tuple(gbodies[:2]),
+                   mod_groups=tuple(gbodies[2:3]),
                    del_groups=tuple(g.group_id for g in groups[3:5]))
     expected = ([codec.group_add(g) for g in groups[:2]]
                 + [codec.group_modify(g) for g in groups[2:3]]
