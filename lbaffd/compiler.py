@@ -96,7 +96,7 @@ class DesiredState:
     # for incremental updates (see ``incremental``): which VIPs need each
     # shared flow (ARP/ND, hairpin, backend MAC), who holds each VIP slot, and
     # the slots more than one LB claims
-    shared_refs: Mapping[FlowId, frozenset[own.OwnerKey]] = field(default_factory=dict)
+    shared_refs: Mapping[FlowId, tuple[own.OwnerKey, ...]] = field(default_factory=dict)
     slots: Mapping[Slot, own.OwnerKey] = field(default_factory=dict)
     contested: frozenset[Slot] = frozenset()
 
@@ -301,7 +301,7 @@ def compile_state(
         body = pack_flow(spec)
         add(flow_id(body), body)
     plans: list[VipPlan] = []
-    refs: dict[FlowId, set[own.OwnerKey]] = {}
+    refs: dict[FlowId, tuple[own.OwnerKey, ...]] = {}
     slots: dict[Slot, own.OwnerKey] = {}
     cache = cache or VipCache()
     for lb, vip, dps in planned:
@@ -317,12 +317,12 @@ def compile_state(
         for shared_owner, fid, body in part.shared:
             add(fid, body)
             owners[cookie(body)] = shared_owner
-            refs.setdefault(fid, set()).add(plan.owner)
+            refs[fid] = (*refs.get(fid, ()), plan.owner)  # once per VIP: no duplicates
         for tk in dps:
             slots[(tk, vip.endpoint, vip.protocol)] = plan.owner
     cache.end_pass()
     return DesiredState(PackedState(flows, groups), dict(owners), tuple(plans), tuple(issues),
-                        {k: frozenset(v) for k, v in refs.items()}, slots, frozenset(contested))
+                        refs, slots, frozenset(contested))
 
 
 def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,

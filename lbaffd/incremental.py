@@ -18,6 +18,7 @@ Load_Balancer rows may have changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, Slot, VipCache, VipPlan, make_plan, plan_vips
@@ -28,21 +29,35 @@ from lbaffd.pipeline import Pipeline
 from lbaffd.topology import Topology
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _adopted(m: Mapping[_K, _V]) -> dict[_K, _V]:
+    return m if isinstance(m, dict) else dict(m)
+
+
 class DesiredIndex:
     """Mutable index over one desired state; owned by the reconciler, valid
     only while the switch holds exactly that state."""
 
-    def __init__(self, desired: DesiredState, group_ids: Mapping[own.OwnerKey, int]) -> None:
-        self.flows: dict[FlowId, FlowBody] = dict(desired.state.flows)
+    def __init__(self, desired: DesiredState, group_ids: Mapping[own.OwnerKey, int],
+                 adopt: bool = False) -> None:
+        """``adopt``: take ``desired``'s dicts instead of copying them (no
+        second 80k-entry dict at the end of a big pass); the caller must then
+        use ``desired()``, not ``desired``, which the index goes on changing."""
+        own_ = _adopted if adopt else dict
+        self.flows: dict[FlowId, FlowBody] = own_(desired.state.flows)
         # the same flows by audit slice (``ownership.audit_chunk`` of the cookie)
         self.chunks: list[dict[FlowId, FlowBody]] = [{} for _ in range(own.AUDIT_CHUNKS)]
         for k, f in self.flows.items():
             self.chunks[own.audit_chunk(cookie(f))][k] = f
-        self.groups: dict[int, GroupBody] = dict(desired.state.groups)
-        self.owners: dict[int, own.OwnerKey] = dict(desired.owners)
-        self.refs: dict[FlowId, set[own.OwnerKey]] = {
-            k: set(v) for k, v in desired.shared_refs.items()}
-        self.slots: dict[Slot, own.OwnerKey] = dict(desired.slots)
+        self.groups: dict[int, GroupBody] = own_(desired.state.groups)
+        self.owners: dict[int, own.OwnerKey] = own_(desired.owners)
+        # tuples, not sets: nearly every shared flow has one user (~200 bytes
+        # a flow less at 20k shared flows); users of one flow are few
+        self.refs: dict[FlowId, tuple[own.OwnerKey, ...]] = own_(desired.shared_refs)
+        self.slots: dict[Slot, own.OwnerKey] = own_(desired.slots)
         self.contested: frozenset[Slot] = desired.contested
         self.plans: dict[own.OwnerKey, VipPlan] = {p.owner: p for p in desired.vips}
         self.by_lb: dict[str, list[own.OwnerKey]] = {}
@@ -93,8 +108,10 @@ class DesiredIndex:
                 for _, fid, _ in part.shared:
                     users = self.refs.get(fid)
                     if users is not None:
-                        users.discard(owner)
-                        if not users:
+                        users = tuple(u for u in users if u != owner)
+                        if users:
+                            self.refs[fid] = users
+                        else:
                             del self.refs[fid]
                             self._drop(fid)
                 for tk in plan.datapaths:
@@ -115,7 +132,9 @@ class DesiredIndex:
                 if fid not in self.flows:
                     self._put(fid, body)
                 self.owners[cookie(body)] = shared_owner
-                self.refs.setdefault(fid, set()).add(plan.owner)
+                users = self.refs.get(fid, ())
+                if plan.owner not in users:
+                    self.refs[fid] = (*users, plan.owner)
             self.plans[plan.owner] = plan
             self.by_lb.setdefault(plan.lb.uuid, []).append(plan.owner)
             for tk in plan.datapaths:

@@ -296,10 +296,11 @@ class Reconciler:
         t_end = time.monotonic()
         if audit:
             self._decoded.adopt(desired.state.flows, desired.state.groups)
-        self._index = DesiredIndex(desired, self._group_ids)
-        # the index's dicts are what is installed now: the pass's own copies
-        # go with its result (one 80k-entry dict less at 5000 LBs)
-        self._installed = PackedState(self._index.flows, self._index.groups)
+        # the index takes the compiled dicts (no copy of 80k entries at 5000
+        # LBs) and they are what is installed now
+        self._index = DesiredIndex(desired, self._group_ids, adopt=True)
+        desired = self._index.desired()
+        self._installed = desired.state
         if bundle.count > CLEAR_ENCODER_CACHES_AFTER:
             wire.clear_caches()  # a big pass filled them with VIPs it will not encode again
         return ReconcileResult(

@@ -176,10 +176,11 @@ def _ip(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
     return {"eth_type": ETH_IP6, f"ipv6_{which}": text}
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def addr_text(ip: IPAddress) -> str:
-    """``str(ip)``, memoized: the same backend address is written into many
-    flows, and ipaddress formats it anew each time."""
+    """``str(ip)``, memoized: the same backend address is written into several
+    flows of its VIP, and ipaddress formats it anew each time (a VIP compiles
+    at once: a small memo does, one entry per address was ~5 MB at 5000 LBs)."""
     return str(ip)
 
 

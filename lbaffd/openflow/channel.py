@@ -103,6 +103,23 @@ class _Waiter:
     error: Exception | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _XidSpan:
+    """The xids from ``first`` to ``last`` (wrapping at 2^32) that no request
+    of its own claims belong to ``waiter``: a bundle's adds, which are only
+    ever answered by an error.  One span instead of a waiter entry per add
+    (at 85k adds those were ~7 MB for the length of a bundle)."""
+
+    first: int
+    last: int
+    waiter: _Waiter
+
+    def __contains__(self, xid: int) -> bool:
+        if self.first <= self.last:
+            return self.first <= xid <= self.last
+        return xid >= self.first or xid <= self.last
+
+
 class OpenFlowChannel:
     def __init__(self, target: str, *, on_async: Callable[[Reply], None] | None = None,
                  on_disconnect: Callable[[], None] | None = None, echo_interval: float = 5.0,
@@ -115,6 +132,7 @@ class OpenFlowChannel:
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
+        self._spans: list[_XidSpan] = []  # under _waiters_lock too
         self._waiters_lock = threading.Lock()
         self._xids = itertools.count(1)
         self._reader: threading.Thread | None = None
@@ -242,6 +260,8 @@ class OpenFlowChannel:
             return
         with self._waiters_lock:
             waiter = self._waiters.get(xid)
+            if waiter is None and msg_type == ofp.OFPT_ERROR:
+                waiter = next((s.waiter for s in self._spans if xid in s), None)
         if waiter is None:
             if self._on_async is not None and msg_type in ASYNC_TYPES:
                 self._on_async(Reply(msg_type, xid, raw))
@@ -260,6 +280,7 @@ class OpenFlowChannel:
     def _fail_all(self, exc: Exception) -> None:
         with self._waiters_lock:
             waiters, self._waiters = list(self._waiters.values()), {}
+            waiters += [s.waiter for s in self._spans]
         for w in waiters:
             if w.error is None:
                 w.error = exc
@@ -441,10 +462,9 @@ class Bundle:
         self._timeout = timeout
         self._id: int | None = None
         self._flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        self._errors = _Waiter()  # the first error of any add, under every add's xid
-        self._xids: list[int] = []
+        self._errors = _Waiter()  # the first error of any add
+        self._span: _XidSpan | None = None  # the adds' xids, once the first is sent
         self._batch: list[bytes] = []
-        self._batch_xids: list[int] = []
         self._size = 0
         self.count = 0
 
@@ -465,8 +485,13 @@ class Bundle:
             m.xid = xid
             m.serialize()
             data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
+        if self._span is None:
+            self._span = _XidSpan(xid, xid, self._errors)
+            with ch._waiters_lock:
+                ch._spans.append(self._span)
+        else:
+            self._span.last = xid  # before it is sent: its error finds the span
         self._batch.append(data)
-        self._batch_xids.append(xid)
         self._size += len(data)
         self.count += 1
         if self._size >= SEND_CHUNK:
@@ -475,19 +500,15 @@ class Bundle:
     def _flush(self) -> None:
         if not self._batch:
             return
-        ch = self._ch
-        with ch._waiters_lock:
-            ch._waiters.update(dict.fromkeys(self._batch_xids, self._errors))
-        self._xids += self._batch_xids
         batch = self._batch
-        self._batch, self._batch_xids, self._size = [], [], 0
-        ch._send_many(batch, "OFPBundleAddMsg")
+        self._batch, self._size = [], 0
+        self._ch._send_many(batch, "OFPBundleAddMsg")
 
     def _release(self) -> None:
-        with self._ch._waiters_lock:
-            for xid in self._xids:
-                self._ch._waiters.pop(xid, None)
-        self._xids = []
+        if self._span is not None:
+            with self._ch._waiters_lock:
+                self._ch._spans.remove(self._span)
+            self._span = None
 
     def commit(self) -> None:
         """Apply everything added (no-op when nothing was); raises the first
