@@ -28,7 +28,6 @@ from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, coo
 from lbaffd.pipeline import Pipeline
 from lbaffd.topology import Topology
 
-
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 

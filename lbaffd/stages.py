@@ -40,8 +40,6 @@ from lbaffd.openflow.flowspec import (
     Output,
     Resubmit,
     SetField,
-    shared_action,
-    shared_learn_load,
 )
 from lbaffd.pipeline import (
     CS_EST,
@@ -107,7 +105,7 @@ class FlowBuilder:
             self.owners[cookie] = owner
         # send_flow_rem: a foreign delete of an lbaffd flow wakes the daemon at once
         self.add(FlowSpec(table, priority, Match.of(match),
-                          tuple(a if isinstance(a, Learn) else shared_action(a) for a in actions),
+                          actions,
                           cookie, flags=OFPFF_SEND_FLOW_REM))
 
     def add(self, spec: FlowSpec) -> None:
@@ -363,8 +361,8 @@ def _learn(p: Pipeline, plan: VipPlan, be: Endpoint, idle_timeout: int) -> Learn
         *_learn_key(be.ip.version == 4)]
     specs += [LearnLoadValue(v, reg, 32) for reg, v in backend_regs(be.ip).items()]
     if be.port is not None:
-        specs.append(shared_learn_load(be.port, REG_BACKEND_PORT, 16))
-    specs.append(shared_learn_load(1, REG_AFFINITY_HIT, 32))
+        specs.append(LearnLoadValue(be.port, REG_BACKEND_PORT, 16))
+    specs.append(LearnLoadValue(1, REG_AFFINITY_HIT, 32))
     return Learn(
         table=p.affinity,
         specs=tuple(specs),

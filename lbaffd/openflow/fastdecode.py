@@ -18,7 +18,7 @@ path, so foreign edits still decode as before (``Opaque`` and all).
 Field names and value types come from os-ken's field table (once per OXM
 header), so names agree with the os-ken path by construction.  Recurring
 match TLVs and actions (a VIP's id, eth_type, resubmits, moves) are decoded
-once and shared, as the compiler shares them (``Match.of``, ``shared_action``).
+once (bounded memos).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from lbaffd.openflow.flowspec import (
     GroupSpec,
     Learn,
     LearnLoadField,
+    LearnLoadValue,
     LearnMatchField,
     LearnMatchValue,
     LearnSpec,
@@ -53,9 +54,6 @@ from lbaffd.openflow.flowspec import (
     Output,
     Resubmit,
     SetField,
-    shared_action,
-    shared_learn_load,
-    shared_pair,
 )
 from lbaffd.openflow.groupdesc import (
     BUCKET,
@@ -238,7 +236,7 @@ def _tlv_pairs(header: int, tlv: bytes) -> MatchPairs:
         value = (v & m, m)
     else:
         value = (f.to_user(raw_v), f.to_user(raw_m))
-    return (shared_pair((f.name, value)),)
+    return ((f.name, value),)
 
 
 def _xreg_pairs(n: int, v: int, m: int) -> MatchPairs:
@@ -249,9 +247,9 @@ def _xreg_pairs(n: int, v: int, m: int) -> MatchPairs:
         half_v = (v >> shift) & 0xFFFFFFFF
         half_m = (m >> shift) & 0xFFFFFFFF
         if half_m == 0xFFFFFFFF:
-            out.append(shared_pair((f"reg{reg}", half_v)))
+            out.append((f"reg{reg}", half_v))
         elif half_m:
-            out.append(shared_pair((f"reg{reg}", (half_v & half_m, half_m))))
+            out.append((f"reg{reg}", (half_v & half_m, half_m)))
     return tuple(out)
 
 
@@ -296,8 +294,7 @@ def _actions(buf: bytes, pos: int, end: int) -> tuple[Action, ...]:
         action = memo.get(raw)
         if action is None:
             action = _action(raw)
-            if not isinstance(action, Learn):  # per-VIP: sharing would only cost memory
-                action = shared_action(action)
+            if not isinstance(action, Learn):  # per backend: a memo would only cost memory
                 if len(memo) >= MEMO_LIMIT:
                     memo.clear()
                 memo[raw] = action
@@ -467,7 +464,7 @@ def _learn_spec(raw: bytes, pos: int, header: int, end: int) -> LearnSpec:
     if header & 0x2000:
         value = _int(raw[pos:end - SUBFIELD.size])
         if load:
-            return shared_learn_load(value, dst, n_bits)
+            return LearnLoadValue(value, dst, n_bits)
         return LearnMatchValue(value, dst, n_bits)
     src = _learn_subfield(raw, pos)
     return (LearnLoadField if load else LearnMatchField)(src, dst, n_bits)

@@ -1,10 +1,11 @@
 """Immutable, comparable descriptions of OpenFlow flows and groups.
 
-The compiler produces these, the codec turns them into os-ken messages and turns
-the switch's flow/group-desc replies back into them, and the differ compares the
-two sides with plain ``==``.  They are therefore *canonical*: a flow reads back
-from ovs-vswitchd equal to the one that was sent (the codec normalises OVS's
-re-encodings such as OF1.5 ``copy_field`` for ``move``).
+The pipeline stages produce these, ``wire`` encodes them (``packed`` keeps the
+encoded form: these objects live only while one VIP compiles), and the decoders
+turn the switch's flow/group-desc replies back into them.  They are therefore
+*canonical*: a flow reads back from ovs-vswitchd equal to the one that was sent
+(the decoders normalise OVS's re-encodings such as OF1.5 ``copy_field`` for
+``move``), so it encodes back to the very bytes that were sent.
 
 Field names and values follow os-ken's OXM conventions (``ipv4_dst`` as a dotted
 string, ``eth_dst`` as ``aa:bb:..``, registers as ints), because that is what the
@@ -13,7 +14,6 @@ codec hands to and gets from os-ken.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -47,21 +47,13 @@ class Match:
     def of(cls, items: Mapping[str, MatchValue] | None = None, **kw: MatchValue) -> Match:
         merged: dict[str, MatchValue] = dict(items or {})
         merged.update(kw)
-        return cls(tuple(map(shared_pair, sorted(merged.items()))))
+        return cls(tuple(sorted(merged.items())))
 
     def as_dict(self) -> dict[str, MatchValue]:
         return dict(self.fields)
 
     def __str__(self) -> str:
         return ",".join(f"{k}={_fmt(v)}" for k, v in self.fields)
-
-
-@functools.lru_cache(maxsize=4096)
-def shared_pair(pair: tuple[str, MatchValue]) -> tuple[str, MatchValue]:
-    """One tuple for equal (field, value) pairs: most recur in many flows (a
-    VIP's id in all of its flows, eth_type in nearly all), and at 80k flows
-    the pairs are most of the desired state's memory."""
-    return pair
 
 
 def _fmt(v: MatchValue) -> str:
@@ -206,25 +198,6 @@ class Opaque:
 
 
 Action: TypeAlias = Output | SetField | Move | Resubmit | Group | Ct | Learn | Opaque
-
-
-@functools.lru_cache(maxsize=4096)
-def _shared(action: Action | LearnLoadValue) -> Action | LearnLoadValue:
-    """One object for equal actions: resubmits, outputs, register moves and
-    a VIP's DNAT recur across flows and VIPs (most of 80k flows' actions)."""
-    return action
-
-
-def shared_action(action: Action) -> Action:
-    shared = _shared(action)
-    assert not isinstance(shared, LearnLoadValue)
-    return shared
-
-
-def shared_learn_load(value: int, dst: str, n_bits: int) -> LearnLoadValue:
-    shared = _shared(LearnLoadValue(value, dst, n_bits))
-    assert isinstance(shared, LearnLoadValue)
-    return shared
 
 
 # ---------------------------------------------------------------- flows and groups
