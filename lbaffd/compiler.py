@@ -27,7 +27,6 @@ from lbaffd.openflow.packed import (
     cookie,
     flow_id,
     pack_flow,
-    pack_group,
     unpack_flow,
 )
 from lbaffd.pipeline import (
@@ -35,17 +34,13 @@ from lbaffd.pipeline import (
 )
 from lbaffd.stages import (
     FlowBuilder,
-    addr_text,
-    arp_responder,
-    forward_flow,
-    hairpin_reply,
-    hairpin_unsnat,
     port_flows,
     static_flows,
-    vip_flows,
     vip_mac,
 )
+from lbaffd.templates import VipTemplates
 from lbaffd.topology import Topology
+from lbaffd.vippart import VipPart, compile_vip
 
 __all__ = ["DesiredState", "VipCache", "VipPart", "VipPlan", "compile_state", "make_plan",
            "plan_vips", "vip_mac", "vip_owners"]
@@ -210,19 +205,6 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
-@dataclass(frozen=True, slots=True)
-class VipPart:
-    """What one VIP puts on the switch, encoded (``packed``): its own flows
-    and group (its cookie), and the shared flows it needs (other cookies;
-    other VIPs may need them too) with their owners."""
-
-    flow_ids: tuple[FlowId, ...]
-    flows: tuple[FlowBody, ...]  # in flow_ids order
-    group_id: int
-    group: GroupBody
-    shared: tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]
-
-
 def _topo_key(plan: VipPlan, topo: Topology) -> tuple[object, ...]:
     """What of the topology a VIP's part depends on: its backends' MACs and
     which of them are local ports (hairpin)."""
@@ -237,15 +219,20 @@ class VipCache:
     of LBs).  Keeps only what the latest full pass used, plus what
     incremental passes add."""
 
-    def __init__(self) -> None:
+    def __init__(self, templates: bool = True) -> None:
         self._parts: dict[tuple[object, ...], VipPart] = {}
         self._used: dict[tuple[object, ...], VipPart] = {}
+        # VIPs shaped like one compiled before are filled in from its bytes
+        self.templates = VipTemplates(compile_vip) if templates else None
 
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         key = (plan, p, max_idle, _topo_key(plan, topo))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
-            part = compile_vip(plan, p, max_idle, topo)
+            if self.templates is not None:
+                part = self.templates.part(plan, p, max_idle, topo)
+            else:
+                part = compile_vip(plan, p, max_idle, topo)
         self._used[key] = part
         return part
 
@@ -336,31 +323,3 @@ def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
     buckets = tuple(group_buckets(live, mode))
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
                    _expected_shares(live, buckets, mode, min_slots))
-
-
-def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-    own_flows = FlowBuilder()
-    vip_flows(own_flows, p, plan, max_idle, topo.local_ips)
-    shared = FlowBuilder()
-    vip, lb = plan.vip, plan.lb
-    ip = addr_text(vip.endpoint.ip)
-    snat = addr_text(lb.hairpin_source(vip.endpoint))
-    for tk in plan.datapaths:
-        arp_responder(shared, p, tk, ip)
-        hairpin_reply(shared, p, tk, ip)
-        hairpin_unsnat(shared, p, tk, snat)
-        if snat != ip:  # backends answer the hairpin source
-            arp_responder(shared, p, tk, snat)
-        for be in vip.backends:
-            mac = topo.macs.get((tk, be.ip))
-            if mac is not None:
-                forward_flow(shared, p, tk, addr_text(be.ip), mac)
-    bodies = tuple(map(pack_flow, own_flows.flows.values()))
-    group = own_flows.groups[0]
-    return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
-                   tuple(_shared(shared.owners[f.cookie], pack_flow(f))
-                         for f in shared.flows.values()))
-
-
-def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
-    return owner, flow_id(body), body

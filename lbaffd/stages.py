@@ -297,16 +297,9 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
         for be in plan.live_backends:
             if be.ip in local_ips:  # only a local port can connect to its own VIP here
                 _hairpin_snat(b, p, plan, tk, be)
-    fields = hash_fields(plan)
     # one DNAT action per backend, shared by its bucket(s) and its hit flow
     commit = {be: _commit_to(p, be, gid) for be in plan.live_backends}
-    b.groups.append(GroupSpec(
-        group_id=gid,
-        buckets=tuple(Bucket(bid, (commit[be],)) for bid, be in plan.buckets),
-        selection_method="hash" if fields else "dp_hash",
-        fields=fields,
-        owner_cookie=own.owner_cookie(owner),
-    ))
+    b.groups.append(vip_group(p, plan, commit))
     if not affinity or not plan.live_backends:
         return
     timeout = plan.lb.affinity_timeout or 0
@@ -325,6 +318,22 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
                        **_ip(be.ip, "dst")}
         b.flow(owner, p.learn, PRIO_LEARN, learn_match,
                (_learn(p, plan, be, min(timeout, max_idle)), Resubmit(p.forward)))
+
+
+def vip_group(p: Pipeline, plan: VipPlan, commit: Mapping[Endpoint, Ct] | None = None
+              ) -> GroupSpec:
+    """The VIP's select group: a bucket per entry of ``plan.buckets``, each
+    DNATing to its backend (``commit``: the actions already built for them)."""
+    if commit is None:
+        commit = {be: _commit_to(p, be, plan.group_id) for be in plan.live_backends}
+    fields = hash_fields(plan)
+    return GroupSpec(
+        group_id=plan.group_id,
+        buckets=tuple(Bucket(bid, (commit[be],)) for bid, be in plan.buckets),
+        selection_method="hash" if fields else "dp_hash",
+        fields=fields,
+        owner_cookie=own.owner_cookie(plan.owner),
+    )
 
 
 def hash_fields(plan: VipPlan) -> tuple[str, ...]:

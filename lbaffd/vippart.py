@@ -1,0 +1,69 @@
+"""One VIP's part of the switch: what it puts there, compiled through the stages.
+
+``compile_vip`` is the reference: it runs the pipeline stages for one VIP
+(FlowSpecs) and encodes the result (``packed``).  ``templates`` produces the
+very same parts for VIPs shaped like one compiled before, from bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lbaffd import ownership as own
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, flow_id, pack_flow, pack_group
+from lbaffd.pipeline import Pipeline
+from lbaffd.stages import (
+    FlowBuilder,
+    addr_text,
+    arp_responder,
+    forward_flow,
+    hairpin_reply,
+    hairpin_unsnat,
+    vip_flows,
+)
+from lbaffd.topology import Topology
+
+if TYPE_CHECKING:
+    from lbaffd.compiler import VipPlan
+
+
+@dataclass(frozen=True, slots=True)
+class VipPart:
+    """What one VIP puts on the switch, encoded (``packed``): its own flows
+    and group (its cookie), and the shared flows it needs (other cookies;
+    other VIPs may need them too) with their owners."""
+
+    flow_ids: tuple[FlowId, ...]
+    flows: tuple[FlowBody, ...]  # in flow_ids order
+    group_id: int
+    group: GroupBody
+    shared: tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]
+
+
+def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+    own_flows = FlowBuilder()
+    vip_flows(own_flows, p, plan, max_idle, topo.local_ips)
+    shared = FlowBuilder()
+    vip, lb = plan.vip, plan.lb
+    ip = addr_text(vip.endpoint.ip)
+    snat = addr_text(lb.hairpin_source(vip.endpoint))
+    for tk in plan.datapaths:
+        arp_responder(shared, p, tk, ip)
+        hairpin_reply(shared, p, tk, ip)
+        hairpin_unsnat(shared, p, tk, snat)
+        if snat != ip:  # backends answer the hairpin source
+            arp_responder(shared, p, tk, snat)
+        for be in vip.backends:
+            mac = topo.macs.get((tk, be.ip))
+            if mac is not None:
+                forward_flow(shared, p, tk, addr_text(be.ip), mac)
+    bodies = tuple(map(pack_flow, own_flows.flows.values()))
+    group = own_flows.groups[0]
+    return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
+                   tuple(_shared(shared.owners[f.cookie], pack_flow(f))
+                         for f in shared.flows.values()))
+
+
+def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
+    return owner, flow_id(body), body
