@@ -21,12 +21,14 @@ How it stays exact:
   part; else that shape is always compiled.
 - IPv6 VIPs and LBs with ``hairpin_snat_ip`` are always compiled.
 
-The group is always built through the stages (``vip_group``): its bucket
-order follows hashes of the backends.
+The group is filled in bucket by bucket (``_GroupTemplate``): its bucket
+order follows hashes of the backends, so each backend has a bucket template
+and the plan's bucket list says which goes where.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 from lbaffd import ownership as own
 from lbaffd.model import Endpoint, IPAddress, Vip
+from lbaffd.openflow import wire
 from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
 from lbaffd.pipeline import Pipeline
 from lbaffd.stages import addr_text, vip_group, vip_mac
@@ -76,15 +79,22 @@ MAX_SHAPES: Final = 4096
 
 def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
     """The VIP's distinct addresses, its own first, then its backends' in order."""
-    return tuple(dict.fromkeys((plan.vip.endpoint.ip, *(be.ip for be in plan.vip.backends))))
+    seen = {int(ip): ip for ip in (plan.vip.endpoint.ip, *(be.ip for be in plan.vip.backends))}
+    return tuple(seen.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def _marker_endpoint(marks: _Marks, k: int, port: int | None) -> Endpoint:
+    """One object per marker endpoint: it remembers its hash (shapes are dict keys)."""
+    return Endpoint(marks.addr(k), port)
 
 
 def _marked(plan: VipPlan, addrs: Sequence[IPAddress], marks: _Marks) -> VipPlan:
     """``plan`` with its values replaced by ``marks``' (everything else kept)."""
-    sub = {ip: marks.addr(k) for k, ip in enumerate(addrs)}
+    index = {int(ip): k for k, ip in enumerate(addrs)}
 
     def ep(e: Endpoint) -> Endpoint:
-        return Endpoint(sub[e.ip], e.port)
+        return _marker_endpoint(marks, index[int(e.ip)], e.port)
 
     vip = plan.vip
     mvip = Vip(MARKER_VIP_KEY, ep(vip.endpoint), vip.protocol, tuple(map(ep, vip.backends)))
@@ -161,10 +171,69 @@ class _Body:
         return cls(tuple(consts), tuple(ref for _, _, ref in slots))
 
 
+MARK_BUCKET_A: Final = 0x0A1A2A00
+MARK_BUCKET_B: Final = 0x0B1B2B00
+
+
+def _bucketed(plan: VipPlan, first_bucket: int) -> VipPlan:
+    """A marker plan with one bucket per live backend, ids from ``first_bucket``."""
+    return replace(plan, buckets=tuple((first_bucket + i, be)
+                                       for i, be in enumerate(plan.live_backends)))
+
+
+def _split_group(body: bytes) -> tuple[list[bytes], bytes]:
+    """A group body's buckets and what follows them (its properties)."""
+    bucket_len: int = wire.GROUP_MOD.unpack_from(body)[3]
+    pos, end = wire.GROUP_MOD.size, wire.GROUP_MOD.size + bucket_len
+    buckets = []
+    while pos < end:
+        size: int = wire.BUCKET.unpack_from(body, pos)[0]
+        buckets.append(body[pos:pos + size])
+        pos += size
+    return buckets, body[end:]
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupTemplate:
+    """A bucket per live backend (its bucket id, group id and addresses are
+    slots) and the properties; the plan says which backend each bucket DNATs
+    to, in an order that follows their hashes."""
+
+    buckets: tuple[_Body, ...]  # by live backend index
+    props: bytes
+
+    def body(self, plan: VipPlan, addr_vals: Sequence[bytes]) -> bytes:
+        gid = plan.group_id.to_bytes(4, "big")
+        index = {be: i for i, be in enumerate(plan.live_backends)}
+        buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
+                            for bid, be in plan.buckets])
+        return wire.GROUP_MOD.pack(wire.OFPGC_ADD, wire.OFPGT_SELECT, plan.group_id,
+                                   len(buckets), wire.ANY) + buckets + self.props
+
+    @classmethod
+    def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes],
+             n_live: int) -> _GroupTemplate | None:
+        """From the groups of the two marker plans (``_bucketed``); ``va``/``vb``
+        are (group id, *addresses)."""
+        buckets_a, props_a = _split_group(a)
+        buckets_b, props_b = _split_group(b)
+        if props_a != props_b or not len(buckets_a) == len(buckets_b) == n_live:
+            return None
+        out: list[_Body] = []
+        for i, (x, y) in enumerate(zip(buckets_a, buckets_b, strict=True)):
+            body = _Body.find(x, y, [(MARK_BUCKET_A + i).to_bytes(4, "big"), *va],
+                              [(MARK_BUCKET_B + i).to_bytes(4, "big"), *vb])
+            if body is None:
+                return None
+            out.append(body)
+        return cls(tuple(out), props_a)
+
+
 @dataclass(frozen=True, slots=True)
 class _Template:
     flows: tuple[_Body, ...]
     shared: tuple[tuple[OwnerPattern, _Body], ...]
+    group: _GroupTemplate
 
     def part(self, plan: VipPlan, p: Pipeline, addrs: Sequence[IPAddress],
              macs: Sequence[str]) -> VipPart:
@@ -176,7 +245,7 @@ class _Template:
         shared = tuple((o, flow_id(body), body) for o, body in
                        zip(owners, (t.fill(vals) for _, t in self.shared), strict=True))
         return VipPart(tuple(map(flow_id, bodies)), bodies, plan.group_id,
-                       pack_group(vip_group(p, plan)), shared)
+                       self.group.body(plan, vals[3:3 + len(addrs)]), shared)
 
 
 _SEEN_ONCE: Final = "seen once"
@@ -190,6 +259,7 @@ class VipTemplates:
         self._compile = compile_vip
         self._shapes: dict[Shape, _Template | str] = {}
         self.made = self.refused = 0  # templates made / shapes found unusable
+        self.filled = 0  # parts filled in from a template
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         vip = plan.vip
@@ -203,6 +273,7 @@ class VipTemplates:
                         tuple(m is not None for m in mac_of))
         entry = self._shapes.get(shape)
         if isinstance(entry, _Template):
+            self.filled += 1
             return entry.part(plan, p, addrs, macs)
         part = self._compile(plan, p, max_idle, topo)
         if entry is None:
@@ -259,7 +330,15 @@ class VipTemplates:
                 return None
             bodies.append(body)
         n = len(part_a.flows)
-        template = _Template(tuple(bodies[:n]), tuple(zip(patterns, bodies[n:], strict=True)))
+        addr_a, addr_b = va[3:3 + len(addrs)], vb[3:3 + len(addrs)]
+        group_a = pack_group(vip_group(p, _bucketed(plan_a, MARK_BUCKET_A)))
+        group_b = pack_group(vip_group(p, _bucketed(plan_b, MARK_BUCKET_B)))
+        group = _GroupTemplate.find(group_a, group_b, [va[1], *addr_a], [vb[1], *addr_b],
+                                    len(plan.live_backends))
+        if group is None or group.body(_bucketed(plan_b, MARK_BUCKET_B), addr_b) != group_b:
+            return None
+        template = _Template(tuple(bodies[:n]), tuple(zip(patterns, bodies[n:], strict=True)),
+                             group)
         if template.part(plan, p, addrs, macs) != real:
             return None
         return template

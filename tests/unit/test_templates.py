@@ -1,0 +1,136 @@
+"""Templates change how fast a VIP compiles, never what it compiles to: the
+state compiled with them equals the state compiled through the stages, for
+VIPs of every kind (and the templates are really used)."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from lbaffd import ownership as own
+from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
+from lbaffd.model import IPAddress, LoadBalancer, parse_all
+from lbaffd.pipeline import STANDALONE, Pipeline, embedded
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.topology import LocalPort, Topology
+
+LS = DatapathRow("dp-ls", 1, "ls")
+LR = DatapathRow("dp-lr", 2, "lr", is_router=True)
+LS2 = DatapathRow("dp-ls2", 3, "ls2")
+DPS = {d.uuid: d for d in (LS, LR, LS2)}
+
+# Shapes that recur (as a cluster's services do): ports, protocol, backends,
+# options, datapaths, and which backend is local (hairpin), has a MAC, is down
+PROFILES: list[dict[str, Any]] = [
+    dict(proto="tcp", port=80, bport=8080, n=5, options={"affinity_timeout": "300"},
+         dps=("dp-ls", "dp-lr")),
+    dict(proto="tcp", port=443, bport=8443, n=3, options={}, dps=("dp-ls",), local=0, mac=1),
+    dict(proto="udp", port=53, bport=5353, n=2, options={"affinity_timeout": "100000"},
+         dps=("dp-ls2",), down=1),
+    dict(proto="tcp", port=80, bport=8080, n=3, options={"selection_fields": "ip_src,tp_src"},
+         dps=("dp-ls", "dp-ls2"), mac=0),
+    dict(proto="tcp", port=80, bport=8080, n=4, options={"distribution": "balanced"},
+         dps=("dp-ls",), local=2, down=0),
+    dict(proto="", port=None, bport=None, n=2, options={"affinity_timeout": "30"},
+         dps=("dp-ls",)),
+    dict(proto="tcp", port=80, bport=8080, n=0, options={"reject": "true"}, dps=("dp-ls",)),
+    dict(proto="tcp", port=80, bport=8080, n=3, options={}, dps=("dp-ls",), v6=True),
+    dict(proto="tcp", port=80, bport=8080, n=3,
+         options={"hairpin_snat_ip": "169.254.0.9", "affinity_timeout": "300"}, dps=("dp-ls",)),
+]
+
+
+def ip(n: int, v6: bool = False) -> IPAddress:
+    return ipaddress.ip_address("fd00::" if v6 else "10.0.0.0") + n
+
+
+def random_lbs(rnd: random.Random, n: int) -> tuple[tuple[LoadBalancer, ...], Topology]:
+    """``n`` LBs of the recurring profiles, with odd ones in between (a backend
+    shared with other VIPs, one address twice with two ports)."""
+    rows = []
+    macs: dict[tuple[int, IPAddress], str] = {}
+    down: set[tuple[IPAddress, int | None, str]] = set()
+    local: set[IPAddress] = set()
+    for i in range(n):
+        prof = rnd.choice(PROFILES)
+        v6 = bool(prof.get("v6"))
+        port, bport, dps = prof["port"], prof["bport"], prof["dps"]
+        addrs = [ip(100_000 + 16 * i + b, v6) for b in range(prof["n"])]
+        if addrs and rnd.random() < 0.1:
+            addrs[-1] = ip(1000 + rnd.randrange(5), v6)  # shared with other VIPs
+        ends = [(a, bport) for a in addrs]
+        if ends and rnd.random() < 0.05:
+            ends.append((ends[0][0], 9999))  # one address, two ports
+        if "local" in prof and prof["local"] < len(addrs):
+            local.add(addrs[prof["local"]])
+        if "mac" in prof and prof["mac"] < len(addrs):
+            mac = f"02:00:00:{i >> 8:02x}:{i & 255:02x}:01"
+            for dp in dps:
+                macs[(DPS[dp].tunnel_key, addrs[prof["mac"]])] = mac
+        if "down" in prof and prof["down"] < len(addrs):
+            down.add((addrs[prof["down"]], bport, prof["proto"]))
+        texts = [(f"[{a}]" if v6 else str(a)) + (f":{bp}" if port else "") for a, bp in ends]
+        vip = ip(10 + i, v6)
+        vtext = f"[{vip}]" if v6 else str(vip)
+        rows.append(LoadBalancerRow(
+            uuid=f"lb-{i}", name=f"lb{i}",
+            vips=MappingProxyType({f"{vtext}:{port}" if port else vtext: ",".join(texts)}),
+            protocol=prof["proto"], options=MappingProxyType(dict(prof["options"])),
+            datapaths=dps))
+    lbs, _ = parse_all(rows, DPS, {})
+    topo = Topology((LocalPort(11, "c1", LS), LocalPort(12, "c2", LS2)), MappingProxyType(macs),
+                    down=frozenset(down), attached=frozenset({2}), local_ips=frozenset(local))
+    return lbs, topo
+
+
+def both(lbs: tuple[LoadBalancer, ...], topo: Topology, p: Pipeline,
+         cache: VipCache | None = None) -> tuple[DesiredState, DesiredState, VipCache]:
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    plain = compile_state(lbs, topo, ids, p, cache=VipCache(templates=False))
+    cache = cache or VipCache()
+    return plain, compile_state(lbs, topo, ids, p, cache=cache), cache
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("pipeline", [STANDALONE, embedded(40, 70)], ids=["standalone", "embedded"])
+def test_random_states_equal_with_and_without_templates(seed: int, pipeline: Pipeline) -> None:
+    lbs, topo = random_lbs(random.Random(seed), 300)
+    plain, templated, cache = both(lbs, topo, pipeline)
+    assert templated == plain
+    assert cache.templates is not None  # not vacuous: most VIPs came from templates
+    assert cache.templates.made >= 6 and cache.templates.filled >= 150
+
+
+def test_one_shape_many_values() -> None:
+    """The bench's case: one shape, every value different; bucket orders
+    differ per VIP (they follow the backends' hashes)."""
+    rows = [LoadBalancerRow(
+        uuid=f"lb-{i}", name=f"lb-{i}",
+        vips=MappingProxyType({f"{ip(5000 + i)}:80": ",".join(
+            f"{ip(20000 + 8 * i + b)}:8080" for b in range(5))}),
+        protocol="tcp", options=MappingProxyType({"affinity_timeout": "300"}),
+        datapaths=("dp-ls", "dp-lr")) for i in range(200)]
+    lbs, _ = parse_all(rows, DPS, {})
+    topo = Topology((LocalPort(11, "c1", LS),), MappingProxyType({}), attached=frozenset({2}))
+    plain, templated, cache = both(lbs, topo, STANDALONE)
+    assert templated == plain
+    assert cache.templates is not None
+    assert (cache.templates.made, cache.templates.refused, cache.templates.filled) == (1, 0, 198)
+
+
+def test_templates_outlive_passes() -> None:
+    """A later pass with other values (backends gone down, now local)
+    compiles as the stages would."""
+    lbs, topo = random_lbs(random.Random(99), 200)
+    cache = VipCache()
+    for change in range(3):
+        plain, templated, cache = both(lbs, topo, STANDALONE, cache)
+        assert templated == plain, change
+        some = frozenset(be.ip for lb in lbs[change::7] for v in lb.vips for be in v.backends)
+        topo = replace(topo, local_ips=topo.local_ips ^ some,
+                       down=topo.down | {(a, 8080, "tcp") for a in some})
