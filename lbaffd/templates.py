@@ -74,7 +74,7 @@ MARKS_A: Final = _Marks("\x00template-a", 0xB0A1A2A3, int(ipaddress.IPv4Address(
 MARKS_B: Final = _Marks("\x00template-b", 0xB0B1B2B3, int(ipaddress.IPv4Address("198.19.0.1")),
                         "02:b0:b1")
 MARKER_VIP_KEY: Final = "vip"
-MAX_SHAPES: Final = 4096
+MAX_SHAPES: Final = 1024  # shapes remembered (a template is a few KB)
 
 
 def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
