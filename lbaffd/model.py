@@ -10,6 +10,7 @@ is given.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -24,6 +25,14 @@ MAX_OPENFLOW_IDLE_TIMEOUT = 0xFFFF  # OpenFlow idle_timeout is 16-bit
 DISTRIBUTIONS = ("balanced", "ovs-default")  # see lbaffd.distribution
 # OVN's Load_Balancer selection_fields (NB column; lbaffd reads options:selection_fields)
 SELECTION_FIELDS = ("eth_src", "eth_dst", "ip_src", "ip_dst", "tp_src", "tp_dst")
+
+
+def ip_text(ip: IPAddress) -> str:
+    """``str(ip)``; IPv4 through the C formatter (ipaddress formats in Python,
+    ~1.5 us: it named every bucket and learned cookie of a cold pass)."""
+    if ip.version == 4:
+        return socket.inet_ntoa(ip.packed)
+    return str(ip)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -44,10 +53,10 @@ class Endpoint:
 
     def __str__(self) -> str:
         if self.port is None:
-            return str(self.ip)
+            return ip_text(self.ip)
         if self.ip.version == 6:
             return f"[{self.ip}]:{self.port}"
-        return f"{self.ip}:{self.port}"
+        return f"{ip_text(self.ip)}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

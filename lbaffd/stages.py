@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lbaffd import ownership as own
-from lbaffd.model import Endpoint, IPAddress, Vip
+from lbaffd.model import Endpoint, IPAddress, Vip, ip_text
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     LEARN_SEND_FLOW_REM,
@@ -176,10 +176,10 @@ def _ip(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
 
 @functools.lru_cache(maxsize=4096)
 def addr_text(ip: IPAddress) -> str:
-    """``str(ip)``, memoized: the same backend address is written into several
-    flows of its VIP, and ipaddress formats it anew each time (a VIP compiles
-    at once: a small memo does, one entry per address was ~5 MB at 5000 LBs)."""
-    return str(ip)
+    """``str(ip)`` (``model.ip_text``), memoized: the same backend address is
+    written into several flows of its VIP (a VIP compiles at once: a small
+    memo does, one entry per address was ~5 MB at 5000 LBs)."""
+    return ip_text(ip)
 
 
 def _exit(p: Pipeline) -> tuple[Action, ...]:

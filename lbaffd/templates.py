@@ -12,8 +12,9 @@ How it stays exact:
 - The *shape* of a VIP is its plan with every value replaced by a marker
   (``_marked``: addresses by their index among the VIP's distinct addresses,
   the LB's identity and the group id by constants), plus which addresses are
-  local and have a MAC.  Whatever is not replaced stays in the key: an input
-  this module does not know about can only make shapes more specific.
+  local and have a MAC.  Whatever is not replaced stays in the key (``_shape``
+  takes every other dataclass field): an input this module does not know
+  about can only make shapes more specific.
 - A template is made on a shape's second VIP: the shape compiled with two
   marker sets (A, B); a *slot* is an offset where A's bytes hold one of A's
   values and B's bytes the same value of B.  It is kept only if it turns B's
@@ -28,15 +29,16 @@ and the plan's bucket list says which goes where.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from lbaffd import ownership as own
-from lbaffd.model import Endpoint, IPAddress, Vip
+from lbaffd.model import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.openflow import wire
 from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
 from lbaffd.pipeline import Pipeline
@@ -102,6 +104,35 @@ def _marked(plan: VipPlan, addrs: Sequence[IPAddress], marks: _Marks) -> VipPlan
     return replace(plan, lb=lb, vip=mvip, owner=own.vip_owner(marks.uuid, MARKER_VIP_KEY),
                    group_id=marks.group_id, live_backends=tuple(map(ep, plan.live_backends)),
                    buckets=(), expected_shares=())
+
+
+# what ``_marked`` replaces; every other field of the plan, its LB and its VIP
+# is part of the shape as it is (``dataclasses.fields``: a field added later
+# joins the key by itself)
+_REPLACED_PLAN: Final = frozenset({"lb", "vip", "owner", "group_id", "live_backends", "buckets",
+                                   "expected_shares"})
+_REPLACED_LB: Final = frozenset({"uuid", "name", "vips"})
+_REPLACED_VIP: Final = frozenset({"key", "endpoint", "backends"})
+
+
+def _kept(cls: Any, replaced: frozenset[str]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.compare and f.name not in replaced)
+
+
+def _shape(plan: VipPlan, addrs: Sequence[IPAddress], kept: tuple[tuple[str, ...], ...]
+           ) -> Shape:
+    """What ``_marked(plan, addrs, MARKS_A)`` equals, without building it
+    (the key is looked up for every VIP compiled); ``kept``: the names of the
+    plan's, its LB's and its VIP's fields that are not replaced."""
+    index = {int(ip): k for k, ip in enumerate(addrs)}
+
+    def ep(e: Endpoint) -> Endpoint:
+        return _marker_endpoint(MARKS_A, index[int(e.ip)], e.port)
+
+    lb, vip = plan.lb, plan.vip
+    return (tuple(getattr(plan, n) for n in kept[0]), tuple(getattr(lb, n) for n in kept[1]),
+            tuple(getattr(vip, n) for n in kept[2]),
+            ep(vip.endpoint), tuple(map(ep, vip.backends)), tuple(map(ep, plan.live_backends)))
 
 
 def _mac_bytes(text: str) -> bytes:
@@ -260,6 +291,9 @@ class VipTemplates:
         self._shapes: dict[Shape, _Template | str] = {}
         self.made = self.refused = 0  # templates made / shapes found unusable
         self.filled = 0  # parts filled in from a template
+        from lbaffd.compiler import VipPlan  # imports this module
+        self._kept = (_kept(VipPlan, _REPLACED_PLAN), _kept(LoadBalancer, _REPLACED_LB),
+                      _kept(Vip, _REPLACED_VIP))
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         vip = plan.vip
@@ -268,7 +302,7 @@ class VipTemplates:
         addrs = _addresses(plan)
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
         macs = [m for m in mac_of if m is not None]
-        shape: Shape = (_marked(plan, addrs, MARKS_A), p, max_idle,
+        shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
                         tuple(ip in topo.local_ips for ip in addrs),
                         tuple(m is not None for m in mac_of))
         entry = self._shapes.get(shape)

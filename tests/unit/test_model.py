@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from types import MappingProxyType
 
 import pytest
 
-from lbaffd.model import Endpoint, parse_affinity_timeout, parse_all, parse_load_balancer
+from lbaffd.model import (
+    Endpoint,
+    ip_text,
+    parse_affinity_timeout,
+    parse_all,
+    parse_load_balancer,
+)
 from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
@@ -136,3 +143,11 @@ def test_timeout_beyond_openflow_is_kept_exactly() -> None:
         lb({"10.0.0.1:80": "10.0.0.2:80"},
            options=MappingProxyType({"affinity_timeout": "86400"})), DPS, GROUPS)
     assert parsed is not None and parsed.affinity_timeout == 86400 and issues == []
+
+
+def test_ip_text_is_str_of_the_address() -> None:
+    rnd = random.Random(5)
+    for ip in [ipaddress.ip_address(t) for t in ("0.0.0.0", "255.255.255.255", "10.0.0.1",
+                                                 "fd00::1", "::ffff:1.2.3.4")] + [
+            ipaddress.IPv4Address(rnd.getrandbits(32)) for _ in range(2000)]:
+        assert ip_text(ip) == str(ip)
