@@ -40,6 +40,7 @@ from lbaffd.report import PassReport
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,
     OVS_TABLES,
+    SB_COLUMNS,
     SB_TABLES,
     DbMonitor,
     configure_ssl,
@@ -199,7 +200,7 @@ class Daemon:
                  tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
                  next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
-                             gc_pause=self._gc_pause)
+                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
         self._sb.start()
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         self._reconciler.on_delete = self._expected_deletes.expect

@@ -4,7 +4,7 @@ how it is brought up to date when only some Load_Balancer rows changed."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lbaffd import model
@@ -23,9 +23,12 @@ LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)
 
 @dataclass(frozen=True, slots=True)
 class Inputs:
+    # without its Load_Balancer rows: once parsed, the models hold what a pass
+    # needs (the rows were another ~1 KB per LB for as long as they were kept)
     snapshot: SbSnapshot
     parsed: Mapping[str, model.LoadBalancer]  # by uuid; LBs that failed to parse are absent
     issues: tuple[model.ParseIssue, ...]
+    labels: Mapping[str, str] = field(default_factory=dict)  # uuid -> what issues call the LB
 
     @property
     def lbs(self) -> tuple[model.LoadBalancer, ...]:
@@ -37,8 +40,8 @@ class Inputs:
         issues after the change (the changed LBs' old ones replaced)."""
         snap = self.snapshot
         # issues are labelled by LB name (or uuid)
-        labels = {r.name or r.uuid for u in rows
-                  for r in (snap.load_balancers.get(u), rows[u]) if r is not None}
+        labels = {self.labels[u] for u in rows if u in self.labels}
+        labels |= {r.name or r.uuid for r in rows.values() if r is not None}
         issues = [i for i in self.issues if i.lb not in labels]
         changed: dict[str, model.LoadBalancer | None] = {}
         for uuid, row in rows.items():
@@ -50,20 +53,19 @@ class Inputs:
 
     def with_change(self, rows: LbRows, changed: Mapping[str, model.LoadBalancer | None],
                     issues: tuple[model.ParseIssue, ...]) -> Inputs:
-        lbs_rows = dict(self.snapshot.load_balancers)
+        labels = dict(self.labels)
         parsed = dict(self.parsed)
         for uuid, row in rows.items():
             if row is None:
-                lbs_rows.pop(uuid, None)
+                labels.pop(uuid, None)
             else:
-                lbs_rows[uuid] = row
+                labels[uuid] = row.name or row.uuid
             lb = changed[uuid]
             if lb is None:
                 parsed.pop(uuid, None)
             else:
                 parsed[uuid] = lb
-        snap = replace(self.snapshot, load_balancers=MappingProxyType(lbs_rows))
-        return Inputs(snap, parsed, issues)
+        return Inputs(self.snapshot, parsed, issues, MappingProxyType(labels))
 
 
 def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str) -> Inputs | None:
@@ -79,12 +81,13 @@ def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str) -> Inputs
         lbs_rows, dps, groups, pbs = read_sb(sb)
         monitors = read_service_monitors(sb)
     snap = SbSnapshot(
-        load_balancers=MappingProxyType(lbs_rows), datapaths=MappingProxyType(dps),
+        load_balancers=MappingProxyType({}), datapaths=MappingProxyType(dps),
         dp_groups=MappingProxyType(groups), port_bindings=MappingProxyType(pbs),
         interfaces=interfaces, chassis_name=chassis, service_monitors=monitors,
     )
     lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
-    return Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues))
+    labels = MappingProxyType({u: r.name or r.uuid for u, r in lbs_rows.items()})
+    return Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues), labels)
 
 
 def read_lb_change(ovs: DbMonitor, sb: DbMonitor) -> LbRows | None:

@@ -47,6 +47,19 @@ def json_parser() -> str:
 
 SB_TABLES = ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group", "Port_Binding", "Chassis",
              "Service_Monitor")
+# Only the columns lbaffd reads (those this schema has): the IDL keeps no copy
+# of the rest, and a change to them (Port_Binding.up, external_ids, ...) no
+# longer wakes the worker for a full pass.
+SB_COLUMNS = {
+    "Load_Balancer": ("name", "vips", "protocol", "options", "datapaths", "datapath_group",
+                      "ls_datapath_group", "lr_datapath_group"),
+    "Datapath_Binding": ("tunnel_key", "external_ids"),
+    "Logical_DP_Group": ("datapaths",),
+    "Port_Binding": ("logical_port", "datapath", "tunnel_key", "mac", "chassis", "type",
+                     "options"),
+    "Chassis": ("name",),
+    "Service_Monitor": ("ip", "port", "protocol", "logical_port", "status"),
+}
 OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 # Only the columns read_local uses: Interface statistics and the like change
 # every few seconds and must not wake the worker.
@@ -169,7 +182,8 @@ class DbMonitor:
         present = helper.schema_json["tables"]
         for table in self._tables:
             if table in self._columns and table in present:
-                helper.register_columns(table, list(self._columns[table]))
+                have = present[table]["columns"]
+                helper.register_columns(table, [c for c in self._columns[table] if c in have])
             elif table in present:
                 helper.register_table(table)
         self.idl = NotifyingIdl(self.remote, helper, self._on_change, self.schema,

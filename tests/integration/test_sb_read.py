@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lbaffd.sb.monitor import SB_TABLES, DbMonitor, column, read_sb
+from lbaffd.sb.monitor import SB_COLUMNS, SB_TABLES, DbMonitor, column, read_sb
 from lbaffd_sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,9 @@ def test_column_equals_the_idl_row_attribute(sandbox: Sandbox) -> None:
                               options={"affinity_timeout": "30", "reject": "true"},
                               groups={"datapath_group": [ls]})
     sandbox.add_load_balancer("lb-empty", {}, protocol="sctp", datapaths=[])
-    mon = DbMonitor(sandbox.sb_remote, "OVN_Southbound", SB_TABLES, lambda *a: None,
-                    threading.Event())
+    changed: list[str] = []
+    mon = DbMonitor(sandbox.sb_remote, "OVN_Southbound", SB_TABLES, changed.append,
+                    threading.Event(), columns=SB_COLUMNS)  # as the daemon monitors it
     mon.start()
     try:
         deadline = time.monotonic() + 10
@@ -45,5 +46,16 @@ def test_column_equals_the_idl_row_attribute(sandbox: Sandbox) -> None:
         assert by_name["lb-udp"].protocol == "udp" and by_name["lb-empty"].protocol == "sctp"
         assert dict(by_name["lb-udp"].options) == {"affinity_timeout": "30", "reject": "true"}
         assert len(by_name["lb-plain"].datapaths) == 2 and by_name["lb-udp"].datapath_group
+        # a column lbaffd does not read changes: nothing wakes it
+        time.sleep(0.3)
+        changed.clear()
+        sandbox.sbctl("set", "Load_Balancer", "lb-plain", "external_ids:owner=someone")
+        time.sleep(1.0)
+        assert changed == []
+        sandbox.sbctl("set", "Load_Balancer", "lb-plain", 'vips:"10.9.0.1:80"="10.9.1.9:8080"')
+        deadline = time.monotonic() + 5
+        while "Load_Balancer" not in changed:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
         mon.stop()
