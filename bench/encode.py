@@ -23,7 +23,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from lbaffd import ownership as own
 from lbaffd.compiler import compile_state, vip_owners
-from lbaffd.model import parse_all
+from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow import codec, wire
 from lbaffd.openflow.flowspec import FlowSpec, GroupSpec
 from lbaffd.pipeline import STANDALONE
@@ -39,6 +39,14 @@ LR = DatapathRow("dp-lr", 2, "lr0", is_router=True)
 
 def corpus(n: int) -> tuple[list[FlowSpec], list[GroupSpec]]:
     """The desired state of ``bench.cold`` at N load balancers."""
+    lbs, topo = corpus_inputs(n)
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    state = compile_state(lbs, topo, ids, STANDALONE).state.specs()
+    return list(state.flows.values()), list(state.groups.values())
+
+
+def corpus_inputs(n: int) -> tuple[tuple[LoadBalancer, ...], Topology]:
+    """The load balancers and topology of ``bench.cold`` at N load balancers."""
     rows = []
     for i in range(n):
         vip = ipaddress.IPv4Address("172.16.0.1") + i
@@ -51,10 +59,7 @@ def corpus(n: int) -> tuple[list[FlowSpec], list[GroupSpec]]:
     lbs, _ = parse_all(rows, {LS.uuid: LS, LR.uuid: LR}, {})
     # as in bench.cold: only the switch has a local port (the router is not
     # patched to it, so it is not local)
-    topo = Topology((LocalPort(11, "cli", LS),), MappingProxyType({}))
-    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
-    state = compile_state(lbs, topo, ids, STANDALONE).state
-    return list(state.flows.values()), list(state.groups.values())
+    return lbs, Topology((LocalPort(11, "cli", LS),), MappingProxyType({}))
 
 
 def os_ken_add(msg: Any) -> bytes:
