@@ -20,7 +20,8 @@ How it stays exact:
   values and B's bytes the same value of B.  It is kept only if it turns B's
   values into B's bytes exactly and the VIP at hand into its own compiled
   part; else that shape is always compiled.
-- IPv6 VIPs and LBs with ``hairpin_snat_ip`` are always compiled.
+- VIPs with an IPv6 address and LBs with ``hairpin_snat_ip`` are always
+  compiled.
 
 The group is filled in bucket by bucket (``_GroupTemplate``): its bucket
 order follows hashes of the backends, so each backend has a bucket template
@@ -296,10 +297,11 @@ class VipTemplates:
                       _kept(Vip, _REPLACED_VIP))
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-        vip = plan.vip
-        if vip.endpoint.ip.version != 4 or plan.lb.hairpin_snat_ip:
+        if plan.lb.hairpin_snat_ip:
             return self._compile(plan, p, max_idle, topo)
         addrs = _addresses(plan)
+        if any(ip.version != 4 for ip in addrs):  # (the model refuses mixed families anyway)
+            return self._compile(plan, p, max_idle, topo)
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
         macs = [m for m in mac_of if m is not None]
         shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
