@@ -26,6 +26,7 @@ from lbaffd.config import Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
+from lbaffd.exposition import live_families
 from lbaffd.gcpause import GcPause
 from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
@@ -178,8 +179,9 @@ class Daemon:
             raise SystemExit(f"lbaffd: {exc}") from None
         self._control = ControlServer(ctl, self, self.pipeline)
         self._control.start()
-        self.metrics.registry.register(LiveCollector(self, self.pipeline))
-        self.metrics.serve(s.metrics_address, self)
+        self.metrics.registry.register(LiveCollector(self))
+        self.metrics.serve(s.metrics_address, self,
+                           live=lambda: live_families(self, self.pipeline))
         self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping,
                               columns=OVS_COLUMNS)
         self._ovs.start()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lbaffd import observe
-from lbaffd.pipeline import Pipeline
+from lbaffd.exposition import chunked
 from lbaffd.status import Status
 
 
@@ -70,13 +76,15 @@ class Metrics:
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)
 
-    def serve(self, address: str, health: HealthSource) -> None:
+    def serve(self, address: str, health: HealthSource,
+              live: Callable[[], Iterator[str]] | None = None) -> None:
         """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (empty:
-        disabled) from a daemon thread."""
+        disabled) from a daemon thread.  ``/metrics`` is the registry in the
+        text format, then ``live``'s lines (``exposition``), streamed."""
         if not address:
             return
         host, _, port = address.rpartition(":")
-        metrics_app = make_wsgi_app(self.registry)
+        registry = self.registry
 
         def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
@@ -85,7 +93,12 @@ class Metrics:
                 start_response("200 OK" if ok else "503 Service Unavailable",
                                [("Content-Type", "text/plain")])
                 return [why.encode() + b"\n"]
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            if path == "/favicon.ico":
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b""]
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            head = [generate_latest(registry)]
+            return itertools.chain(head, chunked(live())) if live is not None else head
 
         server = make_server(host.strip("[]") or "127.0.0.1", int(port), app,
                              server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
@@ -113,13 +126,11 @@ class LiveSource(Protocol):
 
 
 class LiveCollector(Collector):
-    """Metrics read at scrape time: from the switch (affinity entries, backend
-    counters) and from the channel (messages sent).  A scrape while the switch
-    is unreachable simply omits them."""
+    """The few live metrics that are not per VIP (connections, messages sent);
+    the per-VIP ones are streamed by ``exposition`` after the registry's."""
 
-    def __init__(self, source: LiveSource, pipeline: Pipeline) -> None:
+    def __init__(self, source: LiveSource) -> None:
         self._source = source
-        self._pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("lbaffd_connection_up", "1 when the connection is up",
@@ -131,41 +142,8 @@ class LiveCollector(Collector):
             ch = self._source.live_channel()
         except Exception:
             return
-        status = self._source.status()
-        share = GaugeMetricFamily(
-            "lbaffd_vip_expected_share",
-            "Expected largest/smallest backend share of a VIP's new connections "
-            "(OVS dp_hash slot model; even for the client hash)", labels=["lb", "vip", "bound"])
-        for p in status.plans:
-            if p.expected_shares:
-                share.add_metric([p.lb.name, p.vip.key, "max"], max(p.expected_shares))
-                share.add_metric([p.lb.name, p.vip.key, "min"], min(p.expected_shares))
-        yield share
         sent = CounterMetricFamily("lbaffd_openflow_messages_sent",
                                    "OpenFlow messages sent, by message type", labels=["type"])
         for kind, n in sorted(ch.sent_counts.items()):
             sent.add_metric([kind], n)
         yield sent
-        start = time.monotonic()
-        entries = observe.read_affinity_entries(ch)
-        per_vip = GaugeMetricFamily("lbaffd_affinity_entries",
-                                    "Live learned affinity entries", labels=["lb", "vip"])
-        for (lb, vip), n in sorted(observe.entries_per_vip(entries, status.plans).items()):
-            per_vip.add_metric([lb, vip], n)
-        yield per_vip
-        counters = observe.read_backend_counters(ch, status.plans, self._pipeline)
-        pk = CounterMetricFamily("lbaffd_backend_packets",
-                                 "First packets of new connections sent to the backend "
-                                 "(select-group bucket + affinity hit flow)",
-                                 labels=["lb", "vip", "backend"])
-        by = CounterMetricFamily("lbaffd_backend_bytes", "Bytes of those packets",
-                                 labels=["lb", "vip", "backend"])
-        for key, c in sorted(counters.items()):
-            pk.add_metric(list(key), c.packets)
-            by.add_metric(list(key), c.bytes)
-        yield pk
-        yield by
-        took = GaugeMetricFamily("lbaffd_scrape_switch_read_seconds",
-                                 "Time spent reading live state from the switch for this scrape")
-        took.add_metric([], time.monotonic() - start)
-        yield took
