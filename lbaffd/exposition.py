@@ -90,7 +90,7 @@ def live_families(source: LiveSource, pipeline: Pipeline) -> Iterator[str]:
         ch = source.live_channel()
         start = time.monotonic()
         per_vip = observe.entries_per_vip(observe.read_affinity_entries(ch), plans)
-        counters = observe.read_backend_counters(ch, plans, pipeline)
+        counts = observe.read_backend_counts(ch, plans, pipeline)
         took = time.monotonic() - start
     except Exception as exc:  # the switch went away meanwhile: the rest of the scrape stands
         log.warning("scrape_switch_read_failed", error=str(exc) or type(exc).__name__)
@@ -98,14 +98,14 @@ def live_families(source: LiveSource, pipeline: Pipeline) -> Iterator[str]:
     yield from family("lbaffd_affinity_entries", "Live learned affinity entries", "gauge",
                       ("lb", "vip"), sorted(per_vip.items()))
     del per_vip
-    ordered = sorted(counters.items())
-    del counters
     yield from family("lbaffd_backend_packets",
                       "First packets of new connections sent to the backend "
                       "(select-group bucket + affinity hit flow)", "counter",
-                      ("lb", "vip", "backend"), ((k, c.packets) for k, c in ordered))
+                      ("lb", "vip", "backend"),
+                      ((k, c.packets) for k, c in observe.backend_rows(plans, counts)))
     yield from family("lbaffd_backend_bytes", "Bytes of those packets", "counter",
-                      ("lb", "vip", "backend"), ((k, c.bytes) for k, c in ordered))
+                      ("lb", "vip", "backend"),
+                      ((k, c.bytes) for k, c in observe.backend_rows(plans, counts)))
     yield from family("lbaffd_scrape_switch_read_seconds",
                       "Time spent reading live state from the switch for this scrape", "gauge",
                       (), (((), took),))

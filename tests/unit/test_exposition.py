@@ -4,6 +4,7 @@ the same family (text format 0.0.4), odd label values included."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import MappingProxyType
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -11,7 +12,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from lbaffd import ownership as own
+from lbaffd.compiler import make_plan, plan_vips
 from lbaffd.exposition import chunked, family
+from lbaffd.model import parse_all
+from lbaffd.observe import Counters, backend_rows
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.topology import LocalPort, Topology
 
 ROWS = [
     (("lb1", "10.0.0.100:80", "10.0.0.21:8080"), 3.0),
@@ -60,3 +67,28 @@ def test_chunked_keeps_every_byte() -> None:
     chunks = list(chunked(lines, size=1000))
     assert len(chunks) > 50 and all(len(c) < 1100 for c in chunks)
     assert b"".join(chunks) == "".join(lines).encode()
+
+
+def test_backend_rows_sorted_and_one_series_per_label_set() -> None:
+    """Two LBs of one name with the same VIP key make one series per backend
+    (duplicate series would make the scrape invalid); rows sort by labels."""
+    dp1, dp2 = DatapathRow("dp-1", 1, "ls1"), DatapathRow("dp-2", 2, "ls2")
+    rows = [LoadBalancerRow(uuid=f"lb-{i}", name="same", datapaths=(dp,),
+                            vips=MappingProxyType({"10.0.0.100:80": backends}))
+            for i, (dp, backends) in enumerate([("dp-1", "10.0.0.22:80,10.0.0.21:80"),
+                                                ("dp-2", "10.0.0.21:80")])]
+    lbs, _ = parse_all(rows, {"dp-1": dp1, "dp-2": dp2}, {})
+    topo = Topology((LocalPort(1, "a", dp1), LocalPort(2, "b", dp2)), MappingProxyType({}))
+    planned, _ = plan_vips(lbs, topo)
+    ids = own.allocate_group_ids([own.vip_owner(lb.uuid, v.key) for lb, v, _ in planned], {})
+    plans = [make_plan(lb, v, dps, topo, ids, "balanced", 1) for lb, v, dps in planned]
+    counts = {p.group_id: [10 * (i + 1) * (j + 1) for j in range(2 * len(p.vip.backends))]
+              for i, p in enumerate(plans)}
+    got = list(backend_rows(plans, counts))
+    assert [k for k, _ in got] == [("same", "10.0.0.100:80", "10.0.0.21:80"),
+                                   ("same", "10.0.0.100:80", "10.0.0.22:80")]
+    first = next(p for p in plans if len(p.vip.backends) == 2)
+    other = next(p for p in plans if p is not first)
+    i21 = [str(b) for b in first.vip.backends].index("10.0.0.21:80")
+    c1, c2 = counts[first.group_id], counts[other.group_id]
+    assert got[0][1] == Counters(c1[2 * i21] + c2[0], c1[2 * i21 + 1] + c2[1])
