@@ -9,8 +9,9 @@ empty, so nothing is removed or re-added and learned affinity entries live on.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,6 +79,18 @@ def _group_ref(spec: FlowSpec) -> int:
     return 0
 
 
+def _digest(entry: bytes) -> bytes:
+    return hashlib.blake2b(entry, digest_size=16).digest()
+
+
+def _drained(parts: list[Any]) -> Iterator[Any]:
+    """``parts`` in order, each let go of once taken: the replies of a dump
+    of 80k flows are ~20 MB, and decoding them all takes a while."""
+    parts.reverse()
+    while parts:
+        yield parts.pop()
+
+
 class DecodeCache:
     """Installed flows and groups by their wire bytes (stats excluded), in the
     desired state's form (``packed``: decoded, then encoded as lbaffd would).
@@ -88,11 +101,14 @@ class DecodeCache:
     straight from the bytes and leaves only foreign ones to os-ken).  Holds
     only what the last dump contained, and which lbaffd group each flow
     points at (to recover the VIP -> group assignment after a restart).
+    Flow entries are known by a 128-bit digest of their bytes: the bytes
+    themselves (~230 each) were ~18 MB at 80k flows for as long as the daemon
+    ran after its first audit.
     """
 
     def __init__(self) -> None:
         self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
-        self._refs: dict[bytes, int] = {}  # entry -> group id, for flows naming one
+        self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
         self._groups: dict[bytes, GroupBody] = {}
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
@@ -109,13 +125,14 @@ class DecodeCache:
         seen: dict[bytes, FlowBody] = {}
         decoded = 0
         for part in parts:
-            for offset, _, identity in iter_entries(part.raw):
+            for offset, _, entry in iter_entries(part.raw):
+                identity = _digest(entry)
                 body = known.get(identity) or seen.get(identity)
                 if body is None:
                     spec = fastdecode.decode_flow(part.raw, offset)
                     body = packed.installed_flow(spec)
                     gid = _group_ref(spec)
-                    if gid:
+                    if gid and chunk is None:  # (only a full dump recovers group ids)
                         refs[identity] = gid
                     decoded += 1
                     if tick is not None and decoded % TICK_DECODES == 0:
@@ -174,7 +191,7 @@ def read_installed(channel: Channel, cache: DecodeCache | None = None
     """lbaffd's flows and groups as the switch reports them now, and how many
     of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
     cache = cache or DecodeCache()
-    flows = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
+    flows = cache.flows(_drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
     groups = cache.groups(channel.dump_group_desc())
     foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
     return PackedState.build(flows, groups), foreign
@@ -345,8 +362,8 @@ class Reconciler:
                                                       mod_groups=first.mod_groups), total)
         for chunk in range(own.AUDIT_CHUNKS):
             cookie = own.MANAGED_COOKIE | (chunk << own.CHUNK_SHIFT)
-            flows = self._decoded.flows(
-                channel.dump_flow_desc(cookie, own.MAGIC_MASK | own.CHUNK_MASK), chunk, tick)
+            flows = self._decoded.flows(_drained(
+                channel.dump_flow_desc(cookie, own.MAGIC_MASK | own.CHUNK_MASK)), chunk, tick)
             if stopped or self._index is not index:
                 return None  # a full pass follows and reads everything again
             n_flows += len(flows)
