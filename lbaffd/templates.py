@@ -304,6 +304,8 @@ class VipTemplates:
             return self._compile(plan, p, max_idle, topo)
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
         macs = [m for m in mac_of if m is not None]
+        if not all(len(m) == 17 and m[2::3] == ":::::" for m in macs):
+            return self._compile(plan, p, max_idle, topo)  # as ``wire`` would not take them
         shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
                         tuple(ip in topo.local_ips for ip in addrs),
                         tuple(m is not None for m in mac_of))
