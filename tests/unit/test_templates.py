@@ -13,10 +13,18 @@ from typing import Any
 import pytest
 
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
+from lbaffd.compiler import (
+    DesiredState,
+    VipCache,
+    compile_state,
+    make_plan,
+    plan_vips,
+    vip_owners,
+)
 from lbaffd.model import IPAddress, LoadBalancer, parse_all
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.templates import MARKS_A, VipTemplates, _addresses, _marked, _shape
 from lbaffd.topology import LocalPort, Topology
 
 LS = DatapathRow("dp-ls", 1, "ls")
@@ -134,3 +142,19 @@ def test_templates_outlive_passes() -> None:
         some = frozenset(be.ip for lb in lbs[change::7] for v in lb.vips for be in v.backends)
         topo = replace(topo, local_ips=topo.local_ips ^ some,
                        down=topo.down | {(a, 8080, "tcp") for a in some})
+
+
+def test_equal_shapes_mean_equal_marked_plans() -> None:
+    """The shape key is ``_marked`` computed without building it: two VIPs of
+    one shape must have the very same marked plan (else a template could be
+    applied to a VIP it does not fit)."""
+    lbs, topo = random_lbs(random.Random(3), 400)
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    kept = VipTemplates(lambda *a: None)._kept  # type: ignore[arg-type,return-value]
+    marked_by_shape: dict[object, object] = {}
+    for lb, vip, dps in plan_vips(lbs, topo)[0]:
+        plan = make_plan(lb, vip, dps, topo, ids, "balanced", 1)
+        addrs = _addresses(plan)
+        marked = _marked(plan, addrs, MARKS_A)
+        assert marked_by_shape.setdefault(_shape(plan, addrs, kept), marked) == marked
+    assert len(marked_by_shape) < 200  # shapes do recur
