@@ -21,7 +21,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lbaffd.exposition import chunked
-from lbaffd.status import Status
 
 
 class Metrics:
@@ -120,7 +119,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class LiveSource(Protocol):
-    def status(self) -> Status: ...
+    """What ``LiveCollector`` reads (``exposition.LiveSource``: the per-VIP rest)."""
+
     def live_channel(self) -> Any: ...
     def connections(self) -> dict[str, bool]: ...
 
