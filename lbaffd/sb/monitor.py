@@ -65,7 +65,7 @@ OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 # every few seconds and must not wake the worker.
 OVS_COLUMNS = {
     "Open_vSwitch": ("external_ids", "ovs_version", "bridges"),
-    "Bridge": ("name", "ports"),
+    "Bridge": ("name", "ports", "external_ids"),  # ct-zone-*: ovn-controller's zones
     "Port": ("name", "interfaces"),
     "Interface": ("name", "ofport", "external_ids"),
 }
@@ -339,6 +339,15 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
             options=MappingProxyType(dict(r.options)),
         )
     return lbs, dps, groups_, pbs
+
+
+def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
+    """``Bridge.external_ids`` of ``bridge`` (ovn-controller records its
+    conntrack zones there as ``ct-zone-<name>``)."""
+    for br in mon.rows("Bridge"):
+        if br.name == bridge:
+            return dict(br.external_ids)
+    return {}
 
 
 def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
