@@ -35,7 +35,8 @@ from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
-from lbaffd.openflow.flowdesc import monitor_update_cookies
+from lbaffd.openflow.fastdecode import match_and_idle
+from lbaffd.openflow.flowdesc import iter_entries, monitor_update_cookies
 from lbaffd.pipeline import COMPANION_MODE, HAIRPIN_ZONE, STANDALONE, STANDALONE_MODE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
@@ -62,6 +63,7 @@ OF_DOWN = "openflow-down"
 FOREIGN = "switch-changed"
 FLUSHED = "flows-deleted"  # lbaffd flows deleted by someone else (ovn-controller's flush)
 RECOMPUTE = "recompute"  # operator asked: read everything, compile everything
+ENTRY_AGES_INTERVAL = 5.0  # companion: seconds between polls of learned entries' idle ages
 OFPT_PACKET_IN = 10
 OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
@@ -96,6 +98,7 @@ class Daemon:
         self._flush = FlushRecovery()
         self._layout_retry = 0.0
         self._layout_retry_at = 0.0
+        self._ages_due = 0.0  # companion: next poll of the learned entries' idle ages
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -350,9 +353,14 @@ class Daemon:
             if beat and now >= next_beat:
                 self._notifier.watchdog()  # proves the worker loop itself is alive
                 next_beat = now + beat
+            if self.pipeline.companion and self._synced and now >= self._ages_due:
+                self._poll_entry_ages()
+                self._ages_due = now + ENTRY_AGES_INTERVAL
             due = min(next_audit, self._retry_at) if self._retry_at else next_audit
             if self._layout_retry_at:
                 due = min(due, self._layout_retry_at)
+            if self.pipeline.companion and self._synced:
+                due = min(due, self._ages_due)
             try:
                 items = [self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))]
             except queue.Empty:
@@ -408,6 +416,27 @@ class Daemon:
             self._entries.handle(removed, self._status.plans, self.live_channel())
         except Exception as exc:  # the switch went away: those entries are gone anyway
             log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
+
+    def _poll_entry_ages(self) -> None:
+        """Companion: how long each learned entry has been idle, so that one
+        put back after a flush gets the time it had left (FLOW_REMOVED does
+        not say).  One flow-desc dump of the affinity table, matches and
+        stats only."""
+        ch = self._channel
+        if ch is None or not ch.connected:
+            return
+        try:
+            parts = ch.dump_flow_desc(own.LEARNED_COOKIE, own.MAGIC_MASK, self.pipeline.affinity)
+        except Exception as exc:
+            log.debug("entry_ages_not_read", error=str(exc))
+            return
+        ages = {}
+        for part in parts:
+            for offset, _, _ in iter_entries(part.raw):
+                got = match_and_idle(part.raw, offset)
+                if got is not None:
+                    ages[got[0]] = got[1]
+        self._flush.ages.update(ages, time.monotonic())
 
     def _restore_entries(self) -> None:
         """After a flush of lbaffd's flows (ovn-controller (re)connecting), put

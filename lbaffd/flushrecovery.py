@@ -31,14 +31,14 @@ WINDOW = 10.0  # seconds: deletions further apart are not one flush
 class EntryAges:
     """Idle age (seconds) of each learned entry at the last poll, and when."""
 
-    ages: dict[tuple[int, Match], int] = field(default_factory=dict)
+    ages: dict[Match, int] = field(default_factory=dict)  # an entry's match is unique
     at: float = 0.0
 
-    def update(self, ages: Mapping[tuple[int, Match], int], now: float) -> None:
+    def update(self, ages: Mapping[Match, int], now: float) -> None:
         self.ages, self.at = dict(ages), now
 
-    def idle(self, cookie: int, match: Match, now: float) -> int:
-        age = self.ages.get((cookie, match))
+    def idle(self, match: Match, now: float) -> int:
+        age = self.ages.get(match)
         if age is None:
             return 0
         return age + int(now - self.at)
@@ -93,7 +93,7 @@ class FlushRecovery:
             return None
         if not self._repaired or (self._reported and not self._held):
             return None
-        picked = [Restore(e, self.ages.idle(e.cookie, e.match, now)) for e, _ in self._held]
+        picked = [Restore(e, self.ages.idle(e.match, now)) for e, _ in self._held]
         self._held = []
         first = not self._reported
         self._reported = True

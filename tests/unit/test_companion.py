@@ -205,7 +205,7 @@ def test_flush_recovery_restores_only_after_a_flush_and_once_repaired() -> None:
     fr.hold([_entry(2)], now=20.0)
     fr.noticed(now=20.0)
     assert fr.take(now=20.1) is None  # flows not back yet
-    fr.ages.update({(2, Match.of(metadata=1)): 40}, now=15.0)
+    fr.ages.update({Match.of(metadata=1): 40}, now=15.0)
     fr.repaired()
     got = fr.take(now=20.2)
     assert got is not None
