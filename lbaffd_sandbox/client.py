@@ -2,6 +2,9 @@
 
 ``--src-ip`` (repeatable) binds connection i to source address i mod k, so one
 namespace can play many clients.  The client always closes first.
+``--parallel`` opens all connections at once (one thread each: back-to-back
+connections of one client, or many new clients arriving together); the lines
+are printed in connection order.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import random
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 
 def one(dst: str, port: int, src: str, proto: str, timeout: float,
@@ -60,22 +64,36 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3.0)
     p.add_argument("--random-sport", action="store_true",
                    help="bind each connection to a random source port")
+    p.add_argument("--parallel", action="store_true",
+                   help="open all connections at once instead of one after another")
     p.add_argument("--summary", action="store_true",
                    help="print one JSON line of counts per backend instead of one per connection")
     args = p.parse_args()
     counts: dict[str, int] = {}
     # distinct random ports: reusing one soon would meet its TIME_WAIT 4-tuple
     ports = random.sample(range(1024, 65000), args.count) if args.random_sport else []
-    for i in range(args.count):
+
+    def conn(i: int) -> dict[str, object]:
         src = args.src_ip[i % len(args.src_ip)] if args.src_ip else ""
-        res = one(args.dst, args.port, src, args.proto, args.timeout, ports[i] if ports else 0)
+        return one(args.dst, args.port, src, args.proto, args.timeout, ports[i] if ports else 0)
+
+    if args.parallel:
+        with ThreadPoolExecutor(max_workers=max(args.count, 1)) as pool:
+            results = list(pool.map(conn, range(args.count)))
+    else:
+        results = []
+        for i in range(args.count):
+            results.append(conn(i))
+            if not args.summary:
+                print(json.dumps(results[-1]), flush=True)
+            if args.pause and i + 1 < args.count:
+                time.sleep(args.pause)
+    for res in results:
         if args.summary:
             key = str(res["backend"]) if res["ok"] else "error"
             counts[key] = counts.get(key, 0) + 1
-        else:
+        elif args.parallel:
             print(json.dumps(res), flush=True)
-        if args.pause and i + 1 < args.count:
-            time.sleep(args.pause)
     if args.summary:
         print(json.dumps(counts), flush=True)
 
