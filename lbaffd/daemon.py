@@ -37,6 +37,8 @@ from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.fastdecode import match_and_idle
 from lbaffd.openflow.flowdesc import iter_entries, monitor_update_cookies
+from lbaffd.ovnlayout import OvnLayout
+from lbaffd.ovnlayout import merge as merge_layout
 from lbaffd.pipeline import COMPANION_MODE, HAIRPIN_ZONE, STANDALONE, STANDALONE_MODE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
@@ -96,6 +98,7 @@ class Daemon:
         self._scope: Scope | None = None
         self._taken: TakeOver | None = None
         self._flush = FlushRecovery()
+        self._layout: OvnLayout | None = None  # companion: OVN's output stage, as last seen
         self._layout_retry = 0.0
         self._layout_retry_at = 0.0
         self._ages_due = 0.0  # companion: next poll of the learned entries' idle ages
@@ -502,7 +505,9 @@ class Daemon:
         programmed (their output flows found on the switch)."""
         scope = scopes(inputs.snapshot, topo)
         taken = take_over(inputs.lbs, scope, self.settings.take_over)
-        layout = ovnchassis.read_layout(channel, [p.ofport for p in topo.local_ports])
+        ofports = frozenset(p.ofport for p in topo.local_ports)
+        layout = self._layout = merge_layout(
+            self._layout, ovnchassis.read_layout(channel, sorted(ofports)), ofports)
         known = layout.known_ports if layout is not None else frozenset()
         waiting = [p.logical_port for p in topo.local_ports if p.ofport not in known]
         if waiting:

@@ -82,3 +82,25 @@ def discover(flows_by_port: Mapping[int, Iterable[FlowSpec]]) -> OvnLayout | Non
         if len(matches) == 1:
             outputs.append((ofport, matches[0]))
     return OvnLayout(table, tuple(outputs))
+
+
+def merge(previous: OvnLayout | None, found: OvnLayout | None,
+          ofports: frozenset[int]) -> OvnLayout | None:
+    """What is known now: ``found`` wins for the ports it has; a port it
+    lacks keeps its ``previous`` match.  ovn-controller deletes every flow when
+    it reconnects and re-installs them over the next ~0.1 s; a port key and
+    its datapath come from the SB and survive that, so lbaffd puts its hooks
+    back at once instead of waiting for OVN's.  Only ports still local count."""
+    if found is None and previous is None:
+        return None
+    if found is not None and (previous is None or found.outputs
+                              or found.output_table != previous.output_table):
+        table = found.output_table
+    else:
+        assert previous is not None
+        table = previous.output_table
+    outputs = dict(previous.outputs) if previous is not None and (
+        previous.output_table == table) else {}
+    if found is not None and found.output_table == table:
+        outputs.update(found.outputs)
+    return OvnLayout(table, tuple(sorted((p, m) for p, m in outputs.items() if p in ofports)))

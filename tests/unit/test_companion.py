@@ -16,7 +16,7 @@ from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.longidle import RemovedEntry
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
-from lbaffd.ovnlayout import OvnLayout, discover
+from lbaffd.ovnlayout import OvnLayout, discover, merge
 from lbaffd.pipeline import (
     COMPANION_ZONE,
     PRIO_INTERCEPT,
@@ -216,3 +216,21 @@ def test_flush_recovery_restores_only_after_a_flush_and_once_repaired() -> None:
     late = fr.take(now=20.6)
     assert late is not None and [r.entry.cookie for r in late[0]] == [3] and late[1] is None
     assert fr.take(now=40.0) is None
+
+
+def test_layout_kept_through_ovn_flush_and_moved_on_upgrade() -> None:
+    before = LAYOUT
+    ports = frozenset({11, 21, 31})
+    # ovn-controller just cleared the bridge: nothing found, hooks stay put
+    assert merge(before, None, ports) == before
+    # half re-installed: known ports keep their match, found ones are updated
+    partial = OvnLayout(65, ((11, Match.of(metadata=1, reg15=9)),))
+    merged = merge(before, partial, ports)
+    assert merged is not None and merged.output_match(11) == Match.of(metadata=1, reg15=9)
+    assert merged.known_ports == ports
+    # a port gone from the chassis is forgotten
+    assert merge(before, None, frozenset({11})).known_ports == {11}  # type: ignore[union-attr]
+    # an upgraded ovn-controller outputs from another table: follow it
+    moved = OvnLayout(67, ((21, Match.of(metadata=1, reg15=3)),))
+    assert merge(before, moved, ports) == moved
+    assert merge(None, None, ports) is None
