@@ -240,7 +240,7 @@ class VipCache:
             else:
                 part = compile_vip(plan, p, max_idle, topo)
         self._used[key] = part
-        return part
+        return _without(part, topo.foreign) if topo.foreign else part
 
     def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
         """Drop a VIP's part that an incremental pass replaced (full passes
@@ -251,6 +251,16 @@ class VipCache:
 
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
+
+
+def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
+    """``part`` less the flows whose key another controller's flow has."""
+    keep = [i for i, fid in enumerate(part.flow_ids) if fid not in foreign]
+    if len(keep) == len(part.flow_ids) and not any(f in foreign for _, f, _ in part.shared):
+        return part
+    return VipPart(tuple(part.flow_ids[i] for i in keep), tuple(part.flows[i] for i in keep),
+                   part.group_id, part.group,
+                   tuple(s for s in part.shared if s[1] not in foreign))
 
 
 def compile_state(
@@ -277,6 +287,8 @@ def compile_state(
     groups: dict[int, GroupBody] = {}
 
     def add(fid: FlowId, body: FlowBody) -> None:
+        if fid in topo.foreign:
+            return  # another controller's flow has this key: never replace it
         have = flows.get(fid)
         if have is None:
             flows[fid] = body

@@ -526,7 +526,9 @@ class Daemon:
         self._scope, self._taken = scope, taken
         self.metrics.lbs_left_to_ovn.set(len(taken.left_to_ovn))
         ports = tuple(p for p in topo.local_ports if p.ofport in known)
-        return taken.lbs, replace(topo, local_ports=ports, ovn=layout)
+        shared = [0] + ([layout.output_table] if layout is not None else [])
+        return taken.lbs, replace(topo, local_ports=ports, ovn=layout,
+                                  foreign=ovnchassis.foreign_ids(channel, shared))
 
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there

@@ -9,11 +9,13 @@ ovs-vswitchd, never assumed from an OVN version.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from lbaffd import ownership as own
-from lbaffd.openflow import fastdecode
+from lbaffd.openflow import fastdecode, packed
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.ovnlayout import OvnLayout, discover
@@ -50,6 +52,19 @@ def foreign_in_tables(channel: FlowDumper, tables: Iterable[int]) -> dict[int, i
         if n:
             counts[table] = n
     return counts
+
+
+def foreign_ids(channel: FlowDumper, tables: Iterable[int]) -> frozenset[bytes]:
+    """The (table, priority, match) of other controllers' flows in ``tables``,
+    in the form lbaffd's desired state keys flows by (``packed.flow_id``)."""
+    ids: set[bytes] = set()
+    for table in sorted(set(tables)):
+        for f in foreign(flows(channel, table)):
+            try:
+                ids.add(packed.flow_id(packed.pack_flow(replace(f, actions=(), cookie=0))))
+            except (ValueError, KeyError, TypeError, struct.error):
+                continue  # a match field lbaffd never writes: no key of lbaffd's equals it
+    return frozenset(ids)
 
 
 def read_layout(channel: FlowDumper, ofports: Iterable[int]) -> OvnLayout | None:

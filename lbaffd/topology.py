@@ -67,6 +67,10 @@ class Topology:
     # companion mode only: where ovn-controller outputs to each local port
     # (read from its flows on the switch, see ``ovnlayout``)
     ovn: OvnLayout | None = None
+    # (table, priority, match) of other controllers' flows in the tables
+    # lbaffd writes (``packed.flow_id`` form): lbaffd never installs one
+    # (OpenFlow would replace the other controller's flow)
+    foreign: frozenset[bytes] = frozenset()
 
     def is_down(self, backend: Endpoint, protocol: str) -> bool:
         return (backend.ip, backend.port, protocol) in self.down

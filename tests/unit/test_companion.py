@@ -5,6 +5,7 @@ ports, OVN's output stage read from its flows, and flush recovery."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -16,6 +17,7 @@ from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.longidle import RemovedEntry
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
+from lbaffd.openflow.packed import flow_id, pack_flow
 from lbaffd.ovnlayout import OvnLayout, discover, merge
 from lbaffd.pipeline import (
     COMPANION_ZONE,
@@ -234,3 +236,15 @@ def test_layout_kept_through_ovn_flush_and_moved_on_upgrade() -> None:
     moved = OvnLayout(67, ((21, Match.of(metadata=1, reg15=3)),))
     assert merge(before, moved, ports) == moved
     assert merge(None, None, ports) is None
+
+
+def test_never_a_flow_with_the_key_of_another_controllers_flow() -> None:
+    flows = list(compiled((lb("lb-sw", ("dp-sw0",)),)))
+    victim = next(f for f in flows if f.table == 0 and f.priority == PRIO_INTERCEPT)
+    hook = next(f for f in flows if f.table == 65)
+    ids = frozenset(flow_id(pack_flow(replace(f, actions=(), cookie=0)))
+                    for f in (victim, hook))
+    guarded = list(compiled((lb("lb-sw", ("dp-sw0",)),), replace(TOPO, foreign=ids)))
+    keys = {f.key for f in guarded}
+    assert victim.key not in keys and hook.key not in keys
+    assert len(guarded) == len(flows) - 2
