@@ -66,7 +66,7 @@ OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 OVS_COLUMNS = {
     "Open_vSwitch": ("external_ids", "ovs_version", "bridges"),
     "Bridge": ("name", "ports", "external_ids"),  # ct-zone-*: ovn-controller's zones
-    "Port": ("name", "interfaces"),
+    "Port": ("name", "interfaces", "external_ids"),  # ovn-localnet-port: OVN's patch ports
     "Interface": ("name", "ofport", "external_ids"),
 }
 
@@ -363,9 +363,14 @@ def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[Inter
         if br.name != bridge:
             continue
         for port in br.ports:
+            # ovn-controller's patch port to a provider bridge names the localnet
+            # logical port it carries (``controller/patch.c``): where traffic from
+            # the physical network enters, e.g. for a gateway router's VIPs
+            localnet = dict(port.external_ids).get("ovn-localnet-port")
             for iface in port.interfaces:
                 ofport = iface.ofport[0] if iface.ofport else -1
-                iface_id = dict(iface.external_ids).get("iface-id")
+                ids = dict(iface.external_ids)
+                iface_id = ids.get("iface-id") or ids.get("ovn-localnet-port") or localnet
                 if iface_id:
                     ifaces.append(InterfaceRow(iface.name, int(ofport), iface_id))
     return ext, tuple(sorted(ifaces, key=lambda i: i.name))
