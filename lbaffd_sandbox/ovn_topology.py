@@ -94,6 +94,7 @@ class AddressPool:
     each one is a *new* client to a load balancer."""
 
     next_octet: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SWITCHES, 100))
+    wrap: bool = False  # start again at .100 after .254 (long-running demo)
 
     def take(self, host: Host, switch: str, n: int) -> list[str]:
         base = SWITCHES[switch].cidr.rsplit(".", 1)[0]
@@ -101,7 +102,9 @@ class AddressPool:
         for _ in range(n):
             octet = self.next_octet[switch]
             if octet > 254:
-                raise RuntimeError(f"no fresh client addresses left on {switch}")
+                if not self.wrap:
+                    raise RuntimeError(f"no fresh client addresses left on {switch}")
+                octet = 100
             self.next_octet[switch] = octet + 1
             ip = f"{base}.{octet}"
             host.add_address(ip)
