@@ -96,7 +96,8 @@ class AddressPool:
     next_octet: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SWITCHES, 100))
     wrap: bool = False  # start again at .100 after .254 (long-running demo)
 
-    def take(self, host: Host, switch: str, n: int) -> list[str]:
+    def allocate(self, switch: str, n: int) -> list[str]:
+        """The next ``n`` unused addresses of ``switch``'s subnet (.100-.254)."""
         base = SWITCHES[switch].cidr.rsplit(".", 1)[0]
         out = []
         for _ in range(n):
@@ -106,10 +107,15 @@ class AddressPool:
                     raise RuntimeError(f"no fresh client addresses left on {switch}")
                 octet = 100
             self.next_octet[switch] = octet + 1
-            ip = f"{base}.{octet}"
-            host.add_address(ip)
-            out.append(ip)
+            out.append(f"{base}.{octet}")
         return out
+
+    def take(self, host: Host, switch: str, n: int) -> list[str]:
+        """``allocate`` and add the addresses to ``host``'s eth0."""
+        ips = self.allocate(switch, n)
+        for ip in ips:
+            host.add_address(ip)
+        return ips
 
 
 @dataclass
