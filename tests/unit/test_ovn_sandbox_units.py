@@ -120,11 +120,11 @@ def test_format_reports_one_column_per_report() -> None:
 
     def report(label: str) -> ScenarioReport:
         return ScenarioReport("172.16.0.10", label, FirstConnections("v", 3.0, (lost(),)),
-                              run, run, run, 1.0)
+                              run, run, run, run, 1.0)
 
     table = format_reports([report("OVN"), report("lbaffd")]).splitlines()
     assert table[0] == "| scenario | OVN 172.16.0.10 | lbaffd 172.16.0.10 |"
     assert table[1] == "|---|---|---|"
     assert table[2] == ("| first connection of 1 new clients | 0/1 completed within 3 s "
                         "| 0/1 completed within 3 s |")
-    assert len(table) == 2 + 4
+    assert len(table) == 2 + 5
