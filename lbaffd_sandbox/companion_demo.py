@@ -39,13 +39,16 @@ TIMEOUT = 2.0  # s per connection: OVN's lost first connection shows as "x" this
 NATIVE_CLIENTS = (("cli1", 2), ("rcli1", 2))  # (host, how many new clients) before lbaffd
 
 
-def daemon_command(sb: OvnSandbox, metrics: str) -> list[str]:
-    """The companion-mode command line (issue 14's contract): chassis 1's
-    Open_vSwitch DB and br-int management socket, the SB of the sandbox."""
+def daemon_command(sb: OvnSandbox, metrics: str, chassis: int = 1) -> list[str]:
+    """The companion-mode command line (issue 14's contract) for lbaffd on
+    chassis ``chassis``: its Open_vSwitch DB and br-int management socket, the
+    sandbox's SB, a run directory in the chassis' own (``<rundir>/lbaffd``,
+    ``<rundir>/ch2/lbaffd``)."""
+    node = sb.node(chassis)
     return [sys.executable, "-m", "lbaffd", "run", "--mode", "companion",
-            "--ovs-db", sb.ovs_db_remote_of(1), "--sb-db", sb.sb_remote,
-            "--bridge", "br-int", "--of-target", f"unix:{sb.mgmt_socket_of(1)}",
-            "--rundir", str(sb.rundir / "lbaffd"), "--log-format", "json",
+            "--ovs-db", node.ovs_db_remote, "--sb-db", sb.sb_remote,
+            "--bridge", "br-int", "--of-target", node.of_target,
+            "--rundir", str(node.rundir / "lbaffd"), "--log-format", "json",
             "--metrics-address", metrics]
 
 

@@ -4,9 +4,12 @@ address pool, and how the scenario results are judged and tabulated."""
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
+from lbaffd_sandbox.companion_demo import daemon_command
+from lbaffd_sandbox.ovn import OvnSandbox
 from lbaffd_sandbox.ovn_topology import (
     AFFINITY_VIP,
     DROP_PORT,
@@ -128,3 +131,21 @@ def test_format_reports_one_column_per_report() -> None:
     assert table[2] == ("| first connection of 1 new clients | 0/1 completed within 3 s "
                         "| 0/1 completed within 3 s |")
     assert len(table) == 2 + 5
+
+
+def test_companion_command_and_paths_per_chassis(tmp_path: Path) -> None:
+    """Chassis 2 lives in ``<rundir>/ch2``: ovs-vswitchd names its management
+    socket after ``OVS_RUNDIR``, and ovn-controller connects to the same path."""
+    sb = OvnSandbox(tmp_path, prefix="lxunit", chassis_count=2)  # not started: paths only
+    assert sb.mgmt_socket_of(1) == tmp_path / "br-int.mgmt"
+    assert sb.mgmt_socket_of(2) == tmp_path / "ch2" / "br-int.mgmt"
+    assert sb.node(2).env["OVS_RUNDIR"] == sb.node(2).env["OVN_RUNDIR"] == str(tmp_path / "ch2")
+    assert sb.node(2).ovs_ns == "lxunit-ovs2" and sb.node(2).encap_ip == "192.168.77.2"
+    cmd = daemon_command(sb, "127.0.0.1:0", chassis=2)
+    assert cmd[cmd.index("run"):] == [
+        "run", "--mode", "companion", "--ovs-db", f"unix:{tmp_path}/ch2/db.sock",
+        "--sb-db", f"unix:{tmp_path}/sb.sock", "--bridge", "br-int",
+        "--of-target", f"unix:{tmp_path}/ch2/br-int.mgmt", "--rundir", f"{tmp_path}/ch2/lbaffd",
+        "--log-format", "json", "--metrics-address", "127.0.0.1:0"]
+    with pytest.raises(ValueError):
+        OvnSandbox(tmp_path, chassis_count=3)
