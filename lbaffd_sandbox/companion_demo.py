@@ -96,14 +96,27 @@ def new_clients(topo: OvnTopology, vip: str, who: tuple[tuple[str, int], ...]) -
         return list(pool.map(one, jobs))
 
 
+def verdict(run: ClientRun) -> str:
+    """STICKY; "lost 1st, then sticky" (OVN 23.03's affinity); else how many
+    were lost and whether the rest spread."""
+    if run.sticky:
+        return "STICKY"
+    rest = ClientRun(run.vip, run.client, run.parallel, run.timeout_s, run.results[1:])
+    if not run.results[0].ok and rest.results and rest.sticky:
+        return "lost 1st, then sticky"
+    parts = [f"{run.failed} lost"] if run.failed else []
+    if len(run.distinct) > 1:
+        parts.append("spread")
+    return ", ".join(parts)
+
+
 def client_line(run: ClientRun) -> str:
     first = run.results[0]
     head = (f"first {first.connect_ms:7.1f} ms" if first.ok
-            else f"first: no answer in {TIMEOUT:g} s")
+            else f"first: no answer in {run.timeout_s:g} s")
     seq = " ".join(run.backends)
-    verdict = "STICKY" if run.sticky else ("lost 1st" if run.failed else "spread")
     routed = " (sw1)" if run.client.startswith("10.0.1.") else "      "
-    return f"   new client {run.client:<11}{routed} {head:<24} {seq:<14} {verdict}"
+    return f"   new client {run.client:<11}{routed} {head:<24} {seq:<14} {verdict(run)}"
 
 
 def render(topo: OvnTopology, native: list[ClientRun], companion: list[ClientRun],

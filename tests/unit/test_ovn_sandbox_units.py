@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lbaffd_sandbox.companion_demo import daemon_command
+from lbaffd_sandbox.companion_demo import client_line, daemon_command, render, verdict
 from lbaffd_sandbox.ovn import OvnSandbox
 from lbaffd_sandbox.ovn_topology import (
     AFFINITY_VIP,
@@ -17,6 +17,7 @@ from lbaffd_sandbox.ovn_topology import (
     PLAIN_VIP,
     SWITCHES,
     AddressPool,
+    OvnTopology,
     _joined,
     backend_list,
     nb_commands,
@@ -149,3 +150,29 @@ def test_companion_command_and_paths_per_chassis(tmp_path: Path) -> None:
         "--log-format", "json", "--metrics-address", "127.0.0.1:0"]
     with pytest.raises(ValueError):
         OvnSandbox(tmp_path, chassis_count=3)
+
+
+def test_demo_lines_say_what_happened_to_each_new_client(tmp_path: Path) -> None:
+    def run(*results: ConnResult, src: str = "10.0.0.100") -> ClientRun:
+        return ClientRun("172.16.0.10", src, False, 2.0, results)
+
+    assert verdict(run(ok("be1"), ok("be1"), ok("be1"))) == "STICKY"
+    assert verdict(run(lost(), ok("be2"), ok("be2"))) == "lost 1st, then sticky"
+    assert verdict(run(ok("be2"), lost(), ok("be2"))) == "1 lost"
+    assert verdict(run(lost(), ok("be1"), ok("be2"))) == "1 lost, spread"
+    assert verdict(run(ok("be1"), ok("be3"))) == "spread"
+    assert verdict(run(lost(), lost())) == "2 lost"
+    native = client_line(run(lost(), ok("be2"), ok("be2"), src="10.0.1.100"))
+    assert native.split() == ["new", "client", "10.0.1.100", "(sw1)", "first:", "no", "answer",
+                              "in", "2", "s", "x", "be2", "be2", "lost", "1st,", "then",
+                              "sticky"]
+    fast = client_line(run(ok("be1", 1.25), ok("be1"), ok("be1")))
+    assert "first     1.2 ms" in fast and fast.endswith("be1 be1 be1    STICKY")
+    topo = OvnTopology(OvnSandbox(tmp_path, chassis_count=2), {}, affinity_timeout=30)
+    lines = render(topo, [run(lost(), ok("be2"), ok("be2"))], [], ["be1", "be3"], 1, [])
+    assert lines[1] == (" VIP 172.16.0.10:80 (lb-aff, affinity_timeout=30s): "
+                        "new clients, 3 connections each")
+    assert lines[4:] == ["  lbaffd --mode companion (on chassis 1, next to ovn-controller):",
+                         "   (starting)",
+                         " VIP 172.16.0.11:80 (lb-plain, no affinity, OVN's): "
+                         "client 10.0.0.11 -> be1 be3  spread"]
