@@ -205,6 +205,7 @@ class OvnSandbox(Sandbox):
         self._add_ns(ch.ovs_ns)
         run("ip", "-n", ch.ovs_ns, "link", "set", "lo", "up")
         r = ch.rundir
+        (r / "db.db").unlink(missing_ok=True)  # a fresh DB every start (make demo reuses run/)
         run("ovsdb-tool", "create", str(r / "db.db"), str(VSWITCH_SCHEMA), env=ch.env)
         run("ovsdb-server", str(r / "db.db"), "--detach", "--no-chdir",
             f"--pidfile={r / 'db.pid'}", f"--log-file={r / 'db.log'}",
