@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lbaffd_sandbox.companion_demo import new_clients, render
 from lbaffd_sandbox.ovn import OvnSandbox, started_ovn_sandbox
 from lbaffd_sandbox.ovn_topology import (
     BACKEND_PORT,
@@ -165,6 +166,19 @@ def test_restart_ovn_controller_reprograms_and_traffic_flows(topo: OvnTopology) 
     assert _one(topo, "cli1", HOSTS["be2"].ip, DROP_PORT, timeout=1.0) == ""
     counts = sb.connect_counts("cli1", topo.plain_vip, topo.vip_port, 30, timeout=2.0)
     assert set(counts) == {"be1", "be2", "be3"}, counts
+
+
+def test_demo_rounds_of_new_clients(topo: OvnTopology) -> None:
+    """The demo's round (new clients of both switches, concurrently, three
+    connections each) on the VIP OVN balances without affinity."""
+    runs = new_clients(topo, topo.plain_vip, (("cli1", 2), ("rcli1", 1)))
+    assert [r.client.rsplit(".", 1)[0] for r in runs] == ["10.0.0", "10.0.0", "10.0.1"]
+    assert len({r.client for r in runs}) == 3
+    for run in runs:
+        assert len(run.results) == 3 and run.failed == 0, run
+        assert {r.src for r in run.results} == {run.client}
+    lines = render(topo, [], runs, [], 1, [])
+    assert sum(line.startswith("   new client ") for line in lines) == 3
 
 
 def test_single_chassis_sandbox_and_teardown() -> None:
