@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,3 +72,4 @@ def test_companion_demo_without_daemon_shows_ovn_native_and_the_command() -> Non
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [ns for ns in state["namespaces"] if ns in netns.split()]
     assert not (rundir / "sandbox.json").exists()
+    shutil.rmtree(rundir)
