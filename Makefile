@@ -7,7 +7,7 @@ SHELL        := /bin/bash
 PYTHON       ?= /usr/bin/python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv \
+DEB_PACKAGES := openvswitch-switch ovn-common ovn-central ovn-host iproute2 ethtool python3-venv \
                 python3-openvswitch systemd openssl procps
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
@@ -17,6 +17,7 @@ VENV_KIND    := system-site-packages:$(PYTHON)
 STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIND)') | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
+DEMO_ARGS    ?=
 
 .PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean
 
@@ -68,9 +69,10 @@ lint: venv
 	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
 	$(PY) -m mypy lbaffd
 
-## make demo: embedded sandbox + lbaffd + live sticky-session view (Ctrl-C tears it down).
+## make demo: OVN sandbox (northd + 2 ovn-controllers) + lbaffd --mode companion, OVN native vs
+## lbaffd for new clients, live (Ctrl-C tears it down); DEMO_ARGS=--standalone: the standalone demo.
 demo: deps
-	$(PY) -m lbaffd_sandbox.demo
+	$(PY) -m lbaffd_sandbox.demo $(DEMO_ARGS)
 
 demo-stop: venv
 	$(PY) -m lbaffd_sandbox.demo --stop
