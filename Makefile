@@ -9,6 +9,10 @@ VENV         := .venv
 PY           := $(VENV)/bin/python
 DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv \
                 python3-openvswitch systemd openssl procps
+# make test only: promtool (checks and unit-tests deploy/prometheus/lbaffd-rules.yaml).
+# The package also brings a Prometheus server (and recommends node-exporter) whose
+# services are stopped and disabled on a systemd host: the suite needs only the tool.
+TEST_DEB_PACKAGES := prometheus
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
 OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
@@ -37,6 +41,7 @@ endef
 
 deb-deps:
 	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(TEST_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; fi;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
 # packages start on a systemd host are stopped so they do not compete for the CPUs.
