@@ -34,6 +34,7 @@ from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
+from lbaffd.ops_daemonize import ProcessHooks
 from lbaffd.pipeline import STANDALONE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
@@ -64,8 +65,10 @@ OFPT_REQUESTFORWARD = 32
 
 
 class Daemon:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 process: ProcessHooks | None = None) -> None:
         self.settings = settings.with_defaults()
+        self._process = process  # OVS-daemon conventions (ops_daemonize), if any
         self.pipeline: Pipeline = STANDALONE
         self.metrics = metrics or Metrics()
         self._queue: queue.Queue[str | RemovedEntry] = queue.Queue()
@@ -182,6 +185,8 @@ class Daemon:
         self.metrics.registry.register(LiveCollector(self))
         self.metrics.serve(s.metrics_address, self,
                            live=lambda: live_families(self, self.pipeline))
+        if self._process is not None:
+            self._process.started(self, self.pipeline)  # ovs-appctl -t lbaffd; --detach returns
         self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping,
                               columns=OVS_COLUMNS)
         self._ovs.start()
@@ -259,6 +264,8 @@ class Daemon:
         self._notifier.stopping()
         if self._control is not None:
             self._control.stop()
+        if self._process is not None:
+            self._process.stopped()
         if self.settings.cleanup_on_exit and self._channel is not None and self._channel.connected:
             try:
                 groups = cleanup(self._channel)
