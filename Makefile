@@ -22,7 +22,7 @@ STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIN
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean man
 
 deps: deb-deps venv
 
@@ -85,6 +85,11 @@ demo-stop: venv
 bench: bench-deps
 	LBAFFD_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
 	    $(PY) -m bench --readme $(BENCH_ARGS)
+
+## make man: regenerate man/lbaffd.include (control commands, metrics) from the
+## code and render ./lbaffd.8 (`man ./lbaffd.8`); builds do the rendering too.
+man: venv
+	$(PY) -m lbaffd.manpage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

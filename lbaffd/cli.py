@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
             run.add_argument(flag, dest=name, action="store_const", const=True, default=None,
                              help=f"{text} (default: off)")
             continue
+        # strings in double quotes: a man page line may not start with ' (lbaffd.8)
+        shown = f'"{default}"' if isinstance(default, str) else default
         run.add_argument(flag, dest=name, type=type(default), default=None,
-                         help=f"{text} (default: {default!r})")
+                         help=f"{text} (default: {shown})")
     ops_options.add_arguments(run)
     return p
 

@@ -38,11 +38,15 @@ import ovs.dirs
 import ovs.unixctl
 import structlog
 
-from lbaffd.control import ControlServer, DaemonHandle
+from lbaffd.control import Command, ControlServer, DaemonHandle
 from lbaffd.ops_options import NAME, ProcessOptions
 from lbaffd.pipeline import Pipeline
 
 log = structlog.get_logger("lbaffd")
+# Served by both control sockets (the ovs library's command table is global).
+REOPEN = Command("vlog/reopen", "", 0, 0, "_vlog_reopen",
+                 "Reopen the --log-file, after logrotate moved it away.")
+
 
 def pidfile_path(opts: ProcessOptions, ovs_rundir: str) -> str:
     """Where the pidfile goes: a relative name is taken relative to the run
@@ -116,8 +120,8 @@ class OvsDaemonProcess:
     def started(self, daemon: DaemonHandle, pipeline: Pipeline) -> None:
         """The daemon's own control socket exists: add the one ``ovs-appctl -t
         lbaffd`` finds, then let a ``--detach`` parent return."""
-        # served by both sockets (the ovs library's command table is global)
-        ovs.unixctl.command_register("vlog/reopen", "", 0, 0, self._vlog_reopen, None)
+        ovs.unixctl.command_register(REOPEN.name, REOPEN.usage, REOPEN.min_args,
+                                     REOPEN.max_args, getattr(self, REOPEN.method), None)
         if not self.named:
             log.warning("ovs_appctl_target_unavailable", ovs_rundir=self.ovs_rundir,
                         reason="not writable", control_socket="--rundir's lbaffd.ctl only")

@@ -141,6 +141,17 @@ def rules_metric_names(groups: list[dict[str, Any]]) -> set[str]:
     return used - recorded
 
 
+def exported_families(scrape: str) -> set[str]:
+    """The families of a scrape, counters named with ``_total`` (as the man
+    page lists them); prometheus_client's ``<counter>_created`` gauges (a
+    labelled counter's creation times, in the 0.0.4 text format) are part of
+    their counter."""
+    fams = list(text_string_to_metric_families(scrape))
+    counters = {f.name for f in fams if f.type in ("counter", "histogram")}
+    return {f.name + "_total" if f.type == "counter" else f.name for f in fams
+            if not (f.name.endswith("_created") and f.name[:-len("_created")] in counters)}
+
+
 def exported_names(scrape: str) -> set[str]:
     """Every series name a scrape of the daemon offers, its families' HELP and
     TYPE included (a labelled counter nobody has incremented yet has no

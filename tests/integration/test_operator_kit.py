@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from lbaffd.manpage import metric_families
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
 from tests.integration.lbaffd_proc import LbaffdProcess, free_port, scrape, wait_until
 from tests.operator_kit import (
     PENDING_METRICS,
     dashboard_metric_names,
+    exported_families,
     exported_names,
     load_dashboard,
     rule_groups,
@@ -79,6 +81,8 @@ def test_every_dashboard_and_alert_metric_is_in_a_live_scrape(daemon: LbaffdProc
     # once exported they are checked like the rest
     assert missing <= PENDING_METRICS, sorted(missing - PENDING_METRICS)
     assert rules_metric_names(rule_groups()) <= exported
+    # lbaffd(8) documents exactly the families the daemon serves
+    assert exported_families(text) == {name for name, _, _ in metric_families()}
 
 
 def test_ovs_appctl_finds_lbaffd_by_name(sandbox: Sandbox, daemon: LbaffdProcess) -> None:
