@@ -22,7 +22,7 @@ STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIN
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean man
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean man dist image
 
 deps: deb-deps venv
 
@@ -91,5 +91,15 @@ bench: bench-deps
 man: venv
 	$(PY) -m lbaffd.manpage
 
+## make dist: wheel and sdist in dist/, versioned by the git tags (setuptools-scm:
+## tag vX.Y.Z for a release), lbaffd(8) inside the wheel.
+dist: venv
+	rm -rf dist && $(PY) -m build --outdir dist .
+
+## make image: the container image with podman, buildah or docker (with an engine);
+## skipped with a message when there is none. IMAGE=name:tag to choose the tag.
+image: venv
+	PY=$(PY) deploy/build-image.sh $(IMAGE)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build lbaffd.8
