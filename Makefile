@@ -13,6 +13,8 @@ DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool pytho
 # The package also brings a Prometheus server (and recommends node-exporter) whose
 # services are stopped and disabled on a systemd host: the suite needs only the tool.
 TEST_DEB_PACKAGES := prometheus
+# building lbaffd (venv, dist): git for the version (setuptools-scm); groff/man for lbaffd(8)
+BUILD_DEB_PACKAGES := git groff-base man-db
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
 OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
@@ -41,6 +43,7 @@ endef
 
 deb-deps:
 	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(BUILD_DEB_PACKAGES),true;)
 	$(call install-missing,$(TEST_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; fi;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
