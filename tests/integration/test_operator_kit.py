@@ -174,6 +174,29 @@ def test_detach_pidfile_log_file_and_reopen(sandbox: Sandbox, daemon: LbaffdProc
         daemon.start()
 
 
+def test_detach_reports_a_startup_failure_as_its_exit_status(
+        sandbox: Sandbox, daemon: LbaffdProcess, tmp_path: Path) -> None:
+    """The launcher waits until the daemon has started: a daemon that cannot
+    (its metrics port taken) fails the command, and leaves no pidfile."""
+    import socket
+
+    daemon.stop()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "lbaffd", "run", "--ovs-rundir", str(sandbox.ovs_rundir),
+               "--rundir", str(tmp_path / "run"), "--metrics-address", f"127.0.0.1:{port}",
+               "--detach", f"--log-file={tmp_path / 'lbaffd.log'}"]
+        try:
+            launcher = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            assert launcher.returncode != 0
+            assert "Address already in use" in (tmp_path / "lbaffd.log").read_text()
+            assert not (sandbox.ovs_rundir / "lbaffd.pid").exists()
+        finally:
+            daemon.start()
+
+
 def test_vlog_reopen_without_a_log_file_says_so(sandbox: Sandbox, daemon: LbaffdProcess) -> None:
     res = appctl(sandbox, "vlog/reopen")
     assert res.returncode != 0 and "Logging to file not configured" in res.stderr
