@@ -21,7 +21,13 @@ import pytest
 from lbaffd.manpage import metric_families
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess, free_port, scrape, wait_until
+from tests.integration.lbaffd_proc import (
+    LbaffdProcess,
+    free_port,
+    metric,
+    scrape,
+    wait_until,
+)
 from tests.operator_kit import (
     PENDING_METRICS,
     dashboard_metric_names,
@@ -83,6 +89,22 @@ def test_every_dashboard_and_alert_metric_is_in_a_live_scrape(daemon: LbaffdProc
     assert rules_metric_names(rule_groups()) <= exported
     # lbaffd(8) documents exactly the families the daemon serves
     assert exported_families(text) == {name for name, _, _ in metric_families()}
+
+
+def test_a_foreign_wipe_is_repaired_and_counted(sandbox: Sandbox, daemon: LbaffdProcess) -> None:
+    managed = "cookie=0x1baf000000000000/0xffff000000000000"
+    flows = sandbox.dump_flows(managed)
+    before = metric(scrape(daemon)[1], "lbaffd_switch_repairs_total")
+    sandbox.ofctl("del-flows", "br-int", managed)
+    assert wait_until(lambda: len(sandbox.dump_flows(managed)) == len(flows), timeout=10)
+
+    def counted() -> str:
+        text = scrape(daemon)[1]
+        return text if metric(text, "lbaffd_switch_repairs_total") > before else ""
+
+    text = wait_until(counted, timeout=10)
+    assert metric(text, "lbaffd_switch_repairs_total") == before + 1
+    assert metric(text, "lbaffd_switch_repaired_changes_total") >= len(flows)
 
 
 def test_ovs_appctl_finds_lbaffd_by_name(sandbox: Sandbox, daemon: LbaffdProcess) -> None:

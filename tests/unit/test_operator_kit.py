@@ -81,7 +81,8 @@ def test_panels_cover_what_an_operator_asked_for() -> None:
                  "lbaffd_desired_flows", "lbaffd_installed_flows", "lbaffd_affinity_entries",
                  "lbaffd_backend_packets_total", "lbaffd_vip_expected_share",
                  "lbaffd_vip_refusals_total", "lbaffd_vips_without_backends",
-                 "lbaffd_parse_errors_total", "lbaffd_last_successful_sync_timestamp_seconds"):
+                 "lbaffd_parse_errors_total", "lbaffd_last_successful_sync_timestamp_seconds",
+                 "lbaffd_switch_repairs_total"):
         assert name in used, name
     assert used >= PENDING_METRICS  # the pending list names only what the dashboard shows
     exprs = [q.expr for _, q in panel_queries(load_dashboard())]
