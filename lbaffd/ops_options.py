@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "<ovs-rundir>/lbaffd.<pid>.ctl, so `ovs-appctl -t lbaffd COMMAND` finds it "
         "(with OVS_RUNDIR set if the run directory is not the default).")
     g.add_argument("--detach", action="store_true",
-                   help="run in the background; return once the control sockets exist")
+                   help="run in the background; return once the control sockets exist "
+                   "(the log then goes nowhere without --log-file)")
     g.add_argument("--no-chdir", action="store_true",
                    help="with --detach, do not chdir to / (relative paths stay valid)")
     g.add_argument("--pidfile", nargs="?", const="", default="", metavar="FILE",
