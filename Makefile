@@ -90,7 +90,8 @@ bench: bench-deps
 	    $(PY) -m bench --readme $(BENCH_ARGS)
 
 ## make man: regenerate man/lbaffd.include (control commands, metrics) from the
-## code and render ./lbaffd.8 (`man ./lbaffd.8`); builds do the rendering too.
+## code and ./lbaffd.8 (`man ./lbaffd.8`) from it and the parser; after a change to
+## the flags, commands or metrics (a test says when). Builds render their own copy.
 man: venv
 	$(PY) -m lbaffd.manpage
 
@@ -105,4 +106,4 @@ image: venv
 	PY=$(PY) deploy/build-image.sh $(IMAGE)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build lbaffd.8
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -6,9 +6,10 @@ installs it as ``share/man/man8/lbaffd.8``).  What the parser cannot say, the
 control commands and the metrics, is generated here from the code that
 serves them (``control.COMMANDS``, the daemon's metric registry and its live
 families read against an empty switch) into ``man/lbaffd.include``, in the
-include format argparse-manpage reads (GNU help2man's).  Both generated files
-are kept in the repository so that ``man ./lbaffd.8`` works in a checkout;
-``tests/packaging/test_manpage.py`` fails when either is stale.
+include format argparse-manpage reads (GNU help2man's).  Both are also kept
+in the repository, the include for the build and ``./lbaffd.8`` so that
+``man ./lbaffd.8`` works in a checkout (the build renders its own copy in
+``build/man``); ``tests/packaging/test_manpage.py`` fails when either is stale.
 
 ``python -m lbaffd.manpage`` rewrites both (argparse-manpage needed: the
 ``test`` extra has it).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lbaffd.cli import build_parser
 from lbaffd.control import COMMANDS
-from lbaffd.manpage import INCLUDE, include_text, metric_families, render
+from lbaffd.manpage import INCLUDE, PAGE, include_text, metric_families, render
 from lbaffd.ops_daemonize import REOPEN
 
 
@@ -28,9 +28,11 @@ def roff(text: str) -> str:
     return text.replace("-", "\\-")
 
 
-def test_the_include_is_what_the_code_generates() -> None:
-    """man/lbaffd.include is generated (python -m lbaffd.manpage): never stale."""
+def test_the_include_and_the_page_in_the_repository_are_current() -> None:
+    """Both are generated (`make man`); never stale.  The page's first line
+    carries the date it was rendered."""
     assert INCLUDE.read_text() == include_text()
+    assert PAGE.read_text().splitlines()[1:] == render().splitlines()[1:]
 
 
 def test_page_mentions_every_flag_command_and_metric() -> None:
