@@ -9,6 +9,12 @@ VENV         := .venv
 PY           := $(VENV)/bin/python
 DEB_PACKAGES := openvswitch-switch ovn-common ovn-central ovn-host iproute2 ethtool python3-venv \
                 python3-openvswitch systemd openssl procps
+# make test only: promtool (checks and unit-tests deploy/prometheus/lbaffd-rules.yaml).
+# The package also brings a Prometheus server (and recommends node-exporter) whose
+# services are stopped and disabled on a systemd host: the suite needs only the tool.
+TEST_DEB_PACKAGES := prometheus
+# building lbaffd (venv, dist): git for the version (setuptools-scm); groff/man for lbaffd(8)
+BUILD_DEB_PACKAGES := git groff-base man-db
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
 OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
@@ -19,7 +25,8 @@ PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 DEMO_ARGS    ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean \
+        man dist image
 
 deps: deb-deps venv
 
@@ -38,6 +45,8 @@ endef
 
 deb-deps:
 	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(BUILD_DEB_PACKAGES),true;)
+	$(call install-missing,$(TEST_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; fi;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
 # packages start on a systemd host are stopped so they do not compete for the CPUs.
@@ -88,5 +97,21 @@ bench: bench-deps
 bench-companion: bench-deps
 	$(PY) -m bench.companion $(BENCH_ARGS)
 
+## make man: regenerate man/lbaffd.include (control commands, metrics) from the
+## code and ./lbaffd.8 (`man ./lbaffd.8`) from it and the parser; after a change to
+## the flags, commands or metrics (a test says when). Builds render their own copy.
+man: venv
+	$(PY) -m lbaffd.manpage
+
+## make dist: wheel and sdist in dist/, versioned by the git tags (setuptools-scm:
+## tag vX.Y.Z for a release), lbaffd(8) inside the wheel.
+dist: venv
+	rm -rf dist && $(PY) -m build --outdir dist .
+
+## make image: the container image with podman, buildah or docker (with an engine);
+## skipped with a message when there is none. IMAGE=name:tag to choose the tag.
+image: venv
+	PY=$(PY) deploy/build-image.sh $(IMAGE)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

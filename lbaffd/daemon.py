@@ -37,6 +37,7 @@ from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.fastdecode import match_and_idle
 from lbaffd.openflow.flowdesc import iter_entries, monitor_update_cookies
+from lbaffd.ops_daemonize import ProcessHooks
 from lbaffd.ovnlayout import OvnLayout
 from lbaffd.ovnlayout import merge as merge_layout
 from lbaffd.pipeline import COMPANION_MODE, HAIRPIN_ZONE, STANDALONE, STANDALONE_MODE, Pipeline
@@ -72,8 +73,10 @@ OFPT_REQUESTFORWARD = 32
 
 
 class Daemon:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 process: ProcessHooks | None = None) -> None:
         self.settings = settings.with_defaults()
+        self._process = process  # OVS-daemon conventions (ops_daemonize), if any
         self.pipeline: Pipeline = STANDALONE
         self.metrics = metrics or Metrics()
         self._queue: queue.Queue[str | RemovedEntry] = queue.Queue()
@@ -204,6 +207,8 @@ class Daemon:
         self.metrics.registry.register(LiveCollector(self))
         self.metrics.serve(s.metrics_address, self,
                            live=lambda: live_families(self, self.pipeline))
+        if self._process is not None:
+            self._process.started(self, self.pipeline)  # ovs-appctl -t lbaffd; --detach returns
         if not s.sb_db:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
         if s.distribution not in MODES:
@@ -332,6 +337,8 @@ class Daemon:
         self._notifier.stopping()
         if self._control is not None:
             self._control.stop()
+        if self._process is not None:
+            self._process.stopped()
         if self.settings.cleanup_on_exit and self._channel is not None and self._channel.connected:
             try:
                 groups = cleanup(self._channel)

@@ -39,6 +39,13 @@ class Metrics:
         self.changes = Counter(
             "lbaffd_openflow_changes_total", "Flow and group changes sent, by kind",
             ["kind"], registry=r)
+        self.repairs = Counter(
+            "lbaffd_switch_repairs_total", "Audits that found lbaffd's flows or groups removed "
+            "or changed by someone else (del-flows, another controller) and put them back",
+            registry=r)
+        self.repaired = Counter(
+            "lbaffd_switch_repaired_changes_total",
+            "Flow and group changes those repairs sent", registry=r)
         self.desired_flows = Gauge("lbaffd_desired_flows", "Flows lbaffd wants", registry=r)
         self.desired_groups = Gauge("lbaffd_desired_groups", "Groups lbaffd wants", registry=r)
         self.installed_flows = Gauge(

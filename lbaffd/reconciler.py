@@ -66,6 +66,9 @@ class ReconcileResult:
     # where a full pass spent its time, in seconds: reading the switch back,
     # compiling (and streaming the bundle), committing it, the barrier
     phases: tuple[tuple[str, float], ...] = ()
+    # an audit of unchanged inputs (audit_unchanged): every change it sent put
+    # back what someone else removed or changed on the switch
+    repair: bool = False
 
 
 def _group_ref(spec: FlowSpec) -> int:
@@ -380,7 +383,7 @@ class Reconciler:
         return ReconcileResult(
             changes=total, desired=desired, installed_flows=n_flows,
             installed_groups=len(have_groups), seconds=time.monotonic() - start,
-            foreign=foreign, audited=True,
+            foreign=foreign, audited=True, repair=True,
         )
 
     def _apply(self, channel: Channel, index: DesiredIndex, changes: ChangeSet,

@@ -61,6 +61,9 @@ class PassReport:
         m = self.metrics
         c = r.changes
         m.reconciles.labels("ok").inc()
+        if r.repair and not c.empty:
+            m.repairs.inc()
+            m.repaired.inc(len(c))
         m.reconcile_seconds.observe(r.seconds)
         for kind, n in (("group_add", len(c.add_groups)), ("group_modify", len(c.mod_groups)),
                         ("group_delete", len(c.del_groups)), ("flow_add", len(c.add_flows)),

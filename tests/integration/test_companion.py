@@ -202,7 +202,8 @@ def test_sigkill_and_restart_send_no_flow_mod(topo: OvnTopology,
 def test_standalone_refused_on_the_ovn_bridge(topo: OvnTopology,
                                               daemon: LbaffdProcess) -> None:
     before = ovn_flows(topo.sandbox)  # (ovn-controller restarted since the module began)
-    other = LbaffdProcess(topo.sandbox, "--mode", "standalone")
+    other = LbaffdProcess(topo.sandbox, "--mode", "standalone", "--pidfile",
+                          str(topo.sandbox.rundir / "lbaffd-standalone.pid"))
     other.rundir = other.rundir.with_name("lbaffd-standalone")
     other.start(wait_sync=False)
     assert other.proc is not None
