@@ -454,19 +454,17 @@ class Daemon:
         due = self._flush.take()
         if due is None:
             return
-        restores, elapsed = due
         try:
-            n = self._entries.restore(restores, self._status.plans, self.live_channel())
+            n = self._entries.restore(due.restores, self._status.plans, self.live_channel())
         except Exception as exc:
-            log.warning("affinity_entries_not_restored", count=len(restores), error=str(exc))
+            log.warning("affinity_entries_not_restored", count=len(due.restores),
+                        error=str(exc))
             return
-        if elapsed is not None:
+        if due.first:
             self.metrics.flush_recoveries.inc()
-            self.metrics.flush_recovery_seconds.observe(elapsed)
-            log.info("flush_recovered", ms=round(elapsed * 1000, 1), entries_restored=n,
-                     entries_reported=len(restores))
-        elif n:
-            log.info("affinity_entries_restored", count=n)
+        self.metrics.flush_recovery_seconds.observe(due.seconds)
+        log.info("flush_recovered", ms=round(due.seconds * 1000, 1), entries_restored=n,
+                 entries_reported=len(due.restores), first=due.first)
 
     def _pass(self, audit: bool = True, full: bool = False) -> bool:
         """One reconcile pass; False when it could not run (retried later).
