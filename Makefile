@@ -19,7 +19,7 @@ PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 DEMO_ARGS    ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean
 
 deps: deb-deps venv
 
@@ -82,6 +82,11 @@ demo-stop: venv
 bench: bench-deps
 	LBAFFD_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
 	    $(PY) -m bench --readme $(BENCH_ARGS)
+
+## make bench-companion: OVN's own affinity vs lbaffd's companion mode, same client
+## scenarios, one run on a two-chassis OVN sandbox (~1 min).
+bench-companion: bench-deps
+	$(PY) -m bench.companion $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,6 +24,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--bridge", "integration bridge (empty: external_ids:ovn-bridge, else br-int)"),
     ("--of-target", "OpenFlow target (empty: unix:<ovs-rundir>/<bridge>.mgmt)"),
     ("--ovs-rundir", "ovs-vswitchd run directory (empty: $OVS_RUNDIR or /var/run/openvswitch)"),
+    ("--ovn-rundir", "ovn-controller's run directory, where --mode auto looks for its "
+                     "pidfile (empty: $OVN_RUNDIR or /var/run/ovn)"),
     ("--chassis", "this chassis' name (empty: external_ids:system-id)"),
     ("--rundir", "lbaffd's run directory (mode 0700): control socket lbaffd.ctl"),
     ("--log-format", "console or json"),
@@ -37,10 +39,20 @@ OPTIONS: list[tuple[str, str]] = [
     ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),
     ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
                           "stopping (by default they stay and traffic keeps flowing)"),
-    ("--mode", "standalone (lbaffd owns the bridge from table 0) or embedded (only its "
+    ("--mode", "auto (companion when ovn-controller manages the bridge, else standalone), "
+               "companion (next to ovn-controller: intercepts the VIPs it takes over in "
+               "table 0 above OVN's flows, hands everything else to OVN's pipeline), "
+               "standalone (lbaffd owns the bridge from table 0) or embedded (only its "
                "stage tables, entered at --table-base with metadata = datapath tunnel key "
                "and reg13 = conntrack zone, left through resubmit(,--next-table))"),
-    ("--table-base", "first of lbaffd's tables (-1: 0 standalone, 64 embedded)"),
+    ("--take-over", "companion mode: which LBs lbaffd balances: affinity (those with "
+                    "options:affinity_timeout) or all; the others stay entirely OVN's"),
+    ("--ct-zone", "companion mode: lbaffd's own conntrack zone (must be one ovn-controller "
+                  "has not assigned: checked against br-int's ct-zone-* external_ids)"),
+    ("--force", "standalone/embedded: start even though lbaffd's tables hold flows of "
+                "another controller (never on an OVN chassis)"),
+    ("--table-base", "first of lbaffd's tables (-1: 0 standalone, 180 embedded, "
+                     "200 companion)"),
     ("--next-table", "embedded mode: table packets leave to (-1: the one after lbaffd's)"),
     ("--max-idle-timeout", "cap on learned entries' OpenFlow idle_timeout; longer "
                            "affinity timeouts are completed by re-installing entries (lower it "

@@ -35,6 +35,7 @@ from lbaffd.pipeline import (
 from lbaffd.stages import (
     FlowBuilder,
     port_flows,
+    reply_hook_flows,
     static_flows,
     vip_mac,
 )
@@ -205,12 +206,16 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
-def _topo_key(plan: VipPlan, topo: Topology) -> tuple[object, ...]:
+def _topo_key(plan: VipPlan, topo: Topology, p: Pipeline) -> tuple[object, ...]:
     """What of the topology a VIP's part depends on: its backends' MACs and
-    which of them are local ports (hairpin)."""
-    return (tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths
-                  for be in plan.vip.backends),
-            tuple(be.ip in topo.local_ips for be in plan.live_backends))
+    which of them are local ports (hairpin); in companion mode also the
+    client ports it is intercepted on."""
+    key = (tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths
+                 for be in plan.vip.backends),
+           tuple(be.ip in topo.local_ips for be in plan.live_backends))
+    if p.companion:
+        return (*key, topo.ports_on(plan.datapaths))
+    return key
 
 
 class VipCache:
@@ -226,25 +231,36 @@ class VipCache:
         self.templates = VipTemplates(compile_vip) if templates else None
 
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-        key = (plan, p, max_idle, _topo_key(plan, topo))
+        key = (plan, p, max_idle, _topo_key(plan, topo, p))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
-            if self.templates is not None:
+            # companion parts hold the client ports, which shapes do not mark
+            if self.templates is not None and not p.companion:
                 part = self.templates.part(plan, p, max_idle, topo)
             else:
                 part = compile_vip(plan, p, max_idle, topo)
         self._used[key] = part
-        return part
+        return _without(part, topo.foreign) if topo.foreign else part
 
     def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
         """Drop a VIP's part that an incremental pass replaced (full passes
         drop what they did not use in ``end_pass``)."""
-        key = (plan, p, max_idle, _topo_key(plan, topo))
+        key = (plan, p, max_idle, _topo_key(plan, topo, p))
         self._parts.pop(key, None)
         self._used.pop(key, None)
 
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
+
+
+def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
+    """``part`` less the flows whose key another controller's flow has."""
+    keep = [i for i, fid in enumerate(part.flow_ids) if fid not in foreign]
+    if len(keep) == len(part.flow_ids) and not any(f in foreign for _, f, _ in part.shared):
+        return part
+    return VipPart(tuple(part.flow_ids[i] for i in keep), tuple(part.flows[i] for i in keep),
+                   part.group_id, part.group,
+                   tuple(s for s in part.shared if s[1] not in foreign))
 
 
 def compile_state(
@@ -271,6 +287,8 @@ def compile_state(
     groups: dict[int, GroupBody] = {}
 
     def add(fid: FlowId, body: FlowBody) -> None:
+        if fid in topo.foreign:
+            return  # another controller's flow has this key: never replace it
         have = flows.get(fid)
         if have is None:
             flows[fid] = body
@@ -280,9 +298,13 @@ def compile_state(
             raise AssertionError(f"flow key clash: {unpack_flow(have)} vs {unpack_flow(body)}")
 
     b = FlowBuilder()
-    static_flows(b, pipeline)
+    layout = topo.ovn
+    static_flows(b, pipeline, layout.output_table if layout is not None else None)
     for port in topo.local_ports:
         port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
+        ovn_match = layout.output_match(port.ofport) if layout is not None else None
+        if pipeline.companion and layout is not None and ovn_match is not None:
+            reply_hook_flows(b, pipeline, port, ovn_match, layout.output_table)
     owners = b.owners
     for spec in b.flows.values():
         body = pack_flow(spec)

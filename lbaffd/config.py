@@ -10,7 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from lbaffd.pipeline import EMBEDDED_MODE, STANDALONE_MODE, Pipeline, embedded
+from lbaffd.pipeline import (
+    COMPANION_BASE,
+    COMPANION_MODE,
+    COMPANION_ZONE,
+    EMBEDDED_BASE,
+    EMBEDDED_MODE,
+    MODES,
+    STANDALONE_MODE,
+    Pipeline,
+    companion,
+    embedded,
+)
+
+AUTO_MODE = "auto"  # companion when ovn-controller manages the bridge, else standalone
 
 
 def default_ovs_rundir() -> str:
@@ -67,6 +80,7 @@ class Settings:
     bridge: str = ""
     of_target: str = ""
     ovs_rundir: str = ""
+    ovn_rundir: str = ""  # where ovn-controller's pidfile is (empty: $OVN_RUNDIR or /var/run/ovn)
     chassis: str = ""
     log_format: str = "console"
     log_level: str = "info"
@@ -77,27 +91,36 @@ class Settings:
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
     cleanup_on_exit: bool = False
-    mode: str = "standalone"
-    table_base: int = -1  # -1: 0 in standalone mode, 64 in embedded mode
+    mode: str = AUTO_MODE
+    table_base: int = -1  # -1: 0 standalone, 180 embedded, 200 companion
     next_table: int = -1  # -1: the first table after lbaffd's (embedded mode)
+    take_over: str = "affinity"  # companion: LBs lbaffd balances (affinity | all)
+    ct_zone: int = COMPANION_ZONE  # companion: lbaffd's own conntrack zone
+    force: bool = False  # standalone/embedded: start although another controller's flows are there
     ssl_private_key: str = ""
     ssl_certificate: str = ""
     ssl_ca_cert: str = ""
 
-    def pipeline(self) -> Pipeline:
-        """The stage tables these settings ask for (ValueError if they clash)."""
-        if self.mode == EMBEDDED_MODE:
-            base = 64 if self.table_base < 0 else self.table_base
+    def pipeline(self, mode: str = "") -> Pipeline:
+        """The stage tables these settings ask for, in ``mode`` (``auto``
+        resolved by the caller; default: ``self.mode``).  ValueError if they clash."""
+        mode = mode or self.mode
+        if mode == EMBEDDED_MODE:
+            base = EMBEDDED_BASE if self.table_base < 0 else self.table_base
             nxt = base + 7 if self.next_table < 0 else self.next_table
             return embedded(base, nxt)
-        if self.mode != STANDALONE_MODE:
-            raise ValueError(f"--mode must be {STANDALONE_MODE} or {EMBEDDED_MODE}, "
-                             f"not {self.mode!r}")
+        if mode == COMPANION_MODE:
+            return companion(COMPANION_BASE if self.table_base < 0 else self.table_base,
+                             self.ct_zone)
+        if mode != STANDALONE_MODE:
+            raise ValueError(f"--mode must be one of {', '.join((AUTO_MODE, *MODES))}, "
+                             f"not {mode!r}")
         return Pipeline(base=max(self.table_base, 0))
 
     def with_defaults(self) -> Settings:
         rundir = self.ovs_rundir or default_ovs_rundir()
-        return replace(self, ovs_rundir=rundir, ovs_db=self.ovs_db or f"unix:{rundir}/db.sock")
+        return replace(self, ovs_rundir=rundir, ovs_db=self.ovs_db or f"unix:{rundir}/db.sock",
+                       ovn_rundir=self.ovn_rundir or os.environ.get("OVN_RUNDIR", "/var/run/ovn"))
 
     def resolve(self, external_ids: Mapping[str, str]) -> Settings:
         """Fill what the flags left open from ``Open_vSwitch.external_ids``."""

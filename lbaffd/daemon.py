@@ -19,22 +19,27 @@ from types import FrameType
 
 import structlog
 
-from lbaffd import model
+from lbaffd import model, ovnchassis
 from lbaffd import ownership as own
+from lbaffd.companion import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
 from lbaffd.compiler import vip_mac
-from lbaffd.config import Settings
+from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
 from lbaffd.exposition import live_families
+from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.gcpause import GcPause
 from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
-from lbaffd.openflow.flowdesc import monitor_update_cookies
-from lbaffd.pipeline import STANDALONE, Pipeline
+from lbaffd.openflow.fastdecode import match_and_idle
+from lbaffd.openflow.flowdesc import iter_entries, monitor_update_cookies
+from lbaffd.ovnlayout import OvnLayout
+from lbaffd.ovnlayout import merge as merge_layout
+from lbaffd.pipeline import COMPANION_MODE, HAIRPIN_ZONE, STANDALONE, STANDALONE_MODE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
 from lbaffd.report import PassReport
@@ -45,6 +50,7 @@ from lbaffd.sb.monitor import (
     SB_TABLES,
     DbMonitor,
     configure_ssl,
+    read_bridge_external_ids,
     read_local,
 )
 from lbaffd.sdnotify import Notifier
@@ -57,7 +63,9 @@ WAKE = "wake"
 STOP = "stop"
 OF_DOWN = "openflow-down"
 FOREIGN = "switch-changed"
+FLUSHED = "flows-deleted"  # lbaffd flows deleted by someone else (ovn-controller's flush)
 RECOMPUTE = "recompute"  # operator asked: read everything, compile everything
+ENTRY_AGES_INTERVAL = 5.0  # companion: seconds between polls of learned entries' idle ages
 OFPT_PACKET_IN = 10
 OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
@@ -86,6 +94,14 @@ class Daemon:
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
+        # companion mode: what the last full pass took over, and for which ports
+        self._scope: Scope | None = None
+        self._taken: TakeOver | None = None
+        self._flush = FlushRecovery()
+        self._layout: OvnLayout | None = None  # companion: OVN's output stage, as last seen
+        self._layout_retry = 0.0
+        self._layout_retry_at = 0.0
+        self._ages_due = 0.0  # companion: next poll of the learned entries' idle ages
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -174,19 +190,20 @@ class Daemon:
         if os.path.exists(ctl):
             os.unlink(ctl)  # left by a killed predecessor
         try:
-            self.pipeline = s.pipeline()
+            s.pipeline(STANDALONE_MODE if s.mode == AUTO_MODE else s.mode)  # flags sane?
         except ValueError as exc:
             raise SystemExit(f"lbaffd: {exc}") from None
-        self._control = ControlServer(ctl, self, self.pipeline)
-        self._control.start()
-        self.metrics.registry.register(LiveCollector(self))
-        self.metrics.serve(s.metrics_address, self,
-                           live=lambda: live_families(self, self.pipeline))
         self._ovs = DbMonitor(s.ovs_db, "Open_vSwitch", OVS_TABLES, self._wake, self._stopping,
                               columns=OVS_COLUMNS)
         self._ovs.start()
         external_ids = self._wait_local_external_ids()
         self.settings = s = s.resolve(external_ids)
+        self.pipeline = self._choose_pipeline(external_ids)
+        self._control = ControlServer(ctl, self, self.pipeline)
+        self._control.start()
+        self.metrics.registry.register(LiveCollector(self))
+        self.metrics.serve(s.metrics_address, self,
+                           live=lambda: live_families(self, self.pipeline))
         if not s.sb_db:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
         if s.distribution not in MODES:
@@ -208,6 +225,60 @@ class Daemon:
         self._reconciler.on_delete = self._expected_deletes.expect
         self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
         self._entries = EntryKeeper(self.metrics, s.max_idle_timeout)
+
+    def _choose_pipeline(self, external_ids: dict[str, str]) -> Pipeline:
+        """The mode (``auto``: companion when ovn-controller manages the bridge),
+        and the start-up refusals that keep lbaffd from damaging a bridge
+        another controller manages."""
+        s = self.settings
+        channel = self._wait_channel()
+        mode = s.mode
+        if mode == AUTO_MODE:
+            table0 = ovnchassis.foreign_in_tables(channel, [0]).get(0, 0)
+            ovn, why = ovnchassis.managed_by_ovn(external_ids, table0, s.ovn_rundir)
+            mode = COMPANION_MODE if ovn else STANDALONE_MODE
+            log.info("mode_chosen", mode=mode, reason=why)
+        try:
+            pipeline = s.pipeline(mode)
+        except ValueError as exc:
+            raise SystemExit(f"lbaffd: {exc}") from None
+        busy = ovnchassis.foreign_in_tables(channel, pipeline.tables)
+        if busy and (pipeline.companion or not s.force):
+            log.error("tables_in_use", mode=mode, tables=",".join(map(str, sorted(busy))),
+                      flows=sum(busy.values()),
+                      hint=("choose another --table-base" if pipeline.companion else
+                            "another controller manages this bridge: use --mode companion "
+                            "next to ovn-controller, or --force"))
+            raise SystemExit(2)
+        if pipeline.companion:
+            clash = self._zone_clash(pipeline)
+            if clash:
+                log.error("ct_zone_in_use", zone=pipeline.ct_zone, ports=",".join(clash),
+                          hint="choose another --ct-zone")
+                raise SystemExit(2)
+        return pipeline
+
+    def _zone_clash(self, pipeline: Pipeline) -> list[str]:
+        """Ports to which ovn-controller gave lbaffd's zones (none, normally)."""
+        assert self._ovs is not None
+        with self._ovs.conn.lock:
+            ext = read_bridge_external_ids(self._ovs, self.settings.bridge)
+        clash = zone_clash(ovn_zones(ext), (pipeline.ct_zone, HAIRPIN_ZONE))
+        self.metrics.ct_zone_clash.set(1 if clash else 0)
+        return clash
+
+    def _wait_channel(self) -> OpenFlowChannel:
+        """The switch, waited for (a daemon may start before ovs-vswitchd)."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                return self._ensure_channel()
+            except Exception as exc:
+                log.warning("openflow_unreachable", target=self.settings.of_target,
+                            error=str(exc), retry_in=delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+        raise SystemExit(0)
 
     def _wait_local_external_ids(self) -> dict[str, str]:
         assert self._ovs is not None
@@ -242,8 +313,10 @@ class Daemon:
                         self._packet_out(port, answer)
             return
         own_delete = removed_managed_flow(reply)
-        if own_delete is not None and self._expected_deletes.take(*own_delete):
-            return  # a flow this daemon deleted itself
+        if own_delete is not None:
+            if self._expected_deletes.take(*own_delete):
+                return  # a flow this daemon deleted itself
+            self._queue.put(FLUSHED)
         entry = removed_entry(reply)
         if entry is not None:
             self._queue.put(entry)
@@ -283,7 +356,14 @@ class Daemon:
             if beat and now >= next_beat:
                 self._notifier.watchdog()  # proves the worker loop itself is alive
                 next_beat = now + beat
+            if self.pipeline.companion and self._synced and now >= self._ages_due:
+                self._poll_entry_ages()
+                self._ages_due = now + ENTRY_AGES_INTERVAL
             due = min(next_audit, self._retry_at) if self._retry_at else next_audit
+            if self._layout_retry_at:
+                due = min(due, self._layout_retry_at)
+            if self.pipeline.companion and self._synced:
+                due = min(due, self._ages_due)
             try:
                 items = [self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))]
             except queue.Empty:
@@ -294,9 +374,13 @@ class Daemon:
             self._queued = len(items)  # coalesced into this pass; bounded by its duration
             if STOP in items:
                 break
+            if FLUSHED in items and self.pipeline.companion:
+                self._flush.noticed()
             removed = [i for i in items if isinstance(i, RemovedEntry)]
             if removed:
                 self._handle_removed(removed)
+                if self.pipeline.companion:
+                    self._restore_entries()  # entries reported after the flows were back
             if all(isinstance(i, RemovedEntry) for i in items) and time.monotonic() < due:
                 continue  # only entry notifications: no pass needed
             if self._retry_at and time.monotonic() < self._retry_at:
@@ -304,7 +388,12 @@ class Daemon:
             # read the switch back on the timer and whenever it reported a change
             # by someone else or the connection was new; else trust the last pass
             audit = time.monotonic() >= next_audit or FOREIGN in items or OF_DOWN in items
+            if self._layout_retry_at and time.monotonic() >= self._layout_retry_at:
+                items.append(RECOMPUTE)  # companion: ports ovn-controller had not programmed
             ok = self._pass(audit or RECOMPUTE in items, full=RECOMPUTE in items)
+            if ok and self.pipeline.companion:
+                self._flush.repaired()
+                self._restore_entries()
             interval = self.settings.audit_interval
             if not ok:
                 # not in sync (a DB resyncing, the switch away): look again soon, as
@@ -324,10 +413,53 @@ class Daemon:
             return items
 
     def _handle_removed(self, removed: list[RemovedEntry]) -> None:
+        if self.pipeline.companion:  # maybe ovn-controller's flush: kept to be put back
+            self._flush.hold(e for e in removed if not e.idled_out)
         try:
             self._entries.handle(removed, self._status.plans, self.live_channel())
         except Exception as exc:  # the switch went away: those entries are gone anyway
             log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
+
+    def _poll_entry_ages(self) -> None:
+        """Companion: how long each learned entry has been idle, so that one
+        put back after a flush gets the time it had left (FLOW_REMOVED does
+        not say).  One flow-desc dump of the affinity table, matches and
+        stats only."""
+        ch = self._channel
+        if ch is None or not ch.connected:
+            return
+        try:
+            parts = ch.dump_flow_desc(own.LEARNED_COOKIE, own.MAGIC_MASK, self.pipeline.affinity)
+        except Exception as exc:
+            log.debug("entry_ages_not_read", error=str(exc))
+            return
+        ages = {}
+        for part in parts:
+            for offset, _, _ in iter_entries(part.raw):
+                got = match_and_idle(part.raw, offset)
+                if got is not None:
+                    ages[got[0]] = got[1]
+        self._flush.ages.update(ages, time.monotonic())
+
+    def _restore_entries(self) -> None:
+        """After a flush of lbaffd's flows (ovn-controller (re)connecting), put
+        the learned affinity entries it took back once the flows are."""
+        due = self._flush.take()
+        if due is None:
+            return
+        restores, elapsed = due
+        try:
+            n = self._entries.restore(restores, self._status.plans, self.live_channel())
+        except Exception as exc:
+            log.warning("affinity_entries_not_restored", count=len(restores), error=str(exc))
+            return
+        if elapsed is not None:
+            self.metrics.flush_recoveries.inc()
+            self.metrics.flush_recovery_seconds.observe(elapsed)
+            log.info("flush_recovered", ms=round(elapsed * 1000, 1), entries_restored=n,
+                     entries_reported=len(restores))
+        elif n:
+            log.info("affinity_entries_restored", count=n)
 
     def _pass(self, audit: bool = True, full: bool = False) -> bool:
         """One reconcile pass; False when it could not run (retried later).
@@ -350,7 +482,10 @@ class Daemon:
                 channel = self._ensure_channel()
                 assert self._reconciler is not None
                 topo = build_topology(inputs.snapshot)
-                result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
+                lbs = inputs.lbs
+                if self.pipeline.companion:
+                    lbs, topo = self._companion_view(inputs, topo, channel)
+                result = self._reconciler.reconcile(channel, lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
             self._inputs, self._topo = inputs, topo
@@ -362,6 +497,38 @@ class Daemon:
         gc.collect()
         gc.freeze()
         return True
+
+    def _companion_view(self, inputs: Inputs, topo: Topology, channel: OpenFlowChannel
+                        ) -> tuple[tuple[model.LoadBalancer, ...], Topology]:
+        """Companion mode: the LBs taken over, with the client switches they
+        apply to, and the topology reduced to the ports ovn-controller has
+        programmed (their output flows found on the switch)."""
+        scope = scopes(inputs.snapshot, topo)
+        taken = take_over(inputs.lbs, scope, self.settings.take_over)
+        ofports = frozenset(p.ofport for p in topo.local_ports)
+        layout = self._layout = merge_layout(
+            self._layout, ovnchassis.read_layout(channel, sorted(ofports)), ofports)
+        known = layout.known_ports if layout is not None else frozenset()
+        waiting = [p.logical_port for p in topo.local_ports if p.ofport not in known]
+        if waiting:
+            # not programmed by ovn-controller yet (or not an OVN port): look again soon
+            self._layout_retry = min(max(self._layout_retry * 2, 0.25), 5.0)
+            self._layout_retry_at = time.monotonic() + self._layout_retry
+            log.info("ports_not_programmed_by_ovn", ports=",".join(sorted(waiting)[:20]),
+                     count=len(waiting), retry_in=self._layout_retry)
+        else:
+            self._layout_retry = 0.0
+            self._layout_retry_at = 0.0
+        if self._zone_clash(self.pipeline):
+            log.error("ct_zone_in_use", zone=self.pipeline.ct_zone,
+                      hint="ovn-controller assigned lbaffd's zone to a port; restart lbaffd "
+                      "with another --ct-zone")
+        self._scope, self._taken = scope, taken
+        self.metrics.lbs_left_to_ovn.set(len(taken.left_to_ovn))
+        ports = tuple(p for p in topo.local_ports if p.ofport in known)
+        shared = [0] + ([layout.output_table] if layout is not None else [])
+        return taken.lbs, replace(topo, local_ports=ports, ovn=layout,
+                                  foreign=ovnchassis.foreign_ids(channel, shared))
 
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there
@@ -389,10 +556,21 @@ class Daemon:
             return False
         self._sb_read_at = time.time()
         changed, issues = last.parse_change(rows)
-        result = rec.reconcile_changed(self._ensure_channel(), changed, topo)
+        realized = changed
+        if self.pipeline.companion:
+            if self._scope is None:
+                return False
+            taken = take_over((lb for lb in changed.values() if lb is not None),
+                              self._scope, self.settings.take_over)
+            by_uuid = {lb.uuid: lb for lb in taken.lbs}
+            realized = {u: by_uuid.get(u) for u in changed}
+        result = rec.reconcile_changed(self._ensure_channel(), realized, topo)
         if result is None:
             return False
         self._inputs = last.with_change(rows, changed, issues)
+        if self.pipeline.companion and self._scope is not None:
+            self._taken = take_over(self._inputs.lbs, self._scope, self.settings.take_over)
+            self.metrics.lbs_left_to_ovn.set(len(self._taken.left_to_ovn))
         self._done(result, issues + result.desired.issues)
         return True
 
@@ -443,5 +621,7 @@ class Daemon:
             desired_flows=len(r.desired.state.flows), desired_groups=len(r.desired.state.groups),
             installed_flows=r.installed_flows, installed_groups=r.installed_groups,
             last_sync=time.time())
-        self._status = Status(plans=r.desired.vips, issues=issues, stats=stats)
+        left = self._taken.left_to_ovn if self._taken is not None else ()
+        self._status = Status(plans=r.desired.vips, issues=issues, stats=stats,
+                              mode=self.pipeline.mode, left_to_ovn=left)
         self._report.empty_vips(r.desired.vips)

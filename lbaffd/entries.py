@@ -18,8 +18,10 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd import ownership as own
 from lbaffd.compiler import VipPlan
+from lbaffd.flushrecovery import Restore
 from lbaffd.longidle import LongIdle, RemovedEntry
 from lbaffd.metrics import Metrics
+from lbaffd.model import Endpoint
 from lbaffd.openflow import codec
 from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
@@ -77,16 +79,52 @@ class ExpectedDeletes:
         return until is not None and until >= time.monotonic()
 
 
+def entry_flow(e: RemovedEntry, be: Endpoint, idle_timeout: int) -> Any:
+    """The flow-mod that puts a learned entry back: its match and cookie, the
+    loads its learn action wrote for ``be``."""
+    loads = [SetField(r, v) for r, v in backend_regs(be.ip).items()]
+    if be.port is not None:
+        loads.append(SetField(REG_BACKEND_PORT, be.port))
+    loads.append(SetField(REG_AFFINITY_HIT, 1))
+    return codec.flow_add(FlowSpec(
+        e.table, PRIO_LEARNED, e.match, tuple(loads), e.cookie, idle_timeout=idle_timeout,
+        flags=ofp.OFPFF_SEND_FLOW_REM))
+
+
+def _by_learned_cookie(plans: Iterable[VipPlan]) -> dict[int, tuple[VipPlan, Endpoint]]:
+    return {p.learned_cookie(be): (p, be) for p in plans for be in p.vip.backends}
+
+
 class EntryKeeper:
     def __init__(self, metrics: Metrics, max_idle: int) -> None:
         self._metrics = metrics
         self._max_idle = max_idle
         self._long = LongIdle()
 
+    def restore(self, restores: Iterable[Restore], plans: Iterable[VipPlan],
+                channel: Any) -> int:
+        """Put back entries a flush deleted (one bundle), each with the idle
+        time it had left; entries of a backend no longer live are not."""
+        owners = _by_learned_cookie(plans)
+        msgs: list[Any] = []
+        for r in restores:
+            found = owners.get(r.entry.cookie)
+            if found is None or found[1] not in found[0].live_backends:
+                continue
+            plan, be = found
+            remaining = (plan.lb.affinity_timeout or 0) - r.idle_so_far
+            if remaining <= 0:
+                continue
+            msgs.append(entry_flow(r.entry, be, min(remaining, self._max_idle)))
+        if msgs:
+            channel.bundle(msgs)
+            self._metrics.entries_restored.inc(len(msgs))
+        return len(msgs)
+
     def handle(self, removed: Iterable[RemovedEntry], plans: Iterable[VipPlan],
                channel: Any) -> None:
         """Count, and re-install in one bundle what must live on."""
-        owners = {p.learned_cookie(be): (p, be) for p in plans for be in p.vip.backends}
+        owners = _by_learned_cookie(plans)
         self._long.forget(set(owners))
         reinstall: list[Any] = []
         for e in removed:
@@ -105,13 +143,7 @@ class EntryKeeper:
                 self._metrics.entries_expired.labels(*labels).inc()
                 continue
             self._metrics.entries_extended.labels(*labels).inc()
-            loads = [SetField(r, v) for r, v in backend_regs(be.ip).items()]
-            if be.port is not None:
-                loads.append(SetField(REG_BACKEND_PORT, be.port))
-            loads.append(SetField(REG_AFFINITY_HIT, 1))
-            reinstall.append(codec.flow_add(FlowSpec(
-                e.table, PRIO_LEARNED, e.match, tuple(loads), e.cookie, idle_timeout=again,
-                flags=ofp.OFPFF_SEND_FLOW_REM)))
+            reinstall.append(entry_flow(e, be, again))
         if reinstall:
             channel.bundle(reinstall)
             log.debug("affinity_entries_extended", count=len(reinstall))

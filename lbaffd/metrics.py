@@ -71,6 +71,28 @@ class Metrics:
             "lbaffd_vips_without_backends",
             "VIPs with no live backend, by what happens to new connections (drop/reject)",
             ["action"], registry=r)
+        # companion mode (next to ovn-controller)
+        self.flush_recoveries = Counter(
+            "lbaffd_ovn_flush_recoveries",
+            "Times lbaffd's flows were deleted by someone else (ovn-controller clears "
+            "the bridge when it connects) and lbaffd put them back", registry=r)
+        self.flush_recovery_seconds = Histogram(
+            "lbaffd_ovn_flush_recovery_seconds",
+            "From the first deletion reported by the switch to flows, groups and "
+            "affinity entries back", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.entries_restored = Counter(
+            "lbaffd_affinity_entries_restored",
+            "Learned affinity entries put back after a flush, with their remaining "
+            "idle time", registry=r)
+        self.lbs_left_to_ovn = Gauge(
+            "lbaffd_lbs_left_to_ovn",
+            "Load balancers on this chassis that lbaffd leaves to OVN (--take-over)",
+            registry=r)
+        self.ct_zone_clash = Gauge(
+            "lbaffd_ct_zone_clash",
+            "1 when ovn-controller has assigned lbaffd's own conntrack zone to a port",
+            registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

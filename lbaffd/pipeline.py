@@ -1,4 +1,13 @@
-"""The OpenFlow pipeline lbaffd installs on br-int (standalone mode).
+"""The OpenFlow pipeline lbaffd installs on br-int, and the three table layouts.
+
+Standalone owns the bridge from table 0 (drawn below).  Embedded is entered
+by a cooperating controller at ``resubmit(,base)``.  Companion runs next to a
+stock ovn-controller (see ``companion``): per local port, a table-0 flow above
+OVN's priorities takes the VIPs lbaffd balances into its own tables, and after
+DNAT the packet goes back to table 0, where OVN's own pipeline takes it as an
+ordinary packet to the backend; replies are un-DNATed at OVN's output table.
+The stages (dispatch .. hairpin) are the same in every mode: a mode is only
+which tables they sit in and how a packet enters and leaves them.
 
 ::
 
@@ -89,9 +98,32 @@ HAIRPIN_ZONE = 0xFFF0
 PRIO_DEFAULT = 0
 
 
+# Companion mode (next to ovn-controller).  Table 0 priorities: OVN 23.03's
+# per-port flows are priority 100-150 there; lbaffd's interceptions sit above.
+PRIO_INTERCEPT = 1100  # in_port + VIP (+ proto, port) -> lbaffd's zone
+PRIO_INTERCEPT_UNSNAT = 1050  # in_port + hairpin source address -> un-SNAT
+PRIO_REPLY_HOOK = 1100  # OVN's output table: outport = a local port -> un-DNAT
+# The default conntrack zone of companion mode: far above the zones
+# ovn-controller hands out (it allocates from 1 upward, one per local port and
+# router); checked against the bridge's ``ct-zone-*`` external_ids at start.
+COMPANION_ZONE = 0xFFF1
+COMPANION_BASE = 200  # OVN 23.03 uses tables 0-78 (newer releases a few more)
+EMBEDDED_BASE = 180
+# Replies: OVN's output table is entered once by OVN and once more after
+# lbaffd's un-DNAT; this bit of OVN's flags register (MFF_LOG_FLAGS; OVN
+# allocates its flag bits from 0 upward) tells the two apart.  It is set from
+# ct_state's +trk bit (always 1 after ct()), since a move needs no mask support.
+REG_OVN_FLAGS = "reg10"
+REPLY_MARK_BIT = 31
+CT_STATE_TRK_BIT = 5
+# lbaffd's scratch registers, cleared before a packet goes back to OVN's
+# table 0 (its logical pipeline expects the registers it does not load at 0)
+SCRATCH_REGS = ("reg0", "reg1", "reg2", "reg3", "reg6", "reg8", "reg9", "reg10", "reg11")
+
 STANDALONE_MODE = "standalone"
 EMBEDDED_MODE = "embedded"
-MODES = (STANDALONE_MODE, EMBEDDED_MODE)
+COMPANION_MODE = "companion"
+MODES = (STANDALONE_MODE, EMBEDDED_MODE, COMPANION_MODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +141,7 @@ class Pipeline:
     base: int = 0
     mode: str = STANDALONE_MODE
     next_table: int = 0
+    ct_zone: int = COMPANION_ZONE  # companion: lbaffd's own conntrack zone
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -121,14 +154,22 @@ class Pipeline:
                              f"tables {self.base}..{last}")
         if self.embedded and not 0 <= self.next_table <= 254:
             raise ValueError(f"next table {self.next_table} is not in 0..254")
+        if self.companion and self.base == 0:
+            raise ValueError("companion mode cannot use table 0: it belongs to ovn-controller")
+        if self.companion and not 1 <= self.ct_zone <= 0xFFFF:
+            raise ValueError(f"conntrack zone {self.ct_zone} is not in 1..65535")
 
     @property
     def embedded(self) -> bool:
         return self.mode == EMBEDDED_MODE
 
     @property
+    def companion(self) -> bool:
+        return self.mode == COMPANION_MODE
+
+    @property
     def stages(self) -> int:
-        return 7 if self.mode == EMBEDDED_MODE else 8
+        return 8 if self.mode == STANDALONE_MODE else 7
 
     @property
     def tables(self) -> range:
@@ -136,13 +177,13 @@ class Pipeline:
 
     @property
     def _shift(self) -> int:
-        return self.base - 1 if self.embedded else self.base
+        return {STANDALONE_MODE: 0, EMBEDDED_MODE: -1, COMPANION_MODE: -2}[self.mode] + self.base
 
     @property
     def classify(self) -> int | None:
-        """Standalone only: embedded mode leaves port classification to the
+        """Standalone only: the other modes leave port classification to the
         controller that owns table 0."""
-        return None if self.embedded else self.base
+        return self.base if self.mode == STANDALONE_MODE else None
 
     @property
     def entry(self) -> int:
@@ -151,6 +192,10 @@ class Pipeline:
 
     @property
     def pre_lb(self) -> int:
+        """Not in companion mode: its table-0 interceptions do this stage's job
+        per (port, VIP), and ARP/ND for VIPs stays OVN's."""
+        if self.companion:
+            raise ValueError("companion mode has no pre-LB stage")
         return self._shift + 1
 
     @property
@@ -176,6 +221,13 @@ class Pipeline:
     @property
     def hairpin(self) -> int:
         return self._shift + 7
+
+    @property
+    def reply(self) -> int:
+        """Companion only: after the un-DNAT of a reply, back to OVN's output table."""
+        if not self.companion:
+            raise ValueError("only companion mode has a reply stage")
+        return self._shift + 8
 
 
 STANDALONE = Pipeline()
@@ -204,3 +256,7 @@ def backend_from_regs(values: Mapping[str, object]
 
 def embedded(table_base: int, next_table: int) -> Pipeline:
     return Pipeline(base=table_base, mode=EMBEDDED_MODE, next_table=next_table)
+
+
+def companion(table_base: int = COMPANION_BASE, ct_zone: int = COMPANION_ZONE) -> Pipeline:
+    return Pipeline(base=table_base, mode=COMPANION_MODE, ct_zone=ct_zone)

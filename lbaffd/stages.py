@@ -48,6 +48,7 @@ from lbaffd.pipeline import (
     CS_REL,
     CS_RPL,
     CS_TRK,
+    CT_STATE_TRK_BIT,
     HAIRPIN_ZONE,
     PRIO_ARP_RESPONDER,
     PRIO_BACKEND_MAC,
@@ -58,22 +59,29 @@ from lbaffd.pipeline import (
     PRIO_HAIRPIN,
     PRIO_HAIRPIN_REPLY,
     PRIO_HIT,
+    PRIO_INTERCEPT,
+    PRIO_INTERCEPT_UNSNAT,
     PRIO_LEARN,
     PRIO_LEARNED,
     PRIO_MISS,
     PRIO_NO_BACKEND,
     PRIO_PORT,
     PRIO_REPLY,
+    PRIO_REPLY_HOOK,
     PRIO_UNSNAT,
     PRIO_VIP,
     REG_AFFINITY_HIT,
     REG_BACKEND_PORT,
     REG_CT_ZONE,
     REG_HAIRPIN,
+    REG_OVN_FLAGS,
     REG_VIP_ID,
+    REPLY_MARK_BIT,
+    SCRATCH_REGS,
     Pipeline,
     backend_regs,
 )
+from lbaffd.topology import LocalPort
 
 if TYPE_CHECKING:
     from lbaffd.compiler import VipPlan
@@ -131,7 +139,12 @@ def _ct_state(on: int, off: int = 0) -> tuple[int, int]:
     return (on, on | off)
 
 
-def static_flows(b: FlowBuilder, p: Pipeline) -> None:
+def static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None = None) -> None:
+    """The pipeline's own flows (default paths).  ``output_table``: companion
+    mode's OVN output table (its reply stage returns there); None until known."""
+    if p.companion:
+        _companion_static_flows(b, p, output_table)
+        return
     g = own.GLOBAL_OWNER
     normal = _exit(p)
     if p.classify is not None:
@@ -165,6 +178,82 @@ def static_flows(b: FlowBuilder, p: Pipeline) -> None:
     b.flow(g, p.forward, PRIO_DEFAULT, {}, normal)
 
 
+def _companion_static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None) -> None:
+    """Only balanced connections enter lbaffd's tables in companion mode: what
+    is not lbaffd's to handle goes back to OVN (``_exit``) untouched, never
+    committed in lbaffd's zone."""
+    g = own.GLOBAL_OWNER
+    back = _exit(p)
+    fwd: tuple[Action, ...] = (Resubmit(p.forward),)
+    b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": _ct_state(CS_INV | CS_TRK)}, ())
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_REL | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_DEFAULT, {}, back)
+    b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
+    b.flow(g, p.forward, PRIO_DEFAULT, {}, back)
+    for eth in (ETH_IP, ETH_IP6):
+        b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
+               (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
+        b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
+               {"eth_type": eth, "ct_state": _ct_state(CS_RPL | CS_TRK)},
+               (SetField(REG_HAIRPIN, 1),
+                Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
+    if output_table is not None:
+        # un-DNATed reply: mark it (ct_state.trk is 1 after ct()) and hand it
+        # back to OVN's output table, whose own flow now takes it
+        b.flow(g, p.reply, PRIO_DEFAULT, {},
+               (Move("ct_state", REG_OVN_FLAGS, 1, CT_STATE_TRK_BIT, REPLY_MARK_BIT),
+                Resubmit(output_table)))
+
+
+def reply_hook_flows(b: FlowBuilder, p: Pipeline, port: LocalPort, ovn_match: Match,
+                     output_table: int) -> None:
+    """Replies to a local port, at OVN's output table, above OVN's own flow
+    for that port (``ovn_match``, read from the switch): through lbaffd's zone
+    with ``nat``, which un-DNATs the replies of connections lbaffd balanced
+    (from local and tunnelled backends alike) and leaves other traffic as it
+    is; then back to this table, marked so that OVN's flow takes it."""
+    for eth in (ETH_IP, ETH_IP6):
+        b.flow(("port", port.logical_port), output_table, PRIO_REPLY_HOOK,
+               {**ovn_match.as_dict(), "eth_type": eth,
+                REG_OVN_FLAGS: (0, 1 << REPLY_MARK_BIT)},
+               (Ct(zone=p.ct_zone, table=p.reply, nat=Nat()),))
+
+
+def _enter(p: Pipeline, tk: int) -> tuple[Action, ...]:
+    """Companion entry from table 0: the client's datapath and lbaffd's zone.
+    ``metadata`` is 0 for every packet that arrives from a port and non-zero
+    once lbaffd has set it, so a packet lbaffd sends back to table 0 never
+    matches an interception again (no loop), and OVN's own table-0 flow,
+    which loads ``metadata``, ``reg13`` and the logical inport itself, takes it."""
+    return (SetField("metadata", tk), SetField(REG_CT_ZONE, p.ct_zone))
+
+
+def intercept_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan,
+                    ports: tuple[LocalPort, ...]) -> None:
+    """Companion: per local port of the VIP's client switches, the VIP's
+    traffic (protocol, port) is taken into lbaffd's zone above OVN's table-0
+    flow for the port (priority 100): new connections are balanced, the rest
+    of the connection is DNATed there too."""
+    vip = plan.vip
+    for port in ports:
+        tk = port.datapath.tunnel_key
+        match = {"in_port": port.ofport, "metadata": 0, **_l4(vip, vip.endpoint),
+                 **_ip(vip.endpoint.ip, "dst")}
+        b.flow(plan.owner, 0, PRIO_INTERCEPT, match,
+               (*_enter(p, tk), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
+
+
+def hairpin_intercept(b: FlowBuilder, p: Pipeline, port: LocalPort, snat: str) -> None:
+    """Companion: a backend port's traffic to a hairpin source address may be
+    the reply of a connection it made to its own VIP: un-SNAT it (hairpin
+    zone), then un-DNAT (lbaffd's zone) and return it by ``IN_PORT``."""
+    tk = port.datapath.tunnel_key
+    b.flow(("unsnat-port", port.logical_port, snat), 0, PRIO_INTERCEPT_UNSNAT,
+           {"in_port": port.ofport, "metadata": 0, **_ip(snat, "dst")},
+           (*_enter(p, tk), Ct(zone=HAIRPIN_ZONE, table=p.hairpin, nat=Nat())))
+
+
 def _ip(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
     """``eth_type`` + ``ipv4_<which>`` / ``ipv6_<which>`` for ``ip``'s family
     (strings here are already canonical: they come from ``str(IPAddress)``)."""
@@ -182,8 +271,12 @@ def addr_text(ip: IPAddress) -> str:
     return ip_text(ip)
 
 
+@functools.cache
 def _exit(p: Pipeline) -> tuple[Action, ...]:
-    """How a packet leaves lbaffd: NORMAL, or the embedding controller's table."""
+    """How a packet leaves lbaffd: NORMAL, the embedding controller's table,
+    or (companion) OVN's table 0 with lbaffd's scratch registers cleared."""
+    if p.companion:
+        return (*(SetField(r, 0) for r in SCRATCH_REGS), Resubmit(0))
     return (Resubmit(p.next_table),) if p.embedded else (Output(OFPP_NORMAL),)
 
 
@@ -213,16 +306,19 @@ def arp_responder(b: FlowBuilder, p: Pipeline, tk: int, ip: str) -> None:
 
 def _back_in(p: Pipeline) -> tuple[Action, ...]:
     """Hairpin exit: back out of the port it came in (embedded: ``reg3``=1 tells
-    the owning controller to allow that)."""
+    the owning controller to allow that; companion: straight out, as OVN's
+    pipeline would drop a packet for the port it came from)."""
     return _exit(p) if p.embedded else (Output(OFPP_IN_PORT),)
 
 
 def hairpin_unsnat(b: FlowBuilder, p: Pipeline, tk: int, snat: str) -> None:
     """Traffic to a hairpin source address may be a reply of a hairpinned
-    connection: un-SNAT it (hairpin zone) before the usual un-DNAT."""
-    b.flow(("unsnat", str(tk), snat), p.pre_lb, PRIO_UNSNAT,
-           {"metadata": tk, **_ip(snat, "dst")},
-           (SetField(REG_HAIRPIN, 0), Ct(zone=HAIRPIN_ZONE, table=p.hairpin, nat=Nat())))
+    connection: un-SNAT it (hairpin zone) before the usual un-DNAT (companion
+    mode does this per backend port in table 0: ``hairpin_intercept``)."""
+    if not p.companion:
+        b.flow(("unsnat", str(tk), snat), p.pre_lb, PRIO_UNSNAT,
+               {"metadata": tk, **_ip(snat, "dst")},
+               (SetField(REG_HAIRPIN, 0), Ct(zone=HAIRPIN_ZONE, table=p.hairpin, nat=Nat())))
     # after the SNAT (T6 -> T7): back to the backend it came from
     b.flow(("unsnat", str(tk), snat), p.hairpin, PRIO_HAIRPIN,
            {"metadata": tk, **_ip(snat, "src")},

@@ -31,6 +31,9 @@ class Status:
     plans: tuple[VipPlan, ...] = ()
     issues: tuple[ParseIssue, ...] = ()
     stats: ReconcileStats = field(default_factory=ReconcileStats)
+    mode: str = ""
+    # companion mode: LBs this chassis sees that lbaffd leaves to OVN (--take-over)
+    left_to_ovn: tuple[str, ...] = ()
 
     def lbs(self) -> dict[str, list[VipPlan]]:
         out: dict[str, list[VipPlan]] = {}
@@ -47,6 +50,9 @@ def format_lb_list(status: Status) -> str:
         dps = sorted({tk for p in plans for tk in p.datapaths})
         rows.append(f"{name:<20} {lb.uuid:<37} {len(plans):>4}  {aff:>8}  "
                     f"{','.join(map(str, dps))}")
+    if status.mode == "companion":
+        rows.append(f"taken over from OVN: {len(status.lbs())}; left to OVN: "
+                    f"{', '.join(status.left_to_ovn) or '-'}")
     return "\n".join(rows) + "\n"
 
 
@@ -57,11 +63,17 @@ def format_lb_show(status: Status, name: str,
     if plans is None:
         matches = [ps for ps in status.lbs().values() if ps[0].lb.uuid == name]
         if not matches:
+            if name in status.left_to_ovn:
+                return (f"load balancer {name}: left to OVN (not taken over: see "
+                        "--take-over); ovn-controller balances it\n")
             return None
         plans = matches[0]
     lb = plans[0].lb
     out = [f"load balancer {lb.name} ({lb.uuid})",
            f"  affinity_timeout: {lb.affinity_timeout or 'off'}"]
+    if status.mode == "companion":
+        out.append("  taken over from OVN: balanced by lbaffd for clients on datapaths "
+                   f"{','.join(map(str, sorted({tk for p in plans for tk in p.datapaths})))}")
     for p in plans:
         method = "hash(ip_src)" if lb.affinity_timeout else "dp_hash"
         out.append(f"  vip {p.vip.key} {p.vip.protocol}  group {p.group_id:#x} ({method})  "

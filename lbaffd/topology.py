@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lbaffd.model import Endpoint, IPAddress
+from lbaffd.ovnlayout import OvnLayout
 from lbaffd.sb.records import DatapathRow, SbSnapshot, ServiceMonitorRow
 
 DOWN_STATES = ("offline", "error")
@@ -45,6 +46,8 @@ class LocalPort:
     ofport: int
     logical_port: str
     datapath: DatapathRow
+    # the port's addresses (Port_Binding ``mac`` column): which backends it is
+    ips: frozenset[IPAddress] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +64,48 @@ class Topology:
     # addresses of the local ports: only these backends can be balanced to
     # themselves (hairpin) through this switch
     local_ips: frozenset[IPAddress] = frozenset()
+    # companion mode only: where ovn-controller outputs to each local port
+    # (read from its flows on the switch, see ``ovnlayout``)
+    ovn: OvnLayout | None = None
+    # (table, priority, match) of other controllers' flows in the tables
+    # lbaffd writes (``packed.flow_id`` form): lbaffd never installs one
+    # (OpenFlow would replace the other controller's flow)
+    foreign: frozenset[bytes] = frozenset()
 
     def is_down(self, backend: Endpoint, protocol: str) -> bool:
         return (backend.ip, backend.port, protocol) in self.down
 
+    def ports_on(self, datapaths: Iterable[int]) -> tuple[LocalPort, ...]:
+        """The local ports of these datapaths (companion: the clients to intercept)."""
+        wanted = frozenset(datapaths)
+        return tuple(p for p in self.local_ports if p.datapath.tunnel_key in wanted)
+
     @property
     def local_datapaths(self) -> frozenset[int]:
         return frozenset(p.datapath.tunnel_key for p in self.local_ports) | self.attached
+
+
+def patch_neighbours(snap: SbSnapshot) -> dict[str, list[str]]:
+    """Datapath uuid -> the datapaths its patch (and l3gateway) ports join."""
+    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
+    patches: dict[str, list[str]] = {}
+    for pb in snap.port_bindings.values():
+        peer = by_name.get(pb.options.get("peer", ""))
+        if pb.type in ("patch", "l3gateway") and peer is not None:
+            patches.setdefault(pb.datapath, []).append(peer.datapath)
+    return patches
+
+
+def closure(seeds: Iterable[str], patches: Mapping[str, list[str]]) -> frozenset[str]:
+    """Every datapath reachable from ``seeds`` through patch ports."""
+    todo = list(seeds)
+    seen = set(todo)
+    while todo:
+        for nxt in patches.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return frozenset(seen)
 
 
 def attached_datapaths(snap: SbSnapshot, port_datapaths: Iterable[str]) -> frozenset[str]:
@@ -75,7 +113,6 @@ def attached_datapaths(snap: SbSnapshot, port_datapaths: Iterable[str]) -> froze
     routers and chassis-redirect ports bound to this chassis, and, closed
     over, every datapath a patch port connects to one of them (a router LB
     must act on traffic that a local switch hands to the router)."""
-    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
     seeds = set(port_datapaths)
     for pb in snap.port_bindings.values():
         if snap.chassis_name and (
@@ -83,18 +120,7 @@ def attached_datapaths(snap: SbSnapshot, port_datapaths: Iterable[str]) -> froze
                  and pb.options.get("l3gateway-chassis") == snap.chassis_name)
                 or (pb.type == "chassisredirect" and pb.chassis == snap.chassis_name)):
             seeds.add(pb.datapath)
-    patches: dict[str, list[str]] = {}
-    for pb in snap.port_bindings.values():
-        peer = by_name.get(pb.options.get("peer", ""))
-        if pb.type in ("patch", "l3gateway") and peer is not None:
-            patches.setdefault(pb.datapath, []).append(peer.datapath)
-    todo, seen = list(seeds), set(seeds)
-    while todo:
-        for nxt in patches.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return frozenset(seen)
+    return closure(seeds, patch_neighbours(snap))
 
 
 def parse_mac_column(entry: str) -> tuple[str, tuple[IPAddress, ...]] | None:
@@ -118,6 +144,12 @@ def parse_mac_column(entry: str) -> tuple[str, tuple[IPAddress, ...]] | None:
     return mac, tuple(ips)
 
 
+def port_addresses(macs: Iterable[str]) -> frozenset[IPAddress]:
+    """Every address of a Port_Binding's ``mac`` column."""
+    return frozenset(ip for entry in macs if (parsed := parse_mac_column(entry))
+                     for ip in parsed[1])
+
+
 def build_topology(snap: SbSnapshot) -> Topology:
     by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
     local: dict[int, LocalPort] = {}
@@ -130,12 +162,11 @@ def build_topology(snap: SbSnapshot) -> Topology:
         dp = snap.datapaths.get(pb.datapath)
         if dp is None:
             continue
-        local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp)
+        local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp, port_addresses(pb.macs))
     macs: dict[tuple[int, IPAddress], str] = {}
     port_ips: dict[str, frozenset[IPAddress]] = {}
     for pb in sorted(snap.port_bindings.values(), key=lambda p: p.logical_port):
-        port_ips[pb.logical_port] = frozenset(
-            ip for entry in pb.macs if (parsed := parse_mac_column(entry)) for ip in parsed[1])
+        port_ips[pb.logical_port] = port_addresses(pb.macs)
         dp = snap.datapaths.get(pb.datapath)
         if dp is None:
             continue

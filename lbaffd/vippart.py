@@ -18,8 +18,10 @@ from lbaffd.stages import (
     addr_text,
     arp_responder,
     forward_flow,
+    hairpin_intercept,
     hairpin_reply,
     hairpin_unsnat,
+    intercept_flows,
     vip_flows,
 )
 from lbaffd.topology import Topology
@@ -48,12 +50,20 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
     vip, lb = plan.vip, plan.lb
     ip = addr_text(vip.endpoint.ip)
     snat = addr_text(lb.hairpin_source(vip.endpoint))
+    if p.companion:  # taken from the clients' ports, in table 0
+        ports = topo.ports_on(plan.datapaths)
+        intercept_flows(own_flows, p, plan, ports)
+        live = frozenset(be.ip for be in plan.live_backends)
+        for port in ports:
+            if port.ips & live:
+                hairpin_intercept(shared, p, port, snat)
     for tk in plan.datapaths:
-        arp_responder(shared, p, tk, ip)
+        if not p.companion:  # ARP/ND for VIPs stays OVN's next to ovn-controller
+            arp_responder(shared, p, tk, ip)
+            if snat != ip:  # backends answer the hairpin source
+                arp_responder(shared, p, tk, snat)
         hairpin_reply(shared, p, tk, ip)
         hairpin_unsnat(shared, p, tk, snat)
-        if snat != ip:  # backends answer the hairpin source
-            arp_responder(shared, p, tk, snat)
         for be in vip.backends:
             mac = topo.macs.get((tk, be.ip))
             if mac is not None:

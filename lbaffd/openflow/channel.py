@@ -415,10 +415,12 @@ class OpenFlowChannel:
     # ------------------------------------------------------------ dumps
 
     def dump_flow_desc(self, cookie: int, cookie_mask: int,
-                       table_id: int = ofp.OFPTT_ALL) -> list[Reply]:
-        """Raw flow-desc reply parts for flows whose cookie matches."""
+                       table_id: int = ofp.OFPTT_ALL,
+                       out_port: int = ofp.OFPP_ANY) -> list[Reply]:
+        """Raw flow-desc reply parts for flows whose cookie matches (and, with
+        ``out_port``, that output to that port)."""
         req = parser.OFPFlowDescStatsRequest(
-            DP, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask,
+            DP, 0, table_id, out_port, ofp.OFPG_ANY, cookie, cookie_mask,
             parser.OFPMatch())
         return self.request(req)
 

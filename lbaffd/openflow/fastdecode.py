@@ -555,6 +555,21 @@ def _skip_stats(buf: bytes, pos: int) -> int:
     return pos + ((slen + 7) & ~7)
 
 
+def match_and_idle(buf: bytes, offset: int) -> tuple[Match, int] | None:
+    """The match of the entry at ``offset`` and its idle age in seconds (the
+    OXS idle_time OVS reports with every flow), without its actions; None
+    when the stats are not the usual four."""
+    pos = offset + FLOW_DESC_SIZE
+    mtype, mlen = U16_U16.unpack_from(buf, pos)
+    if mtype != OFPMT_OXM or mlen < 4:
+        return None
+    match = _match(buf, pos + 4, pos + mlen)
+    pos += (mlen + 7) & ~7
+    if STATS4.unpack_from(buf, pos) != _STATS4_USUAL:
+        return None
+    return match, U32.unpack_from(buf, pos + 20)[0]  # idle_time: seconds, nanoseconds
+
+
 # ------------------------------------------------------------------ groups
 
 GROUP_PROP = struct.Struct("!HHII")  # type, length, experimenter, exp_type

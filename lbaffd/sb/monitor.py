@@ -65,8 +65,8 @@ OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 # every few seconds and must not wake the worker.
 OVS_COLUMNS = {
     "Open_vSwitch": ("external_ids", "ovs_version", "bridges"),
-    "Bridge": ("name", "ports"),
-    "Port": ("name", "interfaces"),
+    "Bridge": ("name", "ports", "external_ids"),  # ct-zone-*: ovn-controller's zones
+    "Port": ("name", "interfaces", "external_ids"),  # ovn-localnet-port: OVN's patch ports
     "Interface": ("name", "ofport", "external_ids"),
 }
 
@@ -341,6 +341,15 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
     return lbs, dps, groups_, pbs
 
 
+def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
+    """``Bridge.external_ids`` of ``bridge`` (ovn-controller records its
+    conntrack zones there as ``ct-zone-<name>``)."""
+    for br in mon.rows("Bridge"):
+        if br.name == bridge:
+            return dict(br.external_ids)
+    return {}
+
+
 def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
     """``Open_vSwitch.external_ids`` (plus ``ovs_version`` under that key) and
     the interfaces on ``bridge``."""
@@ -354,9 +363,14 @@ def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[Inter
         if br.name != bridge:
             continue
         for port in br.ports:
+            # ovn-controller's patch port to a provider bridge names the localnet
+            # logical port it carries (``controller/patch.c``): where traffic from
+            # the physical network enters, e.g. for a gateway router's VIPs
+            localnet = dict(port.external_ids).get("ovn-localnet-port")
             for iface in port.interfaces:
                 ofport = iface.ofport[0] if iface.ofport else -1
-                iface_id = dict(iface.external_ids).get("iface-id")
+                ids = dict(iface.external_ids)
+                iface_id = ids.get("iface-id") or ids.get("ovn-localnet-port") or localnet
                 if iface_id:
                     ifaces.append(InterfaceRow(iface.name, int(ofport), iface_id))
     return ext, tuple(sorted(ifaces, key=lambda i: i.name))

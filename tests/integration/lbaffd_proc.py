@@ -36,7 +36,8 @@ class LbaffdProcess:
         self.log_path = Path(self.sb.rundir) / f"lbaffd-{self._runs}.log"
         where = (["--ovs-rundir", str(self.sb.ovs_rundir)] if self.minimal else
                  ["--ovs-db", self.sb.ovs_db_remote, "--sb-db", self.sb.sb_remote,
-                  "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir)])
+                  "--bridge", "br-int", "--ovs-rundir", str(self.sb.ovs_rundir),
+                  "--ovn-rundir", str(self.sb.rundir)])
         cmd = [sys.executable, "-m", "lbaffd", "run", *where,
                "--rundir", str(self.rundir), "--log-format", "json", "--log-level", "debug",
                *(() if "--metrics-address" in self.extra else ("--metrics-address", "")),
