@@ -73,3 +73,33 @@ def test_companion_demo_without_daemon_shows_ovn_native_and_the_command() -> Non
     assert not [ns for ns in state["namespaces"] if ns in netns.split()]
     assert not (rundir / "sandbox.json").exists()
     shutil.rmtree(rundir)
+
+
+def test_companion_demo_new_clients_ovn_native_then_lbaffd() -> None:
+    """``make demo`` end to end: OVN's own affinity loses each new client's
+    first connection; under lbaffd --mode companion every new client (sw0 and
+    routed from sw1) completes all three on one backend; lb-plain stays OVN's
+    and spreads; lb/show says lb-aff is taken over; nothing is left behind."""
+    rundir = Path(tempfile.mkdtemp(prefix="lbx-demo-", dir="/tmp"))
+    res = subprocess.run([sys.executable, "-m", "lbaffd_sandbox.demo", "--duration", "4",
+                          "--rundir", str(rundir), "--metrics-address", ""],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    last = [line for line in res.stdout.splitlines() if "lbaffd --mode companion" in line][-1]
+    native, rest = last.split("lbaffd --mode companion", 1)
+    companion, plain = rest.split("lb-plain", 1)
+    native_clients = native.split("new client ")[1:]
+    assert len(native_clients) == 4, last
+    assert all("lost 1st, then sticky" in c for c in native_clients), last
+    clients = companion.split("new client ")[1:]
+    assert len(clients) >= 2 and any("(sw1)" in c for c in clients), last
+    assert all("STICKY" in c and " x " not in c for c in clients), last
+    assert "spread" in plain.split("|")[0], last
+    assert "taken over from OVN" in plain, last
+    assert "demo stopped" in res.stdout
+    ovs_ns = re.search(r"OVS in netns (\S+)-ovs and", res.stdout)
+    assert ovs_ns, res.stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{ovs_ns.group(1)}-" not in netns
+    assert not (rundir / "sandbox.json").exists()
+    shutil.rmtree(rundir)
