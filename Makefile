@@ -43,8 +43,10 @@ define install-missing
 	fi
 endef
 
+# ovn-host/ovn-central start ovn-controller/northd on a systemd host: the tests and the
+# demo run their own in private run directories, so the packages' services are stopped.
 deb-deps:
-	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now $(OVN_UNITS) 2>/dev/null || true; fi;)
 	$(call install-missing,$(BUILD_DEB_PACKAGES),true;)
 	$(call install-missing,$(TEST_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; fi;)
 
