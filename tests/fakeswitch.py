@@ -46,7 +46,9 @@ What is modelled, and the OVS behaviour it follows:
   counts), an empty action list sent as no instruction at all, and learn specs
   naming fields by their NXM headers where one exists.  Group-desc entries
   carry the buckets and properties as they were sent (OVS re-encodes them
-  identically for lbaffd's groups).
+  identically for lbaffd's groups).  The order of the entries is the fake's
+  own (table, then priority; groups by id; OVS: classifier and hash order),
+  so where a reply splits into parts differs too: lbaffd depends on neither.
 
 Not modelled (lbaffd never relies on it): packets and lookups (only
 ``learn``), timeouts expiring, counters, meters, flow monitors and async
@@ -670,8 +672,9 @@ class FakeSwitch:
         """Play a packet with these field values (os-ken names) through the
         ``learn`` action of the installed ``flow`` (found by its table,
         priority and match), as ovs-vswitchd does in the slow path, and
-        install what it learns.  The learned flow's loads are written as
-        set_field actions (masked for part of a field)."""
+        install what it learns: its loads as set_field actions (masked for
+        part of a field), byte-identical to what ``ofproto/trace -generate``
+        makes OVS learn (``test_learned_entries_equal_ovs``)."""
         key = (flow.table, flow.priority, match_key(flow.match))
         holder = self._state.flows.get(key)
         learns = [a for a in _decode_actions(holder) if isinstance(a, Learn)] if holder else []
