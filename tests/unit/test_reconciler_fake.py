@@ -18,21 +18,38 @@ from types import MappingProxyType
 import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
+from lbaffd import ovnchassis
 from lbaffd import ownership as own
+from lbaffd.companion import TAKE_OVER_ALL, scopes, take_over
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow import fastdecode, packed, wire
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
-from lbaffd.openflow.flowspec import FlowSpec, Group, Learn, LearnLoadValue, Match, Output
+from lbaffd.openflow.flowspec import (
+    FlowSpec,
+    Group,
+    Learn,
+    LearnLoadValue,
+    Match,
+    Output,
+    Resubmit,
+    SetField,
+)
 from lbaffd.openflow.packed import PackedState
-from lbaffd.pipeline import REG_BACKEND_IP, REG_VIP_ID, STANDALONE
+from lbaffd.pipeline import PRIO_INTERCEPT, REG_BACKEND_IP, REG_VIP_ID, STANDALONE, companion
 from lbaffd.reconciler import Reconciler, cleanup, read_installed
 from lbaffd.sb.records import LoadBalancerRow
+from lbaffd.topology import Topology
 from tests.fakeswitch import FakeSwitch, Message
+from tests.unit.test_companion import LAYOUT, PORTS
+from tests.unit.test_companion import SNAP as COMPANION_SNAP
+from tests.unit.test_companion import TOPO as COMPANION_TOPO
+from tests.unit.test_companion import lb as companion_lb
 from tests.unit.test_wire_encode import DPS, ROWS, TOPO
 
 LBS, _ = parse_all(ROWS, DPS, {})
-AFF_VIP = ("lb-aff4", "10.0.0.100:80")  # affinity, backends .21 .22 (.23 is down)
+AFF_VIP = ("lb-aff4", "10.0.0.100:80")
+COMPANION = companion()  # affinity, backends .21 .22 (.23 is down)
 
 
 def programmed() -> tuple[FakeSwitch, Reconciler]:
@@ -145,9 +162,7 @@ def test_audit_repairs_a_foreign_edit(edit: str) -> None:
     elif edit == "extra-flow":
         fake.apply(wire.flow_add(replace(learn_flow, priority=learn_flow.priority + 1)))
     else:  # ovs-ofctl del-flows br-int: everything, whoever owns it
-        fake.apply(wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-            0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, wire.ANY, wire.ANY, wire.ANY, 0, 0)
-            + wire.encode_match(Match())))
+        fake.apply(loose_delete_all())
     assert installed(fake) != desired
     sent = fake.mods
     result = rec.audit_unchanged(fake)
@@ -297,3 +312,82 @@ def test_a_row_with_nothing_to_realize_changes_nothing() -> None:
     (lb,), _ = parse_all([row], DPS, {})
     result = rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO)
     assert result is not None and result.changes.empty and fake.mods == sent
+
+
+# ---------------------------------------------------------------- companion mode
+
+OVN_COOKIE = 0x5EED  # ovn-controller's cookies are 32-bit: the uuid prefix of a logical flow
+
+
+def ovn_controller(fake: FakeSwitch) -> None:
+    """What ovn-controller 23.03 puts on br-int for the companion corpus'
+    ports, as far as lbaffd looks: per port, its table-0 flow and its
+    output flow in table 65 (``test_companion.LAYOUT``)."""
+    for ofport, match in LAYOUT.outputs:
+        tk = match.as_dict()["metadata"]
+        fake.apply(wire.flow_add(FlowSpec(0, 100, Match.of(in_port=ofport),
+                                          (SetField("metadata", tk), Resubmit(8)), OVN_COOKIE)))
+        fake.apply(wire.flow_add(FlowSpec(LAYOUT.output_table, 100, match, (Output(ofport),),
+                                          OVN_COOKIE)))
+
+
+def companion_view(fake: FakeSwitch) -> tuple[tuple[LoadBalancer, ...], Topology]:
+    """The daemon's companion view, read from the fake as from the switch."""
+    layout = ovnchassis.read_layout(fake, sorted(p.ofport for p in PORTS))
+    topo = replace(COMPANION_TOPO, ovn=layout,
+                   foreign=ovnchassis.foreign_ids(fake, [0, layout.output_table if layout else 0]))
+    lbs = (companion_lb("lb-sw", ("dp-sw0",)), companion_lb("lb-lr", ("dp-lr0",),
+                                                             vip="172.16.0.20:80"))
+    return take_over(lbs, scopes(COMPANION_SNAP, topo), TAKE_OVER_ALL).lbs, topo
+
+
+def ovn_entries(fake: FakeSwitch) -> list[bytes]:
+    return [f.desc(0.0) for f in fake.flows(OVN_COOKIE, (1 << 64) - 1)]
+
+
+def test_companion_pass_next_to_ovn_controller() -> None:
+    fake = FakeSwitch()
+    ovn_controller(fake)
+    ovn_before = ovn_entries(fake)
+    lbs, topo = companion_view(fake)
+    assert topo.ovn == LAYOUT  # read through the out_port filter of flow-desc
+    rec = Reconciler(COMPANION)
+    result = rec.reconcile(fake, lbs, topo)
+    assert installed(fake) == result.desired.state and len(result.changes) > 20
+    assert ovn_entries(fake) == ovn_before  # not one of OVN's flows changed
+    tables = {f.table for f in fake.managed_flows()}
+    assert tables <= {0, 65, *COMPANION.tables} and {0, 65} <= tables
+    sent = fake.mods
+    assert Reconciler(COMPANION).reconcile(fake, lbs, topo).changes.empty and fake.mods == sent
+    # ovn-controller (re)connects: it deletes every flow and group, then puts its own back
+    fake.apply(loose_delete_all())
+    fake.apply(wire.group_delete(ofp.OFPG_ALL))
+    ovn_controller(fake)
+    repaired = rec.reconcile(fake, lbs, topo)
+    assert len(repaired.changes) == len(result.changes)
+    assert installed(fake) == result.desired.state and ovn_entries(fake) == ovn_before
+
+
+def test_companion_never_replaces_a_flow_of_ovn_controller() -> None:
+    probe = FakeSwitch()
+    ovn_controller(probe)
+    lbs, topo = companion_view(probe)
+    Reconciler(COMPANION).reconcile(probe, lbs, topo)
+    intercept = next(f for f in specs(probe) if f.table == 0 and f.priority == PRIO_INTERCEPT)
+    fake = FakeSwitch()
+    ovn_controller(fake)
+    squatter = replace(intercept, cookie=OVN_COOKIE, actions=(Output(99),))
+    fake.apply(wire.flow_add(squatter))
+    before = ovn_entries(fake)
+    lbs, topo = companion_view(fake)
+    result = Reconciler(COMPANION).reconcile(fake, lbs, topo)
+    assert ovn_entries(fake) == before  # the squatter kept its actions and cookie
+    assert intercept.key not in {f.key for f in specs(fake)}
+    assert installed(fake) == result.desired.state
+
+
+def loose_delete_all() -> wire.RawMessage:
+    """``ovs-ofctl del-flows br-int``: every flow of every table."""
+    return wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
+        0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, wire.ANY, wire.ANY, wire.ANY, 0, 0)
+        + wire.encode_match(Match()))
