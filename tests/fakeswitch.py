@@ -37,8 +37,9 @@ What is modelled, and the OVS behaviour it follows:
 - Learned entries: ``learn()`` plays a packet through a flow's ``learn``
   action and installs the entry it would learn (cookie with lbaffd's learned
   magic).  When the last flow holding a ``delete_learned`` learn action with
-  a given (table, cookie) goes, the entries learned with it go too (OVS's
-  ``learned_cookies_flush``): that is how lbaffd removes a backend's entries.
+  a given (table, cookie) goes (deleted, replaced or modified to other
+  actions), the entries learned with it go too (OVS's learned cookies): that
+  is how lbaffd removes a backend's entries.
 - Dumps are shaped as OVS shapes them (``ofputil_append_flow_stats_reply``):
   multipart parts of at most 65535 bytes; in each ``ofp_flow_desc`` the match
   re-encoded in ``nx_put_raw``'s field order with registers paired into OF1.5

@@ -182,8 +182,8 @@ def test_groups_are_reported_as_sent(channel: OpenFlowChannel) -> None:
 def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
     """An entry learned by a real packet (``ofproto/trace -generate``) equals
     the one the fake's ``learn`` installs, byte for byte; it stays while a flow
-    holding its learn action is left and goes with the last one
-    (delete_learned), on both."""
+    holding its learn action is left and goes with the last one, deleted or
+    modified to other actions (delete_learned), on both."""
     from lbaffd.model import parse_all
 
     lbs, _ = parse_all(ROWS, DPS, {})
@@ -201,17 +201,27 @@ def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -
                        learner.actions, 0x1234)
     for sw in (channel, fake):
         sw.bundle([wire.flow_add(trigger)])
-    sandbox.appctl("ofproto/trace", "br-int",
-                   f"in_port=11,tcp,nw_src=10.0.0.11,nw_dst=10.0.0.21,tp_src=5555,tp_dst=8080,"
-                   f"metadata=1,{REG_VIP_ID}={vip_id:#x}", "-generate")
-    fake.learn(trigger, {"metadata": 1, "ipv4_src": "10.0.0.11", REG_VIP_ID: vip_id})
+    packet = (f"in_port=11,tcp,nw_src=10.0.0.11,nw_dst=10.0.0.21,tp_src=5555,tp_dst=8080,"
+              f"metadata=1,{REG_VIP_ID}={vip_id:#x}")
+    values: dict[str, int | str] = {"metadata": 1, "ipv4_src": "10.0.0.11", REG_VIP_ID: vip_id}
 
     def entries(sw: OpenFlowChannel | FakeSwitch) -> Counter[bytes]:
         return flow_ids(sw.dump_flow_desc(own.LEARNED_COOKIE, own.MAGIC_MASK))
 
-    assert entries(channel) == entries(fake) and sum(entries(fake).values()) == 1
-    for flow, left in ((trigger, 1), (learner, 0)):
+    def learn() -> None:
+        sandbox.appctl("ofproto/trace", "br-int", packet, "-generate")
+        fake.learn(trigger, values)
+        assert entries(channel) == entries(fake) and sum(entries(fake).values()) == 1
+
+    def then(msg: Any, left: int) -> None:
         for sw in (channel, fake):
-            sw.bundle([wire.flow_delete(flow)])
+            sw.bundle([msg])
         assert entries(channel) == entries(fake) and sum(entries(fake).values()) == left
+
+    learn()
+    then(wire.flow_delete(trigger), 1)  # the learner still holds the same learn action
+    then(wire.flow_modify(replace(learner, actions=(Output(1),))), 0)  # and now none does
+    then(wire.flow_add(trigger), 0)
+    learn()
+    then(wire.flow_delete(trigger), 0)  # deleted with the last flow holding its learn
     assert_same(channel, fake)
