@@ -102,11 +102,20 @@ OFPGC_ADD_OR_MOD: Final = 0x8000  # OVS extension
 LEARN_DELETE_LEARNED: Final = 2
 LEARN_SEND_FLOW_REM: Final = 1
 N_REGS: Final = 16
-# flags OVS keeps on a rule and reports (OFPUTIL_FF_STATE): the others only
-# steer the flow mod itself
+# flags a rule keeps and a dump reports (OVS's OFPUTIL_FF_STATE; send_flow_rem,
+# the only one lbaffd sets, is checked against OVS): check_overlap and
+# reset_counts only steer the flow mod itself
 KEPT_FLAGS: Final = ofp.OFPFF_SEND_FLOW_REM | ofp.OFPFF_NO_PKT_COUNTS | ofp.OFPFF_NO_BYT_COUNTS
 
 FieldKey = tuple[int, int, int]  # OXM class, field number, experimenter id (0: none)
+
+
+class Refused(Exception):
+    """A message the switch refuses: (OpenFlow error type, code)."""
+
+    def __init__(self, err_type: int, code: int) -> None:
+        super().__init__(err_type, code)
+        self.err_type, self.code = err_type, code
 
 
 def _nxm(cls: int, num: int) -> FieldKey:
@@ -148,7 +157,7 @@ NXM_TO_OXM: Final[Mapping[FieldKey, FieldKey]] = {
 }
 OXM_TO_NXM: Final[Mapping[FieldKey, FieldKey]] = {v: k for k, v in NXM_TO_OXM.items()}
 
-XREG: Final = _nxm(OFPXMC_PACKET_REGS, -1)  # placeholder rank of the registers, as xregs
+XREG: Final = _nxm(OFPXMC_PACKET_REGS, -1)  # where the registers go in the order, as xregs
 
 # The order in which OVS's nx_put_raw() (lib/nx-match.c) writes the fields
 # lbaffd matches on; protocols exclude each other, so one list serves.
@@ -222,7 +231,7 @@ def parse_match(buf: bytes, start: int, end: int) -> MatchKey:
     pos = start
     while pos < end:
         if pos + 4 > end:
-            raise _refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+            raise Refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
         (header,) = U32.unpack_from(buf, pos)
         cls, num, hasmask, length = header >> 16, (header >> 9) & 0x7F, (header >> 8) & 1, \
             header & 0xFF
@@ -233,7 +242,7 @@ def parse_match(buf: bytes, start: int, end: int) -> MatchKey:
             pos, length = pos + 4, length - 4
         payload = buf[pos:pos + length]
         if len(payload) != length or length == 0:
-            raise _refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+            raise Refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
         pos += length
         width = length // 2 if hasmask else length
         full = (1 << 8 * width) - 1
@@ -241,7 +250,7 @@ def parse_match(buf: bytes, start: int, end: int) -> MatchKey:
         value = int.from_bytes(payload[:width], "big") & mask
         for f in _fields(cls, num, exp, value, mask, width):
             if f.key in found:
-                raise _refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_DUP_FIELD)
+                raise Refused(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_DUP_FIELD)
             if f.mask:
                 found[f.key] = replace(f, value=f.value & f.mask)
     return tuple(sorted(found.values()))
@@ -303,7 +312,7 @@ def _iter_actions(buf: bytes) -> Iterable[tuple[int, bytes]]:
     while pos + 4 <= len(buf):
         atype, alen = struct.unpack_from("!HH", buf, pos)
         if alen < 8 or pos + alen > len(buf):
-            raise _refused(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN)
+            raise Refused(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN)
         yield atype, buf[pos:pos + alen]
         pos += alen
 
@@ -313,7 +322,7 @@ def _iter_instructions(buf: bytes) -> Iterable[tuple[int, bytes]]:
     while pos + 4 <= len(buf):
         itype, ilen = struct.unpack_from("!HH", buf, pos)
         if ilen < 8 or pos + ilen > len(buf):
-            raise _refused(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN)
+            raise Refused(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN)
         yield itype, buf[pos:pos + ilen]
         pos += ilen
 
@@ -506,18 +515,6 @@ class Message:
     def group_id(self) -> int:
         value: int = U32.unpack_from(self.body, 4)[0]
         return value
-
-
-class Refused(Exception):
-    """A message the switch refuses: (OpenFlow error type, code)."""
-
-    def __init__(self, err_type: int, code: int) -> None:
-        super().__init__(err_type, code)
-        self.err_type, self.code = err_type, code
-
-
-def _refused(err_type: int, code: int) -> Refused:
-    return Refused(err_type, code)
 
 
 @dataclass
