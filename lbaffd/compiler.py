@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lbaffd import distribution as dist
+from lbaffd import isolation
 from lbaffd import ownership as own
 from lbaffd.model import (
     MAX_OPENFLOW_IDLE_TIMEOUT,
@@ -293,11 +294,16 @@ def compile_state(
     cache = cache or VipCache()
     for lb, vip, dps in planned:
         plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
+        # whatever goes wrong with one VIP leaves only that VIP out, before
+        # anything of it is sent (``isolation``)
+        part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, groups, issues)
+        if part is None:
+            continue
         plans.append(plan)
-        part = cache.get(plan, pipeline, max_idle, topo)
-        groups[part.group_id] = part.group
-        if on_group is not None:
-            on_group(part.group_id, part.group)
+        for gid, g in part.groups():
+            groups[gid] = g
+            if on_group is not None:
+                on_group(gid, g)
         for fid, body in zip(part.flow_ids, part.flows, strict=True):
             add(fid, body)
         owners[own.owner_cookie(plan.owner)] = plan.owner

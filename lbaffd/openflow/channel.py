@@ -16,6 +16,7 @@ import select
 import socket
 import struct
 import threading
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -467,6 +468,18 @@ class Bundle:
         self._batch: list[bytes] = []
         self._size = 0
         self.count = 0
+        # each add's xid, in order (4 bytes an add; other threads' requests
+        # may take xids in between, so they are not a plain range)
+        self._add_xids = array("I")
+
+    def position(self, xid: int) -> int | None:
+        """Which add (0-based, in the order added) ``xid`` was, if it is one of
+        this bundle's: the switch names a failing add by its xid (searched
+        only when one failed)."""
+        try:
+            return self._add_xids.index(xid)
+        except ValueError:
+            return None
 
     def _ctrl(self, kind: int) -> None:
         assert self._id is not None
@@ -485,6 +498,7 @@ class Bundle:
             m.xid = xid
             m.serialize()
             data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
+        self._add_xids.append(xid)
         if self._span is None:
             self._span = _XidSpan(xid, xid, self._errors)
             with ch._waiters_lock:
