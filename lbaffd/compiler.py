@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lbaffd import distribution as dist
-from lbaffd import isolation
+from lbaffd import faults, isolation
 from lbaffd import ownership as own
 from lbaffd.model import (
     MAX_OPENFLOW_IDLE_TIMEOUT,
@@ -234,6 +234,8 @@ class VipCache:
                 part = self.templates.part(plan, p, max_idle, topo)
             else:
                 part = compile_vip(plan, p, max_idle, topo)
+            if faults.FAULTS:  # tests only (LBAFFD_TEST_FAULTS)
+                part = faults.inject(plan, p, part)
         self._used[key] = part
         return part
 

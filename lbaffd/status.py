@@ -57,7 +57,13 @@ def format_lb_show(status: Status, name: str,
     if plans is None:
         matches = [ps for ps in status.lbs().values() if ps[0].lb.uuid == name]
         if not matches:
-            return None
+            # an LB none of whose VIPs is realized still has its reasons
+            issues = [i for i in status.issues if i.lb == name]
+            if not issues:
+                return None
+            return "\n".join([f"load balancer {name} (no VIP installed)",
+                              *(f"  rejected: {i.vip or '(lb)'} {i.reason}: {i.detail}"
+                                for i in issues)]) + "\n"
         plans = matches[0]
     lb = plans[0].lb
     out = [f"load balancer {lb.name} ({lb.uuid})",
