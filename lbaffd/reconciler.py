@@ -214,13 +214,19 @@ CLEAR_ENCODER_CACHES_AFTER = 10_000  # bundle messages
 def to_messages(cs: ChangeSet) -> list[wire.RawMessage]:
     """Order matters inside the bundle: groups must exist before flows point
     at them, and flows must be gone before their group is deleted."""
-    msgs: list[wire.RawMessage] = []
-    msgs += [packed.group_add_message(g) for g in cs.add_groups]
-    msgs += [packed.group_modify_message(g) for g in cs.mod_groups]
-    msgs += [packed.delete_message(f) for f in cs.del_flows]
-    msgs += [packed.add_message(f) for f in cs.add_flows]
-    msgs += [packed.modify_message(f) for f in cs.mod_flows]
-    msgs += [wire.group_delete(gid) for gid in cs.del_groups]
+    return [msg for _, msg in keyed_messages(cs)]
+
+
+def keyed_messages(cs: ChangeSet) -> list[tuple[int, wire.RawMessage]]:
+    """``to_messages``, each with its ledger key (``isolation.BundleLedger``:
+    a group's id or a flow's cookie)."""
+    msgs: list[tuple[int, wire.RawMessage]] = []
+    msgs += [(packed.group_id(g), packed.group_add_message(g)) for g in cs.add_groups]
+    msgs += [(packed.group_id(g), packed.group_modify_message(g)) for g in cs.mod_groups]
+    msgs += [(packed.cookie(f), packed.delete_message(f)) for f in cs.del_flows]
+    msgs += [(packed.cookie(f), packed.add_message(f)) for f in cs.add_flows]
+    msgs += [(packed.cookie(f), packed.modify_message(f)) for f in cs.mod_flows]
+    msgs += [(gid, wire.group_delete(gid)) for gid in cs.del_groups]
     return msgs
 
 
@@ -265,6 +271,21 @@ class Reconciler:
         someone else's doing."""
         self._announce(changes.del_flows)
         channel.bundle(to_messages(changes))
+
+    def _send_keyed(self, channel: Channel, changes: ChangeSet, desired: DesiredState) -> None:
+        """``_send``, with a ledger of what each message is for (``_blame``)."""
+        self._announce(changes.del_flows)
+        bundle = channel.open_bundle()
+        ledger = isolation.BundleLedger()
+        self._attempt = (bundle, ledger, desired)
+        try:
+            for key, msg in keyed_messages(changes):
+                ledger.keys.append(key)
+                bundle.add(msg)
+        except BaseException:
+            bundle.discard()
+            raise
+        bundle.commit()
 
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
@@ -498,7 +519,12 @@ class Reconciler:
             self._installed = installed
             return None
         if not changes.empty:
-            self._send(channel, changes)
+            try:
+                self._send_keyed(channel, changes, index.desired())
+            except OpenFlowError as exc:
+                if self._blame(exc, {u: lb for u, lb in changed.items() if lb is not None}):
+                    return None  # a full pass runs now, without the refused VIP
+                raise
             channel.barrier()
         self._index = index
         self._group_ids = index.group_ids

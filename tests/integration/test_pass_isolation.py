@@ -129,3 +129,5 @@ def test_a_changed_row_is_tried_again(sandbox: Sandbox, topo: Topology,
     sandbox.set_lb_vips(bad, {BAD["bad-match"]: BACKENDS.rsplit(",", 1)[0]})
     assert wait_until(lambda: daemon.count("vip_refused_by_switch") == refusals + 1, timeout=15)
     assert served(sandbox, "10.0.0.110") and served(sandbox, BAD["huge"].split(":")[0])
+    # the incremental pass that sent it blamed it too: no pass failed
+    assert daemon.count("reconcile_failed") == 0
