@@ -104,3 +104,32 @@ def test_a_refused_part_group_is_its_vips() -> None:
     top = ids[own.vip_owner("a", "10.0.0.1:80")]
     assert {isolation.vip_group_of_part(p, state.state.groups) for p in parts} == {top}
     assert isolation.vip_group_of_part(own.PART_GROUP_MAX, state.state.groups) is None
+
+
+def test_an_encoding_error_leaves_only_its_vip_out() -> None:
+    """An error while one VIP's part is built (here the one ``struct`` raised
+    for a group mod over 65535 bytes before groups were split) costs that
+    VIP, before anything of it is handed on, and nothing else."""
+    import struct
+
+    from lbaffd.compiler import VipCache, VipPlan
+    from lbaffd.pipeline import Pipeline
+    from lbaffd.vippart import VipPart
+
+    class Failing(VipCache):
+        def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+            if plan.lb.name == "a":
+                struct.pack("!H", 70000)
+            return super().get(plan, p, max_idle, topo)
+
+    parsed = lbs(a={"10.0.0.1:80": BE}, b={"10.0.0.3:80": BE})
+    ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
+    sent: list[int] = []
+    state = compile_state(parsed, TOPO, ids, P, cache=Failing(),
+                          on_group=lambda gid, _: sent.append(gid))
+    assert [p.lb.name for p in state.vips] == ["b"]
+    assert sent == [ids[own.vip_owner("b", "10.0.0.3:80")]]
+    issue, = state.issues
+    assert (issue.lb, issue.vip, issue.reason) == ("a", "10.0.0.1:80", isolation.ENCODE_ERROR)
+    assert issue.detail.startswith("error: ") and "65535" in issue.detail  # struct.error
+    assert own.owner_cookie(own.vip_owner("a", "10.0.0.1:80")) not in state.owners
