@@ -286,6 +286,7 @@ class Reconciler:
             bundle.discard()
             raise
         bundle.commit()
+        self._attempt = None
 
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
@@ -405,6 +406,7 @@ class Reconciler:
             bundle.commit()
             t_committed = time.monotonic()
             channel.barrier()
+        self._attempt = None  # (its ledger is ~1 MB after a cold pass)
         t_end = time.monotonic()
         if audit:
             self._decoded.adopt(desired.state.flows, desired.state.groups)
