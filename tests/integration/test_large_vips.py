@@ -32,6 +32,7 @@ HOST_OF = {a: f"be{i % 3 + 1}" for i, a in enumerate(ADDRS)}
 BIG = {"aff1k": ("10.0.0.201", 1000, True), "aff5k": ("10.0.0.202", 5000, True),
        "rr1k": ("10.0.0.203", 1000, False), "rr5k": ("10.0.0.204", 5000, False)}
 CLIENTS = [f"10.0.0.{50 + i}" for i in range(8)]
+MANY_CLIENTS = [f"10.3.{i // 250}.{i % 250 + 1}" for i in range(1500)]
 N_CONN = 3000
 Z = 5.0  # tolerance in standard deviations
 
@@ -57,6 +58,16 @@ def topo(sandbox: Sandbox) -> Topology:
         sandbox.start_server(host, PORT, with_address=True)
     for ip in CLIENTS:
         t.hosts["cli1"].add_address(ip)
+    # many more clients, one address each, in 10.3/16: the backends route it via
+    # cli1 (one neighbour entry, not one a client: the kernel's neighbour
+    # table is shared by every namespace and holds 1024 at most)
+    with tempfile.NamedTemporaryFile("w", suffix=".ip") as f:
+        f.write("".join(f"addr add {a}/32 dev eth0\n" for a in MANY_CLIENTS))
+        f.flush()
+        run("ip", "-n", t.hosts["cli1"].ns, "-batch", f.name)
+    for name in ("be1", "be2", "be3"):
+        run("ip", "-n", t.hosts[name].ns, "route", "add", "10.3.0.0/16", "via",
+            t.hosts["cli1"].ip, "dev", "eth0")
     return t
 
 
@@ -127,6 +138,28 @@ def test_large_affinity_vip_is_sticky(sandbox: Sandbox, installed: dict[str, flo
         host, addr = next(iter(seen)).split("@")
         assert addr in ADDRS[:n] and HOST_OF[addr] == host
     assert len({next(iter(s)) for s in by_client.values()}) >= 2  # not all on one backend
+
+
+@pytest.mark.parametrize("name", ["aff1k", "aff5k"])
+def test_large_affinity_vip_spreads_clients_evenly(sandbox: Sandbox, installed: dict[str, float],
+                                                   name: str) -> None:
+    """1500 clients, one new connection each: the client hash spreads them
+    over the parts (1/k each) and, inside them, over the backends."""
+    vip, n, _ = BIG[name]
+    results = sandbox.connect("cli1", vip, 80, count=len(MANY_CLIENTS), src_ips=MANY_CLIENTS)
+    failed = [r for r in results if not r.ok]
+    assert not failed, (len(failed), failed[:5])
+    per_addr = Counter(r.backend.split("@")[1] for r in results)
+    parts = next(p for p in (_parts(group_dump(sandbox), top) for top in group_dump(sandbox))
+                 if p and sum(map(len, p)) == n and set(p[0]) & set(per_addr))
+    k, total = len(parts), len(results)
+    per_part = [sum(per_addr[a] for a in part) for part in parts]
+    for c in per_part:
+        assert abs(c - total / k) <= Z * math.sqrt(total * (1 / k) * (1 - 1 / k)), (name, per_part)
+    expected = {a: total / (k * len(part)) for part in parts for a in part}
+    chi2 = sum((per_addr[a] - e) ** 2 / e for a, e in expected.items())
+    assert chi2 <= n - 1 + Z * math.sqrt(sum(2 + 1 / e for e in expected.values())), chi2
+    print(f"\n{name}: {total} clients over {k} parts {per_part}, chi2 {chi2:.0f} (df {n - 1})")
 
 
 def _shown_counts(daemon: LbaffdProcess, lb: str) -> dict[str, int]:
