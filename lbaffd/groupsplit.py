@@ -62,6 +62,10 @@ if TYPE_CHECKING:
 # must fit its 16-bit length *and* a multipart reply (16-byte header) of its
 # own, else the next entry's offset overflows in ofpmp_postappend().
 GROUP_DESC_LIMIT: Final = 0xFFFF - 16
+# ... and lbaffd sends every group mod inside an OFPT_BUNDLE_ADD_MESSAGE
+# (16-byte header + the group mod's own 8), whose length is 16 bits too.
+BUNDLE_ADD_LIMIT: Final = 0xFFFF - 16 - 8
+GROUP_BODY_LIMIT: Final = min(GROUP_DESC_LIMIT, BUNDLE_ADD_LIMIT)
 MAX_PARTS: Final = 16  # part ids: 4 bits under the VIP's id slot
 TOP_PARAM: Final = 0x1BAF  # the top group's hash basis: any value but the parts' 0
 GROUP_FIXED: Final = wire.GROUP_MOD.size
@@ -73,14 +77,14 @@ MAX_BUCKET_BYTES: Final = 128
 # The limit the compiler splits at.  A process setting, not a compile input:
 # only tests lower it (``set_limit``), to exercise splitting and refusals
 # with small groups; the daemon never changes it.
-_limit = GROUP_DESC_LIMIT
+_limit = GROUP_BODY_LIMIT
 
 
 def set_limit(limit: int) -> None:
-    """Split groups above ``limit`` bytes (tests; at most ``GROUP_DESC_LIMIT``)."""
+    """Split groups above ``limit`` bytes (tests; at most ``GROUP_BODY_LIMIT``)."""
     global _limit
-    if not GROUP_FIXED < limit <= GROUP_DESC_LIMIT:
-        raise ValueError(f"group size limit must be in {GROUP_FIXED + 1}..{GROUP_DESC_LIMIT}")
+    if not GROUP_FIXED < limit <= GROUP_BODY_LIMIT:
+        raise ValueError(f"group size limit must be in {GROUP_FIXED + 1}..{GROUP_BODY_LIMIT}")
     _limit = limit
 
 
@@ -128,7 +132,7 @@ def slices(n: int, k: int) -> list[tuple[int, int]]:
 
 
 def split(spec: GroupSpec, l4_fields: tuple[str, ...],
-          limit: int = GROUP_DESC_LIMIT) -> tuple[GroupSpec, ...]:
+          limit: int = GROUP_BODY_LIMIT) -> tuple[GroupSpec, ...]:
     """``spec`` itself when group-desc can report it; else the part groups
     followed by the top group (``spec``'s id), each within ``limit`` bytes.
     ``l4_fields``: what a ``dp_hash`` group hashes instead once split.

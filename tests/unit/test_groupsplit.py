@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterator
 from types import MappingProxyType
 
@@ -65,13 +66,13 @@ def flatten(groups: dict[int, GroupSpec], gid: int) -> Iterator[int]:
 @pytest.fixture(autouse=True)
 def _default_limit() -> Iterator[None]:
     yield
-    groupsplit.set_limit(groupsplit.GROUP_DESC_LIMIT)
+    groupsplit.set_limit(groupsplit.GROUP_BODY_LIMIT)
 
 
 def test_a_small_vip_keeps_one_group() -> None:
     state = compile_(parsed(lb("a", {"10.0.0.1:80": backends(800)}, {"affinity_timeout": "60"})))
-    (gid, body), = state.state.groups.items()
-    assert own.is_vip_group(gid) and len(body) <= groupsplit.GROUP_DESC_LIMIT
+    (gid, body), = state.state.groups.items()  # 800 buckets of 80 bytes: no split
+    assert own.is_vip_group(gid) and len(body) <= groupsplit.GROUP_BODY_LIMIT
     assert len(unpack_group(body).buckets) == 800
 
 
@@ -87,9 +88,9 @@ def test_large_affinity_vip_is_split_into_reportable_parts(n: int, v6: bool) -> 
     assert len(parts) == len(top.buckets) >= 2 and set(groups) == {plan.group_id, *parts}
     for gid, body in state.state.groups.items():
         # group-desc reports it: the entry fits its 16-bit length and a reply of its own;
-        # the group mod (8-byte header + body) fits its 16-bit length
+        # the group mod in its bundle add message (16 + 8 + body) fits that one's
         assert len(body) + MULTIPART_HEADER <= 0xFFFF
-        assert len(wire.RawMessage(wire.OFPT_GROUP_MOD, body).bundle_add(1, 1, 0)) > len(body)
+        assert len(wire.RawMessage(wire.OFPT_GROUP_MOD, body).bundle_add(1, 1, 0)) <= 0xFFFF
         assert own.is_lbaffd_group(gid)
         assert groups[gid].selection_method == "hash"
         assert groups[gid].fields == (("ipv6_src",) if v6 else ("ipv4_src",))
@@ -106,7 +107,7 @@ def test_large_affinity_vip_is_split_into_reportable_parts(n: int, v6: bool) -> 
     fixed = len(wire.group_add(GroupSpec(1, (), "hash", groups[parts[0]].fields)).body)
     fewer = groupsplit.slices(n, len(parts) - 1)
     assert len(parts) == 2 or max(fixed + sum(sizes_[s:e]) for s, e in fewer) > (
-        groupsplit.GROUP_DESC_LIMIT)
+        groupsplit.GROUP_BODY_LIMIT)
 
 
 def test_split_dp_hash_vip_hashes_the_connection_at_both_levels() -> None:
@@ -191,6 +192,16 @@ def test_part_ids_are_in_their_own_range() -> None:
         assert len(ids) == groupsplit.MAX_PARTS
         assert all(own.PART_GROUP_MIN <= i <= own.PART_GROUP_MAX for i in ids)
         assert not any(own.is_vip_group(i) for i in ids)
+
+
+def test_the_limit_is_the_tighter_of_group_desc_and_bundle_add() -> None:
+    """A body of exactly the limit is reported by group-desc and fits a
+    bundle add; one byte more fails one of them."""
+    limit = groupsplit.GROUP_BODY_LIMIT
+    assert limit + MULTIPART_HEADER <= 0xFFFF
+    assert len(wire.RawMessage(wire.OFPT_GROUP_MOD, bytes(limit)).bundle_add(1, 1, 0)) == 0xFFFF
+    with pytest.raises(struct.error):
+        wire.RawMessage(wire.OFPT_GROUP_MOD, bytes(limit + 1)).bundle_add(1, 1, 0)
 
 
 def test_no_bucket_exceeds_the_bound_that_skips_measuring() -> None:

@@ -135,4 +135,4 @@ def test_split_groups_change_incrementally_as_a_full_compile() -> None:
             assert len(changes.add_groups) + len(changes.mod_groups) + len(
                 changes.del_groups) <= 2 * (groupsplit.MAX_PARTS + 1), step
     finally:
-        groupsplit.set_limit(groupsplit.GROUP_DESC_LIMIT)
+        groupsplit.set_limit(groupsplit.GROUP_BODY_LIMIT)

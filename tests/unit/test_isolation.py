@@ -98,7 +98,7 @@ def test_a_refused_part_group_is_its_vips() -> None:
     try:
         state = compile_state(parsed, TOPO, ids, P)
     finally:
-        groupsplit.set_limit(groupsplit.GROUP_DESC_LIMIT)
+        groupsplit.set_limit(groupsplit.GROUP_BODY_LIMIT)
     parts = [gid for gid in state.state.groups if not own.is_vip_group(gid)]
     assert len(parts) >= 2
     top = ids[own.vip_owner("a", "10.0.0.1:80")]
