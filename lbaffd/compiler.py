@@ -223,6 +223,10 @@ class VipCache:
     def __init__(self, templates: bool = True) -> None:
         self._parts: dict[tuple[object, ...], VipPart] = {}
         self._used: dict[tuple[object, ...], VipPart] = {}
+        # VIPs that could not be compiled (``isolation``), kept like parts: a
+        # VIP of 13000+ backends costs ~1 s to find too large, every full pass
+        self._failed: dict[tuple[object, ...], Exception] = {}
+        self._failed_used: dict[tuple[object, ...], Exception] = {}
         # VIPs shaped like one compiled before are filled in from its bytes
         self.templates = VipTemplates(compile_vip) if templates else None
 
@@ -230,10 +234,18 @@ class VipCache:
         key = (plan, p, max_idle, _topo_key(plan, topo))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
-            if self.templates is not None:
-                part = self.templates.part(plan, p, max_idle, topo)
-            else:
-                part = compile_vip(plan, p, max_idle, topo)
+            failed = self._failed.get(key) or self._failed_used.get(key)
+            if failed is not None:
+                self._failed_used[key] = failed
+                raise failed
+            try:
+                if self.templates is not None:
+                    part = self.templates.part(plan, p, max_idle, topo)
+                else:
+                    part = compile_vip(plan, p, max_idle, topo)
+            except Exception as exc:
+                self._failed_used[key] = exc.with_traceback(None)  # no frames kept alive
+                raise
             if faults.FAULTS:  # tests only (LBAFFD_TEST_FAULTS)
                 part = faults.inject(plan, p, part)
         self._used[key] = part
@@ -245,9 +257,12 @@ class VipCache:
         key = (plan, p, max_idle, _topo_key(plan, topo))
         self._parts.pop(key, None)
         self._used.pop(key, None)
+        self._failed.pop(key, None)
+        self._failed_used.pop(key, None)
 
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
+        self._failed, self._failed_used = self._failed_used, {}
 
 
 def compile_state(

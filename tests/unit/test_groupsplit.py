@@ -217,3 +217,31 @@ def test_no_bucket_exceeds_the_bound_that_skips_measuring() -> None:
     props = wire.selection_method_property(
         "dp_hash", groupsplit.TOP_PARAM, ("ipv6_src", "ipv6_dst", "sctp_src", "sctp_dst"))
     assert len(props) <= 128
+
+
+def test_a_vip_too_large_is_not_compiled_again_while_unchanged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding a VIP too large costs a compile of all its buckets: the cache
+    remembers the failure for the passes that see the same plan."""
+    from lbaffd import compiler
+    calls: list[str] = []
+    real = compiler.compile_vip
+
+    def counting(plan, p, max_idle, topo):  # type: ignore[no-untyped-def]
+        calls.append(plan.lb.name)
+        return real(plan, p, max_idle, topo)
+
+    monkeypatch.setattr(compiler, "compile_vip", counting)
+    groupsplit.set_limit(2048)
+    lbs = parsed(lb("big", {"10.0.0.1:80": backends(600)}, {"affinity_timeout": "60"}),
+                 lb("ok", {"10.0.0.2:80": backends(3, first=1000)}, {"affinity_timeout": "60"}))
+    cache = VipCache(templates=False)
+    first = compile_(lbs, cache)
+    second = compile_(lbs, cache)
+    assert first.issues == second.issues and [i.reason for i in first.issues] == [
+        isolation.GROUP_TOO_LARGE]
+    assert calls == ["big", "ok"]  # each compiled once over two passes
+    grown = parsed(lb("big", {"10.0.0.1:80": backends(601)}, {"affinity_timeout": "60"}),
+                   lb("ok", {"10.0.0.2:80": backends(3, first=1000)}, {"affinity_timeout": "60"}))
+    compile_(grown, cache)
+    assert calls == ["big", "ok", "big"]  # a changed row is tried again
