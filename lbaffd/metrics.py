@@ -30,6 +30,10 @@ class Metrics:
         self.parse_errors = Counter(
             "lbaffd_parse_errors_total", "Bad SB load-balancer input seen, by reason",
             ["reason"], registry=r)
+        self.install_failures = Counter(
+            "lbaffd_vip_install_failures_total",
+            "VIPs left out of a pass because they could not be installed (group too large, "
+            "encoding error, refused by the switch), by reason", ["reason"], registry=r)
         self.reconciles = Counter(
             "lbaffd_reconcile_total", "Reconcile passes, by result", ["result"], registry=r)
         self.reconcile_seconds = Histogram(

@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from lbaffd import model
+from lbaffd import isolation, model
 from lbaffd import ownership as own
 from lbaffd.compiler import VipPlan
 from lbaffd.metrics import Metrics
@@ -30,6 +30,11 @@ class PassReport:
         """Log each bad input once (not every pass), and its clearing."""
         current = set(issues)
         for issue in sorted(current - self._reported, key=lambda i: (i.lb, i.vip, i.reason)):
+            if issue.reason in isolation.INSTALL_REASONS:  # well formed, not installable
+                log.error("vip_install_failed", lb=issue.lb, vip=issue.vip or None,
+                          reason=issue.reason, detail=issue.detail)
+                self.metrics.install_failures.labels(issue.reason).inc()
+                continue
             emit = log.error if issue.fatal else log.warning
             emit("lb_input_rejected" if issue.fatal else "lb_input_warning", lb=issue.lb,
                  vip=issue.vip or None, reason=issue.reason, detail=issue.detail)
