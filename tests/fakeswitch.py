@@ -575,6 +575,14 @@ class FakeBundle:
         self._msgs.append((self._switch.next_xid(), Message.of(msg)))
         self.count += 1
 
+    def position(self, xid: int) -> int | None:
+        """Which add ``xid`` was (0-based), as ``channel.Bundle.position``: the
+        reconciler names the VIP of a refused add by it."""
+        for i, (x, _) in enumerate(self._msgs):
+            if x == xid:
+                return i
+        return None
+
     def commit(self) -> None:
         self._check_open()
         self._closed = True

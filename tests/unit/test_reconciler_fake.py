@@ -173,24 +173,25 @@ def test_audit_repairs_a_foreign_edit(edit: str) -> None:
     assert again is not None and again.changes.empty
 
 
-def test_refused_bundle_applies_nothing_and_the_error_is_raised() -> None:
+def test_refused_bundle_applies_nothing_then_only_the_refused_vip_is_left_out() -> None:
     fake = FakeSwitch()
     learn_cookie = own.owner_cookie(own.vip_owner(*AFF_VIP))
     fake.refuse(lambda m: m.is_flow_mod and m.cookie == learn_cookie)
     rec = Reconciler(STANDALONE)
-    with pytest.raises(OpenFlowError) as err:
-        rec.reconcile(fake, LBS, TOPO)
-    assert (err.value.err_type, err.value.code) == (ofp.OFPET_FLOW_MOD_FAILED,
-                                                    ofp.OFPFMFC_TABLE_FULL)
-    assert fake.counts["bundle_failed"] == 1 and fake.mods > 300
-    assert fake.snapshot() == (frozenset(), frozenset())  # all or nothing
-    # the reconciler knows nothing is certain now: no incremental pass, an audit repairs
-    lb = with_backends(*AFF_VIP, "10.0.0.21:8080")
-    assert rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO) is None
-    assert rec.audit_unchanged(fake) is None
+    result = rec.reconcile(fake, LBS, TOPO)
+    # the first bundle failed whole (all or nothing), the second went without the VIP
+    assert fake.counts["bundle_failed"] == 1 and fake.counts["bundle_committed"] == 1
+    refused = [i for i in result.desired.issues if i.reason == "switch_error"]
+    assert [(i.vip, "FLOW_MOD_FAILED" in i.detail) for i in refused] == [(AFF_VIP[1], True)]
+    assert installed(fake) == result.desired.state
+    assert not any(packed.cookie(b) == learn_cookie for b in installed(fake).flows.values())
+    # the other LBs are all there; the refused VIP is retried when its row changes
     fake.allow()
-    result = rec.reconcile(fake, LBS, TOPO, audit=False)
-    assert result.audited and installed(fake) == result.desired.state
+    lb = with_backends(*AFF_VIP, "10.0.0.21:8080")
+    again = rec.reconcile(fake, tuple(lb if x.uuid == lb.uuid else x for x in LBS), TOPO)
+    assert not [i for i in again.desired.issues if i.reason == "switch_error"]
+    assert any(packed.cookie(b) == learn_cookie for b in installed(fake).flows.values())
+    assert installed(fake) == again.desired.state
 
 
 def test_refused_incremental_bundle_leaves_the_switch_as_it_was() -> None:
@@ -199,15 +200,16 @@ def test_refused_incremental_bundle_leaves_the_switch_as_it_was() -> None:
     fake.refuse(lambda m: m.is_group_mod, ofp.OFPET_GROUP_MOD_FAILED,
                 ofp.OFPGMFC_OUT_OF_GROUPS)
     lb = with_backends(*AFF_VIP, "10.0.0.21:8080,10.0.0.27:8080")
-    with pytest.raises(OpenFlowError) as err:
-        rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO)
-    assert err.value.code == ofp.OFPGMFC_OUT_OF_GROUPS
-    assert fake.snapshot() == before
-    assert rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO) is None  # a full pass is due
-    fake.allow()
+    # the changed VIP is blamed; a full pass (without it) is due
+    assert rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO) is None
+    assert fake.snapshot() == before and fake.counts["bundle_failed"] == 1
+    assert rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO) is None
+    fake.allow()  # (the refusal stands for that row until it changes)
     lbs = tuple(lb if x.uuid == lb.uuid else x for x in LBS)
     result = rec.reconcile(fake, lbs, TOPO, audit=False)
     assert result.audited and installed(fake) == result.desired.state
+    assert [i.vip for i in result.desired.issues if i.reason == "switch_error"] == [
+        AFF_VIP[1]]
 
 
 def test_replaying_a_change_bundle_leaves_the_same_table() -> None:
