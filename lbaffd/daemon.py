@@ -383,14 +383,16 @@ class Daemon:
             audit = time.monotonic() >= next_audit or FOREIGN in items or OF_DOWN in items
             if comp is not None and comp.retry_at and time.monotonic() >= comp.retry_at:
                 items.append(RECOMPUTE)  # companion: ports ovn-controller had not programmed
-            ok = self._pass(audit or RECOMPUTE in items, full=RECOMPUTE in items)
-            if comp is not None:
-                self._after_pass(ok)
+            audit = audit or RECOMPUTE in items
+            ok = self._pass(audit, full=RECOMPUTE in items)
+            if comp is not None:  # only a pass that read the switch back repairs a flush
+                self._after_pass(ok and audit)
             interval = self.settings.audit_interval
             if not ok:
-                # not in sync (a DB resyncing, the switch away): look again soon, as
-                # an audit, but not in a tight loop; the IDLs and the channel wake us
-                next_audit = time.monotonic() + min(interval, 0.5)
+                # not in sync (a DB resyncing, the switch away, a bundle refused while
+                # someone else was emptying the switch): look again soon, as an audit
+                # (the retry, if one is due), but not in a tight loop
+                next_audit = self._retry_at or time.monotonic() + min(interval, 0.5)
             elif audit:
                 next_audit = time.monotonic() + interval
 

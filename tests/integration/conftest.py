@@ -27,9 +27,11 @@ def daemon(sandbox: Sandbox, topo: Topology) -> Iterator[LbaffdProcess]:
     """lbaffd with default flags on the module's ``topo``; modules that need
     other flags define their own ``daemon``."""
     proc = LbaffdProcess(sandbox)
-    proc.start()
-    yield proc
-    proc.stop()
+    try:
+        proc.start()
+        yield proc
+    finally:  # also when it never synced: no daemon outlives its module
+        proc.stop()
 
 
 @pytest.fixture
