@@ -29,10 +29,10 @@ on chassis-1 behind lr0 (join switch), an external switch with a localnet
 port, the provider bridge br-ex on chassis 1 and the external host ext1 on
 it, and lb-gw (affinity) on gr0.  Measured here with lbaffd not running:
 OVN-native traffic from ext1 to lb-gw's VIP did *not* crash ovs-vswitchd
-3.1.0 (30+ new clients, GR-only LB and with ``install_ls_lb_from_router``);
-every new client's first connection took ~1.03 s (its first SYN dropped by
-gr0's ``lr_in_lb_aff_learn``, the retransmission passes), later ones were
-sticky.
+3.1.0 (15 new clients and 24 more connections, with the LB on gr0 only and
+with ``install_ls_lb_from_router``); every new client's first connection
+took ~1.03 s (its first SYN dropped by gr0's ``lr_in_lb_aff_learn``, the
+retransmission passes), later ones were sticky.
 """
 
 from __future__ import annotations
@@ -228,8 +228,9 @@ def gateway_nb_commands(affinity_timeout: int = AFFINITY_TIMEOUT) -> list[list[s
     gr0's switches (ext and join), not gr0.  OVN's own forwarding of the
     external clients does not change: measured with lbaffd not running,
     OVN's LB flows for the VIP on the ext and join switches saw 0 packets
-    and gr0's balanced every connection (its ``ls_in_pre_lb`` sends no
-    traffic from a localnet or router port to conntrack)."""
+    and gr0's balanced every connection (the ext switch's ``ls_in_pre_lb``
+    has ``ip && inport == "ln-ext"`` -> ``next;`` at priority 110: no
+    conntrack, so no LB, for traffic from the localnet port)."""
     join, ext = GATEWAY_SWITCHES["join"], GATEWAY_SWITCHES["ext"]
     gr, (gr_join, gr_join_mac, gr_join_ip) = GATEWAY_ROUTER, GR_JOIN_PORT
     cmds: list[list[str]] = [
