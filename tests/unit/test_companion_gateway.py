@@ -13,8 +13,8 @@ from lbaffd import ownership as own
 from lbaffd.companion import TAKE_OVER_AFFINITY, scopes, take_over
 from lbaffd.compiler import compile_state, vip_owners
 from lbaffd.model import LoadBalancer, parse_all
-from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Output, SetField
-from lbaffd.ovnlayout import OvnLayout, output_flow_match
+from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Opaque, Output, SetField
+from lbaffd.ovnlayout import OvnLayout, discover, output_flow_match
 from lbaffd.pipeline import COMPANION_ZONE, PRIO_INTERCEPT, PRIO_REPLY_HOOK, companion
 from lbaffd.sb.records import (
     DatapathRow,
@@ -140,3 +140,24 @@ def test_ovn_output_flow_for_the_localnet_port_is_recognized() -> None:
     flow = FlowSpec(65, 100, Match.of(reg15=1, metadata=5), (Output(PATCH_OFPORT),),
                     cookie=0x68330D9C)
     assert output_flow_match(flow, PATCH_OFPORT) == Match.of(reg15=1, metadata=5)
+
+
+def test_tagged_localnet_output_flow_is_recognized_and_nothing_looser() -> None:
+    # as decoded from OVN 23.03 with ln-ext's tag 100: table=65, priority=100,
+    # reg15=0x1,metadata=0x4 actions=push_vlan:0x8100,set_field:4196->vlan_vid,output:1,pop_vlan
+    match = Match.of(metadata=4, reg15=1)
+    tagged = (Opaque("OFPActionPushVlan"), SetField("vlan_vid", 0x1000 | 100),
+              Output(PATCH_OFPORT), Opaque("OFPActionPopVlan"))
+    assert output_flow_match(FlowSpec(65, 100, match, tagged, cookie=0x3414033F),
+                             PATCH_OFPORT) == match
+    layout = discover({PATCH_OFPORT: [FlowSpec(65, 100, match, tagged, cookie=0x3414033F)]})
+    assert layout is not None and layout.output_match(PATCH_OFPORT) == match
+    for actions in (
+            (Opaque("OFPActionPushVlan"), SetField("vlan_vid", 4196), Output(7),
+             Opaque("OFPActionPopVlan")),  # another port
+            (Opaque("OFPActionPushVlan"), SetField("eth_dst", "02:00:00:00:00:01"),
+             Output(PATCH_OFPORT), Opaque("OFPActionPopVlan")),  # not a tag
+            (Opaque("OFPActionPushVlan"), SetField("vlan_vid", 4196), Output(PATCH_OFPORT)),
+            (SetField("vlan_vid", 4196), Output(PATCH_OFPORT)),
+            (Output(PATCH_OFPORT), Opaque("OFPActionPopVlan"))):
+        assert output_flow_match(FlowSpec(65, 100, match, actions, cookie=1), PATCH_OFPORT) is None
