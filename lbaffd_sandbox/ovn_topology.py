@@ -316,3 +316,24 @@ def wait_localnet_programmed(sb: OvnSandbox, timeout: float = 30.0) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError(f"no programmed localnet patch port for {LOCALNET_PORT}")
         time.sleep(0.1)
+
+
+def tag_localnet(sb: OvnSandbox, tag: int, timeout: float = 30.0) -> None:
+    """Put the physical network on VLAN ``tag`` as an operator would: the
+    localnet port's ``tag_request`` (ovn-controller then pops the tag in table
+    0 and pushes it in its output flow for the patch port) and every external
+    host's port on br-ex an access port of that VLAN (br-ex's NORMAL tags what
+    it sends to the patch port, a trunk).  Returns once chassis 1's
+    ovn-controller has installed the tagged output flow."""
+    sb.nbctl("set", "Logical_Switch_Port", LOCALNET_PORT, f"tag_request={tag}")
+    ch = sb.node(1)
+    for name, spec in EXTERNAL_HOSTS.items():
+        if spec.chassis == 1:
+            ch.vsctl("set", "Port", sb.hosts[name].port_name, f"tag={tag}")
+    ofport = wait_localnet_programmed(sb, timeout)
+    deadline = time.monotonic() + timeout
+    while not any("push_vlan" in f and f.endswith(f"output:{ofport},pop_vlan")
+                  for f in ch.dump_flows(f"out_port={ofport}")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no tagged output flow for {LOCALNET_PORT}")
+        time.sleep(0.1)

@@ -15,11 +15,12 @@ so lbaffd (default flags: ``--mode auto``) must intercept lb-gw's VIP there,
 DNAT before gr0 (OVN's router LB never sees the VIP) and un-DNAT the replies
 at OVN's output flow for the localnet port.
 
-VIP traffic only ever flows while lbaffd runs, except in the last test,
+VIP traffic only ever flows while lbaffd runs, except in the cleanup test,
 which checks that OVN's own gateway LB takes the VIP back after
 ``--cleanup-on-exit`` (OVN-native traffic through a gateway router's LB did
 not crash ovs-vswitchd 3.1.0 here, unlike a distributed router's: see
-``ovn_topology``).
+``ovn_topology``).  The last test puts the physical network on a VLAN and
+starts lbaffd afresh on it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from lbaffd_sandbox.ovn_topology import (
     VIP_PORT,
     OvnTopology,
     build_ovn_topology,
+    tag_localnet,
     wait_localnet_programmed,
 )
 from lbaffd_sandbox.scenarios import burst, first_connections, open_connections, stickiness
@@ -272,3 +274,34 @@ def test_cleanup_on_exit_gives_the_vip_back_to_the_gateway_router(
     res = open_connections(topo, EXT, GATEWAY_VIP, VIP_PORT, 2, topo.new_clients(EXT, 2), 3.0)
     assert all(r.ok for r in res), res
     os.kill(pid, 0)  # ovs-vswitchd survived OVN-native traffic through gr0's LB
+
+
+def test_tagged_localnet_port_taken_over_from_a_fresh_start(
+        topo: OvnTopology, patch_ofport: int) -> None:
+    """The physical network on VLAN 100 (``tag_request`` on ln-ext, ext1 an
+    access port of br-ex): OVN's output flow for the patch port becomes
+    ``push_vlan, set vlan_vid, output, pop_vlan``.  A freshly started lbaffd
+    (no layout remembered from before) must still find it, intercept the
+    tagged packets (OVS matches ``ip`` on the frame inside the tag) and hand
+    them to OVN's table-0 flow that pops the tag."""
+    sb = topo.sandbox
+    tag_localnet(sb, 100)
+    proc = LbaffdProcess(sb)
+    proc.start()
+    try:
+        assert not [e for e in proc.events() if e.get("event") == "ports_not_programmed_by_ovn"]
+        mine = lbaffd_flows(sb)
+        assert [f for f in mine if GATEWAY_VIP in f and f"in_port={patch_ofport}," in f]
+        ext_key, ln_key = tunnel_key(sb, "ext"), port_key(sb, LOCALNET_PORT)
+        assert len([f for f in mine if f"reg15={ln_key:#x},metadata={ext_key:#x}" in f]) == 2
+        first = first_connections(topo, GATEWAY_VIP, n=8, host=EXT, timeout=3.0)
+        assert first.completed == 8 and max(first.times_ms) < 500, first.summary()
+        run = stickiness(topo, GATEWAY_VIP, k=6, host=EXT)
+        assert run.sticky, run.summary()
+        popped = [f for f in sb.node(1).dump_flows(f"table=0,in_port={patch_ofport}")
+                  if "dl_vlan=100" in f and "pop_vlan" in f]
+        assert popped
+        stats = sb.ofctl("dump-flows", "br-int", f"table=0,in_port={patch_ofport},dl_vlan=100")
+        assert any(int(n) > 0 for n in re.findall(r"n_packets=(\d+)", stats)), stats
+    finally:
+        proc.stop()
