@@ -14,11 +14,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-openvswitch \
     && rm -rf /var/lib/apt/lists/*
 
+# The build context has no .git: the version setuptools-scm would read from
+# the git tags comes in as a build argument (deploy/build-image.sh passes it).
+ARG LBAFFD_VERSION=0+unknown
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY man ./man
 COPY lbaffd ./lbaffd
 RUN python3 -m venv --system-site-packages /opt/lbaffd \
-    && /opt/lbaffd/bin/pip install --no-compile . \
+    && SETUPTOOLS_SCM_PRETEND_VERSION="${LBAFFD_VERSION}" /opt/lbaffd/bin/pip install --no-compile . \
     && /opt/lbaffd/bin/python -c "import ovs._json" \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin lbaffd \
     && mkdir -p /run/lbaffd && chown lbaffd /run/lbaffd && chmod 0700 /run/lbaffd

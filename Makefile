@@ -7,8 +7,14 @@ SHELL        := /bin/bash
 PYTHON       ?= /usr/bin/python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv \
+DEB_PACKAGES := openvswitch-switch ovn-common ovn-central ovn-host iproute2 ethtool python3-venv \
                 python3-openvswitch systemd openssl procps
+# make test only: promtool (checks and unit-tests deploy/prometheus/lbaffd-rules.yaml).
+# The package also brings a Prometheus server (and recommends node-exporter) whose
+# services are stopped and disabled on a systemd host: the suite needs only the tool.
+TEST_DEB_PACKAGES := prometheus
+# building lbaffd (venv, dist): git for the version (setuptools-scm); groff/man for lbaffd(8)
+BUILD_DEB_PACKAGES := git groff-base man-db
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
 OVN_UNITS    := ovn-host ovn-controller ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb
@@ -17,8 +23,10 @@ VENV_KIND    := system-site-packages:$(PYTHON)
 STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIND)') | md5sum | cut -c1-12)
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
+DEMO_ARGS    ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean \
+        man dist image
 
 deps: deb-deps venv
 
@@ -35,8 +43,12 @@ define install-missing
 	fi
 endef
 
+# ovn-host/ovn-central start ovn-controller/northd on a systemd host: the tests and the
+# demo run their own in private run directories, so the packages' services are stopped.
 deb-deps:
-	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now $(OVN_UNITS) 2>/dev/null || true; fi;)
+	$(call install-missing,$(BUILD_DEB_PACKAGES),true;)
+	$(call install-missing,$(TEST_DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; fi;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
 # packages start on a systemd host are stopped so they do not compete for the CPUs.
@@ -68,9 +80,10 @@ lint: venv
 	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
 	$(PY) -m mypy lbaffd
 
-## make demo: embedded sandbox + lbaffd + live sticky-session view (Ctrl-C tears it down).
+## make demo: OVN sandbox (northd + 2 ovn-controllers) + lbaffd --mode companion, OVN native vs
+## lbaffd for new clients, live (Ctrl-C tears it down); DEMO_ARGS=--standalone: the standalone demo.
 demo: deps
-	$(PY) -m lbaffd_sandbox.demo
+	$(PY) -m lbaffd_sandbox.demo $(DEMO_ARGS)
 
 demo-stop: venv
 	$(PY) -m lbaffd_sandbox.demo --stop
@@ -81,5 +94,26 @@ bench: bench-deps
 	LBAFFD_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' \
 	    $(PY) -m bench --readme $(BENCH_ARGS)
 
+## make bench-companion: OVN's own affinity vs lbaffd's companion mode, same client
+## scenarios, one run on a two-chassis OVN sandbox (~1 min).
+bench-companion: bench-deps
+	$(PY) -m bench.companion $(BENCH_ARGS)
+
+## make man: regenerate man/lbaffd.include (control commands, metrics) from the
+## code and ./lbaffd.8 (`man ./lbaffd.8`) from it and the parser; after a change to
+## the flags, commands or metrics (a test says when). Builds render their own copy.
+man: venv
+	$(PY) -m lbaffd.manpage
+
+## make dist: wheel and sdist in dist/, versioned by the git tags (setuptools-scm:
+## tag vX.Y.Z for a release), lbaffd(8) inside the wheel.
+dist: venv
+	rm -rf dist && $(PY) -m build --outdir dist .
+
+## make image: the container image with podman, buildah or docker (with an engine);
+## skipped with a message when there is none. IMAGE=name:tag to choose the tag.
+image: venv
+	PY=$(PY) deploy/build-image.sh $(IMAGE)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

@@ -4,4 +4,9 @@ Data flow: ``sb`` (OVSDB monitor) -> ``model`` (parsed, immutable) -> ``compiler
 (desired flows/groups) -> ``diff`` -> ``openflow`` (bundle to the switch).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # set from git tags when built (setuptools-scm, pyproject.toml)
+    __version__ = version("lbaffd")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

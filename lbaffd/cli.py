@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from lbaffd import __version__
+from lbaffd import __version__, ops_options
 from lbaffd.config import ENV_PREFIX, Settings, load_settings, read_config_file
 
 D = Settings()
@@ -81,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
             run.add_argument(flag, dest=name, action="store_const", const=True, default=None,
                              help=f"{text} (default: off)")
             continue
+        # strings in double quotes: a man page line may not start with ' (lbaffd.8)
+        shown = f'"{default}"' if isinstance(default, str) else default
         run.add_argument(flag, dest=name, type=type(default), default=None,
-                         help=f"{text} (default: {default!r})")
+                         help=f"{text} (default: {shown})")
+    ops_options.add_arguments(run)
     return p
 
 
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_eventlet_out()
         from lbaffd.daemon import Daemon
         from lbaffd.log import configure
+        from lbaffd.ops_daemonize import OvsDaemonProcess
 
         try:
             settings = settings_from_args(args)
@@ -116,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lbaffd: {exc}", file=sys.stderr)
             return 2
         configure(settings.log_format, settings.log_level)
-        return Daemon(settings).run()
+        process = OvsDaemonProcess(ops_options.options_from_args(args),
+                                   settings.with_defaults().ovs_rundir)
+        process.start()  # before any thread: log file, --detach's fork, pidfile
+        return Daemon(settings, process=process).run()
     return 2
 
 

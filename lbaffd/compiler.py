@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lbaffd import distribution as dist
+from lbaffd import faults, isolation
 from lbaffd import ownership as own
 from lbaffd.model import (
     MAX_OPENFLOW_IDLE_TIMEOUT,
@@ -227,6 +228,10 @@ class VipCache:
     def __init__(self, templates: bool = True) -> None:
         self._parts: dict[tuple[object, ...], VipPart] = {}
         self._used: dict[tuple[object, ...], VipPart] = {}
+        # VIPs that could not be compiled (``isolation``), kept like parts: a
+        # VIP of 13000+ backends costs ~1 s to find too large, every full pass
+        self._failed: dict[tuple[object, ...], Exception] = {}
+        self._failed_used: dict[tuple[object, ...], Exception] = {}
         # VIPs shaped like one compiled before are filled in from its bytes
         self.templates = VipTemplates(compile_vip) if templates else None
 
@@ -234,11 +239,21 @@ class VipCache:
         key = (plan, p, max_idle, _topo_key(plan, topo, p))
         part = self._parts.get(key) or self._used.get(key)
         if part is None:
-            # companion parts hold the client ports, which shapes do not mark
-            if self.templates is not None and not p.companion:
-                part = self.templates.part(plan, p, max_idle, topo)
-            else:
-                part = compile_vip(plan, p, max_idle, topo)
+            failed = self._failed.get(key) or self._failed_used.get(key)
+            if failed is not None:
+                self._failed_used[key] = failed
+                raise failed
+            try:
+                # companion parts hold the client ports, which shapes do not mark
+                if self.templates is not None and not p.companion:
+                    part = self.templates.part(plan, p, max_idle, topo)
+                else:
+                    part = compile_vip(plan, p, max_idle, topo)
+            except Exception as exc:
+                self._failed_used[key] = exc.with_traceback(None)  # no frames kept alive
+                raise
+            if faults.FAULTS:  # tests only (LBAFFD_TEST_FAULTS)
+                part = faults.inject(plan, p, part)
         self._used[key] = part
         return _without(part, topo.foreign) if topo.foreign else part
 
@@ -248,9 +263,12 @@ class VipCache:
         key = (plan, p, max_idle, _topo_key(plan, topo, p))
         self._parts.pop(key, None)
         self._used.pop(key, None)
+        self._failed.pop(key, None)
+        self._failed_used.pop(key, None)
 
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
+        self._failed, self._failed_used = self._failed_used, {}
 
 
 def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
@@ -258,9 +276,9 @@ def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
     keep = [i for i, fid in enumerate(part.flow_ids) if fid not in foreign]
     if len(keep) == len(part.flow_ids) and not any(f in foreign for _, f, _ in part.shared):
         return part
-    return VipPart(tuple(part.flow_ids[i] for i in keep), tuple(part.flows[i] for i in keep),
-                   part.group_id, part.group,
-                   tuple(s for s in part.shared if s[1] not in foreign))
+    return replace(part, flow_ids=tuple(part.flow_ids[i] for i in keep),
+                   flows=tuple(part.flows[i] for i in keep),
+                   shared=tuple(s for s in part.shared if s[1] not in foreign))
 
 
 def compile_state(
@@ -315,11 +333,16 @@ def compile_state(
     cache = cache or VipCache()
     for lb, vip, dps in planned:
         plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
+        # whatever goes wrong with one VIP leaves only that VIP out, before
+        # anything of it is sent (``isolation``)
+        part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, groups, issues)
+        if part is None:
+            continue
         plans.append(plan)
-        part = cache.get(plan, pipeline, max_idle, topo)
-        groups[part.group_id] = part.group
-        if on_group is not None:
-            on_group(part.group_id, part.group)
+        for gid, g in part.groups():
+            groups[gid] = g
+            if on_group is not None:
+                on_group(gid, g)
         for fid, body in zip(part.flow_ids, part.flows, strict=True):
             add(fid, body)
         owners[own.owner_cookie(plan.owner)] = plan.owner

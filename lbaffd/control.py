@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import ovs.poller
@@ -33,6 +34,38 @@ log = structlog.get_logger("lbaffd.control")
 LEVELS = {"dbg": "debug", "debug": "debug", "info": "info", "warn": "warning",
           "warning": "warning", "err": "error", "error": "error", "emer": "error",
           "off": "critical"}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One control command: what ``ovs-appctl ... help`` lists and the man
+    page's CONTROL COMMANDS section describes (``lbaffd.manpage``)."""
+
+    name: str
+    usage: str
+    min_args: int
+    max_args: int
+    method: str  # the ControlServer method that answers it
+    doc: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("lb/list", "", 0, 0, "_lb_list",
+            "Load balancers: name, UUID, VIP count, affinity timeout, datapaths."),
+    Command("lb/show", "NAME|UUID", 1, 1, "_lb_show",
+            "One load balancer: its VIPs, group id and selection method, backends with their "
+            "bucket ids, expected share, packet counters and health, affinity entries."),
+    Command("affinity/show", "[VIP]", 0, 1, "_affinity_show",
+            "Learned affinity entries (of one VIP): client, backend, idle age, time left."),
+    Command("reconcile/stats", "", 0, 0, "_reconcile_stats",
+            "Passes, errors, the last pass and desired vs installed flows and groups."),
+    Command("recompute", "", 0, 0, "_recompute",
+            "Read everything and compile everything now (a full pass)."),
+    Command("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, "_vlog_set",
+            "Change the log level at run time."),
+    Command("exit", "", 0, 0, "_exit",
+            "Stop lbaffd; its flows and groups stay on the switch."),
+)
 
 
 class DaemonHandle(Protocol):
@@ -76,17 +109,10 @@ class ControlServer:
     # ------------------------------------------------------------ commands
 
     def _register(self) -> None:
-        cmds: list[tuple[str, str, int, int, Callable[[Any, list[str]], None]]] = [
-            ("lb/list", "", 0, 0, self._lb_list),
-            ("lb/show", "NAME|UUID", 1, 1, self._lb_show),
-            ("affinity/show", "[VIP]", 0, 1, self._affinity_show),
-            ("reconcile/stats", "", 0, 0, self._reconcile_stats),
-            ("recompute", "", 0, 0, self._recompute),
-            ("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, self._vlog_set),
-            ("exit", "", 0, 0, self._exit),
-        ]
-        for name, usage, lo, hi, fn in cmds:
-            ovs.unixctl.command_register(name, usage, lo, hi, _guard(fn), None)
+        for cmd in COMMANDS:
+            fn: Callable[[Any, list[str]], None] = getattr(self, cmd.method)
+            ovs.unixctl.command_register(cmd.name, cmd.usage, cmd.min_args, cmd.max_args,
+                                         _guard(fn), None)
 
     def _lb_list(self, conn: Any, argv: list[str]) -> None:
         conn.reply(format_lb_list(self._daemon.status()))

@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
 
@@ -21,25 +22,22 @@ import structlog
 
 from lbaffd import model, ovnchassis
 from lbaffd import ownership as own
-from lbaffd.companion import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
+from lbaffd.companion_runtime import CompanionRuntime
 from lbaffd.compiler import vip_mac
 from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
 from lbaffd.exposition import live_families
-from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.gcpause import GcPause
 from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
-from lbaffd.openflow.fastdecode import match_and_idle
-from lbaffd.openflow.flowdesc import iter_entries, monitor_update_cookies
-from lbaffd.ovnlayout import OvnLayout
-from lbaffd.ovnlayout import merge as merge_layout
-from lbaffd.pipeline import COMPANION_MODE, HAIRPIN_ZONE, STANDALONE, STANDALONE_MODE, Pipeline
+from lbaffd.openflow.flowdesc import monitor_update_cookies
+from lbaffd.ops_daemonize import ProcessHooks
+from lbaffd.pipeline import COMPANION_MODE, STANDALONE, STANDALONE_MODE, Pipeline
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
 from lbaffd.report import PassReport
@@ -65,15 +63,16 @@ OF_DOWN = "openflow-down"
 FOREIGN = "switch-changed"
 FLUSHED = "flows-deleted"  # lbaffd flows deleted by someone else (ovn-controller's flush)
 RECOMPUTE = "recompute"  # operator asked: read everything, compile everything
-ENTRY_AGES_INTERVAL = 5.0  # companion: seconds between polls of learned entries' idle ages
 OFPT_PACKET_IN = 10
 OFPT_FLOW_REMOVED = 11
 OFPT_REQUESTFORWARD = 32
 
 
 class Daemon:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 process: ProcessHooks | None = None) -> None:
         self.settings = settings.with_defaults()
+        self._process = process  # OVS-daemon conventions (ops_daemonize), if any
         self.pipeline: Pipeline = STANDALONE
         self.metrics = metrics or Metrics()
         self._queue: queue.Queue[str | RemovedEntry] = queue.Queue()
@@ -94,14 +93,7 @@ class Daemon:
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
-        # companion mode: what the last full pass took over, and for which ports
-        self._scope: Scope | None = None
-        self._taken: TakeOver | None = None
-        self._flush = FlushRecovery()
-        self._layout: OvnLayout | None = None  # companion: OVN's output stage, as last seen
-        self._layout_retry = 0.0
-        self._layout_retry_at = 0.0
-        self._ages_due = 0.0  # companion: next poll of the learned entries' idle ages
+        self._companion: CompanionRuntime | None = None  # companion mode's state
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -204,6 +196,8 @@ class Daemon:
         self.metrics.registry.register(LiveCollector(self))
         self.metrics.serve(s.metrics_address, self,
                            live=lambda: live_families(self, self.pipeline))
+        if self._process is not None:
+            self._process.started(self, self.pipeline)  # ovs-appctl -t lbaffd; --detach returns
         if not s.sb_db:
             raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
         if s.distribution not in MODES:
@@ -251,21 +245,20 @@ class Daemon:
                             "next to ovn-controller, or --force"))
             raise SystemExit(2)
         if pipeline.companion:
-            clash = self._zone_clash(pipeline)
+            self._companion = CompanionRuntime(pipeline, s.take_over, self.metrics)
+            clash = self._zone_clash()
             if clash:
                 log.error("ct_zone_in_use", zone=pipeline.ct_zone, ports=",".join(clash),
                           hint="choose another --ct-zone")
                 raise SystemExit(2)
         return pipeline
 
-    def _zone_clash(self, pipeline: Pipeline) -> list[str]:
-        """Ports to which ovn-controller gave lbaffd's zones (none, normally)."""
-        assert self._ovs is not None
+    def _zone_clash(self) -> list[str]:
+        """Companion: ports to which ovn-controller gave lbaffd's zones."""
+        assert self._ovs is not None and self._companion is not None
         with self._ovs.conn.lock:
             ext = read_bridge_external_ids(self._ovs, self.settings.bridge)
-        clash = zone_clash(ovn_zones(ext), (pipeline.ct_zone, HAIRPIN_ZONE))
-        self.metrics.ct_zone_clash.set(1 if clash else 0)
-        return clash
+        return self._companion.zone_clash(ext)
 
     def _wait_channel(self) -> OpenFlowChannel:
         """The switch, waited for (a daemon may start before ovs-vswitchd)."""
@@ -332,6 +325,8 @@ class Daemon:
         self._notifier.stopping()
         if self._control is not None:
             self._control.stop()
+        if self._process is not None:
+            self._process.stopped()
         if self.settings.cleanup_on_exit and self._channel is not None and self._channel.connected:
             try:
                 groups = cleanup(self._channel)
@@ -356,14 +351,12 @@ class Daemon:
             if beat and now >= next_beat:
                 self._notifier.watchdog()  # proves the worker loop itself is alive
                 next_beat = now + beat
-            if self.pipeline.companion and self._synced and now >= self._ages_due:
-                self._poll_entry_ages()
-                self._ages_due = now + ENTRY_AGES_INTERVAL
+            comp = self._companion
+            if comp is not None and self._synced and now >= comp.ages_due:
+                comp.poll_ages(self._channel, now)
             due = min(next_audit, self._retry_at) if self._retry_at else next_audit
-            if self._layout_retry_at:
-                due = min(due, self._layout_retry_at)
-            if self.pipeline.companion and self._synced:
-                due = min(due, self._ages_due)
+            if comp is not None:
+                due = min(due, comp.retry_at or due, comp.ages_due if self._synced else due)
             try:
                 items = [self._queue.get(timeout=max(0.0, min(due, next_beat or due) - now))]
             except queue.Empty:
@@ -374,13 +367,13 @@ class Daemon:
             self._queued = len(items)  # coalesced into this pass; bounded by its duration
             if STOP in items:
                 break
-            if FLUSHED in items and self.pipeline.companion:
-                self._flush.noticed()
+            if FLUSHED in items and comp is not None:
+                comp.flush.noticed()
             removed = [i for i in items if isinstance(i, RemovedEntry)]
             if removed:
                 self._handle_removed(removed)
-                if self.pipeline.companion:
-                    self._restore_entries()  # entries reported after the flows were back
+                if comp is not None:  # entries reported after the flows were back
+                    self._after_pass(False)
             if all(isinstance(i, RemovedEntry) for i in items) and time.monotonic() < due:
                 continue  # only entry notifications: no pass needed
             if self._retry_at and time.monotonic() < self._retry_at:
@@ -388,12 +381,11 @@ class Daemon:
             # read the switch back on the timer and whenever it reported a change
             # by someone else or the connection was new; else trust the last pass
             audit = time.monotonic() >= next_audit or FOREIGN in items or OF_DOWN in items
-            if self._layout_retry_at and time.monotonic() >= self._layout_retry_at:
+            if comp is not None and comp.retry_at and time.monotonic() >= comp.retry_at:
                 items.append(RECOMPUTE)  # companion: ports ovn-controller had not programmed
             ok = self._pass(audit or RECOMPUTE in items, full=RECOMPUTE in items)
-            if ok and self.pipeline.companion:
-                self._flush.repaired()
-                self._restore_entries()
+            if comp is not None:
+                self._after_pass(ok)
             interval = self.settings.audit_interval
             if not ok:
                 # not in sync (a DB resyncing, the switch away): look again soon, as
@@ -413,53 +405,18 @@ class Daemon:
             return items
 
     def _handle_removed(self, removed: list[RemovedEntry]) -> None:
-        if self.pipeline.companion:  # maybe ovn-controller's flush: kept to be put back
-            self._flush.hold(e for e in removed if not e.idled_out)
+        if self._companion is not None:  # maybe ovn-controller's flush: kept to be put back
+            self._companion.deleted(removed)
         try:
             self._entries.handle(removed, self._status.plans, self.live_channel())
         except Exception as exc:  # the switch went away: those entries are gone anyway
             log.warning("affinity_entries_not_extended", count=len(removed), error=str(exc))
 
-    def _poll_entry_ages(self) -> None:
-        """Companion: how long each learned entry has been idle, so that one
-        put back after a flush gets the time it had left (FLOW_REMOVED does
-        not say).  One flow-desc dump of the affinity table, matches and
-        stats only."""
+    def _after_pass(self, ok: bool) -> None:
+        assert self._companion is not None
         ch = self._channel
-        if ch is None or not ch.connected:
-            return
-        try:
-            parts = ch.dump_flow_desc(own.LEARNED_COOKIE, own.MAGIC_MASK, self.pipeline.affinity)
-        except Exception as exc:
-            log.debug("entry_ages_not_read", error=str(exc))
-            return
-        ages = {}
-        for part in parts:
-            for offset, _, _ in iter_entries(part.raw):
-                got = match_and_idle(part.raw, offset)
-                if got is not None:
-                    ages[got[0]] = got[1]
-        self._flush.ages.update(ages, time.monotonic())
-
-    def _restore_entries(self) -> None:
-        """After a flush of lbaffd's flows (ovn-controller (re)connecting), put
-        the learned affinity entries it took back once the flows are."""
-        due = self._flush.take()
-        if due is None:
-            return
-        restores, elapsed = due
-        try:
-            n = self._entries.restore(restores, self._status.plans, self.live_channel())
-        except Exception as exc:
-            log.warning("affinity_entries_not_restored", count=len(restores), error=str(exc))
-            return
-        if elapsed is not None:
-            self.metrics.flush_recoveries.inc()
-            self.metrics.flush_recovery_seconds.observe(elapsed)
-            log.info("flush_recovered", ms=round(elapsed * 1000, 1), entries_restored=n,
-                     entries_reported=len(restores))
-        elif n:
-            log.info("affinity_entries_restored", count=n)
+        if ch is not None and ch.connected:
+            self._companion.after_pass(ok, self._entries, self._status.plans, ch)
 
     def _pass(self, audit: bool = True, full: bool = False) -> bool:
         """One reconcile pass; False when it could not run (retried later).
@@ -483,8 +440,12 @@ class Daemon:
                 assert self._reconciler is not None
                 topo = build_topology(inputs.snapshot)
                 lbs = inputs.lbs
-                if self.pipeline.companion:
-                    lbs, topo = self._companion_view(inputs, topo, channel)
+                if self._companion is not None:
+                    lbs, topo = self._companion.view(inputs.snapshot, lbs, topo, channel)
+                    if self._zone_clash():
+                        log.error("ct_zone_in_use", zone=self.pipeline.ct_zone,
+                                  hint="ovn-controller assigned lbaffd's zone to a port; "
+                                  "restart lbaffd with another --ct-zone")
                 result = self._reconciler.reconcile(channel, lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
@@ -497,38 +458,6 @@ class Daemon:
         gc.collect()
         gc.freeze()
         return True
-
-    def _companion_view(self, inputs: Inputs, topo: Topology, channel: OpenFlowChannel
-                        ) -> tuple[tuple[model.LoadBalancer, ...], Topology]:
-        """Companion mode: the LBs taken over, with the client switches they
-        apply to, and the topology reduced to the ports ovn-controller has
-        programmed (their output flows found on the switch)."""
-        scope = scopes(inputs.snapshot, topo)
-        taken = take_over(inputs.lbs, scope, self.settings.take_over)
-        ofports = frozenset(p.ofport for p in topo.local_ports)
-        layout = self._layout = merge_layout(
-            self._layout, ovnchassis.read_layout(channel, sorted(ofports)), ofports)
-        known = layout.known_ports if layout is not None else frozenset()
-        waiting = [p.logical_port for p in topo.local_ports if p.ofport not in known]
-        if waiting:
-            # not programmed by ovn-controller yet (or not an OVN port): look again soon
-            self._layout_retry = min(max(self._layout_retry * 2, 0.25), 5.0)
-            self._layout_retry_at = time.monotonic() + self._layout_retry
-            log.info("ports_not_programmed_by_ovn", ports=",".join(sorted(waiting)[:20]),
-                     count=len(waiting), retry_in=self._layout_retry)
-        else:
-            self._layout_retry = 0.0
-            self._layout_retry_at = 0.0
-        if self._zone_clash(self.pipeline):
-            log.error("ct_zone_in_use", zone=self.pipeline.ct_zone,
-                      hint="ovn-controller assigned lbaffd's zone to a port; restart lbaffd "
-                      "with another --ct-zone")
-        self._scope, self._taken = scope, taken
-        self.metrics.lbs_left_to_ovn.set(len(taken.left_to_ovn))
-        ports = tuple(p for p in topo.local_ports if p.ofport in known)
-        shared = [0] + ([layout.output_table] if layout is not None else [])
-        return taken.lbs, replace(topo, local_ports=ports, ovn=layout,
-                                  foreign=ovnchassis.foreign_ids(channel, shared))
 
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there
@@ -556,21 +485,18 @@ class Daemon:
             return False
         self._sb_read_at = time.time()
         changed, issues = last.parse_change(rows)
-        realized = changed
-        if self.pipeline.companion:
-            if self._scope is None:
+        realized: Mapping[str, model.LoadBalancer | None] = changed
+        if self._companion is not None:  # as lbaffd realizes them next to OVN
+            taken = self._companion.realize(changed)
+            if taken is None:
                 return False
-            taken = take_over((lb for lb in changed.values() if lb is not None),
-                              self._scope, self.settings.take_over)
-            by_uuid = {lb.uuid: lb for lb in taken.lbs}
-            realized = {u: by_uuid.get(u) for u in changed}
+            realized = taken
         result = rec.reconcile_changed(self._ensure_channel(), realized, topo)
         if result is None:
             return False
         self._inputs = last.with_change(rows, changed, issues)
-        if self.pipeline.companion and self._scope is not None:
-            self._taken = take_over(self._inputs.lbs, self._scope, self.settings.take_over)
-            self.metrics.lbs_left_to_ovn.set(len(self._taken.left_to_ovn))
+        if self._companion is not None:
+            self._companion.after_change(self._inputs.lbs)
         self._done(result, issues + result.desired.issues)
         return True
 
@@ -621,7 +547,7 @@ class Daemon:
             desired_flows=len(r.desired.state.flows), desired_groups=len(r.desired.state.groups),
             installed_flows=r.installed_flows, installed_groups=r.installed_groups,
             last_sync=time.time())
-        left = self._taken.left_to_ovn if self._taken is not None else ()
+        left = self._companion.left_to_ovn if self._companion is not None else ()
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats,
                               mode=self.pipeline.mode, left_to_ovn=left)
         self._report.empty_vips(r.desired.vips)

@@ -52,6 +52,16 @@ class Restore:
     idle_so_far: int
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a repair after a flush (wave) puts back: ``seconds`` since the
+    flush began; ``first``: the first repair of this flush (count it once)."""
+
+    restores: list[Restore]
+    seconds: float
+    first: bool
+
+
 class FlushRecovery:
     """Worker-thread state: a flush noticed, the entries it took, whether
     lbaffd's own flows are back yet."""
@@ -60,15 +70,20 @@ class FlushRecovery:
         self.ages = EntryAges()
         self._flush_at: float | None = None
         self._repaired = False
-        self._reported = False
+        self._reported = False  # the flush has been counted
+        self._answered = True  # the last repair has been reported
         self._held: list[tuple[RemovedEntry, float]] = []
 
     def noticed(self, now: float | None = None) -> None:
-        """lbaffd flows were deleted by someone else (not by lbaffd)."""
+        """lbaffd flows were deleted by someone else (not by lbaffd).  A flush
+        comes in waves (ovn-controller deletes all flows, then all groups,
+        which takes the flows that point at them): a wave within ``WINDOW`` of
+        the first belongs to the same flush and asks for another repair."""
         now = time.monotonic() if now is None else now
         if self._flush_at is None or now - self._flush_at > WINDOW:
             self._flush_at = now
-            self._repaired = self._reported = False
+            self._reported = False
+        self._repaired = False
 
     def hold(self, deleted: Iterable[RemovedEntry], now: float | None = None) -> None:
         """Learned entries the switch reported deleted (not idled out)."""
@@ -77,24 +92,25 @@ class FlushRecovery:
 
     def repaired(self) -> None:
         """A pass has put lbaffd's flows and groups back."""
-        if self._flush_at is not None:
+        if self._flush_at is not None and not self._repaired:
             self._repaired = True
+            self._answered = False  # this wave's repair is still to be reported
 
-    def take(self, now: float | None = None) -> tuple[list[Restore], float | None] | None:
-        """Once the flows are back: the entries to restore, and (the first
-        time for a flush) the seconds since it began; None when nothing is
-        due.  Entries deleted while lbaffd's own flows were not (a backend
-        removed: ``delete_learned``) are never restored."""
+    def take(self, now: float | None = None) -> Recovered | None:
+        """Once the flows are back after a wave: the entries to restore and the
+        seconds since the flush began; None when nothing is due.  Entries
+        deleted while lbaffd's own flows were not (a backend removed:
+        ``delete_learned``) are never restored."""
         now = time.monotonic() if now is None else now
         start = self._flush_at
         if start is None or now - start > WINDOW:
             self._flush_at = None
             self._held = []
             return None
-        if not self._repaired or (self._reported and not self._held):
+        if not self._repaired or (self._answered and not self._held):
             return None
         picked = [Restore(e, self.ages.idle(e.match, now)) for e, _ in self._held]
         self._held = []
         first = not self._reported
-        self._reported = True
-        return picked, (now - start) if first else None
+        self._reported = self._answered = True
+        return Recovered(picked, now - start, first)

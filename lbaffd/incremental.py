@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+from lbaffd import isolation
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, Slot, VipCache, VipPlan, make_plan, plan_vips
 from lbaffd.diff import ChangeSet, diff
-from lbaffd.model import LoadBalancer
+from lbaffd.model import LoadBalancer, ParseIssue
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, cookie
 from lbaffd.pipeline import Pipeline
 from lbaffd.topology import Topology
@@ -78,6 +79,17 @@ class DesiredIndex:
         new_plans = self._plan(changed, topo, distribution, min_slots)
         if new_plans is None:
             return None
+        # a VIP that cannot be compiled is left out by a full pass, which
+        # reports it (``isolation``): decline before touching anything
+        compiled: list[ParseIssue] = []
+        leaving = {gid for uuid in changed for owner in self.by_lb.get(uuid, [])
+                   for gid, _ in cache.get(self.plans[owner], pipeline, max_idle, topo).groups()}
+        taken = {gid: b"" for gid in self.groups if gid not in leaving}
+        for plan in new_plans:
+            part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, taken, compiled)
+            if part is None:
+                return None
+            taken.update(part.groups())
         touched_flows: set[FlowId] = set()
         touched_groups: set[int] = set()
         old_flows: dict[FlowId, FlowBody] = {}
@@ -100,10 +112,11 @@ class DesiredIndex:
                 plan = self.plans.pop(owner)
                 part = cache.get(plan, pipeline, max_idle, topo)
                 remember({*part.flow_ids, *(fid for _, fid, _ in part.shared)},
-                         {part.group_id})
+                         {gid for gid, _ in part.groups()})
                 for fid in part.flow_ids:
                     self._drop(fid)
-                del self.groups[part.group_id]
+                for gid, _ in part.groups():
+                    del self.groups[gid]
                 for _, fid, _ in part.shared:
                     users = self.refs.get(fid)
                     if users is not None:
@@ -122,10 +135,11 @@ class DesiredIndex:
         for plan in new_plans:  # in with the new
             part = cache.get(plan, pipeline, max_idle, topo)
             remember({*part.flow_ids, *(fid for _, fid, _ in part.shared)},
-                     {part.group_id})
+                     {gid for gid, _ in part.groups()})
             for fid, body in zip(part.flow_ids, part.flows, strict=True):
                 self._put(fid, body)
-            self.groups[part.group_id] = part.group
+            for gid, g in part.groups():
+                self.groups[gid] = g
             self.owners[own.owner_cookie(plan.owner)] = plan.owner
             for shared_owner, fid, body in part.shared:
                 if fid not in self.flows:

@@ -30,6 +30,10 @@ class Metrics:
         self.parse_errors = Counter(
             "lbaffd_parse_errors_total", "Bad SB load-balancer input seen, by reason",
             ["reason"], registry=r)
+        self.install_failures = Counter(
+            "lbaffd_vip_install_failures_total",
+            "VIPs left out of a pass because they could not be installed (group too large, "
+            "encoding error, refused by the switch), by reason", ["reason"], registry=r)
         self.reconciles = Counter(
             "lbaffd_reconcile_total", "Reconcile passes, by result", ["result"], registry=r)
         self.reconcile_seconds = Histogram(
@@ -39,6 +43,13 @@ class Metrics:
         self.changes = Counter(
             "lbaffd_openflow_changes_total", "Flow and group changes sent, by kind",
             ["kind"], registry=r)
+        self.repairs = Counter(
+            "lbaffd_switch_repairs_total", "Audits that found lbaffd's flows or groups removed "
+            "or changed by someone else (del-flows, another controller) and put them back",
+            registry=r)
+        self.repaired = Counter(
+            "lbaffd_switch_repaired_changes_total",
+            "Flow and group changes those repairs sent", registry=r)
         self.desired_flows = Gauge("lbaffd_desired_flows", "Flows lbaffd wants", registry=r)
         self.desired_groups = Gauge("lbaffd_desired_groups", "Groups lbaffd wants", registry=r)
         self.installed_flows = Gauge(

@@ -158,6 +158,7 @@ def parse_vip(key: str, value: str, protocol: str) -> tuple[Vip, list[tuple[str,
         raise _Bad("bad_address", f"VIP {key!r} is not a unicast address")
     warnings: list[tuple[str, str]] = []
     backends: list[Endpoint] = []
+    seen: set[Endpoint] = set()  # a list's ``in`` made 5000 backends ~1.6 s (quadratic)
     for item in value.split(","):
         if not item.strip():
             continue
@@ -169,9 +170,10 @@ def parse_vip(key: str, value: str, protocol: str) -> tuple[Vip, list[tuple[str,
                 "port_mismatch",
                 f"backend {item.strip()!r} must {'not ' if vip.port is None else ''}have a port",
             )
-        if be in backends:
+        if be in seen:
             warnings.append(("duplicate_backend", f"backend {be} listed twice; used once"))
             continue
+        seen.add(be)
         backends.append(be)
     return Vip(key=key, endpoint=vip, protocol=protocol, backends=tuple(backends)), warnings
 

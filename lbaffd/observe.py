@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
+from lbaffd import groupsplit
 from lbaffd import ownership as own
 from lbaffd.compiler import VipPlan
 from lbaffd.model import Endpoint
@@ -103,6 +104,11 @@ def read_affinity_entries(channel: Channel) -> list[AffinityEntry]:
     return sorted(entries, key=lambda e: (e.vip_id, e.datapath, e.client))
 
 
+def _body(reply: Any) -> list[Any]:
+    msg = reply.parse()
+    return list(msg.body) if msg is not None else []
+
+
 def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
                         pipeline: Pipeline) -> dict[int, list[int]]:
     """group id -> ``[packets, bytes]`` of each backend of the VIP, flat, in
@@ -120,19 +126,36 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
             found = where[plan.group_id] = {be: i for i, be in enumerate(plan.vip.backends)}
         return found
 
-    for reply in channel.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL)):
-        msg = reply.parse()
-        for g in msg.body if msg is not None else ():
-            plan = by_gid.get(g.group_id)
-            if plan is None:
-                continue
-            c, at = counts[g.group_id], index(plan)
-            # a backend may own many buckets (balanced distribution): add them up
-            for (_, be), bc in zip(plan.buckets, g.bucket_stats, strict=False):
-                i = at.get(be)
-                if i is not None:
-                    c[2 * i] += bc.packet_count
-                    c[2 * i + 1] += bc.byte_count
+    stats = [g for reply in channel.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL))
+             for g in _body(reply)]
+    # a split VIP's backends are counted in its part groups (``groupsplit``):
+    # part j holds slice j of the plan's buckets, in order
+    present = {g.group_id for g in stats}
+    part_of: dict[int, tuple[VipPlan, tuple[tuple[int, Endpoint], ...]]] = {}
+    for big in by_gid.values():
+        if not groupsplit.may_split(len(big.buckets)):
+            continue
+        ids = [groupsplit.part_group_id(big.group_id, j) for j in range(groupsplit.MAX_PARTS)]
+        n = sum(1 for gid in ids if gid in present)
+        for gid, (start, end) in zip(ids, groupsplit.part_slices(len(big.buckets), n),
+                                     strict=False):
+            part_of[gid] = (big, big.buckets[start:end])
+    for g in stats:
+        plan = by_gid.get(g.group_id)
+        buckets = plan.buckets if plan is not None else ()
+        if g.group_id in part_of:
+            plan, buckets = part_of[g.group_id]
+        elif plan is not None and groupsplit.part_group_id(plan.group_id, 0) in part_of:
+            continue  # a split VIP's top group: a bucket per part, not per backend
+        if plan is None:
+            continue
+        c, at = counts[plan.group_id], index(plan)
+        # a backend may own many buckets (balanced distribution): add them up
+        for (_, be), bc in zip(buckets, g.bucket_stats, strict=False):
+            i = at.get(be)
+            if i is not None:
+                c[2 * i] += bc.packet_count
+                c[2 * i + 1] += bc.byte_count
     for f in _flows(channel, own.MANAGED_COOKIE, own.MAGIC_MASK, pipeline.lb,
                     with_actions=False):
         if f.priority != PRIO_HIT:

@@ -12,7 +12,8 @@ Cookie layout (64 bits)::
 
 OVN's cookies are 32-bit (a logical flow's uuid prefix), so both magics keep
 lbaffd out of OVN's cookie space.  Groups have no cookie in OpenFlow: lbaffd
-uses ids in ``GROUP_ID_MIN..GROUP_ID_MAX`` (OVN allocates small ids from 1).
+uses ids in ``GROUP_ID_MIN..GROUP_ID_MAX`` (OVN allocates small ids from 1),
+and ``PART_GROUP_MIN..PART_GROUP_MAX`` for the parts of split VIP groups.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ FULL_MASK = (1 << 64) - 1
 GROUP_ID_MIN = 0xB0000000
 GROUP_ID_SPACE = 1 << 28
 GROUP_ID_MAX = GROUP_ID_MIN + GROUP_ID_SPACE - 1
+# the part groups of VIPs too large for one group (``groupsplit``): no flow
+# names them, only their VIP's top group does
+PART_GROUP_MIN = 0xC0000000
+PART_GROUP_MAX = PART_GROUP_MIN + GROUP_ID_SPACE - 1
 
 GLOBAL_OWNER: OwnerKey = ("global",)
 
@@ -64,6 +69,12 @@ def is_learned(cookie: int) -> bool:
 
 
 def is_lbaffd_group(group_id: int) -> bool:
+    """A group lbaffd owns: a VIP's group or a part of a split one."""
+    return GROUP_ID_MIN <= group_id <= GROUP_ID_MAX or PART_GROUP_MIN <= group_id <= PART_GROUP_MAX
+
+
+def is_vip_group(group_id: int) -> bool:
+    """A VIP's own group id (the one its flows name), not a part group."""
     return GROUP_ID_MIN <= group_id <= GROUP_ID_MAX
 
 

@@ -9,6 +9,7 @@ empty, so nothing is removed or re-added and learned affinity entries live on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,13 +18,15 @@ from typing import Any, Protocol
 
 import structlog
 
+from lbaffd import isolation
 from lbaffd import ownership as own
 from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
 from lbaffd.diff import ChangeSet, DiffStream, diff
 from lbaffd.distribution import BALANCED
 from lbaffd.incremental import DesiredIndex
-from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer
+from lbaffd.model import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
 from lbaffd.openflow import codec, fastdecode, packed, wire
+from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
@@ -42,6 +45,7 @@ class BundleWriter(Protocol):
     def add(self, msg: Any) -> None: ...
     def commit(self) -> None: ...
     def discard(self) -> None: ...
+    def position(self, xid: int) -> int | None: ...
 
 
 class Channel(Protocol):
@@ -66,15 +70,18 @@ class ReconcileResult:
     # where a full pass spent its time, in seconds: reading the switch back,
     # compiling (and streaming the bundle), committing it, the barrier
     phases: tuple[tuple[str, float], ...] = ()
+    # an audit of unchanged inputs (audit_unchanged): every change it sent put
+    # back what someone else removed or changed on the switch
+    repair: bool = False
 
 
 def _group_ref(spec: FlowSpec) -> int:
     """The lbaffd group a flow dispatches to or names as its VIP id (0: none)."""
     for a in spec.actions:
-        if isinstance(a, Group) and own.is_lbaffd_group(a.group_id):
+        if isinstance(a, Group) and own.is_vip_group(a.group_id):
             return a.group_id
         if (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
-                and own.is_lbaffd_group(a.value)):
+                and own.is_vip_group(a.value)):
             return a.value
     return 0
 
@@ -198,19 +205,31 @@ def read_installed(channel: Channel, cache: DecodeCache | None = None
 
 
 TICK_DECODES = 50
+MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives up
+
+
+class RefusalsExhausted(Exception):
+    """The switch refused more VIPs in one pass than a pass retries for
+    (those found so far stay out: the next pass goes on from there)."""
 CLEAR_ENCODER_CACHES_AFTER = 10_000  # bundle messages
 
 
 def to_messages(cs: ChangeSet) -> list[wire.RawMessage]:
     """Order matters inside the bundle: groups must exist before flows point
     at them, and flows must be gone before their group is deleted."""
-    msgs: list[wire.RawMessage] = []
-    msgs += [packed.group_add_message(g) for g in cs.add_groups]
-    msgs += [packed.group_modify_message(g) for g in cs.mod_groups]
-    msgs += [packed.delete_message(f) for f in cs.del_flows]
-    msgs += [packed.add_message(f) for f in cs.add_flows]
-    msgs += [packed.modify_message(f) for f in cs.mod_flows]
-    msgs += [wire.group_delete(gid) for gid in cs.del_groups]
+    return [msg for _, msg in keyed_messages(cs)]
+
+
+def keyed_messages(cs: ChangeSet) -> list[tuple[int, wire.RawMessage]]:
+    """``to_messages``, each with its ledger key (``isolation.BundleLedger``:
+    a group's id or a flow's cookie)."""
+    msgs: list[tuple[int, wire.RawMessage]] = []
+    msgs += [(packed.group_id(g), packed.group_add_message(g)) for g in cs.add_groups]
+    msgs += [(packed.group_id(g), packed.group_modify_message(g)) for g in cs.mod_groups]
+    msgs += [(packed.cookie(f), packed.delete_message(f)) for f in cs.del_flows]
+    msgs += [(packed.cookie(f), packed.add_message(f)) for f in cs.add_flows]
+    msgs += [(packed.cookie(f), packed.modify_message(f)) for f in cs.mod_flows]
+    msgs += [(gid, wire.group_delete(gid)) for gid in cs.del_groups]
     return msgs
 
 
@@ -237,6 +256,12 @@ class Reconciler:
         self._installed: PackedState | None = None  # valid only after a clean pass
         self._channel: Channel | None = None
         self._index: DesiredIndex | None = None  # for incremental passes, like _installed
+        # VIPs the switch refused, out while their row is unchanged (``isolation``)
+        self.exclusions = isolation.Exclusions()
+        # the bundle being sent, what each of its messages is for, and the
+        # desired state it carries (once compiled): to blame a refusal
+        self._attempt: tuple[BundleWriter, isolation.BundleLedger, DesiredState | None] | None = (
+            None)
         self.on_delete: Callable[[tuple[FlowSpec, ...]], None] | None = None
 
     def _announce(self, deleted: tuple[FlowBody, ...]) -> None:
@@ -250,12 +275,79 @@ class Reconciler:
         self._announce(changes.del_flows)
         channel.bundle(to_messages(changes))
 
+    def _send_keyed(self, channel: Channel, changes: ChangeSet, desired: DesiredState) -> None:
+        """``_send``, with a ledger of what each message is for (``_blame``)."""
+        self._announce(changes.del_flows)
+        bundle = channel.open_bundle()
+        ledger = isolation.BundleLedger()
+        self._attempt = (bundle, ledger, desired)
+        try:
+            for key, msg in keyed_messages(changes):
+                ledger.keys.append(key)
+                bundle.add(msg)
+        except BaseException:
+            bundle.discard()
+            raise
+        bundle.commit()
+        self._attempt = None
+
     @property
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
         return dict(self._group_ids)
 
     def reconcile(self, channel: Channel, lbs: tuple[LoadBalancer, ...],
                   topo: Topology, audit: bool = True) -> ReconcileResult:
+        """A full pass.  When the switch refuses one message of the bundle
+        (nothing of it applies), the VIP it was for is left out and the pass
+        runs again, at most ``MAX_REFUSALS_PER_PASS`` times; a refusal that no
+        VIP can be blamed for fails the pass as before."""
+        rows = {lb.uuid: lb for lb in lbs}
+        for _ in range(MAX_REFUSALS_PER_PASS):
+            kept, excluded = self.exclusions.apply(lbs)
+            try:
+                result = self._reconcile(channel, kept, topo, audit)
+            except OpenFlowError as exc:
+                if not self._blame(exc, rows):
+                    raise
+                continue
+            if not excluded:
+                return result
+            desired = dataclasses.replace(result.desired,
+                                          issues=result.desired.issues + excluded)
+            if self._index is not None:  # incremental passes go on reporting them
+                self._index.issues = desired.issues
+            return dataclasses.replace(result, desired=desired)
+        raise RefusalsExhausted(f"more than {MAX_REFUSALS_PER_PASS} VIPs refused in one pass")
+
+    def _blame(self, exc: OpenFlowError, rows: Mapping[str, LoadBalancer]) -> bool:
+        """Exclude the VIP(s) the failing message of the last bundle was for."""
+        attempt = self._attempt
+        if attempt is None:
+            return False
+        bundle, ledger, desired = attempt
+        self._attempt = None
+        at = bundle.position(exc.xid)
+        key = ledger.at(at) if at is not None else None
+        if key is None or desired is None:
+            return False
+        if key <= 0xFFFFFFFF and not own.is_vip_group(key):
+            key = isolation.vip_group_of_part(key, desired.state.groups) or key
+        users: dict[int, tuple[own.OwnerKey, ...]] = {}
+        if key > 0xFFFFFFFF and desired.owners.get(key, ("",))[0] != "vip":
+            for fid, owners in desired.shared_refs.items():
+                body = desired.state.flows.get(fid)
+                if body is not None and packed.cookie(body) == key:
+                    users[key] = (*users.get(key, ()), *owners)
+        blamed = [o for o in isolation.blamed_owners(key, desired.owners, desired.vips, users)
+                  if o[1] in rows and not self.exclusions.known(o)]
+        for owner in blamed:
+            log.warning("vip_refused_by_switch", lb=rows[owner[1]].name or owner[1],
+                        vip=owner[2], error=str(exc))
+            self.exclusions.add(owner, rows[owner[1]], str(exc))
+        return bool(blamed)
+
+    def _reconcile(self, channel: Channel, lbs: tuple[LoadBalancer, ...],
+                   topo: Topology, audit: bool) -> ReconcileResult:
         start = time.monotonic()
         audit = audit or self._installed is None or channel is not self._channel
         self._channel = channel
@@ -280,16 +372,20 @@ class Reconciler:
         # adds on its own core meanwhile (half of a cold pass at 1000s of LBs).
         stream = DiffStream(installed)
         bundle = channel.open_bundle()
+        ledger = isolation.BundleLedger()  # which owner each message is for
+        self._attempt = (bundle, ledger, None)
 
         def on_group(gid: int, g: GroupBody) -> None:
             kind = stream.group(gid, g)
             if kind is not None:
+                ledger.group(gid)
                 bundle.add(packed.group_add_message(g) if kind == "add"
                            else packed.group_modify_message(g))
 
         def on_flow(fid: FlowId, f: FlowBody) -> None:
             kind = stream.flow(fid, f)
             if kind is not None:
+                ledger.flow(packed.cookie(f))
                 bundle.add(packed.add_message(f) if kind == "add" else packed.modify_message(f))
 
         try:
@@ -299,17 +395,21 @@ class Reconciler:
             changes = stream.finish(desired.state)
             self._announce(changes.del_flows)
             for f in changes.del_flows:  # flows first: their groups go last
+                ledger.flow(packed.cookie(f))
                 bundle.add(packed.delete_message(f))
             for gid in changes.del_groups:
+                ledger.group(gid)
                 bundle.add(wire.group_delete(gid))
         except BaseException:
             bundle.discard()
             raise
         t_compiled = t_committed = time.monotonic()
         if bundle.count:
+            self._attempt = (bundle, ledger, desired)
             bundle.commit()
             t_committed = time.monotonic()
             channel.barrier()
+        self._attempt = None  # (its ledger is ~1 MB after a cold pass)
         t_end = time.monotonic()
         if audit:
             self._decoded.adopt(desired.state.flows, desired.state.groups)
@@ -380,7 +480,7 @@ class Reconciler:
         return ReconcileResult(
             changes=total, desired=desired, installed_flows=n_flows,
             installed_groups=len(have_groups), seconds=time.monotonic() - start,
-            foreign=foreign, audited=True,
+            foreign=foreign, audited=True, repair=True,
         )
 
     def _apply(self, channel: Channel, index: DesiredIndex, changes: ChangeSet,
@@ -405,14 +505,31 @@ class Reconciler:
             return None
         start = time.monotonic()
         installed = self._installed
+        # VIPs the switch refused stay out while their row is unchanged; a
+        # changed row's are tried again (their old reports go)
+        kept: dict[str, LoadBalancer | None] = {}
+        still: list[ParseIssue] = []
+        for uuid, lb in changed.items():
+            kept[uuid], excluded = self.exclusions.one(lb)
+            still += excluded
+        names = {lb.name or lb.uuid for lb in changed.values() if lb is not None}
         self._index = self._installed = None  # unknown until this pass has gone through
-        changes = index.apply(changed, topo, self._pipeline, self._compiled, self._max_idle,
+        changes = index.apply(kept, topo, self._pipeline, self._compiled, self._max_idle,
                               self._distribution, self.min_slots)
+        if changes is not None:
+            index.issues = (*(i for i in index.issues
+                              if not (i.reason in isolation.INSTALL_REASONS and i.lb in names)),
+                            *still)
         if changes is None:  # declined before touching anything
             self._installed = installed
             return None
         if not changes.empty:
-            self._send(channel, changes)
+            try:
+                self._send_keyed(channel, changes, index.desired())
+            except OpenFlowError as exc:
+                if self._blame(exc, {u: lb for u, lb in changed.items() if lb is not None}):
+                    return None  # a full pass runs now, without the refused VIP
+                raise
             channel.barrier()
         self._index = index
         self._group_ids = index.group_ids

@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from lbaffd import model
+from lbaffd import isolation, model
 from lbaffd import ownership as own
 from lbaffd.compiler import VipPlan
 from lbaffd.metrics import Metrics
@@ -30,6 +30,11 @@ class PassReport:
         """Log each bad input once (not every pass), and its clearing."""
         current = set(issues)
         for issue in sorted(current - self._reported, key=lambda i: (i.lb, i.vip, i.reason)):
+            if issue.reason in isolation.INSTALL_REASONS:  # well formed, not installable
+                log.error("vip_install_failed", lb=issue.lb, vip=issue.vip or None,
+                          reason=issue.reason, detail=issue.detail)
+                self.metrics.install_failures.labels(issue.reason).inc()
+                continue
             emit = log.error if issue.fatal else log.warning
             emit("lb_input_rejected" if issue.fatal else "lb_input_warning", lb=issue.lb,
                  vip=issue.vip or None, reason=issue.reason, detail=issue.detail)
@@ -61,6 +66,9 @@ class PassReport:
         m = self.metrics
         c = r.changes
         m.reconciles.labels("ok").inc()
+        if r.repair and not c.empty:
+            m.repairs.inc()
+            m.repaired.inc(len(c))
         m.reconcile_seconds.observe(r.seconds)
         for kind, n in (("group_add", len(c.add_groups)), ("group_modify", len(c.mod_groups)),
                         ("group_delete", len(c.del_groups)), ("flow_add", len(c.add_flows)),

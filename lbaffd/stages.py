@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from lbaffd import groupsplit
 from lbaffd import ownership as own
 from lbaffd.model import Endpoint, IPAddress, Vip, ip_text
 from lbaffd.openflow.flowspec import (
@@ -395,7 +396,8 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
                 _hairpin_snat(b, p, plan, tk, be)
     # one DNAT action per backend, shared by its bucket(s) and its hit flow
     commit = {be: _commit_to(p, be, gid) for be in plan.live_backends}
-    b.groups.append(vip_group(p, plan, commit))
+    # a group too large for group-desc goes in parts (last: the VIP's own)
+    b.groups.extend(groupsplit.vip_groups(plan, vip_group(p, plan, commit)))
     if not affinity or not plan.live_backends:
         return
     timeout = plan.lb.affinity_timeout or 0

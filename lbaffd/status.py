@@ -66,7 +66,13 @@ def format_lb_show(status: Status, name: str,
             if name in status.left_to_ovn:
                 return (f"load balancer {name}: left to OVN (not taken over: see "
                         "--take-over); ovn-controller balances it\n")
-            return None
+            # an LB none of whose VIPs is realized still has its reasons
+            issues = [i for i in status.issues if i.lb == name]
+            if not issues:
+                return None
+            return "\n".join([f"load balancer {name} (no VIP installed)",
+                              *(f"  rejected: {i.vip or '(lb)'} {i.reason}: {i.detail}"
+                                for i in issues)]) + "\n"
         plans = matches[0]
     lb = plans[0].lb
     out = [f"load balancer {lb.name} ({lb.uuid})",

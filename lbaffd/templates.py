@@ -20,8 +20,9 @@ How it stays exact:
   values and B's bytes the same value of B.  It is kept only if it turns B's
   values into B's bytes exactly and the VIP at hand into its own compiled
   part; else that shape is always compiled.
-- VIPs with an IPv6 address and LBs with ``hairpin_snat_ip`` are always
-  compiled.
+- VIPs with an IPv6 address, LBs with ``hairpin_snat_ip`` and VIPs with
+  so many buckets that their group may have to be split (``groupsplit``)
+  are always compiled.
 
 The group is filled in bucket by bucket (``_GroupTemplate``): its bucket
 order follows hashes of the backends, so each backend has a bucket template
@@ -38,6 +39,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+from lbaffd import groupsplit
 from lbaffd import ownership as own
 from lbaffd.model import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.openflow import wire
@@ -297,7 +299,8 @@ class VipTemplates:
                       _kept(Vip, _REPLACED_VIP))
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-        if plan.lb.hairpin_snat_ip:
+        if plan.lb.hairpin_snat_ip or groupsplit.may_split(len(plan.buckets)):
+            # a group that may need parts (``groupsplit``) is built by the stages
             return self._compile(plan, p, max_idle, topo)
         addrs = _addresses(plan)
         if any(ip.version != 4 for ip in addrs):  # (the model refuses mixed families anyway)

@@ -41,6 +41,13 @@ class VipPart:
     group_id: int
     group: GroupBody
     shared: tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]
+    # a VIP too large for one group: its part groups (``groupsplit``), which
+    # ``group`` (the VIP's own id) selects from
+    parts: tuple[tuple[int, GroupBody], ...] = ()
+
+    def groups(self) -> tuple[tuple[int, GroupBody], ...]:
+        """Every group of the VIP, parts first (what the top group names)."""
+        return (*self.parts, (self.group_id, self.group))
 
 
 def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
@@ -69,10 +76,11 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
             if mac is not None:
                 forward_flow(shared, p, tk, addr_text(be.ip), mac)
     bodies = tuple(map(pack_flow, own_flows.flows.values()))
-    group = own_flows.groups[0]
+    *parts, group = own_flows.groups  # the VIP's own group last
     return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
                    tuple(_shared(shared.owners[f.cookie], pack_flow(f))
-                         for f in shared.flows.values()))
+                         for f in shared.flows.values()),
+                   tuple((g.group_id, pack_group(g)) for g in parts))
 
 
 def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:

@@ -1,9 +1,15 @@
 """``make demo``: a sandbox, lbaffd on it, and sticky sessions shown live.
 
-Starts a private OVS + OVN SB sandbox in ``./run/demo``, writes one logical
-switch, five port bindings and a load balancer with ``affinity_timeout`` to
-the SB, runs the real daemon against it, then lets two clients open new
-connections to the VIP every second and prints which backend each reached.
+By default the companion demo (``lbaffd_sandbox.companion_demo``): real
+ovn-northd and two chassis with ovn-controller, OVN's own affinity vs lbaffd
+in companion mode for new clients, side by side.
+
+``--standalone``: the standalone demo.  Starts a private OVS + OVN SB sandbox
+in ``./run/demo``, writes one logical switch, five port bindings and a load
+balancer with ``affinity_timeout`` to the SB, runs the real daemon against it,
+then lets two clients open new connections to the VIP every second and prints
+which backend each reached.
+
 Ctrl-C (or ``--stop`` from another shell) tears everything down.
 """
 
@@ -18,6 +24,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from lbaffd_sandbox import companion_demo
 from lbaffd_sandbox.sandbox import Sandbox, _kill_pidfile
 from lbaffd_sandbox.topology import VIP, VIP_PORT, build_demo_topology
 
@@ -119,6 +126,11 @@ def main() -> int:
                    help="sandbox only; print the command to run lbaffd yourself")
     p.add_argument("--affinity-timeout", type=int, default=30)
     p.add_argument("--rundir", type=Path, default=RUNDIR)
+    p.add_argument("--standalone", action="store_true",
+                   help="the standalone demo (lbaffd owns br-int; SB rows written directly) "
+                        "instead of companion mode next to a real ovn-controller")
+    p.add_argument("--metrics-address", default="127.0.0.1:9476",
+                   help="companion demo: lbaffd's --metrics-address")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("make demo needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
@@ -130,7 +142,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     # the default demo has a fixed, recognizable prefix; others (tests) a random one
-    sb = Sandbox(args.rundir, prefix="lxdemo" if args.rundir == RUNDIR else None)
+    prefix = "lxdemo" if args.rundir == RUNDIR else None
+    if not args.standalone:
+        try:
+            return companion_demo.run(args.rundir, prefix, args.duration, args.no_daemon,
+                                      args.affinity_timeout, args.metrics_address)
+        except Stop:
+            return 0
+    sb = Sandbox(args.rundir, prefix=prefix)
     proc: subprocess.Popen[bytes] | None = None
     try:
         sb.start()

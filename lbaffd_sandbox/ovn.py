@@ -205,6 +205,7 @@ class OvnSandbox(Sandbox):
         self._add_ns(ch.ovs_ns)
         run("ip", "-n", ch.ovs_ns, "link", "set", "lo", "up")
         r = ch.rundir
+        (r / "db.db").unlink(missing_ok=True)  # a fresh DB every start (make demo reuses run/)
         run("ovsdb-tool", "create", str(r / "db.db"), str(VSWITCH_SCHEMA), env=ch.env)
         run("ovsdb-server", str(r / "db.db"), "--detach", "--no-chdir",
             f"--pidfile={r / 'db.pid'}", f"--log-file={r / 'db.log'}",
@@ -254,9 +255,14 @@ class OvnSandbox(Sandbox):
     def _start_ovn_controller(self, ch: OvnChassis) -> None:
         """ovn-controller by hand with the chassis' environment: it reads
         ``OVS_RUNDIR`` for br-int's management socket and puts its control
-        socket ``ovn-controller.<pid>.ctl`` in ``OVN_RUNDIR``."""
+        socket ``ovn-controller.<pid>.ctl`` in ``OVN_RUNDIR``.  It runs in
+        the chassis' OVS namespace, as on a real hypervisor where it sees the
+        same interfaces as ovs-vswitchd (it opens the netdevs of the bridge
+        holding the encap IP; from elsewhere it warns ``br-phy: could not
+        open netdev``); its sockets are files, reachable from any namespace."""
         pidfile = ch.controller_pidfile
-        run("ovn-controller", ch.ovs_db_remote, "--detach", "--no-chdir",
+        run("ip", "netns", "exec", ch.ovs_ns, "ovn-controller", ch.ovs_db_remote,
+            "--detach", "--no-chdir",
             f"--pidfile={pidfile}", f"--log-file={ch.rundir / 'ovn-controller.log'}",
             env=ch.env)
         if pidfile not in self._pidfiles:

@@ -3,8 +3,8 @@
 
 ::
 
-    cli1 cli2 be1 be2 [be3 on chassis 2]        rcli1
-      \\   |    |   |   /                          |
+    cli1 cli2 be1 be2 [cli3 be3 on chassis 2]        rcli1
+      \\   |    |   |   /                               |
        sw0 10.0.0.0/24 ---- lr0 ---- sw1 10.0.1.0/24
        ACL on sw0: to-lport allow-related ip4; drop tcp.dst == 9999
        LBs on sw0 and sw1:  lb-aff   172.16.0.10:80 -> be1..be3:8080, affinity_timeout
@@ -104,6 +104,7 @@ class HostSpec:
 HOSTS = {
     "cli1": HostSpec("sw0", "10.0.0.11", 11, 1),
     "cli2": HostSpec("sw0", "10.0.0.12", 12, 1),
+    "cli3": HostSpec("sw0", "10.0.0.13", 13, 2),  # a client of chassis 2 (lbaffd there too)
     "be1": HostSpec("sw0", "10.0.0.21", 21, 1),
     "be2": HostSpec("sw0", "10.0.0.22", 22, 1),
     "be3": HostSpec("sw0", "10.0.0.23", 23, 2),  # the remote backend with two chassis
@@ -124,19 +125,28 @@ class AddressPool:
     each one is a *new* client to a load balancer."""
 
     next_octet: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_SWITCHES, 100))
+    wrap: bool = False  # start again at .100 after .254 (long-running demo)
 
-    def take(self, host: Host, switch: str, n: int) -> list[str]:
+    def allocate(self, switch: str, n: int) -> list[str]:
+        """The next ``n`` unused addresses of ``switch``'s subnet (.100-.254)."""
         base = ALL_SWITCHES[switch].cidr.rsplit(".", 1)[0]
         out = []
         for _ in range(n):
             octet = self.next_octet[switch]
             if octet > 254:
-                raise RuntimeError(f"no fresh client addresses left on {switch}")
+                if not self.wrap:
+                    raise RuntimeError(f"no fresh client addresses left on {switch}")
+                octet = 100
             self.next_octet[switch] = octet + 1
-            ip = f"{base}.{octet}"
-            host.add_address(ip)
-            out.append(ip)
+            out.append(f"{base}.{octet}")
         return out
+
+    def take(self, host: Host, switch: str, n: int) -> list[str]:
+        """``allocate`` and add the addresses to ``host``'s eth0."""
+        ips = self.allocate(switch, n)
+        for ip in ips:
+            host.add_address(ip)
+        return ips
 
 
 @dataclass

@@ -428,16 +428,17 @@ class Sandbox:
         return host
 
     def start_server(self, host: Host, port: int, proto: str = "tcp",
-                     ipv6: bool = False) -> None:
+                     ipv6: bool = False, with_address: bool = False) -> None:
         """A backend that answers every connection/datagram with its host name
-        (on IPv6 too with ``ipv6``)."""
+        (on IPv6 too with ``ipv6``; ``NAME@ADDRESS`` for TCP with ``with_address``)."""
         pidfile = self.rundir / f"srv-{host.name}-{proto}-{port}.pid"
         log = self.rundir / f"srv-{host.name}-{proto}-{port}.log"
         with open(log, "wb") as out:
             subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, "-m",
                               "lbaffd_sandbox.server", "--port", str(port), "--name", host.name,
                               "--proto", proto, "--pidfile", str(pidfile),
-                              *(["--ipv6"] if ipv6 else [])],
+                              *(["--ipv6"] if ipv6 else []),
+                              *(["--with-address"] if with_address else [])],
                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_for(pidfile.exists, 10, f"server {host.name}:{port}")
         self._pidfiles.append(pidfile)

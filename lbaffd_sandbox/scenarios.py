@@ -16,9 +16,16 @@ same code:
   back-to-back race an affinity implementation must not lose).
 - ``routed``: a new client on the other switch (sw1, through lr0), K
   connections one after another.
+- ``hairpin``: a backend (be1, from its own address) to the VIP it serves, K
+  connections: the ones balanced to be1 itself need hairpin handling (OVN
+  SNATs them to the VIP).  Not from a secondary address: OVN's hairpin flows
+  match ``ip.src == ip.dst == backend``, so a packet from another address of
+  be1 balanced to be1 is an ordinary one with outport == inport, which OVN
+  drops (measured: such connections time out).  So be1 is a *new* client of
+  a VIP only the first time it is measured against that VIP in a sandbox.
 
 Every function takes the topology (its sandbox and address pool) and a VIP,
-and returns a small frozen dataclass; ``measure`` runs all four.
+and returns a small frozen dataclass; ``measure`` runs them all.
 ``python -m lbaffd_sandbox.scenarios`` builds a fresh OVN sandbox and prints
 the OVN-native figures of both VIPs.
 """
@@ -155,6 +162,15 @@ def routed(topo: OvnTopology, vip: str, k: int = 6, host: str = "rcli1",
     return stickiness(topo, vip, k, host, timeout)
 
 
+def hairpin(topo: OvnTopology, vip: str, k: int = 6, host: str = "be1",
+            timeout: float = DEFAULT_TIMEOUT) -> ClientRun:
+    """A backend as a client of its own VIP (its own address), K connections
+    in a row."""
+    h = topo.hosts[host]
+    return ClientRun(vip, h.ip, False, timeout,
+                     open_connections(topo, host, vip, topo.vip_port, k, [h.ip], timeout))
+
+
 @dataclass(frozen=True, slots=True)
 class ScenarioReport:
     vip: str
@@ -163,6 +179,7 @@ class ScenarioReport:
     sticky: ClientRun
     burst: ClientRun
     routed: ClientRun
+    hairpin: ClientRun
     seconds: float
 
     def rows(self) -> list[tuple[str, str]]:
@@ -174,18 +191,22 @@ class ScenarioReport:
              self.burst.summary()),
             (f"routed client (sw1), {len(self.routed.results)} connections",
              self.routed.summary()),
+            (f"backend be1 to its own VIP, {len(self.hairpin.results)} connections",
+             self.hairpin.summary()),
         ]
 
 
 def measure(topo: OvnTopology, vip: str, label: str = "", n: int = 8, k: int = 6,
             timeout: float = DEFAULT_TIMEOUT) -> ScenarioReport:
-    """All four scenarios against ``vip``, each with fresh clients."""
+    """Every scenario against ``vip``, each with fresh clients."""
     start = time.monotonic()
     first = first_connections(topo, vip, n, timeout=timeout)
     sticky = stickiness(topo, vip, k, timeout=timeout)
     par = burst(topo, vip, k, timeout=timeout)
     rout = routed(topo, vip, k, timeout=timeout)
-    return ScenarioReport(vip, label, first, sticky, par, rout, time.monotonic() - start)
+    hair = hairpin(topo, vip, k, timeout=timeout)
+    return ScenarioReport(vip, label, first, sticky, par, rout, hair,
+                          time.monotonic() - start)
 
 
 def format_reports(reports: list[ScenarioReport]) -> str:

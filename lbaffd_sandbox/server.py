@@ -24,7 +24,8 @@ def _bind(kind: int, port: int, family: int) -> socket.socket:
     return srv
 
 
-def serve_tcp(port: int, name: bytes, family: int = socket.AF_INET) -> None:
+def serve_tcp(port: int, name: bytes, family: int = socket.AF_INET,
+              with_address: bool = False) -> None:
     srv = _bind(socket.SOCK_STREAM, port, family)
     srv.listen(512)
 
@@ -32,7 +33,10 @@ def serve_tcp(port: int, name: bytes, family: int = socket.AF_INET) -> None:
         with conn:
             try:
                 conn.settimeout(30)
-                conn.sendall(name + b"\n")
+                # with_address: which of the host's addresses was reached
+                # (a host may stand for many backends: one per address)
+                answer = (name + b"@" + conn.getsockname()[0].encode()) if with_address else name
+                conn.sendall(answer + b"\n")
                 while conn.recv(4096):
                     pass
             except OSError:
@@ -57,9 +61,15 @@ def main() -> None:
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     p.add_argument("--pidfile", type=Path)
     p.add_argument("--ipv6", action="store_true", help="serve IPv6 as well")
+    p.add_argument("--with-address", action="store_true",
+                   help="TCP: answer NAME@ADDRESS, the local address the client reached")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    serve = serve_tcp if args.proto == "tcp" else serve_udp
+    if args.proto == "tcp":
+        def serve(port: int, name: bytes, family: int = socket.AF_INET) -> None:
+            serve_tcp(port, name, family, args.with_address)
+    else:
+        serve = serve_udp
     if args.ipv6:
         threading.Thread(target=serve, args=(args.port, args.name.encode(), socket.AF_INET6),
                          daemon=True).start()

@@ -16,6 +16,7 @@ import select
 import socket
 import struct
 import threading
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from lbaffd import ownership as own
 from lbaffd.openflow import wire
 
 log = structlog.get_logger("lbaffd.openflow")
@@ -139,6 +141,9 @@ class OpenFlowChannel:
         self._closed = threading.Event()
         self._sent: dict[str, int] = {}
         self.datapath_id = 0
+        # foreign groups too large for group-desc to report, seen by the last
+        # dump (``dump_group_desc``); logged when the set changes
+        self.skipped_groups: tuple[int, ...] = ()
 
     # ------------------------------------------------------------ connection
 
@@ -425,7 +430,60 @@ class OpenFlowChannel:
         return self.request(req)
 
     def dump_group_desc(self) -> list[Reply]:
-        return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+        """lbaffd's groups as group-desc reports them (foreign ones too when
+        that is safe).
+
+        OVS 3.1 writes a group-desc entry's length in 16 bits without a
+        check: a group of more than ~64 KB of buckets (another controller's:
+        lbaffd splits its own, ``groupsplit``) comes with wrapped lengths,
+        which desynchronizes the OpenFlow stream (``bad OpenFlow length``,
+        reconnect, same again), and when another group follows it in the
+        reply ``ofpmp_postappend()`` asserts and ovs-vswitchd aborts.  So the
+        groups are listed with group *stats* first (40 + 16 bytes a bucket:
+        readable up to 4093 buckets) and, if a foreign group has more than
+        ``SAFE_FOREIGN_BUCKETS`` buckets, only lbaffd's own are asked for, one
+        id at a time; the skipped ones are reported."""
+        stats = self.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL))
+        sizes = group_bucket_counts(stats)
+        risky = tuple(sorted(g for g, n in sizes.items()
+                             if n > SAFE_FOREIGN_BUCKETS and not own.is_lbaffd_group(g)))
+        if risky != self.skipped_groups:
+            if risky:
+                log.warning("foreign_groups_skipped", groups=[f"{g:#x}" for g in risky],
+                            buckets=[sizes[g] for g in risky],
+                            reason="group-desc of the switch cannot report groups this large; "
+                                   "lbaffd reads its own groups one by one")
+            self.skipped_groups = risky
+        if not risky:
+            return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+        replies: list[Reply] = []
+        for gid in sorted(g for g in sizes if own.is_lbaffd_group(g)):
+            try:
+                replies += self.request(parser.OFPGroupDescStatsRequest(DP, 0, gid))
+            except OpenFlowError:
+                continue  # deleted since the stats were taken
+        return replies
+
+
+SAFE_FOREIGN_BUCKETS = 250  # more buckets (of > 256 bytes each) could exceed 16 bits
+GROUP_STATS_ENTRY = struct.Struct("!H2xI")  # length, group_id (then counters, bucket stats)
+GROUP_STATS_FIXED = 40
+BUCKET_STATS_SIZE = 16
+
+
+def group_bucket_counts(replies: Iterable[Reply]) -> dict[int, int]:
+    """group id -> number of buckets, from group stats replies (raw: no
+    objects for 5000 groups)."""
+    out: dict[int, int] = {}
+    for reply in replies:
+        raw, pos = reply.raw, ofp.OFP_MULTIPART_REPLY_SIZE
+        while pos + GROUP_STATS_ENTRY.size <= len(raw):
+            length, gid = GROUP_STATS_ENTRY.unpack_from(raw, pos)
+            if length < GROUP_STATS_FIXED:
+                break
+            out[gid] = (length - GROUP_STATS_FIXED) // BUCKET_STATS_SIZE
+            pos += length
+    return out
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -469,6 +527,18 @@ class Bundle:
         self._batch: list[bytes] = []
         self._size = 0
         self.count = 0
+        # each add's xid, in order (4 bytes an add; other threads' requests
+        # may take xids in between, so they are not a plain range)
+        self._add_xids = array("I")
+
+    def position(self, xid: int) -> int | None:
+        """Which add (0-based, in the order added) ``xid`` was, if it is one of
+        this bundle's: the switch names a failing add by its xid (searched
+        only when one failed)."""
+        try:
+            return self._add_xids.index(xid)
+        except ValueError:
+            return None
 
     def _ctrl(self, kind: int) -> None:
         assert self._id is not None
@@ -487,6 +557,7 @@ class Bundle:
             m.xid = xid
             m.serialize()
             data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
+        self._add_xids.append(xid)
         if self._span is None:
             self._span = _XidSpan(xid, xid, self._errors)
             with ch._waiters_lock:

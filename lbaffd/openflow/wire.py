@@ -28,6 +28,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.openflow.flowspec import (
     Action,
+    Bucket,
     Ct,
     FlowSpec,
     Group,
@@ -482,14 +483,17 @@ def selection_method_property(method: str, param: int, fields: tuple[str, ...]) 
                                   NTR_SELECTION_METHOD) + body + _ZEROS[: -size % 8])
 
 
+def encode_bucket(b: Bucket) -> bytes:
+    """One OF1.5 bucket: header, actions, weight property, padding."""
+    actions = encode_actions(b.actions)
+    size = (16 + len(actions) + 7) // 8 * 8
+    return b"".join((BUCKET.pack(size, len(actions), b.bucket_id), actions,
+                     WEIGHT.pack(OFPGBPT_WEIGHT, 8, b.weight),
+                     _ZEROS[: size - 16 - len(actions)]))
+
+
 def _group_mod(spec: GroupSpec, command: int) -> RawMessage:
-    parts: list[bytes] = []
-    for b in spec.buckets:
-        actions = encode_actions(b.actions)
-        size = (16 + len(actions) + 7) // 8 * 8
-        parts += (BUCKET.pack(size, len(actions), b.bucket_id), actions,
-                  WEIGHT.pack(OFPGBPT_WEIGHT, 8, b.weight), _ZEROS[: size - 16 - len(actions)])
-    buckets = b"".join(parts)
+    buckets = b"".join([encode_bucket(b) for b in spec.buckets])
     return RawMessage(OFPT_GROUP_MOD, GROUP_MOD.pack(
         command, OFPGT_SELECT, spec.group_id, len(buckets), ANY) + buckets
         + selection_method_property(spec.selection_method, spec.selection_param, spec.fields))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lbaffd_sandbox.companion_demo import new_clients, render
 from lbaffd_sandbox.ovn import OvnSandbox, started_ovn_sandbox
 from lbaffd_sandbox.ovn_topology import (
     BACKEND_PORT,
@@ -65,8 +66,8 @@ def test_ovn_controller_programs_both_chassis(topo: OvnTopology) -> None:
             assert ch.dump_flows(f"table=0,in_port={ofport}"), name
             assert _binding_chassis(sb, name) == ch.name
     assert sb.mgmt_socket_of(2) == sb.rundir / "ch2" / "br-int.mgmt"
-    assert sb.node(2).ofports.keys() == {"be3"}
-    assert sb.node(1).ofports.keys() == set(HOSTS) - {"be3"}
+    assert sb.node(2).ofports.keys() == {"be3", "cli3"}
+    assert sb.node(1).ofports.keys() == set(HOSTS) - {"be3", "cli3"}
 
 
 def test_ct_zones_are_ovn_controllers(topo: OvnTopology) -> None:
@@ -90,6 +91,7 @@ def test_direct_routed_and_cross_chassis_traffic(topo: OvnTopology) -> None:
     assert _one(topo, "rcli1", HOSTS["be2"].ip, BACKEND_PORT) == "be2"  # sw1 -> lr0 -> sw0
     assert _one(topo, "cli1", HOSTS["be3"].ip, BACKEND_PORT) == "be3"  # over Geneve
     assert _one(topo, "rcli1", HOSTS["be3"].ip, BACKEND_PORT) == "be3"  # routed + Geneve
+    assert _one(topo, "cli3", HOSTS["be1"].ip, BACKEND_PORT) == "be1"  # chassis 2 -> 1
 
 
 def test_acl_drop_rule_still_drops(topo: OvnTopology) -> None:
@@ -103,7 +105,7 @@ def test_acl_drop_rule_still_drops(topo: OvnTopology) -> None:
 
 
 def test_vip_without_affinity_balances_over_both_chassis(topo: OvnTopology) -> None:
-    for host in ("cli1", "rcli1"):
+    for host in ("cli1", "rcli1", "cli3"):
         counts = topo.sandbox.connect_counts(host, topo.plain_vip, topo.vip_port, 30,
                                              timeout=2.0)
         assert set(counts) == {"be1", "be2", "be3"}, (host, counts)  # no "error"
@@ -115,12 +117,20 @@ def test_scenarios_on_the_vip_without_affinity(topo: OvnTopology) -> None:
     report = measure(topo, topo.plain_vip, "OVN", n=4, k=8, timeout=2.0)
     assert report.first.completed == 4
     assert len(report.first.times_ms) == 4
-    for run in (report.sticky, report.burst, report.routed):
+    for run in (report.sticky, report.burst, report.routed, report.hairpin):
         assert run.failed == 0, run
         assert len(run.results) == 8
     spread = len(report.sticky.distinct) + len(report.burst.distinct)
     assert spread > 2, report  # 16 connections on one backend: ~1e-7 by chance
+    assert report.hairpin.client == HOSTS["be1"].ip
     assert report.rows()[0][0] == "first connection of 4 new clients"
+
+
+def test_backend_reaches_itself_through_the_vip(topo: OvnTopology) -> None:
+    """OVN's hairpin: be1 -> VIP balanced to be1 is SNATed to the VIP and
+    works; 30 connections reach every backend, be1 included."""
+    counts = topo.sandbox.connect_counts("be1", topo.plain_vip, topo.vip_port, 30, timeout=2.0)
+    assert set(counts) == {"be1", "be2", "be3"}, counts
 
 
 def test_ovn_native_affinity_loses_each_new_clients_first_connection(
@@ -156,6 +166,19 @@ def test_restart_ovn_controller_reprograms_and_traffic_flows(topo: OvnTopology) 
     assert _one(topo, "cli1", HOSTS["be2"].ip, DROP_PORT, timeout=1.0) == ""
     counts = sb.connect_counts("cli1", topo.plain_vip, topo.vip_port, 30, timeout=2.0)
     assert set(counts) == {"be1", "be2", "be3"}, counts
+
+
+def test_demo_rounds_of_new_clients(topo: OvnTopology) -> None:
+    """The demo's round (new clients of both switches, concurrently, three
+    connections each) on the VIP OVN balances without affinity."""
+    runs = new_clients(topo, topo.plain_vip, (("cli1", 2), ("rcli1", 1)))
+    assert [r.client.rsplit(".", 1)[0] for r in runs] == ["10.0.0", "10.0.0", "10.0.1"]
+    assert len({r.client for r in runs}) == 3
+    for run in runs:
+        assert len(run.results) == 3 and run.failed == 0, run
+        assert {r.src for r in run.results} == {run.client}
+    lines = render(topo, [], runs, [], 1, [])
+    assert sum(line.startswith("   new client ") for line in lines) == 3
 
 
 def test_single_chassis_sandbox_and_teardown() -> None:

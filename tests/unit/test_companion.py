@@ -210,13 +210,21 @@ def test_flush_recovery_restores_only_after_a_flush_and_once_repaired() -> None:
     fr.ages.update({Match.of(metadata=1): 40}, now=15.0)
     fr.repaired()
     got = fr.take(now=20.2)
-    assert got is not None
-    restores, elapsed = got
-    assert [r.entry.cookie for r in restores] == [2] and elapsed == pytest.approx(0.2)
-    assert restores[0].idle_so_far == 40 + 5  # idle at the poll + time since
+    assert got is not None and got.first
+    assert [r.entry.cookie for r in got.restores] == [2]
+    assert got.seconds == pytest.approx(0.2)
+    assert got.restores[0].idle_so_far == 40 + 5  # idle at the poll + time since
+    assert fr.take(now=20.25) is None  # nothing new
     fr.hold([_entry(3)], now=20.5)  # reported after the flows were back
     late = fr.take(now=20.6)
-    assert late is not None and [r.entry.cookie for r in late[0]] == [3] and late[1] is None
+    assert late is not None and [r.entry.cookie for r in late.restores] == [3]
+    assert not late.first
+    # a second wave of the same flush (groups deleted after flows): repaired again
+    fr.noticed(now=20.7)
+    assert fr.take(now=20.75) is None
+    fr.repaired()
+    wave = fr.take(now=20.9)
+    assert wave is not None and not wave.first and wave.seconds == pytest.approx(0.9)
     assert fr.take(now=40.0) is None
 
 

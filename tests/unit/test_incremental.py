@@ -93,3 +93,46 @@ def test_declines_for_a_contested_slot() -> None:
     index = DesiredIndex(desired, ids)
     # lb1 holds the slot lb2 also wants: whatever happens to lb1, a full pass decides
     assert index.apply({"lb-1": None}, TOPO, P, VipCache(), 65535, "balanced", 1) is None
+
+
+def big(n: int, count: int, **options: str) -> LoadBalancer:
+    vips = {f"10.1.{n // 250}.{n % 250}:80": ",".join(
+        f"10.2.{b // 250}.{b % 250 + 1}:8080" for b in range(n * 7, n * 7 + count))}
+    row = LoadBalancerRow(uuid=f"lb-{n}", name=f"lb{n}", vips=MappingProxyType(vips),
+                          options=MappingProxyType(options), datapaths=("dp-1",))
+    (parsed,), issues = parse_all([row], {"dp-1": DP1}, {})
+    assert not issues
+    return parsed
+
+
+def test_split_groups_change_incrementally_as_a_full_compile() -> None:
+    """VIPs whose groups are split in parts (limit capped: ~24 buckets a
+    part) grow, shrink and go; the index's groups (parts included) stay
+    what a full compile gives, and a change touches only its VIP's groups."""
+    from lbaffd import groupsplit
+    groupsplit.set_limit(2048)
+    try:
+        rnd = random.Random(11)
+        lbs = {f"lb-{n}": big(n, rnd.randint(1, 120), affinity_timeout="30") for n in range(8)}
+        desired, ids = full(lbs, {})
+        assert any(not own.is_vip_group(g) for g in desired.state.groups)  # split ones exist
+        index, cache = DesiredIndex(desired, ids), VipCache()
+        for step in range(30):
+            n = rnd.randrange(10)
+            uuid = f"lb-{n}"
+            if uuid in lbs and rnd.random() < 0.2:
+                new: LoadBalancer | None = None
+                del lbs[uuid]
+            else:
+                opts = {"affinity_timeout": "30"} if rnd.random() < 0.5 else {}
+                new = big(n, rnd.randint(1, 120), **opts)
+                lbs[uuid] = new
+            changes = index.apply({uuid: new}, TOPO, P, cache, 65535, "balanced", 1)
+            assert changes is not None, step
+            want, _ = full(lbs, index.group_ids)
+            assert index.groups == dict(want.state.groups), step
+            assert index.flows == dict(want.state.flows), step
+            assert len(changes.add_groups) + len(changes.mod_groups) + len(
+                changes.del_groups) <= 2 * (groupsplit.MAX_PARTS + 1), step
+    finally:
+        groupsplit.set_limit(groupsplit.GROUP_BODY_LIMIT)
