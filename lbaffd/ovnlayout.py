@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lbaffd import ownership as own
-from lbaffd.openflow.flowspec import FlowSpec, Match, Output
+from lbaffd.openflow.flowspec import Action, FlowSpec, Match, Opaque, Output, SetField
 
 # fields an output flow of OVN may match on besides the outport register
 _OUTPUT_CONTEXT = ("metadata",)
@@ -42,13 +42,26 @@ class OvnLayout:
         return frozenset(port for port, _ in self.outputs)
 
 
+def _outputs_to(actions: tuple[Action, ...], ofport: int) -> bool:
+    """``output:<ofport>`` and nothing else, or the same inside the VLAN tag
+    of a tagged localnet port: ovn-controller 23.03 writes that port's output
+    flow as ``push_vlan:0x8100, set_field:<tag|0x1000>->vlan_vid,
+    output:<patch port>, pop_vlan`` (``controller/physical.c``)."""
+    if actions == (Output(ofport),):
+        return True
+    return (len(actions) == 4 and actions[0] == Opaque("OFPActionPushVlan")
+            and isinstance(actions[1], SetField) and actions[1].field == "vlan_vid"
+            and actions[2] == Output(ofport) and actions[3] == Opaque("OFPActionPopVlan"))
+
+
 def output_flow_match(flow: FlowSpec, ofport: int) -> Match | None:
     """OVN's match if ``flow`` is its plain output flow for ``ofport``: not
-    lbaffd's, actions exactly ``output:<ofport>``, matching the datapath and
-    one register (the logical outport) and nothing else."""
+    lbaffd's, actions exactly ``output:<ofport>`` (for a tagged localnet
+    port, inside its VLAN tag), matching the datapath and one register (the
+    logical outport) and nothing else."""
     if own.is_managed(flow.cookie) or own.is_learned(flow.cookie):
         return None
-    if flow.actions != (Output(ofport),):
+    if not _outputs_to(flow.actions, ofport):
         return None
     names = [name for name, _ in flow.match.fields]
     regs = [n for n in names if n.startswith("reg")]

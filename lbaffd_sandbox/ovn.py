@@ -350,6 +350,71 @@ class OvnSandbox(Sandbox):
         return host
 
 
+    # ------------------------------------------------------------ physical network
+
+    def add_provider_bridge(self, bridge: str, network: str, chassis: int = 1) -> None:
+        """A provider bridge as an operator sets one up for a localnet port: a
+        netdev bridge in chassis ``chassis``' ovs-vswitchd, left in OVS's
+        default ``standalone`` fail mode (no controller: it forwards by
+        ``NORMAL``), and ``external_ids:ovn-bridge-mappings=<network>:<bridge>``.
+        ovn-controller then creates the patch ports between br-int and it for
+        every localnet port with ``options:network_name=<network>`` on a
+        datapath local to the chassis (``controller/patch.c``,
+        ``add_bridge_mappings``)."""
+        ch = self.node(chassis)
+        ch.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",
+                 "other_config:disable-in-band=true")
+        ch.vsctl("set", "Open_vSwitch", ".",
+                 f"external_ids:ovn-bridge-mappings={network}:{bridge}")
+
+    def add_external_host(self, name: str, ip: str, mac: str, bridge: str,
+                          routes: dict[str, str], chassis: int = 1,
+                          ofport: int = 0) -> Host:
+        """A machine of the physical network: a namespace whose ``eth0``
+        (``ip``/24, ``mac``) is a veth whose peer is a port of the provider
+        ``bridge`` on chassis ``chassis`` (no ``iface-id``: OVN does not know
+        it), with ``routes`` (prefix -> next hop).  Not an OVN port, so it is
+        not in ``host_chassis`` and ``wait_programmed`` does not wait for it."""
+        ch = self.node(chassis)
+        ns = f"{self.prefix}-{name}"
+        port = f"{self.prefix}{name}"[:15]
+        self._add_ns(ns)
+        run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "link", "set", port, "netns", ch.ovs_ns)
+        run("ip", "-n", ch.ovs_ns, "link", "set", port, "up")
+        for cmd in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", mac],
+                    ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
+            run("ip", "-n", ns, *cmd)
+        for prefix, via in routes.items():
+            run("ip", "-n", ns, "route", "add", prefix, "via", via)
+        host = Host(name, ns, ip, mac, ofport, "", port)
+        host.exec("ethtool", "-K", "eth0", "tx", "off")  # as add_host: TCP on netdev
+        for key, value in (("net.ipv6.conf.all.disable_ipv6", "1"),
+                           ("net.ipv6.conf.default.disable_ipv6", "1"),
+                           ("net.ipv4.tcp_tw_reuse", "1"),
+                           ("net.ipv4.ip_local_port_range", "1024 65000")):
+            host.exec("sysctl", "-q", "-w", f"{key}={value}")
+        ch.vsctl("add-port", bridge, port,
+                 *(["--", "set", "Interface", port, f"ofport_request={ofport}"] if ofport else []))
+        self.hosts[name] = host
+        return host
+
+    def localnet_patch_ports(self, chassis: int = 1) -> dict[str, str]:
+        """ovn-controller's localnet patch ports on br-int: localnet logical
+        port -> the Port's name (it marks them ``external_ids:ovn-localnet-port
+        =<logical port>`` on the *Port* row, ``controller/patch.c``)."""
+        ch = self.node(chassis)
+        out = json.loads(ch.vsctl("--format=json", "--columns=name,external_ids", "list",
+                                  "Port"))
+        on_br_int = set(ch.vsctl("list-ports", "br-int").split())
+        found: dict[str, str] = {}
+        for name, ids in out["data"]:
+            lp = dict(ids[1]).get("ovn-localnet-port")
+            if lp and name in on_br_int:
+                found[lp] = name
+        return found
+
+
 def _ovn_ids(ch: OvnChassis, sb_remote: str, two: bool) -> list[str]:
     """The ``Open_vSwitch external_ids`` ovn-controller reads: who it is, where
     the SB is, its tunnel endpoint, and which bridge (netdev) it programs."""
