@@ -427,8 +427,9 @@ class Daemon:
             return self._channel
         if self._channel is not None:
             self._channel.close()
-        self._channel = OpenFlowChannel(self.settings.of_target, on_async=self._on_async,
-                                        on_disconnect=self._on_of_down)
+        self._channel = OpenFlowChannel(
+            self.settings.of_target, on_async=self._on_async, on_disconnect=self._on_of_down,
+            on_skipped=lambda e: self.metrics.entries_skipped.labels(e.kind).inc())
         self._channel.connect(timeout=2.0)
         self._channel.enable_async()
         self._channel.monitor_flows()

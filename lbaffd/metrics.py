@@ -71,6 +71,11 @@ class Metrics:
             "lbaffd_vips_without_backends",
             "VIPs with no live backend, by what happens to new connections (drop/reject)",
             ["action"], registry=r)
+        self.entries_skipped = Counter(
+            "lbaffd_openflow_entries_skipped_total",
+            "Entries of switch replies left out because they cannot be decoded (e.g. "
+            "another client's group too large for OpenFlow's 16-bit lengths), per dump",
+            ["kind"], registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

@@ -27,7 +27,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from lbaffd.openflow import wire
+from lbaffd.openflow import groupdesc, wire
 
 log = structlog.get_logger("lbaffd.openflow")
 
@@ -41,6 +41,21 @@ OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
 ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
                ofp.OFPT_REQUESTFORWARD, ofp.OFPT_ROLE_STATUS, ofp.OFPT_TABLE_STATUS,
                ofp.OFPT_MULTIPART_REPLY, ofp.OFPT_ERROR}
+
+
+MAX_WRAPS = 64  # an entry of up to 4 MiB (~50k buckets) can be skipped
+WRAP_READ_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """An entry of a reply that the channel left out because OpenFlow cannot
+    carry it (reported to ``on_skipped``)."""
+
+    kind: str  # "group"
+    group_id: int
+    size: int  # its true length in bytes
+    buckets: int
 
 
 class OpenFlowError(Exception):
@@ -84,8 +99,8 @@ class Reply:
 
     @property
     def more(self) -> bool:
-        return self.msg_type == OFPT_MULTIPART_REPLY and bool(
-            struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE)
+        return (self.msg_type == OFPT_MULTIPART_REPLY and len(self.raw) >= 12
+                and bool(struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE))
 
     def parse(self) -> Any:
         """The os-ken object, or None where os-ken cannot parse it."""
@@ -123,10 +138,12 @@ class _XidSpan:
 class OpenFlowChannel:
     def __init__(self, target: str, *, on_async: Callable[[Reply], None] | None = None,
                  on_disconnect: Callable[[], None] | None = None, echo_interval: float = 5.0,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0,
+                 on_skipped: Callable[[SkippedEntry], None] | None = None) -> None:
         self.target = target
         self._on_async = on_async
         self._on_disconnect = on_disconnect
+        self._on_skipped = on_skipped
         self._echo_interval = echo_interval
         self._timeout = request_timeout
         self._sock: socket.socket | None = None
@@ -138,6 +155,7 @@ class OpenFlowChannel:
         self._reader: threading.Thread | None = None
         self._closed = threading.Event()
         self._sent: dict[str, int] = {}
+        self._skipped_seen: set[tuple[int, int]] = set()
         self.datapath_id = 0
 
     # ------------------------------------------------------------ connection
@@ -240,7 +258,10 @@ class OpenFlowChannel:
                                                next(self._xids)), "OFPEchoRequest")
                     continue
                 silent = 0
-                self._dispatch(_read_msg(sock))
+                raw = _read_msg(sock)
+                if _last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw):
+                    raw = self._read_oversized_group(sock, raw)
+                self._dispatch(raw)
         except (OSError, ValueError, ConnectionLost, struct.error) as exc:
             if not self._closed.is_set():
                 log.warning("openflow_disconnected", target=self.target, error=str(exc))
@@ -249,6 +270,44 @@ class OpenFlowChannel:
             self.close()
             if was_open and self._on_disconnect is not None:
                 self._on_disconnect()
+
+    def _read_oversized_group(self, sock: socket.socket, raw: bytes) -> bytes:
+        """Resynchronize after a group-desc reply whose last entry is larger
+        than OpenFlow's 16-bit lengths (see ``groupdesc.oversized_entry_fits``):
+        the header announced the true length modulo 2^16, so the rest of the
+        entry, a multiple of 64 KiB, is still in the stream.  Read it (bounded:
+        at most ``MAX_WRAPS`` x 64 KiB, each within ``WRAP_READ_TIMEOUT``),
+        report the entry as skipped and hand on the message without it.  Any
+        other malformation is left to the decoders (framing is intact)."""
+        offset = groupdesc.first_unframed_entry(raw)
+        assert offset is not None
+        length, _, group_id, _ = groupdesc.GROUP_DESC.unpack_from(raw, offset) if (
+            offset + groupdesc.GROUP_DESC.size <= len(raw)) else (0, 0, 0, 0)
+        if offset + length != len(raw):
+            return raw  # not the wrapped-length shape: the entry stays, decoders decide
+        buf = raw
+        for _ in range(MAX_WRAPS):
+            buf += _read_within(sock, groupdesc.WRAP, WRAP_READ_TIMEOUT)
+            buckets_end = groupdesc.oversized_entry_fits(buf, offset)
+            if buckets_end is not None:
+                break
+        else:
+            raise ConnectionLost(f"group-desc entry of group {group_id} larger than "
+                                 f"{MAX_WRAPS} x 64 KiB: cannot resynchronize")
+        size = len(buf) - offset
+        skipped = SkippedEntry("group", group_id, size,
+                               groupdesc.count_buckets(buf, offset, buckets_end))
+        key = (skipped.group_id, skipped.size)
+        if key not in self._skipped_seen:  # said once per connection, counted every time
+            self._skipped_seen.add(key)
+            log.warning("openflow_entry_skipped", target=self.target, kind="group",
+                        group_id=group_id, bytes=size, buckets=skipped.buckets,
+                        reason="longer than 65535 bytes: OpenFlow cannot report it")
+        if self._on_skipped is not None:
+            self._on_skipped(skipped)
+        kept = bytearray(buf[:offset])
+        struct.pack_into("!H", kept, 2, len(kept))
+        return bytes(kept)
 
     def _dispatch(self, raw: bytes) -> None:
         _, msg_type, _, xid = HEADER.unpack_from(raw)
@@ -268,7 +327,7 @@ class OpenFlowChannel:
             return
         reply = Reply(msg_type, xid, raw)
         if msg_type == ofp.OFPT_ERROR:
-            err_type, code = struct.unpack_from("!HH", raw, 8)
+            err_type, code = struct.unpack_from("!HH", raw, 8) if len(raw) >= 12 else (-1, -1)
             if waiter.error is None:  # a bundle's adds share a waiter: keep the first
                 waiter.error = OpenFlowError(err_type, code, xid, raw[12:])
             waiter.done.set()
@@ -424,6 +483,29 @@ class OpenFlowChannel:
 
     def dump_group_desc(self) -> list[Reply]:
         return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+
+
+def _last_group_desc_part(raw: bytes) -> bool:
+    """The last message of a group-desc reply: the only place OVS puts an
+    entry too large for 16-bit lengths (``ofpmp_postappend`` aborts
+    ovs-vswitchd 3.1 when another group would follow it)."""
+    return (len(raw) >= 12 and raw[1] == OFPT_MULTIPART_REPLY
+            and struct.unpack_from("!HH", raw, 8) == (ofp.OFPMP_GROUP_DESC, 0))
+
+
+def _read_within(sock: socket.socket, n: int, timeout: float) -> bytes:
+    """``n`` bytes that the peer has already sent (the rest of a message):
+    ConnectionLost if they do not arrive within ``timeout``."""
+    buf = bytearray()
+    while len(buf) < n:
+        readable, _, _ = select.select([sock], [], [], timeout)
+        if not readable:
+            raise ConnectionLost(f"message cut short: {len(buf)} of {n} bytes")
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionLost("connection closed by peer")
+        buf += chunk
+    return bytes(buf)
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
