@@ -76,6 +76,11 @@ class Metrics:
             "Entries of switch replies left out because they cannot be decoded (e.g. "
             "another client's group too large for OpenFlow's 16-bit lengths), per dump",
             ["kind"], registry=r)
+        self.conntrack_flushes = Counter(
+            "lbaffd_conntrack_flushes_total",
+            "Conntrack flushes sent for a backend that left a VIP (NXT_CT_FLUSH), "
+            "by reason: removed, down",
+            ["reason"], registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

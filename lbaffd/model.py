@@ -84,6 +84,9 @@ class LoadBalancer:
     reject: bool = False  # options:reject: a VIP without backends refuses instead of dropping
     # options:hairpin_snat_ip (one per family): source of a backend's connection to itself
     hairpin_snat_ip: tuple[IPAddress, ...] = ()
+    # options:ct_flush (OVN's name): flush a leaving backend's conntrack entries
+    # (UDP VIPs always are, see lbaffd.ctflush)
+    ct_flush: bool = False
 
     def hairpin_source(self, vip: Endpoint) -> IPAddress:
         """What a backend balanced to itself sees as the client (OVN: the VIP)."""
@@ -235,6 +238,13 @@ def parse_affinity_timeout(options: Mapping[str, str]) -> tuple[int | None, str 
     return (n or None), None
 
 
+def _smap_bool(options: Mapping[str, str], key: str) -> bool:
+    """OVS's ``smap_get_bool(..., false)``: true only for "true" in any ASCII case
+    (strcasecmp; ``str.lower`` would also fold non-ASCII letters)."""
+    value = options.get(key, "")
+    return value.isascii() and value.lower() == "true"
+
+
 def resolve_datapaths(
     row: LoadBalancerRow,
     datapaths: Mapping[str, DatapathRow],
@@ -331,8 +341,9 @@ def parse_load_balancer(
     lb = LoadBalancer(
         uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout,
         distribution=distribution, selection_fields=fields,
-        reject=row.options.get("reject", "").lower() == "true",
+        reject=_smap_bool(row.options, "reject"),
         hairpin_snat_ip=tuple(snat),
+        ct_flush=_smap_bool(row.options, "ct_flush"),
     )
     return lb, issues
 

@@ -94,6 +94,12 @@ EMBEDDED_MODE = "embedded"
 MODES = (STANDALONE_MODE, EMBEDDED_MODE)
 
 
+def datapath_zone(tunnel_key: int) -> int:
+    """A datapath's conntrack zone in standalone mode: its tunnel key's low 16
+    bits (OpenFlow ct zones are 16-bit)."""
+    return tunnel_key & 0xFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     """Table numbers of the stages and where packets leave lbaffd.
@@ -125,6 +131,13 @@ class Pipeline:
     @property
     def embedded(self) -> bool:
         return self.mode == EMBEDDED_MODE
+
+    def ct_zone(self, tunnel_key: int) -> int | None:
+        """The conntrack zone in which lbaffd's DNAT for datapath ``tunnel_key``
+        is committed (what T0 CLASSIFY loads into reg13), for flushing a leaving
+        backend's entries; None where lbaffd does not set reg13 (embedded: the
+        other controller does) and so cannot know it."""
+        return None if self.embedded else datapath_zone(tunnel_key)
 
     @property
     def stages(self) -> int:

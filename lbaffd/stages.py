@@ -73,6 +73,7 @@ from lbaffd.pipeline import (
     REG_VIP_ID,
     Pipeline,
     backend_regs,
+    datapath_zone,
 )
 
 if TYPE_CHECKING:
@@ -191,7 +192,8 @@ def port_flows(b: FlowBuilder, p: Pipeline, ofport: int, logical_port: str, tk: 
     if p.classify is None:
         return
     b.flow(("port", logical_port), p.classify, PRIO_PORT, {"in_port": ofport},
-           (SetField("metadata", tk), SetField(REG_CT_ZONE, tk & 0xFFFF), Resubmit(p.pre_lb)))
+           (SetField("metadata", tk), SetField(REG_CT_ZONE, datapath_zone(tk)),
+            Resubmit(p.pre_lb)))
 
 
 def arp_responder(b: FlowBuilder, p: Pipeline, tk: int, ip: str) -> None:

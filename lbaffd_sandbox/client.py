@@ -60,6 +60,9 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3.0)
     p.add_argument("--random-sport", action="store_true",
                    help="bind each connection to a random source port")
+    p.add_argument("--sport", type=int, default=0,
+                   help="bind every connection to this source port (UDP: one conntrack "
+                        "entry for all of them)")
     p.add_argument("--summary", action="store_true",
                    help="print one JSON line of counts per backend instead of one per connection")
     args = p.parse_args()
@@ -68,7 +71,8 @@ def main() -> None:
     ports = random.sample(range(1024, 65000), args.count) if args.random_sport else []
     for i in range(args.count):
         src = args.src_ip[i % len(args.src_ip)] if args.src_ip else ""
-        res = one(args.dst, args.port, src, args.proto, args.timeout, ports[i] if ports else 0)
+        res = one(args.dst, args.port, src, args.proto, args.timeout,
+                  ports[i] if ports else args.sport)
         if args.summary:
             key = str(res["backend"]) if res["ok"] else "error"
             counts[key] = counts.get(key, 0) + 1

@@ -419,6 +419,26 @@ class OpenFlowChannel:
             raise
         return self._wait(xid, w, timeout)
 
+    def send_checked(self, msgs: Iterable[wire.RawMessage], timeout: float | None = None
+                     ) -> None:
+        """Send messages the switch answers only when they fail (e.g.
+        NXT_CT_FLUSH), then a barrier: once it is answered, every error has
+        arrived.  Raises the first ``OpenFlowError`` among them."""
+        sent: list[tuple[int, _Waiter]] = []
+        try:
+            for m in msgs:
+                xid, w = self._register()
+                sent.append((xid, w))
+                self.send(m, xid)
+            self.barrier(timeout)
+        finally:
+            with self._waiters_lock:
+                for xid, _ in sent:
+                    self._waiters.pop(xid, None)
+        for _, w in sent:
+            if w.error is not None:
+                raise w.error
+
     def barrier(self, timeout: float | None = None) -> None:
         self.request(parser.OFPBarrierRequest(DP), timeout)
 

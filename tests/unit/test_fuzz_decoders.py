@@ -3,8 +3,9 @@ channel's message framing, on random, mutated and truncated bytes.
 
 What the switch sends is untrusted input: a decoder either returns or raises
 ``DecodeError`` (its documented error, a ``ValueError``); it never raises
-anything else, never loops (each call runs under a 10 s alarm: far beyond any real decode, even on a loaded machine) and never
-allocates more than a bounded amount (tracemalloc peak per call).  The seeds
+anything else, never loops (each call runs under a 10 s alarm: far beyond
+any real decode, even on a loaded machine) and never allocates more than a
+bounded amount (tracemalloc peak per call).  The seeds
 are real entries: every kind of flow and group lbaffd compiles, laid out as
 OVS reports them, plus foreign ones.
 """

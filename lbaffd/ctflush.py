@@ -1,0 +1,73 @@
+"""Which conntrack entries to flush when a backend leaves a VIP.
+
+A connection through a VIP is DNATed by ``ct(commit, zone=reg13,
+nat(dst=backend))`` (stages.bucket action): its conntrack entry keeps the
+original tuple ``client -> VIP`` and the reply tuple ``backend -> client``, and
+every later packet of it follows that entry, not the group.  So a backend
+removed from ``vips`` (or reported offline by its Service_Monitor) keeps
+receiving the connections it had for as long as they stay active: harmless
+for TCP (the backend answers RST or FIN), but a UDP client that keeps
+sending from one source port never reaches another backend.
+
+Like kube-proxy (which clears a removed endpoint's UDP entries) and OVN (its
+``options:ct_flush``), lbaffd flushes, in each zone the VIP is committed in,
+the entries whose original destination is the VIP and whose reply source is
+the backend: always for UDP VIPs, for TCP/SCTP VIPs when the LB sets
+``options:ct_flush=true``.  The zone comes from the pipeline
+(``Pipeline.ct_zone``): lbaffd does not recompute it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lbaffd.compiler import VipPlan
+from lbaffd.model import Endpoint
+from lbaffd.openflow.ctflush import CtFlush, CtTuple
+from lbaffd.pipeline import Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A backend that took a VIP's new connections and no longer does."""
+
+    lb: str
+    vip: str  # the ``vips`` key
+    backend: Endpoint
+    reason: str  # "removed" (not in vips, or the VIP gone) or "down" (Service_Monitor)
+    flushes: tuple[CtFlush, ...]  # one per conntrack zone of the VIP's datapaths
+
+
+def wants_flush(plan: VipPlan) -> bool:
+    return plan.lb.ct_flush or plan.vip.protocol == "udp"
+
+
+def departures(old: Iterable[VipPlan], new: Iterable[VipPlan],
+               pipeline: Pipeline) -> list[Departure]:
+    """The backends live in ``old`` (the plans of the previous pass) that are
+    not live in ``new``, for VIPs that want their entries flushed."""
+    candidates = [p for p in old if wants_flush(p)]
+    if not candidates:
+        return []
+    by_owner = {p.owner: p for p in new}
+    out: list[Departure] = []
+    for before in candidates:
+        after = by_owner.get(before.owner)
+        if after is before:
+            continue
+        live = set(after.live_backends) if after is not None else set()
+        listed = set(after.vip.backends) if after is not None else set()
+        zones = sorted({z for tk in before.datapaths
+                        if (z := pipeline.ct_zone(tk)) is not None})
+        for be in before.live_backends:
+            if be in live or not zones:
+                continue
+            vip = before.vip.endpoint
+            flushes = tuple(CtFlush(zone, before.vip.ip_proto,
+                                    orig=CtTuple(dst=vip.ip, dst_port=vip.port),
+                                    reply=CtTuple(src=be.ip, src_port=be.port))
+                            for zone in zones)
+            out.append(Departure(before.lb.name or before.lb.uuid, before.vip.key, be,
+                                 "down" if be in listed else "removed", flushes))
+    return out
