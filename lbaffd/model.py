@@ -122,6 +122,7 @@ class _Bad(Exception):
 # which OVN reads as a number: lbaffd must not either.
 _C_SPACE = " \t\n\v\f\r"
 _ASCII_DIGITS = frozenset("0123456789")
+_C_BLANK_TO_SPACE = str.maketrans(dict.fromkeys(_C_SPACE, " "))
 
 
 def c_int(text: str) -> int | None:
@@ -306,7 +307,10 @@ def parse_load_balancer(
                                  f"selection_fields {', '.join(bad_fields)} not one of "
                                  f"{', '.join(SELECTION_FIELDS)}; ignored", fatal=False))
     snat: list[IPAddress] = []
-    for text in row.options.get("hairpin_snat_ip", "").split():
+    # split on ASCII blanks only, as OVN's lexer does: "a\u00a0b" is one bad token
+    for text in row.options.get("hairpin_snat_ip", "").translate(_C_BLANK_TO_SPACE).split(" "):
+        if not text:
+            continue
         ip = strict_ip(text)
         if ip is None:
             issues.append(ParseIssue(label, "bad_hairpin_snat_ip",

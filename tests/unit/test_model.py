@@ -196,3 +196,14 @@ def test_strict_ip_rejects_what_inet_pton_rejects() -> None:
     assert str(strict_ip("::ffff:10.0.0.1")) == "::ffff:a00:1"
     assert [strict_ip(t) for t in ("fe80::1%1", "10.0.0.1 ", "\uff11.0.0.1", "010.0.0.1",
                                    "1.2.3", "")] == [None] * 6
+
+
+def test_hairpin_snat_ip_splits_on_ascii_blanks_only() -> None:
+    def snat(text: str) -> tuple[list[str], list[str]]:
+        parsed, issues = parse_load_balancer(
+            lb({"10.0.0.1:80": "10.0.0.2:80"},
+               options=MappingProxyType({"hairpin_snat_ip": text})), DPS, GROUPS)
+        assert parsed is not None
+        return [str(i) for i in parsed.hairpin_snat_ip], [i.reason for i in issues]
+    assert snat("10.0.0.9\tfd00::9") == (["10.0.0.9", "fd00::9"], [])
+    assert snat("10.0.0.9\u00a0fd00::9") == ([], ["bad_hairpin_snat_ip"])
