@@ -280,11 +280,9 @@ class OpenFlowChannel:
         report the entry as skipped and hand on the message without it.  Any
         other malformation is left to the decoders (framing is intact)."""
         offset = groupdesc.first_unframed_entry(raw)
-        assert offset is not None
-        length, _, group_id, _ = groupdesc.GROUP_DESC.unpack_from(raw, offset) if (
-            offset + groupdesc.GROUP_DESC.size <= len(raw)) else (0, 0, 0, 0)
-        if offset + length != len(raw):
-            return raw  # not the wrapped-length shape: the entry stays, decoders decide
+        if offset is None or not groupdesc.looks_wrapped(raw, offset):
+            return raw  # malformed otherwise: framing is intact, the decoders decide
+        _, _, group_id, _ = groupdesc.GROUP_DESC.unpack_from(raw, offset)
         buf = raw
         for _ in range(MAX_WRAPS):
             buf += _read_within(sock, groupdesc.WRAP, WRAP_READ_TIMEOUT)

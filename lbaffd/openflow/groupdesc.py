@@ -150,6 +150,26 @@ def oversized_entry_fits(buf: bytes, offset: int) -> int | None:
         pos += blen
 
 
+def looks_wrapped(buf: bytes, offset: int) -> bool:
+    """The entry at ``offset`` ends where ``buf`` does by its (16-bit) length,
+    yet its buckets, walked by their own lengths, are all well formed and run
+    past the claimed end of the bucket list to the end of ``buf``: the head of
+    an entry whose lengths wrapped (see ``oversized_entry_fits``), the rest of
+    which is still to come."""
+    if offset + GROUP_DESC.size > len(buf):
+        return False
+    length, _, _, bucket_len = GROUP_DESC.unpack_from(buf, offset)
+    if offset + length != len(buf):
+        return False
+    pos = start = offset + GROUP_DESC.size
+    while pos + BUCKET.size <= len(buf):
+        blen, alen, _ = BUCKET.unpack_from(buf, pos)
+        if blen < BUCKET.size or alen > blen - BUCKET.size:
+            return False
+        pos += blen
+    return bool(pos - start > bucket_len)
+
+
 def count_buckets(buf: bytes, offset: int, bucket_list_end: int | None = None) -> int:
     """How many buckets the entry at ``offset`` has, walking their lengths up
     to ``bucket_list_end`` (default: the entry's own bucket list length)."""

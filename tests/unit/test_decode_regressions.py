@@ -115,3 +115,21 @@ def test_channel_skips_a_group_too_large_for_openflow(n: int) -> None:
     assert kept == struct.pack("!BBHIHH4x", 6, 19, 16, 9, 7, 0)
     assert seen == [channel.SkippedEntry("group", 100, true_size, n)]
 
+
+
+@pytest.mark.parametrize("raw", [
+    struct.pack("!BBHIHH", 6, 19, 12, 1, 7, 0),  # a group-desc reply cut to 12 bytes
+    reply(7, struct.pack("!HBxIH6x", 40, 1, 5, 16) + bytes(24)),  # bad inner lengths
+])
+def test_malformed_last_group_desc_part_is_handed_on_as_is(raw: bytes) -> None:
+    """Only the wrapped-length shape makes the channel read on; anything else
+    stays in the message for the decoders (the socket is not touched)."""
+    ch = channel.OpenFlowChannel("unix:/nonexistent")
+    a, b = socket.socketpair()
+    try:
+        assert channel._last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw)
+        with bounded(2.0):
+            assert ch._read_oversized_group(a, raw) == raw
+    finally:
+        a.close()
+        b.close()
