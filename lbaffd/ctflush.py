@@ -64,7 +64,9 @@ def departures(old: Iterable[VipPlan], new: Iterable[VipPlan],
             if be in live or not zones:
                 continue
             vip = before.vip.endpoint
-            flushes = tuple(CtFlush(zone, before.vip.ip_proto,
+            # an IP-only VIP balances every protocol: ip_proto 0 is a wildcard
+            proto = before.vip.ip_proto if vip.port is not None else 0
+            flushes = tuple(CtFlush(zone, proto,
                                     orig=CtTuple(dst=vip.ip, dst_port=vip.port),
                                     reply=CtTuple(src=be.ip, src_port=be.port))
                             for zone in zones)

@@ -146,3 +146,10 @@ def test_ct_flush_option_reads_as_smap_get_bool(value: str, want: bool) -> None:
                           options=MappingProxyType({"ct_flush": value}))
     lb, _ = parse_load_balancer(row, {}, {})
     assert lb is not None and lb.ct_flush is want
+
+
+def test_ip_only_vip_flushes_every_protocol() -> None:
+    old = plan("10.0.0.21,10.0.0.22", key="10.0.0.100")
+    (gone,) = departures([old], [plan("10.0.0.21", key="10.0.0.100")], Pipeline())
+    assert gone.flushes == (CtFlush(1, 0, CtTuple(dst=ip("10.0.0.100")),
+                                    CtTuple(src=ip("10.0.0.22"))),)
