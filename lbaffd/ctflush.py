@@ -36,7 +36,9 @@ class Departure:
     vip: str  # the ``vips`` key
     backend: Endpoint
     reason: str  # "removed" (not in vips, or the VIP gone) or "down" (Service_Monitor)
-    flushes: tuple[CtFlush, ...]  # one per conntrack zone of the VIP's datapaths
+    # one per conntrack zone of the VIP's datapaths; when all of a VIP's
+    # backends leave, the first departure carries VIP-wide flushes, the rest none
+    flushes: tuple[CtFlush, ...]
 
 
 def wants_flush(plan: VipPlan) -> bool:
@@ -62,16 +64,23 @@ def departures(old: Iterable[VipPlan], new: Iterable[VipPlan],
         listed = set(after.vip.backends) if after is not None else set()
         zones = sorted({z for tk in before.datapaths
                         if (z := pipeline.ct_zone(tk)) is not None})
-        for be in before.live_backends:
-            if be in live or not zones:
-                continue
-            vip = before.vip.endpoint
-            # an IP-only VIP balances every protocol: ip_proto 0 is a wildcard
-            proto = before.vip.ip_proto if vip.port is not None else 0
-            flushes = tuple(CtFlush(zone, proto,
-                                    orig=CtTuple(dst=vip.ip, dst_port=vip.port),
-                                    reply=CtTuple(src=be.ip, src_port=be.port))
-                            for zone in zones)
+        leaving = [be for be in before.live_backends if be not in live]
+        if not zones or not leaving:
+            continue
+        vip = before.vip.endpoint
+        # an IP-only VIP balances every protocol: ip_proto 0 is a wildcard
+        proto = before.vip.ip_proto if vip.port is not None else 0
+        orig = CtTuple(dst=vip.ip, dst_port=vip.port)
+        # Each partial-tuple flush makes ovs-vswitchd walk the zone's entries:
+        # when every backend leaves (the VIP deleted, say), one walk per zone
+        # for the whole VIP instead of one per backend.
+        whole = len(leaving) == len(before.live_backends) > 1
+        for i, be in enumerate(leaving):
+            if whole:
+                flushes = tuple(CtFlush(z, proto, orig) for z in zones) if i == 0 else ()
+            else:
+                flushes = tuple(CtFlush(z, proto, orig, CtTuple(src=be.ip, src_port=be.port))
+                                for z in zones)
             out.append(Departure(before.lb.name or before.lb.uuid, before.vip.key, be,
                                  "down" if be in listed else "removed", flushes))
     return out

@@ -101,6 +101,12 @@ def test_udp_client_on_one_port_leaves_a_removed_backend(sandbox: Sandbox, topo:
     assert flushed["reason"] == "removed" and flushed["zones"] == [ZONE]
     _, text = scrape(daemon)
     assert metric(text, "lbaffd_conntrack_flushes_total", reason="removed") >= 1
+    # the LB deleted: its live backends leave at once, one flush for the VIP
+    assert entries(sandbox, UDP_VIP)
+    mark = daemon.mark()
+    sandbox.delete_load_balancer(lb)
+    daemon.wait_event("conntrack_flushed", after=mark, lb="udp", zones=[ZONE])
+    assert entries(sandbox, UDP_VIP) == []
 
 
 def test_tcp_entries_flushed_only_with_ct_flush(sandbox: Sandbox, topo: Topology,
