@@ -20,10 +20,10 @@ from types import FrameType
 
 import structlog
 
-from lbaffd import model, ovnchassis
+from lbaffd import ctflush, model, ovnchassis
 from lbaffd import ownership as own
 from lbaffd.companion_runtime import CompanionRuntime
-from lbaffd.compiler import vip_mac
+from lbaffd.compiler import VipPlan, vip_mac
 from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
@@ -517,6 +517,8 @@ class Daemon:
     def _done(self, result: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
         self._backoff = 0.0
         self._retry_at = 0.0
+        # before the pass is reported: its "reconciled" line means the flush is done
+        self._flush_departed(self._status.plans, result)
         self._report.issues(issues)
         self._report.result(result, self._queued, self._sb_read_at)
         self._publish(result, issues)
@@ -528,13 +530,34 @@ class Daemon:
                      groups=len(result.desired.state.groups),
                      ms=round(result.seconds * 1000, 1))
 
+    def _flush_departed(self, before: tuple[VipPlan, ...], result: ReconcileResult) -> None:
+        """Flush the conntrack entries of backends that left a VIP in this pass
+        (``lbaffd.ctflush``), now that the pass is on the switch.  Only looked
+        for when the pass changed or deleted a group or deleted flows."""
+        c = result.changes
+        if not before or not (c.mod_groups or c.del_groups or c.del_flows):
+            return
+        gone = ctflush.departures(before, result.desired.vips, self.pipeline)
+        if not gone:
+            return
+        try:
+            self.live_channel().send_checked([f.message() for d in gone for f in d.flushes])
+        except Exception as exc:  # e.g. an OVS without NXT_CT_FLUSH (< 3.1)
+            log.warning("conntrack_flush_failed", error=str(exc), backends=len(gone))
+            return
+        for d in gone:
+            self.metrics.conntrack_flushes.labels(d.reason).inc()
+            log.info("conntrack_flushed", lb=d.lb, vip=d.vip, backend=str(d.backend),
+                     reason=d.reason, zones=[f.zone for f in d.flushes])
+
     def _ensure_channel(self) -> OpenFlowChannel:
         if self._channel is not None and self._channel.connected:
             return self._channel
         if self._channel is not None:
             self._channel.close()
-        self._channel = OpenFlowChannel(self.settings.of_target, on_async=self._on_async,
-                                        on_disconnect=self._on_of_down)
+        self._channel = OpenFlowChannel(
+            self.settings.of_target, on_async=self._on_async, on_disconnect=self._on_of_down,
+            on_skipped=lambda e: self.metrics.entries_skipped.labels(e.kind).inc())
         self._channel.connect(timeout=2.0)
         self._channel.enable_async()
         self._channel.monitor_flows()

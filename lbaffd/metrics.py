@@ -104,6 +104,16 @@ class Metrics:
             "lbaffd_ct_zone_clash",
             "1 when ovn-controller has assigned lbaffd's own conntrack zone to a port",
             registry=r)
+        self.entries_skipped = Counter(
+            "lbaffd_openflow_entries_skipped_total",
+            "Entries of switch replies left out because they cannot be decoded (e.g. "
+            "another client's group too large for OpenFlow's 16-bit lengths), per dump",
+            ["kind"], registry=r)
+        self.conntrack_flushes = Counter(
+            "lbaffd_conntrack_flushes_total",
+            "Conntrack flushes sent for a backend that left a VIP (NXT_CT_FLUSH), "
+            "by reason: removed, down",
+            ["reason"], registry=r)
         self.last_sync = Gauge(
             "lbaffd_last_successful_sync_timestamp_seconds",
             "Unix time of the last pass that left the switch in sync", registry=r)

@@ -84,6 +84,9 @@ class LoadBalancer:
     reject: bool = False  # options:reject: a VIP without backends refuses instead of dropping
     # options:hairpin_snat_ip (one per family): source of a backend's connection to itself
     hairpin_snat_ip: tuple[IPAddress, ...] = ()
+    # options:ct_flush (OVN's name): flush a leaving backend's conntrack entries
+    # (UDP VIPs always are, see lbaffd.ctflush)
+    ct_flush: bool = False
 
     def hairpin_source(self, vip: Endpoint) -> IPAddress:
         """What a backend balanced to itself sees as the client (OVN: the VIP)."""
@@ -109,10 +112,50 @@ class _Bad(Exception):
         self.detail = detail
 
 
+# What OVS's str_to_int() (lib/util.c: strtoll(s, &tail, 10) in the C locale,
+# then "tail != s && *tail == '\0'") accepts: optional leading ASCII white
+# space, an optional sign, ASCII digits, nothing after.  OVN reads VIP and
+# backend ports this way (ip_address_and_port_from_lb_key -> inet_parse_active
+# -> parse_sockaddr_components in lib/socket-util.c) and options such as
+# affinity_timeout with smap_get_int().  Python's int() also takes any
+# Unicode digit ("\uff18\uff10"), underscores ("1_000") and trailing white space, none of
+# which OVN reads as a number: lbaffd must not either.
+_C_SPACE = " \t\n\v\f\r"
+_ASCII_DIGITS = frozenset("0123456789")
+_C_BLANK_TO_SPACE = str.maketrans(dict.fromkeys(_C_SPACE, " "))
+
+
+def c_int(text: str) -> int | None:
+    """``text`` as OVS's ``str_to_int(text, 10, ...)`` reads it; None where
+    it fails (Unicode digits, underscores, trailing characters, empty)."""
+    s = text.lstrip(_C_SPACE)
+    digits = s[1:] if s[:1] in ("+", "-") else s
+    if not digits or not set(digits) <= _ASCII_DIGITS:
+        return None
+    n = int(s)
+    return n if -(2**31) <= n < 2**31 else None  # str_to_int: fits in an int
+
+
+def strict_ip(text: str) -> IPAddress | None:
+    """An address as OVS/OVN read one (``inet_pton``): ASCII only, no white
+    space, no IPv6 zone (``fe80::1%eth0``, which Python's ipaddress accepts
+    and inet_pton does not); None otherwise."""
+    if not text.isascii() or "%" in text or any(c.isspace() for c in text):
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def parse_endpoint(text: str) -> Endpoint:
-    """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT``."""
-    s = text.strip()
-    if not s:
+    """Parse ``IP``, ``IP:PORT``, ``IPv6`` or ``[IPv6]:PORT``.
+
+    No white space is stripped: OVN hands each ``vips`` key and each
+    comma-separated backend to ``inet_pton`` as it is, which fails on
+    surrounding blanks (only the port may have leading blanks, see ``c_int``)."""
+    s = text
+    if not s.strip():
         raise _Bad("empty_address", "empty address")
     port_text: str | None = None
     if s.startswith("["):
@@ -136,16 +179,16 @@ def parse_endpoint(text: str) -> Endpoint:
 
 
 def _ip(host: str, text: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        raise _Bad("bad_address", f"not an IP address: {text!r}") from None
+    ip = strict_ip(host)
+    if ip is None:
+        raise _Bad("bad_address", f"not an IP address: {text!r}")
+    return ip
 
 
 def _port(p: str, text: str) -> int:
-    if not p.isdigit():
-        raise _Bad("bad_port", f"port is not a number in {text!r}")
-    n = int(p)
+    n = c_int(p)
+    if n is None:
+        raise _Bad("bad_port", f"port is not an ASCII decimal number in {text!r}")
     if not 1 <= n <= 65535:
         raise _Bad("bad_port", f"port out of range 1..65535 in {text!r}")
     return n
@@ -160,15 +203,15 @@ def parse_vip(key: str, value: str, protocol: str) -> tuple[Vip, list[tuple[str,
     backends: list[Endpoint] = []
     seen: set[Endpoint] = set()  # a list's ``in`` made 5000 backends ~1.6 s (quadratic)
     for item in value.split(","):
-        if not item.strip():
-            continue
+        if not item:
+            continue  # strtok_r(value, ",") in OVN skips empty tokens, and only those
         be = parse_endpoint(item)
         if be.ip.version != vip.ip.version:
-            raise _Bad("mixed_families", f"backend {item.strip()!r} is not IPv{vip.ip.version}")
+            raise _Bad("mixed_families", f"backend {item!r} is not IPv{vip.ip.version}")
         if (vip.port is None) != (be.port is None):
             raise _Bad(
                 "port_mismatch",
-                f"backend {item.strip()!r} must {'not ' if vip.port is None else ''}have a port",
+                f"backend {item!r} must {'not ' if vip.port is None else ''}have a port",
             )
         if be in seen:
             warnings.append(("duplicate_backend", f"backend {be} listed twice; used once"))
@@ -190,13 +233,19 @@ def parse_affinity_timeout(options: Mapping[str, str]) -> tuple[int | None, str 
     raw = options.get("affinity_timeout")
     if raw is None:
         return None, None
-    s = raw.strip()
-    if not s.lstrip("-").isdigit():
-        return None, f"affinity_timeout {raw!r} is not an integer"
-    n = int(s)
+    n = c_int(raw)  # OVN: smap_get_int()
+    if n is None:
+        return None, f"affinity_timeout {raw!r} is not an ASCII decimal integer"
     if n < 0 or n > MAX_AFFINITY_TIMEOUT:
         return None, f"affinity_timeout {n} outside 0..{MAX_AFFINITY_TIMEOUT}"
     return (n or None), None
+
+
+def _smap_bool(options: Mapping[str, str], key: str) -> bool:
+    """OVS's ``smap_get_bool(..., false)``: true only for "true" in any ASCII case
+    (strcasecmp; ``str.lower`` would also fold non-ASCII letters)."""
+    value = options.get(key, "")
+    return value.isascii() and value.lower() == "true"
 
 
 def resolve_datapaths(
@@ -260,10 +309,12 @@ def parse_load_balancer(
                                  f"selection_fields {', '.join(bad_fields)} not one of "
                                  f"{', '.join(SELECTION_FIELDS)}; ignored", fatal=False))
     snat: list[IPAddress] = []
-    for text in row.options.get("hairpin_snat_ip", "").split():
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
+    # split on ASCII blanks only, as OVN's lexer does: "a\u00a0b" is one bad token
+    for text in row.options.get("hairpin_snat_ip", "").translate(_C_BLANK_TO_SPACE).split(" "):
+        if not text:
+            continue
+        ip = strict_ip(text)
+        if ip is None:
             issues.append(ParseIssue(label, "bad_hairpin_snat_ip",
                                      f"hairpin_snat_ip {text!r} is not an IP address; "
                                      "the VIP is used", fatal=False))
@@ -296,8 +347,9 @@ def parse_load_balancer(
     lb = LoadBalancer(
         uuid=row.uuid, name=row.name, vips=tuple(vips), datapaths=dps, affinity_timeout=timeout,
         distribution=distribution, selection_fields=fields,
-        reject=row.options.get("reject", "").lower() == "true",
+        reject=_smap_bool(row.options, "reject"),
         hairpin_snat_ip=tuple(snat),
+        ct_flush=_smap_bool(row.options, "ct_flush"),
     )
     return lb, issues
 

@@ -126,6 +126,12 @@ COMPANION_MODE = "companion"
 MODES = (STANDALONE_MODE, EMBEDDED_MODE, COMPANION_MODE)
 
 
+def datapath_zone(tunnel_key: int) -> int:
+    """A datapath's conntrack zone in standalone mode: its tunnel key's low 16
+    bits (OpenFlow ct zones are 16-bit)."""
+    return tunnel_key & 0xFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     """Table numbers of the stages and where packets leave lbaffd.
@@ -162,6 +168,16 @@ class Pipeline:
     @property
     def embedded(self) -> bool:
         return self.mode == EMBEDDED_MODE
+
+    def zone_of(self, tunnel_key: int) -> int | None:
+        """The conntrack zone in which lbaffd's DNAT for datapath ``tunnel_key``
+        is committed (what T0 CLASSIFY loads into reg13; companion: its own
+        ``ct_zone`` for every datapath), for flushing a leaving backend's
+        entries; None where lbaffd does not set reg13 (embedded: the other
+        controller does) and so cannot know it."""
+        if self.companion:
+            return self.ct_zone
+        return None if self.embedded else datapath_zone(tunnel_key)
 
     @property
     def companion(self) -> bool:

@@ -81,6 +81,7 @@ from lbaffd.pipeline import (
     SCRATCH_REGS,
     Pipeline,
     backend_regs,
+    datapath_zone,
 )
 from lbaffd.topology import LocalPort
 
@@ -285,7 +286,8 @@ def port_flows(b: FlowBuilder, p: Pipeline, ofport: int, logical_port: str, tk: 
     if p.classify is None:
         return
     b.flow(("port", logical_port), p.classify, PRIO_PORT, {"in_port": ofport},
-           (SetField("metadata", tk), SetField(REG_CT_ZONE, tk & 0xFFFF), Resubmit(p.pre_lb)))
+           (SetField("metadata", tk), SetField(REG_CT_ZONE, datapath_zone(tk)),
+            Resubmit(p.pre_lb)))
 
 
 def arp_responder(b: FlowBuilder, p: Pipeline, tk: int, ip: str) -> None:

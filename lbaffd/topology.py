@@ -8,11 +8,10 @@ Port_Binding's datapath.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lbaffd.model import Endpoint, IPAddress
+from lbaffd.model import Endpoint, IPAddress, strict_ip
 from lbaffd.ovnlayout import OvnLayout
 from lbaffd.sb.records import DatapathRow, SbSnapshot, ServiceMonitorRow
 
@@ -30,9 +29,8 @@ def unhealthy(monitors: Iterable[ServiceMonitorRow],
     for m in monitors:
         if m.status not in DOWN_STATES:
             continue
-        try:
-            ip = ipaddress.ip_address(m.ip)
-        except ValueError:
+        ip = strict_ip(m.ip)
+        if ip is None:
             continue
         bound = port_ips.get(m.logical_port)
         if bound and ip not in bound:
@@ -137,10 +135,9 @@ def parse_mac_column(entry: str) -> tuple[str, tuple[IPAddress, ...]] | None:
         return None
     ips: list[IPAddress] = []
     for p in parts[1:]:
-        try:
-            ips.append(ipaddress.ip_interface(p).ip)
-        except ValueError:
-            continue
+        ip = strict_ip(p.split("/", 1)[0])  # "10.0.0.21/24": OVN's extract_lsp_addresses
+        if ip is not None:
+            ips.append(ip)
     return mac, tuple(ips)
 
 

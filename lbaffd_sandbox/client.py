@@ -66,6 +66,9 @@ def main() -> None:
                    help="bind each connection to a random source port")
     p.add_argument("--parallel", action="store_true",
                    help="open all connections at once instead of one after another")
+    p.add_argument("--sport", type=int, default=0,
+                   help="bind every connection to this source port (UDP: one conntrack "
+                        "entry for all of them)")
     p.add_argument("--summary", action="store_true",
                    help="print one JSON line of counts per backend instead of one per connection")
     args = p.parse_args()
@@ -75,7 +78,8 @@ def main() -> None:
 
     def conn(i: int) -> dict[str, object]:
         src = args.src_ip[i % len(args.src_ip)] if args.src_ip else ""
-        return one(args.dst, args.port, src, args.proto, args.timeout, ports[i] if ports else 0)
+        return one(args.dst, args.port, src, args.proto, args.timeout,
+                   ports[i] if ports else args.sport)
 
     if args.parallel:
         with ThreadPoolExecutor(max_workers=max(args.count, 1)) as pool:

@@ -29,7 +29,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from lbaffd import ownership as own
-from lbaffd.openflow import wire
+from lbaffd.openflow import groupdesc, wire
 
 log = structlog.get_logger("lbaffd.openflow")
 
@@ -43,6 +43,21 @@ OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
 ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
                ofp.OFPT_REQUESTFORWARD, ofp.OFPT_ROLE_STATUS, ofp.OFPT_TABLE_STATUS,
                ofp.OFPT_MULTIPART_REPLY, ofp.OFPT_ERROR}
+
+
+MAX_WRAPS = 64  # an entry of up to 4 MiB (~50k buckets) can be skipped
+WRAP_READ_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """An entry of a reply that the channel left out because OpenFlow cannot
+    carry it (reported to ``on_skipped``)."""
+
+    kind: str  # "group"
+    group_id: int
+    size: int  # its true length in bytes
+    buckets: int
 
 
 class OpenFlowError(Exception):
@@ -86,8 +101,8 @@ class Reply:
 
     @property
     def more(self) -> bool:
-        return self.msg_type == OFPT_MULTIPART_REPLY and bool(
-            struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE)
+        return (self.msg_type == OFPT_MULTIPART_REPLY and len(self.raw) >= 12
+                and bool(struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE))
 
     def parse(self) -> Any:
         """The os-ken object, or None where os-ken cannot parse it."""
@@ -125,10 +140,12 @@ class _XidSpan:
 class OpenFlowChannel:
     def __init__(self, target: str, *, on_async: Callable[[Reply], None] | None = None,
                  on_disconnect: Callable[[], None] | None = None, echo_interval: float = 5.0,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0,
+                 on_skipped: Callable[[SkippedEntry], None] | None = None) -> None:
         self.target = target
         self._on_async = on_async
         self._on_disconnect = on_disconnect
+        self._on_skipped = on_skipped
         self._echo_interval = echo_interval
         self._timeout = request_timeout
         self._sock: socket.socket | None = None
@@ -140,6 +157,7 @@ class OpenFlowChannel:
         self._reader: threading.Thread | None = None
         self._closed = threading.Event()
         self._sent: dict[str, int] = {}
+        self._skipped_seen: set[tuple[int, int]] = set()
         self.datapath_id = 0
         # foreign groups too large for group-desc to report, seen by the last
         # dump (``dump_group_desc``); logged when the set changes
@@ -245,7 +263,10 @@ class OpenFlowChannel:
                                                next(self._xids)), "OFPEchoRequest")
                     continue
                 silent = 0
-                self._dispatch(_read_msg(sock))
+                raw = _read_msg(sock)
+                if _last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw):
+                    raw = self._read_oversized_group(sock, raw)
+                self._dispatch(raw)
         except (OSError, ValueError, ConnectionLost, struct.error) as exc:
             if not self._closed.is_set():
                 log.warning("openflow_disconnected", target=self.target, error=str(exc))
@@ -254,6 +275,42 @@ class OpenFlowChannel:
             self.close()
             if was_open and self._on_disconnect is not None:
                 self._on_disconnect()
+
+    def _read_oversized_group(self, sock: socket.socket, raw: bytes) -> bytes:
+        """Resynchronize after a group-desc reply whose last entry is larger
+        than OpenFlow's 16-bit lengths (see ``groupdesc.oversized_entry_fits``):
+        the header announced the true length modulo 2^16, so the rest of the
+        entry, a multiple of 64 KiB, is still in the stream.  Read it (bounded:
+        at most ``MAX_WRAPS`` x 64 KiB, each within ``WRAP_READ_TIMEOUT``),
+        report the entry as skipped and hand on the message without it.  Any
+        other malformation is left to the decoders (framing is intact)."""
+        offset = groupdesc.first_unframed_entry(raw)
+        if offset is None or not groupdesc.looks_wrapped(raw, offset):
+            return raw  # malformed otherwise: framing is intact, the decoders decide
+        _, _, group_id, _ = groupdesc.GROUP_DESC.unpack_from(raw, offset)
+        buf = raw
+        for _ in range(MAX_WRAPS):
+            buf += _read_within(sock, groupdesc.WRAP, WRAP_READ_TIMEOUT)
+            buckets_end = groupdesc.oversized_entry_fits(buf, offset)
+            if buckets_end is not None:
+                break
+        else:
+            raise ConnectionLost(f"group-desc entry of group {group_id} larger than "
+                                 f"{MAX_WRAPS} x 64 KiB: cannot resynchronize")
+        size = len(buf) - offset
+        skipped = SkippedEntry("group", group_id, size,
+                               groupdesc.count_buckets(buf, offset, buckets_end))
+        key = (skipped.group_id, skipped.size)
+        if key not in self._skipped_seen:  # said once per connection, counted every time
+            self._skipped_seen.add(key)
+            log.warning("openflow_entry_skipped", target=self.target, kind="group",
+                        group_id=group_id, bytes=size, buckets=skipped.buckets,
+                        reason="longer than 65535 bytes: OpenFlow cannot report it")
+        if self._on_skipped is not None:
+            self._on_skipped(skipped)
+        kept = bytearray(buf[:offset])
+        struct.pack_into("!H", kept, 2, len(kept))
+        return bytes(kept)
 
     def _dispatch(self, raw: bytes) -> None:
         _, msg_type, _, xid = HEADER.unpack_from(raw)
@@ -273,7 +330,7 @@ class OpenFlowChannel:
             return
         reply = Reply(msg_type, xid, raw)
         if msg_type == ofp.OFPT_ERROR:
-            err_type, code = struct.unpack_from("!HH", raw, 8)
+            err_type, code = struct.unpack_from("!HH", raw, 8) if len(raw) >= 12 else (-1, -1)
             if waiter.error is None:  # a bundle's adds share a waiter: keep the first
                 waiter.error = OpenFlowError(err_type, code, xid, raw[12:])
             waiter.done.set()
@@ -364,6 +421,26 @@ class OpenFlowChannel:
                 self._waiters.pop(xid, None)
             raise
         return self._wait(xid, w, timeout)
+
+    def send_checked(self, msgs: Iterable[wire.RawMessage], timeout: float | None = None
+                     ) -> None:
+        """Send messages the switch answers only when they fail (e.g.
+        NXT_CT_FLUSH), then a barrier: once it is answered, every error has
+        arrived.  Raises the first ``OpenFlowError`` among them."""
+        sent: list[tuple[int, _Waiter]] = []
+        try:
+            for m in msgs:
+                xid, w = self._register()
+                sent.append((xid, w))
+                self.send(m, xid)
+            self.barrier(timeout)
+        finally:
+            with self._waiters_lock:
+                for xid, _ in sent:
+                    self._waiters.pop(xid, None)
+        for _, w in sent:
+            if w.error is not None:
+                raise w.error
 
     def barrier(self, timeout: float | None = None) -> None:
         self.request(parser.OFPBarrierRequest(DP), timeout)
@@ -484,6 +561,29 @@ def group_bucket_counts(replies: Iterable[Reply]) -> dict[int, int]:
             out[gid] = (length - GROUP_STATS_FIXED) // BUCKET_STATS_SIZE
             pos += length
     return out
+
+
+def _last_group_desc_part(raw: bytes) -> bool:
+    """The last message of a group-desc reply: the only place OVS puts an
+    entry too large for 16-bit lengths (``ofpmp_postappend`` aborts
+    ovs-vswitchd 3.1 when another group would follow it)."""
+    return (len(raw) >= 12 and raw[1] == OFPT_MULTIPART_REPLY
+            and struct.unpack_from("!HH", raw, 8) == (ofp.OFPMP_GROUP_DESC, 0))
+
+
+def _read_within(sock: socket.socket, n: int, timeout: float) -> bytes:
+    """``n`` bytes that the peer has already sent (the rest of a message):
+    ConnectionLost if they do not arrive within ``timeout``."""
+    buf = bytearray()
+    while len(buf) < n:
+        readable, _, _ = select.select([sock], [], [], timeout)
+        if not readable:
+            raise ConnectionLost(f"message cut short: {len(buf)} of {n} bytes")
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionLost("connection closed by peer")
+        buf += chunk
+    return bytes(buf)
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:

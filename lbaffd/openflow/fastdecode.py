@@ -32,7 +32,7 @@ from os_ken.lib import type_desc
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.openflow import codec
-from lbaffd.openflow.flowdesc import decode_entry
+from lbaffd.openflow.flowdesc import DecodeError, decode_entry
 from lbaffd.openflow.flowspec import (
     OFPP_CONTROLLER,
     Action,
@@ -495,7 +495,11 @@ def decode_flow(buf: bytes, offset: int) -> FlowSpec:
     os-ken (``codec.decode_flow``), which also raises what it raised before."""
     spec = decode_fast(buf, offset)
     if spec is None:
-        spec = codec.decode_flow(decode_entry(buf, offset))
+        raw = decode_entry(buf, offset)  # raises DecodeError itself
+        try:
+            spec = codec.decode_flow(raw)
+        except Exception as exc:
+            raise DecodeError(f"flow at offset {offset}: {exc!r}") from exc
     return spec
 
 
@@ -590,7 +594,11 @@ def decode_group(buf: bytes, offset: int) -> GroupSpec:
     """The group at ``offset``: directly when lbaffd wrote it, else through os-ken."""
     spec = decode_group_fast(buf, offset)
     if spec is None:
-        spec = codec.decode_group(decode_group_entry(buf, offset))
+        raw = decode_group_entry(buf, offset)  # raises DecodeError itself
+        try:
+            spec = codec.decode_group(raw)
+        except Exception as exc:
+            raise DecodeError(f"group at offset {offset}: {exc!r}") from exc
     return spec
 
 

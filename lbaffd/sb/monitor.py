@@ -111,6 +111,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         # (first sync, reconnect), so everything must be read again
         self._dirty: dict[str, set[str]] | None = None
         self._session_seqno = -1
+        self._resyncing = True  # until the first complete sync
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
@@ -148,6 +149,12 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             # (re)connected or resyncing: rows may have vanished without an event
             self._session_seqno = seqno
             self._dirty = None
+            self._resyncing = True
+        if self._resyncing and self.in_sync:
+            # a (re)sync is complete: said once per session, so that an operator
+            # (and a test) sees when a reconnected DB has been read again
+            self._resyncing = False
+            log.info("ovsdb_synced", db=self._name, session=seqno)
         if self.change_seqno != before:
             self._on_change(self._name)
         return result

@@ -69,16 +69,42 @@ class LbaffdProcess:
     def ctl(self) -> str:
         return str(self.rundir / "lbaffd.ctl")
 
-    def wait_event(self, name: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+    def mark(self) -> int:
+        """How many log events there are now: pass it as ``after`` to wait for
+        an event that happens from here on."""
+        return len(self.events())
+
+    def wait_event(self, name: str, timeout: float = 20.0, after: int = 0,
+                   **fields: Any) -> dict[str, Any]:
+        """The first ``name`` event (with ``fields``) among the events past the
+        first ``after`` ones; raises if none comes within ``timeout``.  The
+        event's index is in its ``_index`` key (a ``mark`` for the next wait)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for ev in self.events():
+            for i, ev in enumerate(self.events()[after:], start=after):
                 if ev.get("event") == name and all(ev.get(k) == v for k, v in fields.items()):
-                    return ev
+                    return {**ev, "_index": i + 1}
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"lbaffd exited {self.proc.returncode}: {self.tail()}")
             time.sleep(0.05)
-        raise AssertionError(f"no {name} {fields} within {timeout}s: {self.tail()}")
+        raise AssertionError(f"no {name} {fields} after event {after} within {timeout}s: "
+                             f"{self.tail()}")
+
+    def wait_pass(self, after: int, timeout: float = 20.0, audit: bool = True) -> dict[str, Any]:
+        """The first reconcile pass that ends after event ``after``: ``in_sync``
+        (nothing to change) or ``reconciled`` (changes sent), with the switch
+        read back when ``audit``.  Proof that a pass ran, instead of a sleep."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, ev in enumerate(self.events()[after:], start=after):
+                if (ev.get("event") in ("in_sync", "reconciled")
+                        and (not audit or ev.get("audit") is True)):
+                    return {**ev, "_index": i + 1}
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"lbaffd exited {self.proc.returncode}: {self.tail()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no pass (audit={audit}) after event {after} within {timeout}s: "
+                             f"{self.tail()}")
 
     def count(self, name: str) -> int:
         return sum(1 for ev in self.events() if ev.get("event") == name)
@@ -130,13 +156,21 @@ def metric(text: str, name: str, **labels: str) -> float:
 T = TypeVar("T")
 
 
-def wait_until(pred: Callable[[], T], timeout: float = 10.0, step: float = 0.05) -> T:
-    """Poll ``pred`` until it is truthy or ``timeout`` passes; its last value."""
+def wait_until(pred: Callable[[], T], timeout: float = 10.0, step: float = 0.05,
+               what: str = "") -> T:
+    """Poll ``pred`` until it returns something truthy and return that; after
+    ``timeout`` seconds raise ``AssertionError`` naming what was awaited
+    (``what``, else the predicate's name) and the last value it returned.
+
+    It can only fail loudly: a bare ``wait_until(...)`` is an assertion."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
-        if value or time.monotonic() > deadline:
+        if value:
             return value
+        if time.monotonic() > deadline:
+            name = what or getattr(pred, "__qualname__", repr(pred))
+            raise AssertionError(f"waited {timeout}s for {name}; last value {value!r}")
         time.sleep(step)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -219,7 +218,7 @@ def test_bad_input_is_reported_once_and_isolated(sandbox: Sandbox, topo: Topolog
         "lb-bad", {"10.0.0.210:80": "10.0.0.21:8080", "10.0.0.211:99999": "10.0.0.21:8080",
                    "10.0.0.212:80": "10.0.0.21"}, datapaths=[topo.datapath_uuid])
     assert wait_until(lambda: any("nw_dst=10.0.0.210" in f for f in managed_flows(sandbox)))
-    time.sleep(2.5)  # at least one periodic audit pass more
+    daemon.wait_pass(daemon.mark())  # one periodic audit pass more: nothing said twice
     rejected = [e for e in daemon.events() if e.get("event") == "lb_input_rejected"]
     assert sorted((e["lb"], e["vip"], e["reason"]) for e in rejected) == [
         ("lb-bad", "10.0.0.211:99999", "bad_port"), ("lb-bad", "10.0.0.212:80", "port_mismatch")]
@@ -239,9 +238,13 @@ def test_sb_restart_and_reconnect(sandbox: Sandbox, topo: Topology,
     before = managed_flows(sandbox)
     entries = [e for e in learned_entries(sandbox) if "idle_timeout=300" in e]
     assert entries  # from the restart test
+    mark = daemon.mark()
     sandbox.restart_ovsdb("sb", down_for=2.0)
     assert managed_flows(sandbox) == before
-    time.sleep(1.5)  # the IDL reconnects (backoff ~1 s) and resyncs
+    # the IDL reconnects (backoff ~1 s) and resyncs; the pass that read the
+    # resynced SB may have started before it, so the next audit pass is the proof
+    synced = daemon.wait_event("ovsdb_synced", db="OVN_Southbound", after=mark, timeout=15)
+    daemon.wait_pass(daemon.wait_pass(synced["_index"], audit=False)["_index"])
     assert managed_flows(sandbox) == before
     assert [e for e in learned_entries(sandbox) if "idle_timeout=300" in e] == entries
     sandbox.set_lb_vips(topo.lb_uuid, {f"{VIP}:{PORT}": "10.0.0.21:8080"})

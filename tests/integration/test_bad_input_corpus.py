@@ -10,13 +10,12 @@ parser's handling of it is unit-tested.)
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox, run
 from lbaffd_sandbox.topology import build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess
+from tests.integration.lbaffd_proc import LbaffdProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
@@ -57,6 +56,11 @@ CORPUS: list[tuple[dict[str, str], dict[str, str], str]] = [
     ({"10.0.1.12:80": OK}, {"selection_fields": "ip_src,tp_bogus"}, "bad_selection_fields"),
     ({"10.0.1.13:80": OK}, {"hairpin_snat_ip": "10.0.0.999"}, "bad_hairpin_snat_ip"),
     ({"10.0.0.100:80": OK}, {}, "vip_conflict"),  # lb1's VIP on the same switch
+    # Unicode digits are no number to OVN (str_to_int is ASCII strtoll)
+    ({"10.0.1.30:\uff18\uff10": OK}, {}, "bad_port"),
+    ({"10.0.1.31:80": "10.0.0.21:\uff18\uff10\uff18\uff10"}, {}, "bad_port"),
+    ({"10.0.1.32:80": OK}, {"affinity_timeout": "\uff16\uff10"}, "bad_affinity_timeout"),
+    ({"10.0.1.33:80": OK}, {"affinity_timeout": "1_000"}, "bad_affinity_timeout"),
 ]
 
 
@@ -74,7 +78,10 @@ def test_corpus(sandbox: Sandbox) -> None:
         sandbox.add_port_binding("doomed-port", victim_dp, 1, "02:00:00:00:09:01", "10.9.0.1")
         victim = sandbox.add_load_balancer("on-doomed-dp", {"10.9.0.100:80": "10.9.0.1:80"},
                                            datapaths=[victim_dp, topo.datapath_uuid])
-        time.sleep(3.0)  # every row reconciled, plus an audit or two
+        # the last row added is realized: the passes (one worker, SB updates in
+        # order) have read every row before it
+        assert wait_until(lambda: any("nw_dst=10.9.0.100" in f for f in sandbox.dump_flows()),
+                          what="the flows of the last LB added")
         events = [e for e in daemon.events()
                   if e.get("event") in ("lb_input_rejected", "lb_input_warning")]
         for n, (_, _, reason) in enumerate(CORPUS):
@@ -92,9 +99,12 @@ def test_corpus(sandbox: Sandbox) -> None:
                 "where": [["logical_port", "==", "doomed-port"]]},
                {"op": "delete", "table": "Datapath_Binding",
                 "where": [["_uuid", "==", ["uuid", victim_dp]]]}]
+        mark = daemon.mark()
         run("ovsdb-client", "transact", sandbox.sb_remote,
             json.dumps(["OVN_Southbound", *ops]), env=sandbox.env)
-        time.sleep(1.5)
+        assert wait_until(lambda: not any("metadata=0x9," in f for f in sandbox.dump_flows()),
+                          what="the deleted datapath's flows gone")
+        daemon.wait_pass(mark, audit=False)
         assert set(before) <= set(sandbox.dump_flows())
         assert daemon.proc is not None and daemon.proc.poll() is None
         assert {r.backend for r in sandbox.connect("cli1", topo.vip, 80, count=3)} == pinned

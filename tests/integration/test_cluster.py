@@ -70,9 +70,16 @@ def test_leader_failover_changes_nothing_and_updates_keep_flowing(
     before, sent = snapshot(cluster), changes_sent(daemon)
     leader = cluster.sb_leader()
     assert leader is not None
+    mark = daemon.mark()
     cluster.stop_sb_member(leader)
     wait(lambda: cluster.sb_leader() not in (None, leader), 15)
-    time.sleep(2.5)  # reconnect + resync + at least one audit pass
+    # lbaffd reconnects only if it was on the old leader (any member will do);
+    # then an audit pass after its resync, else one after the election
+    daemon.wait_pass(daemon.mark())
+    resyncs = [i for i, e in enumerate(daemon.events()[mark:], start=mark + 1)
+               if e.get("event") == "ovsdb_synced" and e.get("db") == "OVN_Southbound"]
+    if resyncs:
+        daemon.wait_pass(daemon.wait_pass(resyncs[-1], audit=False)["_index"])
     assert snapshot(cluster) == before  # the failover itself changed nothing ...
     assert changes_sent(daemon) == sent  # ... and sent no OpenFlow change
     # updates keep flowing: a sequence of 6, each seen on the switch, none lost

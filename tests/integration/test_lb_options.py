@@ -117,7 +117,7 @@ def test_backend_added_to_rejecting_vip_serves_it(sandbox: Sandbox,
     def served() -> bool:
         (r,) = sandbox.connect("cli2", "10.0.0.160", 80)
         return r.ok and r.backend == "be3"
-    wait_until(served, timeout=10)
+    assert wait_until(served, timeout=10, what="cli2 -> 10.0.0.160:80 answered by be3")
 
 
 def test_selection_fields_hash_group(sandbox: Sandbox, daemon: LbaffdProcess) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
-from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape
+from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.traffic]
 
@@ -117,9 +117,12 @@ def test_affinity_show_lists_client_backend_idle_remaining(daemon: LbaffdProcess
 def test_reconcile_stats_recompute_and_log_level(daemon: LbaffdProcess) -> None:
     before = int(re.search(r"passes: (\d+)", appctl(daemon, "reconcile/stats")).group(1))  # type: ignore[union-attr]
     assert "queued" in appctl(daemon, "recompute")
-    time.sleep(0.5)
-    after = appctl(daemon, "reconcile/stats")
-    assert int(re.search(r"passes: (\d+)", after).group(1)) > before  # type: ignore[union-attr]
+
+    def passed() -> str | None:
+        text = appctl(daemon, "reconcile/stats")
+        m = re.search(r"passes: (\d+)", text)
+        return text if m and int(m.group(1)) > before else None
+    after = wait_until(passed, what="a pass after recompute")
     assert "last pass:" in after and "0 changes" in after
     appctl(daemon, "vlog/set", "ANY:dbg")
     assert "unknown level" in appctl(daemon, "vlog/set", "loud", check=False)

@@ -10,10 +10,12 @@ import pytest
 
 from lbaffd.model import (
     Endpoint,
+    c_int,
     ip_text,
     parse_affinity_timeout,
     parse_all,
     parse_load_balancer,
+    strict_ip,
 )
 from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
 
@@ -79,6 +81,21 @@ def test_empty_protocol_means_tcp_and_udp_is_kept() -> None:
         ("0.0.0.0:80", "10.0.0.2:80", "bad_address"),
         ("", "10.0.0.2:80", "empty_address"),
         ("10.0.0.100:80", "nonsense", "bad_address"),
+        # numbers and addresses are ASCII, as OVN's str_to_int()/inet_pton() read them
+        ("10.0.0.162:\uff18\uff10", "10.0.0.21:8080", "bad_port"),  # full-width "80"
+        ("10.0.0.162:80", "10.0.0.21:\uff18\uff10\uff18\uff10", "bad_port"),
+        ("10.0.0.162:\u0668\u0660", "10.0.0.21:8080", "bad_port"),  # Arabic-Indic "80"
+        ("10.0.0.162:8_0", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.162:80 ", "10.0.0.21:8080", "bad_port"),  # strtoll: trailing junk
+        ("10.0.0.162:0x50", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.162:-80", "10.0.0.21:8080", "bad_port"),
+        ("10.0.0.162:\u200080", "10.0.0.21:8080", "bad_port"),  # not C-locale space
+        ("\uff11\uff10.0.0.162:80", "10.0.0.21:8080", "bad_address"),
+        (" 10.0.0.162:80", "10.0.0.21:8080", "bad_address"),  # inet_pton: no blanks
+        ("10.0.0.162:80", "10.0.0.21:8080, 10.0.0.22:8080", "bad_address"),
+        ("10.0.0.162:80", "10.0.0.21:8080, ", "empty_address"),  # a blank backend
+        ("[fe80::1%eth0]:80", "[fe80::2]:80", "bad_address"),  # zone: inet_pton says no
+        ("[fd00::1]:80", "[fd00::\uff12]:80", "bad_address"),
     ],
 )
 def test_bad_vip_is_dropped_alone(key: str, value: str, reason: str) -> None:
@@ -109,7 +126,11 @@ def test_unknown_protocol_drops_the_lb_only() -> None:
 @pytest.mark.parametrize(
     ("raw", "want", "error"),
     [
-        ("300", 300, False), ("86400", 86400, False), ("0", None, False), (" 5 ", 5, False),
+        ("300", 300, False), ("86400", 86400, False), ("0", None, False), (" 5", 5, False),
+        ("+5", 5, False), ("\t60", 60, False),  # what OVS's str_to_int() also reads
+        (" 5 ", None, True), ("60\n", None, True), ("\uff16\uff10", None, True),
+        ("1_000", None, True), ("\u00a060", None, True), ("0x3c", None, True),
+        ("99999999999999999999", None, True),
         ("-1", None, True), ("86401", None, True), ("abc", None, True), ("", None, True),
         ("1.5", None, True),
     ],
@@ -151,3 +172,38 @@ def test_ip_text_is_str_of_the_address() -> None:
                                                  "fd00::1", "::ffff:1.2.3.4")] + [
             ipaddress.IPv4Address(rnd.getrandbits(32)) for _ in range(2000)]:
         assert ip_text(ip) == str(ip)
+
+
+@pytest.mark.parametrize(
+    ("key", "port"),
+    [("10.0.0.1:+80", 80), ("10.0.0.1: 80", 80), ("10.0.0.1:0080", 80), ("[fd00::1]:+443", 443)],
+)
+def test_port_reads_what_ovs_str_to_int_reads(key: str, port: int) -> None:
+    """OVN reads a port with strtoll(): leading C-locale blanks and a sign."""
+    parsed, issues = parse_load_balancer(lb({key: "10.0.0.21:8080" if "." in key
+                                             else "[fd00::21]:8080"}), DPS, GROUPS)
+    assert parsed is not None and issues == []
+    assert parsed.vips[0].endpoint.port == port
+
+
+def test_c_int_is_ascii_strtoll() -> None:
+    assert [c_int(t) for t in ("7", " -7", "+0", "2147483647", "2147483648", "", "+", " ",
+                               "1e3", "\uff17", "7\x00")] == [
+        7, -7, 0, 2147483647, None, None, None, None, None, None, None]
+
+
+def test_strict_ip_rejects_what_inet_pton_rejects() -> None:
+    assert str(strict_ip("::ffff:10.0.0.1")) == "::ffff:a00:1"
+    assert [strict_ip(t) for t in ("fe80::1%1", "10.0.0.1 ", "\uff11.0.0.1", "010.0.0.1",
+                                   "1.2.3", "")] == [None] * 6
+
+
+def test_hairpin_snat_ip_splits_on_ascii_blanks_only() -> None:
+    def snat(text: str) -> tuple[list[str], list[str]]:
+        parsed, issues = parse_load_balancer(
+            lb({"10.0.0.1:80": "10.0.0.2:80"},
+               options=MappingProxyType({"hairpin_snat_ip": text})), DPS, GROUPS)
+        assert parsed is not None
+        return [str(i) for i in parsed.hairpin_snat_ip], [i.reason for i in issues]
+    assert snat("10.0.0.9\tfd00::9") == (["10.0.0.9", "fd00::9"], [])
+    assert snat("10.0.0.9\u00a0fd00::9") == ([], ["bad_hairpin_snat_ip"])
