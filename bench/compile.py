@@ -16,8 +16,9 @@ import time
 
 from bench.encode import corpus_inputs
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
+from lbaffd.compiler import DesiredState, VipCache, compile_state
 from lbaffd.pipeline import STANDALONE
+from lbaffd.plan import vip_owners
 
 
 def main(argv: list[str] | None = None) -> int:

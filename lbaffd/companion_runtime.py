@@ -20,7 +20,6 @@ import structlog
 from lbaffd import ovnchassis
 from lbaffd import ownership as own
 from lbaffd.companion import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
-from lbaffd.compiler import VipPlan
 from lbaffd.entries import EntryKeeper
 from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.longidle import RemovedEntry
@@ -31,6 +30,7 @@ from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.ovnlayout import OvnLayout
 from lbaffd.ovnlayout import merge as merge_layout
 from lbaffd.pipeline import HAIRPIN_ZONE, Pipeline
+from lbaffd.plan import VipPlan
 from lbaffd.sb.records import SbSnapshot
 from lbaffd.topology import Topology
 

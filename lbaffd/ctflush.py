@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lbaffd.compiler import VipPlan
 from lbaffd.model import Endpoint
 from lbaffd.openflow.ctflush import CtFlush, CtTuple
 from lbaffd.pipeline import Pipeline
+from lbaffd.plan import VipPlan
 
 
 @dataclass(frozen=True, slots=True)

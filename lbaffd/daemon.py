@@ -23,7 +23,6 @@ import structlog
 from lbaffd import ctflush, model, ovnchassis
 from lbaffd import ownership as own
 from lbaffd.companion_runtime import CompanionRuntime
-from lbaffd.compiler import VipPlan, vip_mac
 from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.control import ControlServer
 from lbaffd.distribution import MODES, min_slots_for_version
@@ -38,6 +37,7 @@ from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
 from lbaffd.ops_daemonize import ProcessHooks
 from lbaffd.pipeline import COMPANION_MODE, STANDALONE, STANDALONE_MODE, Pipeline
+from lbaffd.plan import VipPlan
 from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.reject import Refuser, TokenBucket
 from lbaffd.report import PassReport
@@ -52,6 +52,7 @@ from lbaffd.sb.monitor import (
     read_local,
 )
 from lbaffd.sdnotify import Notifier
+from lbaffd.stages import vip_mac
 from lbaffd.status import ReconcileStats, Status
 from lbaffd.topology import Topology, build_topology
 

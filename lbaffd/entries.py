@@ -17,7 +17,6 @@ import structlog
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd import ownership as own
-from lbaffd.compiler import VipPlan
 from lbaffd.flushrecovery import Restore
 from lbaffd.longidle import LongIdle, RemovedEntry
 from lbaffd.metrics import Metrics
@@ -26,6 +25,7 @@ from lbaffd.openflow import codec
 from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
 from lbaffd.pipeline import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_PORT, backend_regs
+from lbaffd.plan import VipPlan
 
 log = structlog.get_logger("lbaffd.entries")
 

@@ -29,7 +29,7 @@ from lbaffd.openflow.packed import flow_id, pack_flow, pack_group, unpack_group
 from lbaffd.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    from lbaffd.compiler import VipPlan
+    from lbaffd.plan import VipPlan
     from lbaffd.vippart import VipPart
 
 ENV: Final = "LBAFFD_TEST_FAULTS"

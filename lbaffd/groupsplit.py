@@ -47,14 +47,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from lbaffd import ownership as own
 from lbaffd.openflow import wire
 from lbaffd.openflow.flowspec import Bucket, Group, GroupSpec
-
-if TYPE_CHECKING:
-    from lbaffd.compiler import VipPlan
+from lbaffd.plan import VipPlan
 
 # The largest group body (OFPT_GROUP_MOD after its header; the same bytes
 # OVS reports as the group-desc entry: both are 16-byte fixed parts followed

@@ -22,11 +22,12 @@ from typing import TypeVar
 
 from lbaffd import isolation
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, Slot, VipCache, VipPlan, make_plan, plan_vips
+from lbaffd.compiler import DesiredState, VipCache
 from lbaffd.diff import ChangeSet, diff
 from lbaffd.model import LoadBalancer, ParseIssue
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, cookie
 from lbaffd.pipeline import Pipeline
+from lbaffd.plan import Slot, VipPlan, make_plan, plan_vips
 from lbaffd.topology import Topology
 
 _K = TypeVar("_K")

@@ -33,8 +33,9 @@ from lbaffd.model import LoadBalancer, ParseIssue
 from lbaffd.openflow.packed import GroupBody
 
 if TYPE_CHECKING:
-    from lbaffd.compiler import VipCache, VipPlan
+    from lbaffd.compiler import VipCache
     from lbaffd.pipeline import Pipeline
+    from lbaffd.plan import VipPlan
     from lbaffd.topology import Topology
     from lbaffd.vippart import VipPart
 

@@ -15,7 +15,6 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from lbaffd import groupsplit
 from lbaffd import ownership as own
-from lbaffd.compiler import VipPlan
 from lbaffd.model import Endpoint
 from lbaffd.openflow.codec import DP, canonical_match
 from lbaffd.openflow.flowdesc import RawFlow, decode_entry, iter_entries
@@ -26,6 +25,7 @@ from lbaffd.pipeline import (
     Pipeline,
     backend_from_regs,
 )
+from lbaffd.plan import VipPlan
 
 
 class Channel(Protocol):

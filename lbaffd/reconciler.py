@@ -20,7 +20,7 @@ import structlog
 
 from lbaffd import isolation
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
+from lbaffd.compiler import CompiledGroup, DesiredState, VipCache, compile_stream
 from lbaffd.diff import ChangeSet, DiffStream, diff
 from lbaffd.distribution import BALANCED
 from lbaffd.incremental import DesiredIndex
@@ -32,13 +32,15 @@ from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
 from lbaffd.pipeline import REG_VIP_ID, Pipeline
+from lbaffd.plan import plan_pass
 from lbaffd.topology import Topology
 
 log = structlog.get_logger("lbaffd.reconcile")
 
 
 class BundleWriter(Protocol):
-    """An atomic bundle written while it is built (``channel.Bundle``)."""
+    """An atomic bundle written while it is built (``channel.Bundle``); as a
+    context manager it commits when its block ends and discards on an error."""
 
     count: int
 
@@ -46,6 +48,8 @@ class BundleWriter(Protocol):
     def commit(self) -> None: ...
     def discard(self) -> None: ...
     def position(self, xid: int) -> int | None: ...
+    def __enter__(self) -> BundleWriter: ...
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None: ...
 
 
 class Channel(Protocol):
@@ -278,17 +282,12 @@ class Reconciler:
     def _send_keyed(self, channel: Channel, changes: ChangeSet, desired: DesiredState) -> None:
         """``_send``, with a ledger of what each message is for (``_blame``)."""
         self._announce(changes.del_flows)
-        bundle = channel.open_bundle()
         ledger = isolation.BundleLedger()
-        self._attempt = (bundle, ledger, desired)
-        try:
+        with channel.open_bundle() as bundle:
+            self._attempt = (bundle, ledger, desired)
             for key, msg in keyed_messages(changes):
                 ledger.keys.append(key)
                 bundle.add(msg)
-        except BaseException:
-            bundle.discard()
-            raise
-        bundle.commit()
         self._attempt = None
 
     @property
@@ -366,32 +365,36 @@ class Reconciler:
                 if gid is not None:
                     previous[candidate] = gid  # the switch wins over memory
         incumbents = frozenset(previous)  # realized already: they keep contested VIPs
-        owners = vip_owners(lbs, topo, incumbents)
-        self._group_ids = own.allocate_group_ids(owners, previous)
+        planned = plan_pass(lbs, topo, incumbents)  # once: group ids and compile use it
+        self._group_ids = own.allocate_group_ids(planned.owners, previous)
         # Diffed and sent while it compiles: ovs-vswitchd checks the bundle's
         # adds on its own core meanwhile (half of a cold pass at 1000s of LBs).
         stream = DiffStream(installed)
-        bundle = channel.open_bundle()
         ledger = isolation.BundleLedger()  # which owner each message is for
-        self._attempt = (bundle, ledger, None)
-
-        def on_group(gid: int, g: GroupBody) -> None:
-            kind = stream.group(gid, g)
-            if kind is not None:
-                ledger.group(gid)
-                bundle.add(packed.group_add_message(g) if kind == "add"
-                           else packed.group_modify_message(g))
-
-        def on_flow(fid: FlowId, f: FlowBody) -> None:
-            kind = stream.flow(fid, f)
-            if kind is not None:
-                ledger.flow(packed.cookie(f))
-                bundle.add(packed.add_message(f) if kind == "add" else packed.modify_message(f))
-
-        try:
-            desired = compile_state(lbs, topo, self._group_ids, self._pipeline,
-                                    self._max_idle, self._distribution, self.min_slots,
-                                    self._compiled, incumbents, on_flow, on_group)
+        compiled = compile_stream(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
+                                  self._distribution, self.min_slots, self._compiled,
+                                  incumbents, planned)
+        # one bundle, committed when the block ends, discarded if it raises
+        with channel.open_bundle() as bundle:
+            self._attempt = (bundle, ledger, None)
+            while True:  # sent while the rest compiles
+                try:
+                    item = next(compiled)
+                except StopIteration as done:
+                    desired: DesiredState = done.value
+                    break
+                if isinstance(item, CompiledGroup):
+                    change = stream.group(item.group_id, item.body)
+                    if change is not None:
+                        ledger.group(item.group_id)
+                        bundle.add(packed.group_add_message(item.body) if change == "add"
+                                   else packed.group_modify_message(item.body))
+                else:
+                    change = stream.flow(item.flow_id, item.body)
+                    if change is not None:
+                        ledger.flow(packed.cookie(item.body))
+                        bundle.add(packed.add_message(item.body) if change == "add"
+                                   else packed.modify_message(item.body))
             changes = stream.finish(desired.state)
             self._announce(changes.del_flows)
             for f in changes.del_flows:  # flows first: their groups go last
@@ -400,14 +403,10 @@ class Reconciler:
             for gid in changes.del_groups:
                 ledger.group(gid)
                 bundle.add(wire.group_delete(gid))
-        except BaseException:
-            bundle.discard()
-            raise
-        t_compiled = t_committed = time.monotonic()
-        if bundle.count:
             self._attempt = (bundle, ledger, desired)
-            bundle.commit()
-            t_committed = time.monotonic()
+            t_compiled = time.monotonic()
+        t_committed = time.monotonic()
+        if bundle.count:
             channel.barrier()
         self._attempt = None  # (its ledger is ~1 MB after a cold pass)
         t_end = time.monotonic()

@@ -9,8 +9,8 @@ import structlog
 
 from lbaffd import isolation, model
 from lbaffd import ownership as own
-from lbaffd.compiler import VipPlan
 from lbaffd.metrics import Metrics
+from lbaffd.plan import VipPlan
 from lbaffd.reconciler import ReconcileResult
 
 log = structlog.get_logger("lbaffd")

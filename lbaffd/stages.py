@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from lbaffd import groupsplit
 from lbaffd import ownership as own
@@ -83,10 +82,8 @@ from lbaffd.pipeline import (
     backend_regs,
     datapath_zone,
 )
+from lbaffd.plan import VipPlan
 from lbaffd.topology import LocalPort
-
-if TYPE_CHECKING:
-    from lbaffd.compiler import VipPlan
 
 OFPFF_SEND_FLOW_REM = 1
 ETH_IP = 0x0800

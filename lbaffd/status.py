@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lbaffd.compiler import VipPlan
 from lbaffd.model import ParseIssue
 from lbaffd.observe import AffinityEntry, Counters
+from lbaffd.plan import VipPlan
 
 
 @dataclass(frozen=True, slots=True)

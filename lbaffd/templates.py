@@ -37,7 +37,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from lbaffd import groupsplit
 from lbaffd import ownership as own
@@ -45,14 +45,12 @@ from lbaffd.model import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.openflow import wire
 from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
 from lbaffd.pipeline import Pipeline
+from lbaffd.plan import VipPlan
 from lbaffd.stages import addr_text, vip_group, vip_mac
 from lbaffd.topology import Topology
 from lbaffd.vippart import VipPart
 
-if TYPE_CHECKING:
-    from lbaffd.compiler import VipPlan
-
-CompileVip = Callable[["VipPlan", Pipeline, int, Topology], VipPart]
+CompileVip = Callable[[VipPlan, Pipeline, int, Topology], VipPart]
 Shape = tuple[object, ...]
 # an owner key of a shared flow with the VIP's addresses as their index
 OwnerPattern = tuple[str | int, ...]
@@ -294,7 +292,6 @@ class VipTemplates:
         self._shapes: dict[Shape, _Template | str] = {}
         self.made = self.refused = 0  # templates made / shapes found unusable
         self.filled = 0  # parts filled in from a template
-        from lbaffd.compiler import VipPlan  # imports this module
         self._kept = (_kept(VipPlan, _REPLACED_PLAN), _kept(LoadBalancer, _REPLACED_LB),
                       _kept(Vip, _REPLACED_VIP))
 

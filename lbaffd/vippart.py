@@ -8,11 +8,11 @@ very same parts for VIPs shaped like one compiled before, from bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from lbaffd import ownership as own
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, flow_id, pack_flow, pack_group
 from lbaffd.pipeline import Pipeline
+from lbaffd.plan import VipPlan
 from lbaffd.stages import (
     FlowBuilder,
     addr_text,
@@ -25,9 +25,6 @@ from lbaffd.stages import (
     vip_flows,
 )
 from lbaffd.topology import Topology
-
-if TYPE_CHECKING:
-    from lbaffd.compiler import VipPlan
 
 
 @dataclass(frozen=True, slots=True)

@@ -596,6 +596,15 @@ class FakeBundle:
             self._switch.counts["bundle_discarded"] += 1
         self._msgs = []
 
+    def __enter__(self) -> FakeBundle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
 
 class FakeSwitch:
     """The reconciler's ``Channel`` on an in-memory OpenFlow 1.5 switch.

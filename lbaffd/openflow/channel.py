@@ -712,3 +712,14 @@ class Bundle:
             pass
         finally:
             self._release()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """``with channel.open_bundle() as b:`` commits what was added when the
+        block ends normally and discards it when the block raises."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

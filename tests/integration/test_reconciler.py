@@ -101,6 +101,19 @@ def test_bundle_is_atomic(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
+def test_bundle_block_commits_or_discards(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
+    """``with channel.open_bundle() as b:``: what a block that raises added
+    never reaches the table; a block that ends normally commits."""
+    good = FlowSpec(9, 10, Match.of(in_port=1), (Output(2),), 0x1BAF000000000009)
+    with pytest.raises(RuntimeError), channel.open_bundle() as b:
+        b.add(wire.flow_add(good))
+        raise RuntimeError("the compile side failed half way")
+    assert sandbox.dump_flows("table=9") == []
+    with channel.open_bundle() as b:
+        b.add(wire.flow_add(good))
+    assert len(sandbox.dump_flows("table=9")) == 1
+
+
 def test_bundle_of_wire_messages(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
     """Raw ``wire`` messages, batched into multi-message writes, mixed with
     os-ken ones; an error names the failing add by its own xid."""

@@ -12,7 +12,7 @@ import pytest
 
 from lbaffd import ownership as own
 from lbaffd.companion import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import compile_state
 from lbaffd.flushrecovery import FlushRecovery
 from lbaffd.longidle import RemovedEntry
 from lbaffd.model import LoadBalancer, parse_all
@@ -27,6 +27,7 @@ from lbaffd.pipeline import (
     SCRATCH_REGS,
     companion,
 )
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
 from lbaffd.topology import LocalPort, Topology
 

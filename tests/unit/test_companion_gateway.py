@@ -11,11 +11,12 @@ from types import MappingProxyType
 
 from lbaffd import ownership as own
 from lbaffd.companion import TAKE_OVER_AFFINITY, scopes, take_over
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import compile_state
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Opaque, Output, SetField
 from lbaffd.ovnlayout import OvnLayout, discover, output_flow_match
 from lbaffd.pipeline import COMPANION_ZONE, PRIO_INTERCEPT, PRIO_REPLY_HOOK, companion
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import (
     DatapathRow,
     InterfaceRow,

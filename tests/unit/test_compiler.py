@@ -6,7 +6,7 @@ import ipaddress
 from types import MappingProxyType
 
 from lbaffd import ownership as own
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import CompiledGroup, compile_state, compile_stream
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
@@ -21,6 +21,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.packed import cookie, unpack_flow
 from lbaffd.pipeline import STANDALONE as P
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 
@@ -223,17 +224,23 @@ def test_a_realized_vip_keeps_a_contested_slot() -> None:
     assert [p.lb.name for p in fresh.vips] == ["aa-new"]  # no incumbent: by name
 
 
-def test_compile_hooks_see_every_flow_once_and_each_group_before_its_flows() -> None:
-    """A full pass sends what compile_state hands its hooks while it runs:
+def test_compile_stream_yields_every_flow_once_and_each_group_before_its_flows() -> None:
+    """A full pass sends what compile_stream yields while it runs:
     exactly the state it returns, no flow twice, a group before any flow
     that points at it (the bundle is ordered)."""
     parsed = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080",
                     "10.0.0.101:80": "10.0.0.21:8080,10.0.0.23:8080"})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
     seen: list[tuple[str, object, bytes]] = []
-    state = compile_state(parsed, TOPO, ids, P,
-                          on_flow=lambda fid, body: seen.append(("flow", fid, body)),
-                          on_group=lambda gid, body: seen.append(("group", gid, body)))
+    stream = compile_stream(parsed, TOPO, ids, P)
+    while True:
+        try:
+            item = next(stream)
+        except StopIteration as done:
+            state = done.value
+            break
+        seen.append(("group", item.group_id, item.body) if isinstance(item, CompiledGroup)
+                    else ("flow", item.flow_id, item.body))
     flows = [(fid, body) for kind, fid, body in seen if kind == "flow"]
     groups = {gid: body for kind, gid, body in seen if kind == "group"}
     assert len(flows) == len(dict(flows)) == len(state.state.flows)

@@ -14,11 +14,11 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd.compiler import VipPlan
 from lbaffd.ctflush import departures
 from lbaffd.model import LoadBalancer, parse_endpoint, parse_load_balancer, parse_vip
 from lbaffd.openflow.ctflush import CtFlush, CtTuple
 from lbaffd.pipeline import Pipeline, companion
+from lbaffd.plan import VipPlan
 from lbaffd.sb.records import LoadBalancerRow
 
 ip = ipaddress.ip_address

@@ -9,11 +9,12 @@ from types import MappingProxyType
 import pytest
 
 from lbaffd import ownership as own
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import compile_state
 from lbaffd.config import Settings
 from lbaffd.model import parse_all
 from lbaffd.openflow.flowspec import Action, Output, Resubmit
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import (
     DatapathRow,
     InterfaceRow,

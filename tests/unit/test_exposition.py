@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from lbaffd import ownership as own
-from lbaffd.compiler import make_plan, plan_vips
 from lbaffd.exposition import chunked, family
 from lbaffd.model import parse_all
 from lbaffd.observe import Counters, backend_rows
+from lbaffd.plan import make_plan, plan_vips
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 

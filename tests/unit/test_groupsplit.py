@@ -11,12 +11,13 @@ import pytest
 
 from lbaffd import groupsplit, isolation
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state, vip_owners
+from lbaffd.compiler import DesiredState, VipCache, compile_state
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow import wire
 from lbaffd.openflow.flowspec import Group, GroupSpec
 from lbaffd.openflow.packed import unpack_group
 from lbaffd.pipeline import STANDALONE as P
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 

@@ -8,11 +8,12 @@ import random
 from types import MappingProxyType
 
 from lbaffd import ownership as own
-from lbaffd.compiler import VipCache, compile_state, vip_owners
+from lbaffd.compiler import VipCache, compile_state
 from lbaffd.incremental import DesiredIndex
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.packed import PackedState, flow_id, group_id
 from lbaffd.pipeline import STANDALONE as P
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 

@@ -7,10 +7,11 @@ from types import MappingProxyType
 
 from lbaffd import isolation
 from lbaffd import ownership as own
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import CompiledGroup, compile_state, compile_stream
 from lbaffd.model import LoadBalancer, parse_all
 from lbaffd.openflow.packed import cookie
 from lbaffd.pipeline import STANDALONE as P
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
 
@@ -112,8 +113,9 @@ def test_an_encoding_error_leaves_only_its_vip_out() -> None:
     VIP, before anything of it is handed on, and nothing else."""
     import struct
 
-    from lbaffd.compiler import VipCache, VipPlan
+    from lbaffd.compiler import VipCache
     from lbaffd.pipeline import Pipeline
+    from lbaffd.plan import VipPlan
     from lbaffd.vippart import VipPart
 
     class Failing(VipCache):
@@ -125,8 +127,15 @@ def test_an_encoding_error_leaves_only_its_vip_out() -> None:
     parsed = lbs(a={"10.0.0.1:80": BE}, b={"10.0.0.3:80": BE})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
     sent: list[int] = []
-    state = compile_state(parsed, TOPO, ids, P, cache=Failing(),
-                          on_group=lambda gid, _: sent.append(gid))
+    stream = compile_stream(parsed, TOPO, ids, P, cache=Failing())
+    while True:
+        try:
+            item = next(stream)
+        except StopIteration as done:
+            state = done.value
+            break
+        if isinstance(item, CompiledGroup):
+            sent.append(item.group_id)
     assert [p.lb.name for p in state.vips] == ["b"]
     assert sent == [ids[own.vip_owner("b", "10.0.0.3:80")]]
     issue, = state.issues

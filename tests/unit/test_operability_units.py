@@ -11,11 +11,12 @@ import pytest
 
 from lbaffd import ownership as own
 from lbaffd.cli import OPTIONS, build_parser
-from lbaffd.compiler import compile_state, vip_owners
+from lbaffd.compiler import compile_state
 from lbaffd.config import Settings, load_settings, read_config_file
 from lbaffd.model import parse_all
 from lbaffd.observe import AffinityEntry, Counters
 from lbaffd.pipeline import STANDALONE
+from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import (

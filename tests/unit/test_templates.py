@@ -13,16 +13,10 @@ from typing import Any
 import pytest
 
 from lbaffd import ownership as own
-from lbaffd.compiler import (
-    DesiredState,
-    VipCache,
-    compile_state,
-    make_plan,
-    plan_vips,
-    vip_owners,
-)
+from lbaffd.compiler import DesiredState, VipCache, compile_state
 from lbaffd.model import IPAddress, LoadBalancer, parse_all
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
+from lbaffd.plan import make_plan, plan_vips, vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.templates import MARKS_A, VipTemplates, _addresses, _marked, _shape
 from lbaffd.topology import LocalPort, Topology

@@ -19,7 +19,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
 from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, compile_state, vip_owners
+from lbaffd.compiler import DesiredState, compile_state
 from lbaffd.diff import ChangeSet
 from lbaffd.model import IPAddress, parse_all
 from lbaffd.openflow import codec, wire
@@ -41,6 +41,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.packed import unpack_flow, unpack_group
 from lbaffd.pipeline import STANDALONE, Pipeline, embedded
+from lbaffd.plan import vip_owners
 from lbaffd.reconciler import to_messages
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd.topology import LocalPort, Topology
