@@ -103,7 +103,7 @@ bench-companion: bench-deps
 ## code and ./lbaffd.8 (`man ./lbaffd.8`) from it and the parser; after a change to
 ## the flags, commands or metrics (a test says when). Builds render their own copy.
 man: venv
-	$(PY) -m lbaffd.manpage
+	$(PY) -m lbaffd.ops.manpage
 
 ## make dist: wheel and sdist in dist/, versioned by the git tags (setuptools-scm:
 ## tag vX.Y.Z for a release), lbaffd(8) inside the wheel.

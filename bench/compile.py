@@ -15,10 +15,10 @@ import gc
 import time
 
 from bench.encode import corpus_inputs
-from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state
-from lbaffd.pipeline import STANDALONE
-from lbaffd.plan import vip_owners
+from lbaffd.compile.layout import STANDALONE
+from lbaffd.compile.state import DesiredState, VipCache, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.plan import vip_owners
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from bench.common import bench_sandbox
 from bench.encode import corpus
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import codec, fastdecode, wire
 from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries

@@ -21,15 +21,15 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
-from lbaffd import ownership as own
-from lbaffd.compiler import compile_state
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import STANDALONE
+from lbaffd.compile.state import compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import codec, wire
 from lbaffd.openflow.flowspec import FlowSpec, GroupSpec
-from lbaffd.pipeline import STANDALONE
-from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 BACKENDS = 5
 XID, BUNDLE_ID = 7, 3

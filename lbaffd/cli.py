@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 
-from lbaffd import __version__, ops_options
+from lbaffd import __version__
 from lbaffd.config import ENV_PREFIX, Settings, load_settings, read_config_file
+from lbaffd.ops import process_options as ops_options
 
 D = Settings()
 # (flag, help) in the order --help shows them; the default is taken from Settings.
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         keep_eventlet_out()
         from lbaffd.daemon import Daemon
-        from lbaffd.log import configure
-        from lbaffd.ops_daemonize import OvsDaemonProcess
+        from lbaffd.ops.daemonize import OvsDaemonProcess
+        from lbaffd.ops.log import configure
 
         try:
             settings = settings_from_args(args)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from lbaffd.pipeline import (
+from lbaffd.compile.layout import (
     COMPANION_BASE,
     COMPANION_MODE,
     COMPANION_ZONE,

@@ -20,27 +20,38 @@ from types import FrameType
 
 import structlog
 
-from lbaffd import ctflush, model, ovnchassis
-from lbaffd import ownership as own
-from lbaffd.companion_runtime import CompanionRuntime
+from lbaffd.compile.layout import COMPANION_MODE, STANDALONE, STANDALONE_MODE, Pipeline
+from lbaffd.compile.stages import vip_mac
 from lbaffd.config import AUTO_MODE, Settings
-from lbaffd.control import ControlServer
-from lbaffd.distribution import MODES, min_slots_for_version
-from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
-from lbaffd.exposition import live_families
-from lbaffd.gcpause import GcPause
-from lbaffd.inputs import Inputs, read_all, read_lb_change
-from lbaffd.longidle import RemovedEntry
-from lbaffd.metrics import LiveCollector, Metrics
-from lbaffd.neighbor import neighbor_advert
+from lbaffd.model import loadbalancer as model
+from lbaffd.model import ownership as own
+from lbaffd.model.distribution import MODES, min_slots_for_version
+from lbaffd.model.plan import VipPlan
+from lbaffd.model.topology import Topology, build_topology
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
-from lbaffd.ops_daemonize import ProcessHooks
-from lbaffd.pipeline import COMPANION_MODE, STANDALONE, STANDALONE_MODE, Pipeline
-from lbaffd.plan import VipPlan
-from lbaffd.reconciler import Reconciler, ReconcileResult, cleanup
-from lbaffd.reject import Refuser, TokenBucket
-from lbaffd.report import PassReport
+from lbaffd.ops.control import ControlServer
+from lbaffd.ops.daemonize import ProcessHooks
+from lbaffd.ops.exposition import live_families
+from lbaffd.ops.gcpause import GcPause
+from lbaffd.ops.metrics import LiveCollector, Metrics
+from lbaffd.ops.report import PassReport
+from lbaffd.ops.sdnotify import Notifier
+from lbaffd.ops.status import ReconcileStats, Status
+from lbaffd.ovn import chassis as ovnchassis
+from lbaffd.ovn.runtime import CompanionRuntime
+from lbaffd.packetin.neighbor import neighbor_advert
+from lbaffd.packetin.reject import Refuser, TokenBucket
+from lbaffd.reconcile import ctflush
+from lbaffd.reconcile.entries import (
+    EntryKeeper,
+    ExpectedDeletes,
+    removed_entry,
+    removed_managed_flow,
+)
+from lbaffd.reconcile.longidle import RemovedEntry
+from lbaffd.reconcile.reconciler import Reconciler, ReconcileResult, cleanup
+from lbaffd.sb.inputs import Inputs, read_all, read_lb_change
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,
     OVS_TABLES,
@@ -51,10 +62,6 @@ from lbaffd.sb.monitor import (
     read_bridge_external_ids,
     read_local,
 )
-from lbaffd.sdnotify import Notifier
-from lbaffd.stages import vip_mac
-from lbaffd.status import ReconcileStats, Status
-from lbaffd.topology import Topology, build_topology
 
 log = structlog.get_logger("lbaffd")
 
@@ -533,7 +540,7 @@ class Daemon:
 
     def _flush_departed(self, before: tuple[VipPlan, ...], result: ReconcileResult) -> None:
         """Flush the conntrack entries of backends that left a VIP in this pass
-        (``lbaffd.ctflush``), now that the pass is on the switch.  Only looked
+        (``lbaffd.reconcile.ctflush``), now that the pass is on the switch.  Only looked
         for when the pass changed or deleted a group or deleted flows."""
         c = result.changes
         if not before or not (c.mod_groups or c.del_groups or c.del_flows):

@@ -68,7 +68,7 @@ from typing import Any, Final
 
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import fastdecode, wire
 from lbaffd.openflow.channel import OpenFlowError, Reply
 from lbaffd.openflow.flowspec import (

@@ -28,7 +28,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import groupdesc, wire
 
 log = structlog.get_logger("lbaffd.openflow")

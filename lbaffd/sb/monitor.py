@@ -26,7 +26,7 @@ from ovs.db import idl as ovs_idl
 from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
-from lbaffd.gcpause import GcPause
+from lbaffd.ops.gcpause import GcPause
 from lbaffd.sb.records import (
     DatapathRow,
     DpGroupRow,

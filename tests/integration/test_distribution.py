@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lbaffd.distribution import BALANCED, OVS_DEFAULT, expected_shares
+from lbaffd.model.distribution import BALANCED, OVS_DEFAULT, expected_shares
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import BACKEND_PORT, Topology, build_demo_topology, mac_of
 from tests.integration.lbaffd_proc import LbaffdProcess

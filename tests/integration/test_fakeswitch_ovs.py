@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
-from lbaffd import ownership as own
+from lbaffd.compile.layout import REG_VIP_ID, STANDALONE
+from lbaffd.model import ownership as own
 from lbaffd.openflow import codec, fastdecode, wire
 from lbaffd.openflow.channel import OpenFlowChannel, OpenFlowError, Reply
 from lbaffd.openflow.flowdesc import iter_entries
@@ -37,8 +38,7 @@ from lbaffd.openflow.flowspec import (
     SwitchState,
 )
 from lbaffd.openflow.groupdesc import iter_group_entries
-from lbaffd.pipeline import REG_VIP_ID, STANDALONE
-from lbaffd.reconciler import Reconciler
+from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.fakeswitch import FakeSwitch
 from tests.unit.test_wire_encode import DPS, ROWS, STATES, TOPO
@@ -155,7 +155,7 @@ def test_fake_answers_as_ovs(channel: OpenFlowChannel, index: int) -> None:
 def test_reconciler_reads_the_fake_as_it_reads_ovs(channel: OpenFlowChannel) -> None:
     """A pass, an audit and a restart against both: the same messages, the
     same tables, nothing sent the second and third time."""
-    from lbaffd.model import parse_all
+    from lbaffd.model.loadbalancer import parse_all
 
     lbs, _ = parse_all(ROWS, DPS, {})
     fake = FakeSwitch()
@@ -184,7 +184,7 @@ def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -
     the one the fake's ``learn`` installs, byte for byte; it stays while a flow
     holding its learn action is left and goes with the last one, deleted or
     modified to other actions (delete_learned), on both."""
-    from lbaffd.model import parse_all
+    from lbaffd.model.loadbalancer import parse_all
 
     lbs, _ = parse_all(ROWS, DPS, {})
     fake = FakeSwitch()

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import pytest
 
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import codec, fastdecode, wire
 from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
 from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
 from lbaffd.openflow.packed import PackedState
-from lbaffd.reconciler import DecodeCache
+from lbaffd.reconcile.reconciler import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.unit.test_fastdecode import EXTRA_FLOWS
 from tests.unit.test_wire_encode import STATES

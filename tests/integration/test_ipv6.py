@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lbaffd.stages import vip_mac
+from lbaffd.compile.stages import vip_mac
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import HOSTS, Topology, build_demo_topology, mac_of
 from tests.integration.lbaffd_proc import wait_until

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lbaffd.manpage import metric_families
+from lbaffd.ops.manpage import metric_families
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
 from tests.integration.lbaffd_proc import (

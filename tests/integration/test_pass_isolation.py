@@ -4,7 +4,7 @@ Three kinds of failure at once, against the real ovs-vswitchd: a group the
 switch refuses (a bucket id above OFPG15_BUCKET_MAX), a flow whose match
 this OVS does not support (``pbb_isid``), and a VIP too large for its group
 parts (the split limit capped at 4096 bytes).  The first two are provoked
-through ``LBAFFD_TEST_FAULTS`` (``lbaffd/faults.py``); the refusals are the
+through ``LBAFFD_TEST_FAULTS`` (``lbaffd/compile/faults.py``); the refusals are the
 switch's own.  Meanwhile other LBs come and change, and their traffic flows.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lbaffd import isolation
+from lbaffd.compile import isolation
 from lbaffd_sandbox.sandbox import LbSpec, Sandbox
 from lbaffd_sandbox.topology import BACKEND_PORT, Topology, build_demo_topology
 from tests.integration.lbaffd_proc import LbaffdProcess, free_port, metric, scrape, wait_until

@@ -9,15 +9,15 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import STANDALONE
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import codec, wire
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowError
 from lbaffd.openflow.flowspec import FlowSpec, Group, Match, Output
 from lbaffd.openflow.packed import flow_id
-from lbaffd.pipeline import STANDALONE
-from lbaffd.reconciler import Reconciler
+from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 from lbaffd_sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 from lbaffd.cli import build_parser
-from lbaffd.control import COMMANDS
-from lbaffd.manpage import INCLUDE, PAGE, include_text, metric_families, render
-from lbaffd.ops_daemonize import REOPEN
+from lbaffd.ops.control import COMMANDS
+from lbaffd.ops.daemonize import REOPEN
+from lbaffd.ops.manpage import INCLUDE, PAGE, include_text, metric_families, render
 
 
 def flags(parser: argparse.ArgumentParser) -> set[str]:

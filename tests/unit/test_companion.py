@@ -10,16 +10,7 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd import ownership as own
-from lbaffd.companion import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
-from lbaffd.compiler import compile_state
-from lbaffd.flushrecovery import FlushRecovery
-from lbaffd.longidle import RemovedEntry
-from lbaffd.model import LoadBalancer, parse_all
-from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
-from lbaffd.openflow.packed import flow_id, pack_flow
-from lbaffd.ovnlayout import OvnLayout, discover, merge
-from lbaffd.pipeline import (
+from lbaffd.compile.layout import (
     COMPANION_ZONE,
     PRIO_INTERCEPT,
     PRIO_INTERCEPT_UNSNAT,
@@ -27,9 +18,18 @@ from lbaffd.pipeline import (
     SCRATCH_REGS,
     companion,
 )
-from lbaffd.plan import vip_owners
+from lbaffd.compile.state import compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
+from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
+from lbaffd.openflow.packed import flow_id, pack_flow
+from lbaffd.ovn.flushrecovery import FlushRecovery
+from lbaffd.ovn.layout import OvnLayout, discover, merge
+from lbaffd.ovn.takeover import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
+from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
-from lbaffd.topology import LocalPort, Topology
 
 P = companion()
 SW0 = DatapathRow("dp-sw0", 1, "sw0")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from lbaffd import ownership as own
-from lbaffd.companion import TAKE_OVER_AFFINITY, scopes, take_over
-from lbaffd.compiler import compile_state
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import COMPANION_ZONE, PRIO_INTERCEPT, PRIO_REPLY_HOOK, companion
+from lbaffd.compile.state import compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import Topology, build_topology
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Opaque, Output, SetField
-from lbaffd.ovnlayout import OvnLayout, discover, output_flow_match
-from lbaffd.pipeline import COMPANION_ZONE, PRIO_INTERCEPT, PRIO_REPLY_HOOK, companion
-from lbaffd.plan import vip_owners
+from lbaffd.ovn.layout import OvnLayout, discover, output_flow_match
+from lbaffd.ovn.takeover import TAKE_OVER_AFFINITY, scopes, take_over
 from lbaffd.sb.records import (
     DatapathRow,
     InterfaceRow,
@@ -24,7 +25,6 @@ from lbaffd.sb.records import (
     PortBindingRow,
     SbSnapshot,
 )
-from lbaffd.topology import Topology, build_topology
 
 P = companion()
 SW0 = DatapathRow("dp-sw0", 1, "sw0")

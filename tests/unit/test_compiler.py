@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 from types import MappingProxyType
 
-from lbaffd import ownership as own
-from lbaffd.compiler import CompiledGroup, compile_state, compile_stream
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import STANDALONE as P
+from lbaffd.compile.state import CompiledGroup, compile_state, compile_stream
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     LEARN_SEND_FLOW_REM,
@@ -20,10 +23,7 @@ from lbaffd.openflow.flowspec import (
     SetField,
 )
 from lbaffd.openflow.packed import cookie, unpack_flow
-from lbaffd.pipeline import STANDALONE as P
-from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 DP9 = DatapathRow("dp-9", 9, "remote-only")
@@ -194,8 +194,8 @@ def test_learned_idle_timeout_is_capped() -> None:
 
 
 def test_service_monitor_matching() -> None:
+    from lbaffd.model.topology import unhealthy
     from lbaffd.sb.records import ServiceMonitorRow
-    from lbaffd.topology import unhealthy
 
     ip = ipaddress.ip_address("10.0.0.22")
     bound = {"be2": frozenset({ip}), "be9": frozenset({ipaddress.ip_address("10.0.0.99")})}

@@ -14,11 +14,11 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd.ctflush import departures
-from lbaffd.model import LoadBalancer, parse_endpoint, parse_load_balancer, parse_vip
+from lbaffd.compile.layout import Pipeline, companion
+from lbaffd.model.loadbalancer import LoadBalancer, parse_endpoint, parse_load_balancer, parse_vip
+from lbaffd.model.plan import VipPlan
 from lbaffd.openflow.ctflush import CtFlush, CtTuple
-from lbaffd.pipeline import Pipeline, companion
-from lbaffd.plan import VipPlan
+from lbaffd.reconcile.ctflush import departures
 from lbaffd.sb.records import LoadBalancerRow
 
 ip = ipaddress.ip_address

@@ -6,7 +6,6 @@ the reconciler reads the switch (``installed_flow``: unknown actions marked).
 
 from __future__ import annotations
 
-from lbaffd.diff import diff
 from lbaffd.openflow.flowspec import (
     OFPP_NORMAL,
     Bucket,
@@ -25,6 +24,7 @@ from lbaffd.openflow.packed import (
     pack_group,
     unpack_flow,
 )
+from lbaffd.reconcile.diff import diff
 
 C1 = 0x1BAF000000000001
 C2 = 0x1BAF000000000002

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from lbaffd.distribution import (
+from lbaffd.model.distribution import (
     BALANCED,
     OVS_DEFAULT,
     bucket_layout,

@@ -8,13 +8,14 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd import ownership as own
-from lbaffd.compiler import compile_state
+from lbaffd.compile.layout import STANDALONE, Pipeline, embedded
+from lbaffd.compile.state import compile_state
 from lbaffd.config import Settings
-from lbaffd.model import parse_all
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import build_topology
 from lbaffd.openflow.flowspec import Action, Output, Resubmit
-from lbaffd.pipeline import STANDALONE, Pipeline, embedded
-from lbaffd.plan import vip_owners
 from lbaffd.sb.records import (
     DatapathRow,
     InterfaceRow,
@@ -22,7 +23,6 @@ from lbaffd.sb.records import (
     PortBindingRow,
     SbSnapshot,
 )
-from lbaffd.topology import build_topology
 
 LS = DatapathRow("dp-ls", 1, "ls1")
 LR = DatapathRow("dp-lr", 2, "lr1", is_router=True)

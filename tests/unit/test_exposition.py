@@ -12,13 +12,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from lbaffd import ownership as own
-from lbaffd.exposition import chunked, family
-from lbaffd.model import parse_all
-from lbaffd.observe import Counters, backend_rows
-from lbaffd.plan import make_plan, plan_vips
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import parse_all
+from lbaffd.model.plan import make_plan, plan_vips
+from lbaffd.model.topology import LocalPort, Topology
+from lbaffd.ops.exposition import chunked, family
+from lbaffd.ops.observe import Counters, backend_rows
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 ROWS = [
     (("lb1", "10.0.0.100:80", "10.0.0.21:8080"), 3.0),

@@ -14,7 +14,7 @@ import struct
 import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import wire
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowspec import (
@@ -26,7 +26,7 @@ from lbaffd.openflow.flowspec import (
     Match,
     Output,
 )
-from lbaffd.reconciler import DecodeCache
+from lbaffd.reconcile.reconciler import DecodeCache
 from tests.fakeswitch import FakeSwitch, Message, match_key
 
 COOKIE = own.MANAGED_COOKIE | 0x42

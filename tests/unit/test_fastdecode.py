@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 from os_ken.lib import type_desc
 
-from lbaffd import ownership as own
+from lbaffd.model import ownership as own
 from lbaffd.openflow import codec, fastdecode, wire
 from lbaffd.openflow.flowdesc import decode_entry, iter_entries
 from lbaffd.openflow.flowspec import (
@@ -44,7 +44,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.groupdesc import decode_group_entry
 from lbaffd.openflow.packed import PackedState
-from lbaffd.reconciler import DecodeCache
+from lbaffd.reconcile.reconciler import DecodeCache
 from tests.unit.test_wire_encode import EXTRA_GROUPS, STATES
 
 FLOW_MOD_FIXED = 40  # wire.FLOW_MOD after the 8-byte header: match and instructions follow

@@ -21,7 +21,11 @@ from types import MappingProxyType
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lbaffd.model import MAX_AFFINITY_TIMEOUT, parse_affinity_timeout, parse_load_balancer
+from lbaffd.model.loadbalancer import (
+    MAX_AFFINITY_TIMEOUT,
+    parse_affinity_timeout,
+    parse_load_balancer,
+)
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from tests.unit import fuzzprofile
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from lbaffd.gcpause import GcPause
+from lbaffd.ops.gcpause import GcPause
 
 
 def test_pause_nests_and_restores() -> None:

@@ -9,17 +9,17 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd import groupsplit, isolation
-from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile import groupsplit, isolation
+from lbaffd.compile.layout import STANDALONE as P
+from lbaffd.compile.state import DesiredState, VipCache, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import wire
 from lbaffd.openflow.flowspec import Group, GroupSpec
 from lbaffd.openflow.packed import unpack_group
-from lbaffd.pipeline import STANDALONE as P
-from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(local_ports=(LocalPort(11, "cli1", DP1),), macs=MappingProxyType({}))
@@ -224,7 +224,7 @@ def test_a_vip_too_large_is_not_compiled_again_while_unchanged(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding a VIP too large costs a compile of all its buckets: the cache
     remembers the failure for the passes that see the same plan."""
-    from lbaffd import compiler
+    from lbaffd.compile import state as compiler
     calls: list[str] = []
     real = compiler.compile_vip
 

@@ -7,15 +7,15 @@ import ipaddress
 import random
 from types import MappingProxyType
 
-from lbaffd import ownership as own
-from lbaffd.compiler import VipCache, compile_state
-from lbaffd.incremental import DesiredIndex
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import STANDALONE as P
+from lbaffd.compile.state import VipCache, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import PackedState, flow_id, group_id
-from lbaffd.pipeline import STANDALONE as P
-from lbaffd.plan import vip_owners
+from lbaffd.reconcile.incremental import DesiredIndex
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(
@@ -110,7 +110,7 @@ def test_split_groups_change_incrementally_as_a_full_compile() -> None:
     """VIPs whose groups are split in parts (limit capped: ~24 buckets a
     part) grow, shrink and go; the index's groups (parts included) stay
     what a full compile gives, and a change touches only its VIP's groups."""
-    from lbaffd import groupsplit
+    from lbaffd.compile import groupsplit
     groupsplit.set_limit(2048)
     try:
         rnd = random.Random(11)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from types import MappingProxyType
 
-from lbaffd import isolation
-from lbaffd import ownership as own
-from lbaffd.compiler import CompiledGroup, compile_state, compile_stream
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile import isolation
+from lbaffd.compile.layout import STANDALONE as P
+from lbaffd.compile.state import CompiledGroup, compile_state, compile_stream
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import cookie
-from lbaffd.pipeline import STANDALONE as P
-from lbaffd.plan import vip_owners
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(local_ports=(LocalPort(11, "cli1", DP1),), macs=MappingProxyType({}))
@@ -91,7 +91,7 @@ def test_the_ledger_maps_positions_to_keys() -> None:
 
 
 def test_a_refused_part_group_is_its_vips() -> None:
-    from lbaffd import groupsplit
+    from lbaffd.compile import groupsplit
     many = ",".join(f"10.1.0.{i}:8080" for i in range(1, 101))
     parsed = lbs(a={"10.0.0.1:80": many}, b={"10.0.0.3:80": BE})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
@@ -113,10 +113,10 @@ def test_an_encoding_error_leaves_only_its_vip_out() -> None:
     VIP, before anything of it is handed on, and nothing else."""
     import struct
 
-    from lbaffd.compiler import VipCache
-    from lbaffd.pipeline import Pipeline
-    from lbaffd.plan import VipPlan
-    from lbaffd.vippart import VipPart
+    from lbaffd.compile.layout import Pipeline
+    from lbaffd.compile.state import VipCache
+    from lbaffd.compile.vip import VipPart
+    from lbaffd.model.plan import VipPlan
 
     class Failing(VipCache):
         def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lbaffd.longidle import LongIdle, RemovedEntry
 from lbaffd.openflow.flowspec import Match
+from lbaffd.reconcile.longidle import LongIdle, RemovedEntry
 
 M = Match.of(ipv4_src="10.0.0.11", reg6=5, metadata=1)
 CAP = 65535

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd.model import (
+from lbaffd.model.loadbalancer import (
     Endpoint,
     c_int,
     ip_text,

@@ -9,17 +9,17 @@ from types import MappingProxyType
 
 import pytest
 
-from lbaffd import ownership as own
 from lbaffd.cli import OPTIONS, build_parser
-from lbaffd.compiler import compile_state
+from lbaffd.compile.layout import STANDALONE
+from lbaffd.compile.state import compile_state
 from lbaffd.config import Settings, load_settings, read_config_file
-from lbaffd.model import parse_all
-from lbaffd.observe import AffinityEntry, Counters
-from lbaffd.pipeline import STANDALONE
-from lbaffd.plan import vip_owners
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.sdnotify import Notifier
-from lbaffd.status import (
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
+from lbaffd.ops.observe import AffinityEntry, Counters
+from lbaffd.ops.sdnotify import Notifier
+from lbaffd.ops.status import (
     ReconcileStats,
     Status,
     format_affinity,
@@ -27,7 +27,7 @@ from lbaffd.status import (
     format_lb_show,
     format_reconcile_stats,
 )
-from lbaffd.topology import LocalPort, Topology
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from lbaffd.cli import build_parser
-from lbaffd.ops_daemonize import ctl_path, log_file_path, pidfile_path
-from lbaffd.ops_options import ProcessOptions, options_from_args
+from lbaffd.ops.daemonize import ctl_path, log_file_path, pidfile_path
+from lbaffd.ops.process_options import ProcessOptions, options_from_args
 
 
 def opts(*argv: str) -> ProcessOptions:

@@ -18,10 +18,10 @@ from types import MappingProxyType
 import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
-from lbaffd import ovnchassis
-from lbaffd import ownership as own
-from lbaffd.companion import TAKE_OVER_ALL, scopes, take_over
-from lbaffd.model import LoadBalancer, parse_all
+from lbaffd.compile.layout import PRIO_INTERCEPT, REG_BACKEND_IP, REG_VIP_ID, STANDALONE, companion
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.topology import Topology
 from lbaffd.openflow import fastdecode, packed, wire
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
@@ -36,10 +36,10 @@ from lbaffd.openflow.flowspec import (
     SetField,
 )
 from lbaffd.openflow.packed import PackedState
-from lbaffd.pipeline import PRIO_INTERCEPT, REG_BACKEND_IP, REG_VIP_ID, STANDALONE, companion
-from lbaffd.reconciler import Reconciler, cleanup, read_installed
+from lbaffd.ovn import chassis as ovnchassis
+from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
+from lbaffd.reconcile.reconciler import Reconciler, cleanup, read_installed
 from lbaffd.sb.records import LoadBalancerRow
-from lbaffd.topology import Topology
 from tests.fakeswitch import FakeSwitch, Message
 from tests.unit.test_companion import LAYOUT, PORTS
 from tests.unit.test_companion import SNAP as COMPANION_SNAP
@@ -294,7 +294,7 @@ def test_cleanup_removes_exactly_lbaffd_state() -> None:
 
 
 def test_embedded_pipeline_full_pass_and_restart() -> None:
-    from lbaffd.pipeline import embedded
+    from lbaffd.compile.layout import embedded
 
     pipeline = embedded(40, 70)
     fake = FakeSwitch()

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, VipCache, compile_state
-from lbaffd.model import IPAddress, LoadBalancer, parse_all
-from lbaffd.pipeline import STANDALONE, Pipeline, embedded
-from lbaffd.plan import make_plan, plan_vips, vip_owners
+from lbaffd.compile.layout import STANDALONE, Pipeline, embedded
+from lbaffd.compile.shapes import MARKS_A, VipTemplates, _addresses, _marked, _shape
+from lbaffd.compile.state import DesiredState, VipCache, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import IPAddress, LoadBalancer, parse_all
+from lbaffd.model.plan import make_plan, plan_vips, vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.templates import MARKS_A, VipTemplates, _addresses, _marked, _shape
-from lbaffd.topology import LocalPort, Topology
 
 LS = DatapathRow("dp-ls", 1, "ls")
 LR = DatapathRow("dp-lr", 2, "lr", is_router=True)

@@ -18,10 +18,12 @@ import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
-from lbaffd import ownership as own
-from lbaffd.compiler import DesiredState, compile_state
-from lbaffd.diff import ChangeSet
-from lbaffd.model import IPAddress, parse_all
+from lbaffd.compile.layout import STANDALONE, Pipeline, embedded
+from lbaffd.compile.state import DesiredState, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import IPAddress, parse_all
+from lbaffd.model.plan import vip_owners
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import codec, wire
 from lbaffd.openflow.flowspec import (
     OFPP_CONTROLLER,
@@ -40,11 +42,9 @@ from lbaffd.openflow.flowspec import (
     SetField,
 )
 from lbaffd.openflow.packed import unpack_flow, unpack_group
-from lbaffd.pipeline import STANDALONE, Pipeline, embedded
-from lbaffd.plan import vip_owners
-from lbaffd.reconciler import to_messages
+from lbaffd.reconcile.diff import ChangeSet
+from lbaffd.reconcile.reconciler import to_messages
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
-from lbaffd.topology import LocalPort, Topology
 
 XID = 0x01020304
 BUNDLE_ID = 0x0A0B0C0D

@@ -1,0 +1,382 @@
+"""Compile a VIP by filling in the bytes of one shaped like it.
+
+At scale most VIPs differ only in values: their address, their backends'
+addresses and MACs, their group id and the cookies derived from these (a
+cluster's services: the same ports, options and number of backends).  Their
+encoded flows are then the same bytes but for those values, at the same
+offsets.  Compiling through the stages costs ~0.5 ms a VIP in pure Python;
+filling in ~16 flows' values costs a tenth of that.
+
+How it stays exact:
+
+- The *shape* of a VIP is its plan with every value replaced by a marker
+  (``_marked``: addresses by their index among the VIP's distinct addresses,
+  the LB's identity and the group id by constants), plus which addresses are
+  local and have a MAC.  Whatever is not replaced stays in the key (``_shape``
+  takes every other dataclass field): an input this module does not know
+  about can only make shapes more specific.
+- A template is made on a shape's second VIP: the shape compiled with two
+  marker sets (A, B); a *slot* is an offset where A's bytes hold one of A's
+  values and B's bytes the same value of B.  It is kept only if it turns B's
+  values into B's bytes exactly and the VIP at hand into its own compiled
+  part; else that shape is always compiled.
+- VIPs with an IPv6 address, LBs with ``hairpin_snat_ip`` and VIPs with
+  so many buckets that their group may have to be split (``groupsplit``)
+  are always compiled.
+
+The group is filled in bucket by bucket (``_GroupTemplate``): its bucket
+order follows hashes of the backends, so each backend has a bucket template
+and the plan's bucket list says which goes where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Final
+
+from lbaffd.compile import groupsplit
+from lbaffd.compile.layout import Pipeline
+from lbaffd.compile.stages import addr_text, vip_group, vip_mac
+from lbaffd.compile.vip import VipPart
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import Endpoint, IPAddress, LoadBalancer, Vip
+from lbaffd.model.plan import VipPlan
+from lbaffd.model.topology import Topology
+from lbaffd.openflow import wire
+from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
+
+CompileVip = Callable[[VipPlan, Pipeline, int, Topology], VipPart]
+Shape = tuple[object, ...]
+# an owner key of a shared flow with the VIP's addresses as their index
+OwnerPattern = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """One set of marker values (A or B)."""
+
+    uuid: str
+    group_id: int
+    first_addr: int
+    mac_prefix: str
+
+    def addr(self, k: int) -> IPAddress:
+        return ipaddress.IPv4Address(self.first_addr + k)
+
+    def mac(self, i: int) -> str:
+        return f"{self.mac_prefix}:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+
+
+MARKS_A: Final = _Marks("\x00template-a", 0xB0A1A2A3, int(ipaddress.IPv4Address("198.18.0.1")),
+                        "02:a0:a1")
+MARKS_B: Final = _Marks("\x00template-b", 0xB0B1B2B3, int(ipaddress.IPv4Address("198.19.0.1")),
+                        "02:b0:b1")
+MARKER_VIP_KEY: Final = "vip"
+MAX_SHAPES: Final = 1024  # shapes remembered (a template is a few KB)
+
+
+def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
+    """The VIP's distinct addresses, its own first, then its backends' in order."""
+    seen = {int(ip): ip for ip in (plan.vip.endpoint.ip, *(be.ip for be in plan.vip.backends))}
+    return tuple(seen.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def _marker_endpoint(marks: _Marks, k: int, port: int | None) -> Endpoint:
+    """One object per marker endpoint: it remembers its hash (shapes are dict keys)."""
+    return Endpoint(marks.addr(k), port)
+
+
+def _marked(plan: VipPlan, addrs: Sequence[IPAddress], marks: _Marks) -> VipPlan:
+    """``plan`` with its values replaced by ``marks``' (everything else kept)."""
+    index = {int(ip): k for k, ip in enumerate(addrs)}
+
+    def ep(e: Endpoint) -> Endpoint:
+        return _marker_endpoint(marks, index[int(e.ip)], e.port)
+
+    vip = plan.vip
+    mvip = Vip(MARKER_VIP_KEY, ep(vip.endpoint), vip.protocol, tuple(map(ep, vip.backends)))
+    lb = replace(plan.lb, uuid=marks.uuid, name="", vips=(mvip,))
+    return replace(plan, lb=lb, vip=mvip, owner=own.vip_owner(marks.uuid, MARKER_VIP_KEY),
+                   group_id=marks.group_id, live_backends=tuple(map(ep, plan.live_backends)),
+                   buckets=(), expected_shares=())
+
+
+# what ``_marked`` replaces; every other field of the plan, its LB and its VIP
+# is part of the shape as it is (``dataclasses.fields``: a field added later
+# joins the key by itself)
+_REPLACED_PLAN: Final = frozenset({"lb", "vip", "owner", "group_id", "live_backends", "buckets",
+                                   "expected_shares"})
+_REPLACED_LB: Final = frozenset({"uuid", "name", "vips"})
+_REPLACED_VIP: Final = frozenset({"key", "endpoint", "backends"})
+
+
+def _kept(cls: Any, replaced: frozenset[str]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.compare and f.name not in replaced)
+
+
+def _shape(plan: VipPlan, addrs: Sequence[IPAddress], kept: tuple[tuple[str, ...], ...]
+           ) -> Shape:
+    """What ``_marked(plan, addrs, MARKS_A)`` equals, without building it
+    (the key is looked up for every VIP compiled); ``kept``: the names of the
+    plan's, its LB's and its VIP's fields that are not replaced."""
+    index = {int(ip): k for k, ip in enumerate(addrs)}
+
+    def ep(e: Endpoint) -> Endpoint:
+        return _marker_endpoint(MARKS_A, index[int(e.ip)], e.port)
+
+    lb, vip = plan.lb, plan.vip
+    return (tuple(getattr(plan, n) for n in kept[0]), tuple(getattr(lb, n) for n in kept[1]),
+            tuple(getattr(vip, n) for n in kept[2]),
+            ep(vip.endpoint), tuple(map(ep, vip.backends)), tuple(map(ep, plan.live_backends)))
+
+
+def _mac_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _values(plan: VipPlan, addrs: Sequence[IPAddress], macs: Sequence[str]) -> list[bytes]:
+    """The VIP's values, in slot-index order (shared cookies are appended)."""
+    vals = [own.owner_cookie(plan.owner).to_bytes(8, "big"), plan.group_id.to_bytes(4, "big"),
+            _mac_bytes(vip_mac(addr_text(plan.vip.endpoint.ip)))]
+    vals += [ip.packed for ip in addrs]
+    vals += [plan.learned_cookie(be).to_bytes(8, "big") for be in plan.live_backends]
+    vals += [_mac_bytes(m) for m in macs]
+    return vals
+
+
+def _cookies(owners: Sequence[own.OwnerKey]) -> list[bytes]:
+    """The cookies of the distinct owners of a VIP's shared flows, in order
+    (flows of one owner share its cookie: one value, not two slots)."""
+    return [own.owner_cookie(o).to_bytes(8, "big") for o in dict.fromkeys(owners)]
+
+
+def _owner_pattern(owner: own.OwnerKey, addr_texts: Sequence[str]) -> OwnerPattern:
+    index = {t: k for k, t in enumerate(addr_texts)}
+    return tuple(index.get(e, e) for e in owner)
+
+
+def _owner(pattern: OwnerPattern, addr_texts: Sequence[str]) -> own.OwnerKey:
+    return tuple(addr_texts[e] if isinstance(e, int) else e for e in pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A body as constant runs between slots: ``consts[0] v0 consts[1] v1 ...``."""
+
+    consts: tuple[bytes, ...]
+    refs: tuple[int, ...]  # value index of each slot
+
+    def fill(self, vals: Sequence[bytes]) -> FlowBody:
+        parts = [self.consts[0]]
+        for ref, const in zip(self.refs, self.consts[1:], strict=True):
+            parts.append(vals[ref])
+            parts.append(const)
+        return b"".join(parts)
+
+    @classmethod
+    def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes]) -> _Body | None:
+        """Slots of ``a``/``b`` (equal but for the values), or None."""
+        if len(a) != len(b):
+            return None
+        slots: list[tuple[int, int, int]] = []
+        for ref, (x, y) in enumerate(zip(va, vb, strict=True)):
+            at = a.find(x)
+            while at >= 0:
+                if b[at:at + len(x)] == y:
+                    slots.append((at, at + len(x), ref))
+                at = a.find(x, at + 1)
+        slots.sort()
+        consts: list[bytes] = []
+        pos = 0
+        for start, end, _ in slots:
+            if start < pos:
+                return None  # overlapping slots: ambiguous
+            consts.append(a[pos:start])
+            pos = end
+        consts.append(a[pos:])
+        return cls(tuple(consts), tuple(ref for _, _, ref in slots))
+
+
+MARK_BUCKET_A: Final = 0x0A1A2A00
+MARK_BUCKET_B: Final = 0x0B1B2B00
+
+
+def _bucketed(plan: VipPlan, first_bucket: int) -> VipPlan:
+    """A marker plan with one bucket per live backend, ids from ``first_bucket``."""
+    return replace(plan, buckets=tuple((first_bucket + i, be)
+                                       for i, be in enumerate(plan.live_backends)))
+
+
+def _split_group(body: bytes) -> tuple[list[bytes], bytes]:
+    """A group body's buckets and what follows them (its properties)."""
+    bucket_len: int = wire.GROUP_MOD.unpack_from(body)[3]
+    pos, end = wire.GROUP_MOD.size, wire.GROUP_MOD.size + bucket_len
+    buckets = []
+    while pos < end:
+        size: int = wire.BUCKET.unpack_from(body, pos)[0]
+        buckets.append(body[pos:pos + size])
+        pos += size
+    return buckets, body[end:]
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupTemplate:
+    """A bucket per live backend (its bucket id, group id and addresses are
+    slots) and the properties; the plan says which backend each bucket DNATs
+    to, in an order that follows their hashes."""
+
+    buckets: tuple[_Body, ...]  # by live backend index
+    props: bytes
+
+    def body(self, plan: VipPlan, addr_vals: Sequence[bytes]) -> bytes:
+        gid = plan.group_id.to_bytes(4, "big")
+        index = {be: i for i, be in enumerate(plan.live_backends)}
+        buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
+                            for bid, be in plan.buckets])
+        return wire.GROUP_MOD.pack(wire.OFPGC_ADD, wire.OFPGT_SELECT, plan.group_id,
+                                   len(buckets), wire.ANY) + buckets + self.props
+
+    @classmethod
+    def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes],
+             n_live: int) -> _GroupTemplate | None:
+        """From the groups of the two marker plans (``_bucketed``); ``va``/``vb``
+        are (group id, *addresses)."""
+        buckets_a, props_a = _split_group(a)
+        buckets_b, props_b = _split_group(b)
+        if props_a != props_b or not len(buckets_a) == len(buckets_b) == n_live:
+            return None
+        out: list[_Body] = []
+        for i, (x, y) in enumerate(zip(buckets_a, buckets_b, strict=True)):
+            body = _Body.find(x, y, [(MARK_BUCKET_A + i).to_bytes(4, "big"), *va],
+                              [(MARK_BUCKET_B + i).to_bytes(4, "big"), *vb])
+            if body is None:
+                return None
+            out.append(body)
+        return cls(tuple(out), props_a)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    flows: tuple[_Body, ...]
+    shared: tuple[tuple[OwnerPattern, _Body], ...]
+    group: _GroupTemplate
+
+    def part(self, plan: VipPlan, p: Pipeline, addrs: Sequence[IPAddress],
+             macs: Sequence[str]) -> VipPart:
+        vals = _values(plan, addrs, macs)
+        texts = [addr_text(ip) for ip in addrs]
+        owners = [_owner(pattern, texts) for pattern, _ in self.shared]
+        vals += _cookies(owners)
+        bodies = tuple(t.fill(vals) for t in self.flows)
+        shared = tuple((o, flow_id(body), body) for o, body in
+                       zip(owners, (t.fill(vals) for _, t in self.shared), strict=True))
+        return VipPart(tuple(map(flow_id, bodies)), bodies, plan.group_id,
+                       self.group.body(plan, vals[3:3 + len(addrs)]), shared)
+
+
+_SEEN_ONCE: Final = "seen once"
+_COMPILE: Final = "compile"  # no usable template for this shape
+
+
+class VipTemplates:
+    """Templates by shape; owned by one compile cache (no global state)."""
+
+    def __init__(self, compile_vip: CompileVip) -> None:
+        self._compile = compile_vip
+        self._shapes: dict[Shape, _Template | str] = {}
+        self.made = self.refused = 0  # templates made / shapes found unusable
+        self.filled = 0  # parts filled in from a template
+        self._kept = (_kept(VipPlan, _REPLACED_PLAN), _kept(LoadBalancer, _REPLACED_LB),
+                      _kept(Vip, _REPLACED_VIP))
+
+    def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+        if plan.lb.hairpin_snat_ip or groupsplit.may_split(len(plan.buckets)):
+            # a group that may need parts (``groupsplit``) is built by the stages
+            return self._compile(plan, p, max_idle, topo)
+        addrs = _addresses(plan)
+        if any(ip.version != 4 for ip in addrs):  # (the model refuses mixed families anyway)
+            return self._compile(plan, p, max_idle, topo)
+        mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
+        macs = [m for m in mac_of if m is not None]
+        if not all(len(m) == 17 and m[2::3] == ":::::" for m in macs):
+            return self._compile(plan, p, max_idle, topo)  # as ``wire`` would not take them
+        shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
+                        tuple(ip in topo.local_ips for ip in addrs),
+                        tuple(m is not None for m in mac_of))
+        entry = self._shapes.get(shape)
+        if isinstance(entry, _Template):
+            self.filled += 1
+            return entry.part(plan, p, addrs, macs)
+        part = self._compile(plan, p, max_idle, topo)
+        if entry is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()
+            self._shapes[shape] = _SEEN_ONCE
+        elif entry == _SEEN_ONCE:
+            made = self._make(plan, p, max_idle, topo, addrs, macs, part)
+            self._shapes[shape] = made or _COMPILE
+            if made is None:
+                self.refused += 1
+            else:
+                self.made += 1
+        return part
+
+    def _instance(self, plan: VipPlan, topo: Topology, addrs: Sequence[IPAddress],
+                  marks: _Marks) -> tuple[VipPlan, Topology, list[str], list[str]]:
+        """The shape with ``marks``' values: plan, topology, MACs, address texts."""
+        marked = _marked(plan, addrs, marks)
+        mapped = [marks.addr(k) for k in range(len(addrs))]
+        macs: dict[tuple[int, IPAddress], str] = {}
+        i = 0
+        for tk in plan.datapaths:
+            for k, ip in enumerate(addrs):
+                if (tk, ip) in topo.macs:
+                    macs[(tk, mapped[k])] = marks.mac(i)
+                    i += 1
+        local = frozenset(mapped[k] for k, ip in enumerate(addrs) if ip in topo.local_ips)
+        mtopo = Topology((), MappingProxyType(macs), local_ips=local)
+        return marked, mtopo, list(macs.values()), [addr_text(ip) for ip in mapped]
+
+    def _make(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology,
+              addrs: Sequence[IPAddress], macs: Sequence[str], real: VipPart
+              ) -> _Template | None:
+        plan_a, topo_a, macs_a, texts_a = self._instance(plan, topo, addrs, MARKS_A)
+        plan_b, topo_b, macs_b, texts_b = self._instance(plan, topo, addrs, MARKS_B)
+        part_a = self._compile(plan_a, p, max_idle, topo_a)
+        part_b = self._compile(plan_b, p, max_idle, topo_b)
+        if not (len(part_a.flows) == len(part_b.flows) == len(real.flows)
+                and len(part_a.shared) == len(part_b.shared) == len(real.shared)):
+            return None
+        patterns = [_owner_pattern(o, texts_a) for o, _, _ in part_a.shared]
+        if [_owner(pt, texts_b) for pt in patterns] != [o for o, _, _ in part_b.shared]:
+            return None
+        va = _values(plan_a, [MARKS_A.addr(k) for k in range(len(addrs))], macs_a)
+        vb = _values(plan_b, [MARKS_B.addr(k) for k in range(len(addrs))], macs_b)
+        va += _cookies([o for o, _, _ in part_a.shared])
+        vb += _cookies([o for o, _, _ in part_b.shared])
+        bodies: list[_Body] = []
+        for a, b in zip((*part_a.flows, *(x for _, _, x in part_a.shared)),
+                        (*part_b.flows, *(x for _, _, x in part_b.shared)), strict=True):
+            body = _Body.find(a, b, va, vb)
+            if body is None or body.fill(vb) != b:
+                return None
+            bodies.append(body)
+        n = len(part_a.flows)
+        addr_a, addr_b = va[3:3 + len(addrs)], vb[3:3 + len(addrs)]
+        group_a = pack_group(vip_group(p, _bucketed(plan_a, MARK_BUCKET_A)))
+        group_b = pack_group(vip_group(p, _bucketed(plan_b, MARK_BUCKET_B)))
+        group = _GroupTemplate.find(group_a, group_b, [va[1], *addr_a], [vb[1], *addr_b],
+                                    len(plan.live_backends))
+        if group is None or group.body(_bucketed(plan_b, MARK_BUCKET_B), addr_b) != group_b:
+            return None
+        template = _Template(tuple(bodies[:n]), tuple(zip(patterns, bodies[n:], strict=True)),
+                             group)
+        if template.part(plan, p, addrs, macs) != real:
+            return None
+        return template

@@ -1,0 +1,249 @@
+"""Model -> desired OpenFlow state: a pure function, see ``pipeline`` for the stages.
+
+``compile_state`` is deterministic: the same model, topology and group ids give
+the same ``DesiredState``, which is what makes a restart a no-op on the switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from lbaffd.compile import faults, isolation
+from lbaffd.compile.layout import Pipeline
+from lbaffd.compile.shapes import VipTemplates
+from lbaffd.compile.stages import FlowBuilder, port_flows, reply_hook_flows, static_flows
+from lbaffd.compile.vip import VipPart, compile_vip
+from lbaffd.model import distribution as dist
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
+from lbaffd.model.plan import Planned, Slot, VipPlan, make_plan, plan_pass
+from lbaffd.model.topology import Topology
+from lbaffd.openflow.packed import (
+    FlowBody,
+    FlowId,
+    GroupBody,
+    PackedState,
+    cookie,
+    flow_id,
+    pack_flow,
+    unpack_flow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    state: PackedState  # ``state.specs()`` decodes it
+    owners: Mapping[int, own.OwnerKey]  # cookie -> owner key
+    vips: tuple[VipPlan, ...]
+    issues: tuple[ParseIssue, ...]
+    # for incremental updates (see ``incremental``): which VIPs need each
+    # shared flow (ARP/ND, hairpin, backend MAC), who holds each VIP slot, and
+    # the slots more than one LB claims
+    shared_refs: Mapping[FlowId, tuple[own.OwnerKey, ...]] = field(default_factory=dict)
+    slots: Mapping[Slot, own.OwnerKey] = field(default_factory=dict)
+    contested: frozenset[Slot] = frozenset()
+
+
+def _topo_key(plan: VipPlan, topo: Topology, p: Pipeline) -> tuple[object, ...]:
+    """What of the topology a VIP's part depends on: its backends' MACs and
+    which of them are local ports (hairpin); in companion mode also the
+    client ports it is intercepted on."""
+    key = (tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths
+                 for be in plan.vip.backends),
+           tuple(be.ip in topo.local_ips for be in plan.live_backends))
+    if p.companion:
+        return (*key, topo.ports_on(plan.datapaths))
+    return key
+
+
+class VipCache:
+    """A VIP's part by (plan, pipeline, idle cap, its backends' MACs): a VIP
+    whose inputs did not change is not compiled again (most of a pass at 1000s
+    of LBs).  Keeps only what the latest full pass used, plus what
+    incremental passes add."""
+
+    def __init__(self, templates: bool = True) -> None:
+        self._parts: dict[tuple[object, ...], VipPart] = {}
+        self._used: dict[tuple[object, ...], VipPart] = {}
+        # VIPs that could not be compiled (``isolation``), kept like parts: a
+        # VIP of 13000+ backends costs ~1 s to find too large, every full pass
+        self._failed: dict[tuple[object, ...], Exception] = {}
+        self._failed_used: dict[tuple[object, ...], Exception] = {}
+        # VIPs shaped like one compiled before are filled in from its bytes
+        self.templates = VipTemplates(compile_vip) if templates else None
+
+    def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+        key = (plan, p, max_idle, _topo_key(plan, topo, p))
+        part = self._parts.get(key) or self._used.get(key)
+        if part is None:
+            failed = self._failed.get(key) or self._failed_used.get(key)
+            if failed is not None:
+                self._failed_used[key] = failed
+                raise failed
+            try:
+                # companion parts hold the client ports, which shapes do not mark
+                if self.templates is not None and not p.companion:
+                    part = self.templates.part(plan, p, max_idle, topo)
+                else:
+                    part = compile_vip(plan, p, max_idle, topo)
+            except Exception as exc:
+                self._failed_used[key] = exc.with_traceback(None)  # no frames kept alive
+                raise
+            if faults.FAULTS:  # tests only (LBAFFD_TEST_FAULTS)
+                part = faults.inject(plan, p, part)
+        self._used[key] = part
+        return _without(part, topo.foreign) if topo.foreign else part
+
+    def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
+        """Drop a VIP's part that an incremental pass replaced (full passes
+        drop what they did not use in ``end_pass``)."""
+        key = (plan, p, max_idle, _topo_key(plan, topo, p))
+        self._parts.pop(key, None)
+        self._used.pop(key, None)
+        self._failed.pop(key, None)
+        self._failed_used.pop(key, None)
+
+    def end_pass(self) -> None:
+        self._parts, self._used = self._used, {}
+        self._failed, self._failed_used = self._failed_used, {}
+
+
+def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
+    """``part`` less the flows whose key another controller's flow has."""
+    keep = [i for i, fid in enumerate(part.flow_ids) if fid not in foreign]
+    if len(keep) == len(part.flow_ids) and not any(f in foreign for _, f, _ in part.shared):
+        return part
+    return replace(part, flow_ids=tuple(part.flow_ids[i] for i in keep),
+                   flows=tuple(part.flows[i] for i in keep),
+                   shared=tuple(s for s in part.shared if s[1] not in foreign))
+
+
+class CompiledGroup(NamedTuple):
+    """A group as soon as it is compiled (before any flow that names it)."""
+
+    group_id: int
+    body: GroupBody
+
+
+class CompiledFlow(NamedTuple):
+    """A flow as soon as it is compiled, once however many VIPs need it."""
+
+    flow_id: FlowId
+    body: FlowBody
+
+
+Compiled = CompiledGroup | CompiledFlow
+
+
+def compile_stream(
+    lbs: tuple[LoadBalancer, ...],
+    topo: Topology,
+    group_ids: Mapping[own.OwnerKey, int],
+    pipeline: Pipeline,
+    max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
+    distribution: str = dist.BALANCED,
+    min_slots: int = 1,
+    cache: VipCache | None = None,
+    incumbents: frozenset[own.OwnerKey] = frozenset(),
+    planned: Planned | None = None,
+) -> Generator[Compiled, None, DesiredState]:
+    """The desired state, compiled VIP by VIP: yields each ``CompiledGroup``
+    and ``CompiledFlow`` as soon as it is compiled (a VIP's groups before its
+    flows, every flow once), and returns the ``DesiredState``.
+
+    The caller streams what is yielded (the reconciler diffs it and writes
+    its bundle while the rest compiles: ovs-vswitchd checks the adds on its
+    own core meanwhile); the compiler itself does no I/O.  ``max_idle`` caps
+    learned idle timeouts (OpenFlow's is 16-bit); longer affinity timeouts are
+    completed by the daemon when an entry idles out.  ``distribution`` is the
+    default for dp_hash groups (an LB's ``options:distribution`` wins);
+    ``min_slots`` is 1 for OVS <= 3.4, 4 after.  ``planned``: this pass's
+    planning when the caller has it (else planned here)."""
+    if planned is None:
+        planned = plan_pass(lbs, topo, incumbents)
+    issues = list(planned.issues)
+    flows: dict[FlowId, FlowBody] = {}
+    groups: dict[int, GroupBody] = {}
+
+    def add(fid: FlowId, body: FlowBody) -> bool:
+        """Whether ``body`` is new (to be handed on)."""
+        if fid in topo.foreign:
+            return False  # another controller's flow has this key: never replace it
+        have = flows.get(fid)
+        if have is None:
+            flows[fid] = body
+            return True
+        if have != body:
+            raise AssertionError(f"flow key clash: {unpack_flow(have)} vs {unpack_flow(body)}")
+        return False
+
+    b = FlowBuilder()
+    layout = topo.ovn
+    static_flows(b, pipeline, layout.output_table if layout is not None else None)
+    for port in topo.local_ports:
+        port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
+        ovn_match = layout.output_match(port.ofport) if layout is not None else None
+        if pipeline.companion and layout is not None and ovn_match is not None:
+            reply_hook_flows(b, pipeline, port, ovn_match, layout.output_table)
+    owners = b.owners
+    for spec in b.flows.values():
+        body = pack_flow(spec)
+        if add(fid := flow_id(body), body):
+            yield CompiledFlow(fid, body)
+    plans: list[VipPlan] = []
+    refs: dict[FlowId, tuple[own.OwnerKey, ...]] = {}
+    slots: dict[Slot, own.OwnerKey] = {}
+    cache = cache or VipCache()
+    for lb, vip, dps in planned.vips:
+        plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
+        # whatever goes wrong with one VIP leaves only that VIP out, before
+        # anything of it is handed on (``isolation``)
+        part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, groups, issues)
+        if part is None:
+            continue
+        plans.append(plan)
+        for gid, g in part.groups():
+            groups[gid] = g
+            yield CompiledGroup(gid, g)
+        for fid, body in zip(part.flow_ids, part.flows, strict=True):
+            if add(fid, body):
+                yield CompiledFlow(fid, body)
+        owners[own.owner_cookie(plan.owner)] = plan.owner
+        for shared_owner, fid, body in part.shared:
+            if add(fid, body):
+                yield CompiledFlow(fid, body)
+            owners[cookie(body)] = shared_owner
+            refs[fid] = (*refs.get(fid, ()), plan.owner)  # once per VIP: no duplicates
+        for tk in dps:
+            slots[(tk, vip.endpoint, vip.protocol)] = plan.owner
+    cache.end_pass()
+    return DesiredState(PackedState(flows, groups), dict(owners), tuple(plans), tuple(issues),
+                        refs, slots, planned.contested)
+
+
+def compile_state(
+    lbs: tuple[LoadBalancer, ...],
+    topo: Topology,
+    group_ids: Mapping[own.OwnerKey, int],
+    pipeline: Pipeline,
+    max_idle: int = MAX_OPENFLOW_IDLE_TIMEOUT,
+    distribution: str = dist.BALANCED,
+    min_slots: int = 1,
+    cache: VipCache | None = None,
+    incumbents: frozenset[own.OwnerKey] = frozenset(),
+    planned: Planned | None = None,
+) -> DesiredState:
+    """``compile_stream`` run to its end: the desired state alone."""
+    return drain(compile_stream(lbs, topo, group_ids, pipeline, max_idle, distribution,
+                                min_slots, cache, incumbents, planned))
+
+
+def drain(stream: Generator[Compiled, None, DesiredState]) -> DesiredState:
+    """What a compile stream returns, once everything it yields is taken."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]

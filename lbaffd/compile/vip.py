@@ -1,0 +1,84 @@
+"""One VIP's part of the switch: what it puts there, compiled through the stages.
+
+``compile_vip`` is the reference: it runs the pipeline stages for one VIP
+(FlowSpecs) and encodes the result (``packed``).  ``templates`` produces the
+very same parts for VIPs shaped like one compiled before, from bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lbaffd.compile.layout import Pipeline
+from lbaffd.compile.stages import (
+    FlowBuilder,
+    addr_text,
+    arp_responder,
+    forward_flow,
+    hairpin_intercept,
+    hairpin_reply,
+    hairpin_unsnat,
+    intercept_flows,
+    vip_flows,
+)
+from lbaffd.model import ownership as own
+from lbaffd.model.plan import VipPlan
+from lbaffd.model.topology import Topology
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, flow_id, pack_flow, pack_group
+
+
+@dataclass(frozen=True, slots=True)
+class VipPart:
+    """What one VIP puts on the switch, encoded (``packed``): its own flows
+    and group (its cookie), and the shared flows it needs (other cookies;
+    other VIPs may need them too) with their owners."""
+
+    flow_ids: tuple[FlowId, ...]
+    flows: tuple[FlowBody, ...]  # in flow_ids order
+    group_id: int
+    group: GroupBody
+    shared: tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]
+    # a VIP too large for one group: its part groups (``groupsplit``), which
+    # ``group`` (the VIP's own id) selects from
+    parts: tuple[tuple[int, GroupBody], ...] = ()
+
+    def groups(self) -> tuple[tuple[int, GroupBody], ...]:
+        """Every group of the VIP, parts first (what the top group names)."""
+        return (*self.parts, (self.group_id, self.group))
+
+
+def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+    own_flows = FlowBuilder()
+    vip_flows(own_flows, p, plan, max_idle, topo.local_ips)
+    shared = FlowBuilder()
+    vip, lb = plan.vip, plan.lb
+    ip = addr_text(vip.endpoint.ip)
+    snat = addr_text(lb.hairpin_source(vip.endpoint))
+    if p.companion:  # taken from the clients' ports, in table 0
+        ports = topo.ports_on(plan.datapaths)
+        intercept_flows(own_flows, p, plan, ports)
+        live = frozenset(be.ip for be in plan.live_backends)
+        for port in ports:
+            if port.ips & live:
+                hairpin_intercept(shared, p, port, snat)
+    for tk in plan.datapaths:
+        if not p.companion:  # ARP/ND for VIPs stays OVN's next to ovn-controller
+            arp_responder(shared, p, tk, ip)
+            if snat != ip:  # backends answer the hairpin source
+                arp_responder(shared, p, tk, snat)
+        hairpin_reply(shared, p, tk, ip)
+        hairpin_unsnat(shared, p, tk, snat)
+        for be in vip.backends:
+            mac = topo.macs.get((tk, be.ip))
+            if mac is not None:
+                forward_flow(shared, p, tk, addr_text(be.ip), mac)
+    bodies = tuple(map(pack_flow, own_flows.flows.values()))
+    *parts, group = own_flows.groups  # the VIP's own group last
+    return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
+                   tuple(_shared(shared.owners[f.cookie], pack_flow(f))
+                         for f in shared.flows.values()),
+                   tuple((g.group_id, pack_group(g)) for g in parts))
+
+
+def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
+    return owner, flow_id(body), body

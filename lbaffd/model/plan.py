@@ -1,0 +1,196 @@
+"""Planning: which VIP goes on which local datapath, with which group, buckets
+and live backends (``VipPlan``) — what the compile side builds flows from.
+
+The plan layer sits below the stages, the templates and the compiler: they all
+take ``VipPlan`` from here, so nothing of the compile side imports the
+compiler.  A pass plans once (``plan_vips``) and compiles from that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lbaffd.model import distribution as dist
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import Endpoint, LoadBalancer, ParseIssue, Vip
+from lbaffd.model.topology import Topology
+
+
+@dataclass(frozen=True, slots=True)
+class VipPlan:
+    """One VIP as realized: its owner, group, the datapaths it is on and the
+    backends that take traffic (those a Service_Monitor reports down do not)."""
+
+    lb: LoadBalancer
+    vip: Vip
+    owner: own.OwnerKey
+    group_id: int
+    datapaths: tuple[int, ...]  # tunnel keys
+    live_backends: tuple[Endpoint, ...] = ()
+    # the group's buckets in order: (bucket id, backend); a backend may have many
+    buckets: tuple[tuple[int, Endpoint], ...] = ()
+    distribution: str = dist.OVS_DEFAULT
+    expected_shares: tuple[float, ...] = ()  # per live backend, in live_backends order
+    # a plan keys the compile cache: hashing it walks the whole LB, so once
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = hash((self.lb, self.vip, self.owner, self.group_id, self.datapaths,
+                      self.live_backends, self.buckets, self.distribution,
+                      self.expected_shares)) or 1
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def learned_cookie(self, backend: Endpoint) -> int:
+        """Cookie of the affinity entries learned for ``backend`` of this VIP."""
+        return own.learned_cookie((*self.owner, str(backend)))
+
+
+Slot = tuple[int, Endpoint, str]  # (datapath tunnel key, VIP endpoint, protocol)
+
+
+def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, Endpoint]]:
+    """The buckets of a VIP's group, in order.  ``balanced``: each backend
+    ``256 // n`` times, interleaved (see ``distribution``); the bucket id of
+    replica r of a backend is derived from both, so ids never shift when
+    other backends come or go."""
+    if dist.replicas(len(backends), mode) == 1:
+        return sorted(bucket_ids(backends).items())
+    ordered = sorted(backends)
+    taken: set[int] = set()
+    out: list[tuple[int, Endpoint]] = []
+    for index, be_index in enumerate(dist.bucket_layout(len(ordered), mode)):
+        replica = index // len(ordered)
+        bid = _bucket_hash(f"{ordered[be_index]}#{replica}")
+        while bid in taken:
+            bid = (bid + 1) & 0x7FFFFFFF
+        taken.add(bid)
+        out.append((bid, ordered[be_index]))
+    return out
+
+
+def _bucket_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") & (
+        0x7FFFFFFF)
+
+
+def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
+    """A stable bucket id per backend, derived from the backend itself.
+
+    OVS's ``hash`` selection method is rendezvous hashing over bucket ids, so
+    ids that do not shift when another backend is added or removed keep every
+    other client on its backend (minimal disruption).
+    """
+    out: dict[int, Endpoint] = {}
+    for be in sorted(backends):
+        bid = _bucket_hash(str(be))
+        while bid in out:
+            bid = (bid + 1) & 0x7FFFFFFF
+        out[bid] = be
+    return out
+
+
+def _expected_shares(live: tuple[Endpoint, ...], buckets: tuple[tuple[int, Endpoint], ...],
+                     mode: str, min_slots: int) -> tuple[float, ...]:
+    """Each live backend's expected share of new connections: from OVS's dp_hash
+    slot table for dp_hash groups, even for the client hash."""
+    slots = dist.ovs_slots([1] * len(buckets), min_slots) if mode != "client-hash" else None
+    if not live:
+        return ()
+    if slots is None:
+        return tuple(1 / len(live) for _ in live)
+    per: dict[Endpoint, int] = dict.fromkeys(live, 0)
+    for (_, be), n in zip(buckets, slots, strict=True):
+        per[be] += n
+    total = sum(per.values())
+    return tuple(per[be] / total for be in live)
+
+
+def plan_vips(
+    lbs: tuple[LoadBalancer, ...], topo: Topology,
+    incumbents: frozenset[own.OwnerKey] = frozenset(),
+) -> tuple[list[tuple[LoadBalancer, Vip, tuple[int, ...]]], list[ParseIssue]]:
+    """Which VIP goes on which local datapath.  When two LBs claim the same
+    (datapath, VIP, protocol), the one already realized (``incumbents``) keeps
+    it, so a newly added conflicting LB never disturbs a working one; between
+    newcomers the first by (name, uuid) wins.  The loser is reported."""
+    planned, issues, _ = _plan_vips(lbs, topo, incumbents)
+    return planned, issues
+
+
+def _plan_vips(
+    lbs: tuple[LoadBalancer, ...], topo: Topology, incumbents: frozenset[own.OwnerKey],
+) -> tuple[list[tuple[LoadBalancer, Vip, tuple[int, ...]]], list[ParseIssue], set[Slot]]:
+    local = topo.local_datapaths
+    contested: set[Slot] = set()
+    claimed: dict[tuple[int, Endpoint, str], str] = {}
+    won: dict[tuple[str, str], tuple[int, ...]] = {}
+    issues: list[ParseIssue] = []
+    ordered = sorted(((lb, i, vip) for lb in lbs for i, vip in enumerate(lb.vips)),
+                     key=lambda t: (own.vip_owner(t[0].uuid, t[2].key) not in incumbents,
+                                    t[0].name, t[0].uuid, t[1]))
+    for lb, _, vip in ordered:
+        dps: list[int] = []
+        for dp in lb.datapaths:
+            if dp.tunnel_key not in local:
+                continue
+            slot = (dp.tunnel_key, vip.endpoint, vip.protocol)
+            other = claimed.get(slot)
+            if other is not None:
+                contested.add(slot)
+                issues.append(ParseIssue(lb.name or lb.uuid, "vip_conflict",
+                                         f"VIP already served by LB {other} on datapath "
+                                         f"{dp.tunnel_key}", vip=vip.key))
+                continue
+            claimed[slot] = lb.name or lb.uuid
+            dps.append(dp.tunnel_key)
+        if dps:
+            won[(lb.uuid, vip.key)] = tuple(dps)
+    out = [(lb, vip, won[(lb.uuid, vip.key)])
+           for lb in sorted(lbs, key=lambda b: (b.name, b.uuid)) for vip in lb.vips
+           if (lb.uuid, vip.key) in won]
+    return out, issues, contested
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One pass's planning: the (LB, VIP, local datapaths) realized, the
+    conflicts reported, the slots more than one LB claims."""
+
+    vips: tuple[tuple[LoadBalancer, Vip, tuple[int, ...]], ...]
+    issues: tuple[ParseIssue, ...]
+    contested: frozenset[Slot]
+
+    @property
+    def owners(self) -> list[own.OwnerKey]:
+        return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in self.vips]
+
+
+def plan_pass(lbs: tuple[LoadBalancer, ...], topo: Topology,
+              incumbents: frozenset[own.OwnerKey] = frozenset()) -> Planned:
+    """``plan_vips`` with what the compiler needs too, once per pass."""
+    planned, issues, contested = _plan_vips(lbs, topo, incumbents)
+    return Planned(tuple(planned), tuple(issues), frozenset(contested))
+
+
+def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
+               incumbents: frozenset[own.OwnerKey] = frozenset()) -> list[own.OwnerKey]:
+    planned, _ = plan_vips(lbs, topo, incumbents)
+    return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
+
+
+def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
+              group_ids: Mapping[own.OwnerKey, int], distribution: str,
+              min_slots: int) -> VipPlan:
+    owner = own.vip_owner(lb.uuid, vip.key)
+    live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
+    # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
+    hashed = lb.affinity_timeout or lb.selection_fields
+    mode = "client-hash" if hashed else lb.distribution or distribution
+    buckets = tuple(group_buckets(live, mode))
+    return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
+                   _expected_shares(live, buckets, mode, min_slots))

@@ -1,0 +1,93 @@
+"""What a pass tells the operator: logs and metrics, each bad input and each
+VIP without backends said once (not every pass), and when it clears."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from lbaffd.compile import isolation
+from lbaffd.model import loadbalancer as model
+from lbaffd.model import ownership as own
+from lbaffd.model.plan import VipPlan
+from lbaffd.ops.metrics import Metrics
+from lbaffd.reconcile.reconciler import ReconcileResult
+
+log = structlog.get_logger("lbaffd")
+
+
+class PassReport:
+    """Remembers what was already said; one per daemon, used by its worker."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._reported: set[model.ParseIssue] = set()
+        self._empty_vips: set[tuple[str, str]] = set()
+        # reject flows' cookie -> (lb, vip); replaced whole, read by the reader thread
+        self.vip_by_cookie: dict[int, tuple[str, str]] = {}
+
+    def issues(self, issues: tuple[model.ParseIssue, ...]) -> None:
+        """Log each bad input once (not every pass), and its clearing."""
+        current = set(issues)
+        for issue in sorted(current - self._reported, key=lambda i: (i.lb, i.vip, i.reason)):
+            if issue.reason in isolation.INSTALL_REASONS:  # well formed, not installable
+                log.error("vip_install_failed", lb=issue.lb, vip=issue.vip or None,
+                          reason=issue.reason, detail=issue.detail)
+                self.metrics.install_failures.labels(issue.reason).inc()
+                continue
+            emit = log.error if issue.fatal else log.warning
+            emit("lb_input_rejected" if issue.fatal else "lb_input_warning", lb=issue.lb,
+                 vip=issue.vip or None, reason=issue.reason, detail=issue.detail)
+            self.metrics.parse_errors.labels(issue.reason).inc()
+        for issue in self._reported - current:
+            log.info("lb_input_fixed", lb=issue.lb, vip=issue.vip or None, reason=issue.reason)
+        self._reported = current
+
+    def empty_vips(self, plans: tuple[VipPlan, ...]) -> None:
+        """Log once when a VIP loses its last live backend (and when it gets
+        one back); count them by action; map reject cookies to their VIP."""
+        empty = {(p.lb.name or p.lb.uuid, p.vip.key): p for p in plans if not p.live_backends}
+        for key in sorted(empty.keys() - self._empty_vips):
+            p = empty[key]
+            log.warning("vip_without_backends", lb=key[0], vip=key[1],
+                        action="reject" if p.lb.reject else "drop",
+                        backends=len(p.vip.backends))
+        for key in sorted(self._empty_vips - empty.keys()):
+            log.info("vip_backends_restored", lb=key[0], vip=key[1])
+        self._empty_vips = set(empty)
+        for action in ("drop", "reject"):
+            self.metrics.vips_without_backends.labels(action).set(
+                sum((p.lb.reject) == (action == "reject") for p in empty.values()))
+        # replaced whole: the reader thread sees the old or the new map, never half
+        self.vip_by_cookie = {own.owner_cookie(p.owner): key
+                               for key, p in empty.items() if p.lb.reject}
+
+    def result(self, r: ReconcileResult, queued: int, sb_read_at: float) -> None:
+        m = self.metrics
+        c = r.changes
+        m.reconciles.labels("ok").inc()
+        if r.repair and not c.empty:
+            m.repairs.inc()
+            m.repaired.inc(len(c))
+        m.reconcile_seconds.observe(r.seconds)
+        for kind, n in (("group_add", len(c.add_groups)), ("group_modify", len(c.mod_groups)),
+                        ("group_delete", len(c.del_groups)), ("flow_add", len(c.add_flows)),
+                        ("flow_modify", len(c.mod_flows)), ("flow_delete", len(c.del_flows))):
+            if n:
+                m.changes.labels(kind).inc(n)
+        m.desired_flows.set(len(r.desired.state.flows))
+        m.desired_groups.set(len(r.desired.state.groups))
+        m.installed_flows.set(r.installed_flows)
+        m.installed_groups.set(r.installed_groups)
+        m.last_sync.set(time.time())
+        m.queue_depth.set(queued)
+        if c.empty and not r.foreign:
+            log.debug("in_sync", ms=round(r.seconds * 1000, 1), audit=r.audited,
+                      flows=len(r.desired.state.flows))
+        else:
+            log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
+                     groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
+                     ms=round(r.seconds * 1000, 1), queued=queued, audit=r.audited,
+                     sb_read_at=round(sb_read_at, 3),
+                     **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})

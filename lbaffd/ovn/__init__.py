@@ -1,0 +1,2 @@
+"""Companion mode: living next to ovn-controller on its br-int (which LBs are
+taken over, OVN's output stage, its flushes)."""

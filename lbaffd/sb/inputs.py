@@ -1,0 +1,105 @@
+"""What a pass works from: one consistent read of both databases, parsed, and
+how it is brought up to date when only some Load_Balancer rows changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from lbaffd.model import loadbalancer as model
+from lbaffd.sb.monitor import (
+    DbMonitor,
+    read_lbs,
+    read_local,
+    read_sb,
+    read_service_monitors,
+    take_dirty,
+)
+from lbaffd.sb.records import LoadBalancerRow, SbSnapshot
+
+LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    # without its Load_Balancer rows: once parsed, the models hold what a pass
+    # needs (the rows were another ~1 KB per LB for as long as they were kept)
+    snapshot: SbSnapshot
+    parsed: Mapping[str, model.LoadBalancer]  # by uuid; LBs that failed to parse are absent
+    issues: tuple[model.ParseIssue, ...]
+    labels: Mapping[str, str] = field(default_factory=dict)  # uuid -> what issues call the LB
+
+    @property
+    def lbs(self) -> tuple[model.LoadBalancer, ...]:
+        return tuple(self.parsed.values())
+
+    def parse_change(self, rows: LbRows) -> tuple[dict[str, model.LoadBalancer | None],
+                                                  tuple[model.ParseIssue, ...]]:
+        """The changed LBs parsed against this snapshot's datapaths, and the
+        issues after the change (the changed LBs' old ones replaced)."""
+        snap = self.snapshot
+        # issues are labelled by LB name (or uuid)
+        labels = {self.labels[u] for u in rows if u in self.labels}
+        labels |= {r.name or r.uuid for r in rows.values() if r is not None}
+        issues = [i for i in self.issues if i.lb not in labels]
+        changed: dict[str, model.LoadBalancer | None] = {}
+        for uuid, row in rows.items():
+            lb, found = (None, []) if row is None else model.parse_load_balancer(
+                row, snap.datapaths, snap.dp_groups)
+            changed[uuid] = lb
+            issues.extend(found)
+        return changed, tuple(issues)
+
+    def with_change(self, rows: LbRows, changed: Mapping[str, model.LoadBalancer | None],
+                    issues: tuple[model.ParseIssue, ...]) -> Inputs:
+        labels = dict(self.labels)
+        parsed = dict(self.parsed)
+        for uuid, row in rows.items():
+            if row is None:
+                labels.pop(uuid, None)
+            else:
+                labels[uuid] = row.name or row.uuid
+            lb = changed[uuid]
+            if lb is None:
+                parsed.pop(uuid, None)
+            else:
+                parsed[uuid] = lb
+        return Inputs(self.snapshot, parsed, issues, MappingProxyType(labels))
+
+
+def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str) -> Inputs | None:
+    """Everything, when both IDLs are in sync (else None: keep what is installed)."""
+    if not (ovs.idl is not None and ovs.idl.in_sync and sb.idl is not None
+            and sb.idl.in_sync):
+        return None
+    with ovs.conn.lock:
+        take_dirty(ovs)  # everything is read: what changed so far is covered
+        _, interfaces = read_local(ovs, bridge)
+    with sb.conn.lock:
+        take_dirty(sb)
+        lbs_rows, dps, groups, pbs = read_sb(sb)
+        monitors = read_service_monitors(sb)
+    snap = SbSnapshot(
+        load_balancers=MappingProxyType({}), datapaths=MappingProxyType(dps),
+        dp_groups=MappingProxyType(groups), port_bindings=MappingProxyType(pbs),
+        interfaces=interfaces, chassis_name=chassis, service_monitors=monitors,
+    )
+    lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
+    labels = MappingProxyType({u: r.name or r.uuid for u, r in lbs_rows.items()})
+    return Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues), labels)
+
+
+def read_lb_change(ovs: DbMonitor, sb: DbMonitor) -> LbRows | None:
+    """The Load_Balancer rows changed since the last read ({}: none), or None
+    when anything else may have changed (then read everything)."""
+    if not (ovs.connected and sb.connected):
+        return None
+    with ovs.conn.lock:
+        local_dirty = take_dirty(ovs)
+    with sb.conn.lock:
+        dirty = take_dirty(sb)
+        if dirty is None or local_dirty is None or local_dirty or set(dirty) - {
+                "Load_Balancer"}:
+            return None
+        return read_lbs(sb, sorted(dirty.get("Load_Balancer", ())))
