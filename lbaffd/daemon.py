@@ -21,6 +21,7 @@ import structlog
 
 from lbaffd import model
 from lbaffd import ownership as own
+from lbaffd.changes import ChangeTracker
 from lbaffd.compiler import vip_mac
 from lbaffd.config import Settings
 from lbaffd.control import ControlServer
@@ -28,7 +29,7 @@ from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
 from lbaffd.exposition import live_families
 from lbaffd.gcpause import GcPause
-from lbaffd.inputs import Inputs, read_all, read_lb_change
+from lbaffd.inputs import Inputs, read_all
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
 from lbaffd.neighbor import neighbor_advert
@@ -47,6 +48,7 @@ from lbaffd.sb.monitor import (
     configure_ssl,
     read_local,
 )
+from lbaffd.sbdelta import read_delta
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import ReconcileStats, Status
 from lbaffd.topology import Topology, build_topology
@@ -86,6 +88,8 @@ class Daemon:
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
+        # follows every input between full passes (None: a full pass is due)
+        self._changes: ChangeTracker | None = None
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -354,6 +358,7 @@ class Daemon:
             except Exception as exc:
                 return self._failed(exc)
             self._inputs, self._topo = inputs, topo
+            self._changes = ChangeTracker(inputs, topo)
             self._done(result, inputs.issues + result.desired.issues)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
@@ -367,15 +372,14 @@ class Daemon:
         """True when the pending change was applied incrementally (or there
         was none, or, for an audit, the switch was checked against the state
         already compiled); False when a full pass must run."""
-        ovs, sb, rec = self._ovs, self._sb, self._reconciler
-        last, topo = self._inputs, self._topo
+        ovs, sb, rec, tracker = self._ovs, self._sb, self._reconciler, self._changes
         assert ovs is not None and sb is not None and rec is not None
-        if last is None or topo is None:
+        if tracker is None:
             return False
-        rows = read_lb_change(ovs, sb)
-        if rows is None:
+        delta = read_delta(ovs, sb, self.settings.bridge)
+        if delta is None:
             return False  # the full pass reads everything again
-        if not rows:  # no row lbaffd reads has changed
+        if delta.empty:  # no row lbaffd reads has changed
             if not audit:
                 return True
             # SB changes that arrive meanwhile are applied between the audit's slices
@@ -383,17 +387,28 @@ class Daemon:
                                          lambda: self._incremental_pass(False))
             if result is None:
                 return False
-            self._done(result, last.issues + result.desired.issues)
+            self._done(result, tracker.inputs.issues + result.desired.issues)
             return True
         if audit:
             return False
         self._sb_read_at = time.time()
-        changed, issues = last.parse_change(rows)
-        result = rec.reconcile_changed(self._ensure_channel(), changed, topo)
-        if result is None:
+        self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
+        step = tracker.step(delta)
+        if step is None:
             return False
-        self._inputs = last.with_change(rows, changed, issues)
-        self._done(result, issues + result.desired.issues)
+        if step.no_effect:  # e.g. a pod on another chassis that is no backend here
+            log.debug("input_change_no_effect", port_bindings=len(delta.port_bindings),
+                      monitors=len(delta.monitors), lbs=len(delta.lbs),
+                      ms=round((time.time() - self._sb_read_at) * 1000, 2))
+        else:
+            result = rec.reconcile_changed(self._ensure_channel(), step.changed, step.topo,
+                                           step.old_topo, step.ports)
+            if result is None:
+                return False
+            self._done(result, step.issues + result.desired.issues)
+        tracker.commit(step)
+        self._changes = tracker
+        self._inputs, self._topo = step.inputs, step.topo
         return True
 
     def _failed(self, exc: Exception) -> bool:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import tenacity
@@ -71,6 +71,7 @@ OVS_COLUMNS = {
 }
 
 OnChange = Callable[[str], None]
+_R = TypeVar("_R")
 
 
 class TableChanged(event.RowEvent):  # type: ignore[misc]
@@ -330,15 +331,39 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
     for r in mon.rows("Logical_DP_Group"):
         groups_[str(r.uuid)] = DpGroupRow(
             uuid=str(r.uuid), datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
-    pbs: dict[str, PortBindingRow] = {}
-    for r in mon.rows("Port_Binding"):
-        chassis = r.chassis[0].name if r.chassis else None
-        pbs[str(r.uuid)] = PortBindingRow(
-            uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
-            tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
-            options=MappingProxyType(dict(r.options)),
-        )
+    pbs = {str(r.uuid): pb_record(r) for r in mon.rows("Port_Binding")}
     return lbs, dps, groups_, pbs
+
+
+def pb_record(r: Any) -> PortBindingRow:
+    """One Port_Binding row -> record; call with the lock held."""
+    chassis = r.chassis[0].name if r.chassis else None
+    return PortBindingRow(
+        uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
+        tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
+        options=MappingProxyType(dict(r.options)),
+    )
+
+
+def sm_record(r: Any) -> ServiceMonitorRow:
+    """One Service_Monitor row -> record; call with the lock held."""
+    status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
+    protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
+                else r.protocol or "tcp")
+    return ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol, r.logical_port,
+                             str(status))
+
+
+def read_rows(mon: DbMonitor, table: str, uuids: Iterable[str],
+              record: Callable[[Any], _R]) -> dict[str, _R | None]:
+    """Just these rows of ``table`` as records (None: deleted); lock held."""
+    assert mon.idl is not None
+    rows = mon.idl.tables[table].rows
+    out: dict[str, _R | None] = {}
+    for u in uuids:
+        r = rows.get(uuid.UUID(u))
+        out[u] = None if r is None else record(r)
+    return out
 
 
 def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
@@ -364,11 +389,5 @@ def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[Inter
 
 def read_service_monitors(mon: DbMonitor) -> tuple[ServiceMonitorRow, ...]:
     """Copy ``Service_Monitor``; call with ``mon.conn.lock`` held."""
-    rows = []
-    for r in mon.rows("Service_Monitor"):
-        status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
-        protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
-                    else r.protocol or "tcp")
-        rows.append(ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol,
-                                      r.logical_port, str(status)))
-    return tuple(sorted(rows, key=lambda m: m.uuid))
+    return tuple(sorted((sm_record(r) for r in mon.rows("Service_Monitor")),
+                        key=lambda m: m.uuid))
