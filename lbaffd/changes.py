@@ -14,8 +14,10 @@ date row by row, and which LBs use each backend address.  ``step`` turns a
 - a Service_Monitor status flip: the LBs with that backend;
 - a local interface added or removed: that port's classifier flows (and the
   LBs whose backend it is, which become hairpin-capable or stop being);
+- a Logical_DP_Group's members: the LBs of that group, when its members on
+  this chassis's local datapaths changed (else nothing);
 - anything that changes which datapaths are local (a first or last port of
-  a datapath, patch/gateway ports, datapaths, datapath groups, chassis):
+  a datapath, patch/gateway ports, datapaths, chassis):
   None, and the caller runs a full pass (rare next to the above).
 
 ``step`` mutates the index; the caller drops the tracker if the step is not
@@ -30,6 +32,7 @@ from types import MappingProxyType
 
 from lbaffd import model
 from lbaffd.inputs import Inputs
+from lbaffd.sb.records import DpGroupRow
 from lbaffd.sbdelta import Delta
 from lbaffd.topoindex import TopologyIndex, backend_index
 from lbaffd.topology import Topology
@@ -61,9 +64,14 @@ class ChangeTracker:
         if delta.structural:
             return None
         last = self.inputs
-        if delta.lbs:
-            changed, issues = last.parse_change(delta.lbs)
-            inputs = last.with_change(delta.lbs, changed, issues)
+        lb_rows = dict(delta.lbs)
+        if delta.dp_groups:
+            last, moved = self._regroup(delta)
+            lb_rows = {**{u: r for u, r in delta.group_lbs.items() if moved & r.groups},
+                       **lb_rows}
+        if lb_rows:
+            changed, issues = last.parse_change(lb_rows)
+            inputs = last.with_change(lb_rows, changed, issues)
         else:
             changed, issues, inputs = {}, last.issues, last
         topo = self.topo
@@ -87,6 +95,33 @@ class ChangeTracker:
         else:
             ports = False
         return Step(changed, topo, self.topo, ports, inputs, issues)
+
+    def _regroup(self, delta: Delta) -> tuple[Inputs, set[str]]:
+        """The inputs with the new Logical_DP_Group rows, and the groups
+        whose *local* members changed: only their LBs move on this chassis
+        (a switch of another node joining the cluster's LB group moves none
+        here, and their models keep the old remote members until the next
+        full pass, which compiles to the same flows)."""
+        snap = self.inputs.snapshot
+        local = self.topo.local_datapaths
+
+        def members(group: DpGroupRow | None) -> frozenset[int]:
+            if group is None:
+                return frozenset()
+            return frozenset(tk for d in group.datapaths
+                             if (dp := snap.datapaths.get(d)) is not None
+                             and (tk := dp.tunnel_key) in local)
+
+        moved = {u for u, g in delta.dp_groups.items()
+                 if members(g) != members(snap.dp_groups.get(u))}
+        groups = dict(snap.dp_groups)
+        for u, g in delta.dp_groups.items():
+            if g is None:
+                groups.pop(u, None)
+            else:
+                groups[u] = g
+        snap = replace(snap, dp_groups=MappingProxyType(groups))
+        return replace(self.inputs, snapshot=snap), moved
 
     def commit(self, step: Step) -> None:
         """The step is on the switch: it becomes the state to follow."""

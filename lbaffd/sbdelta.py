@@ -18,6 +18,8 @@ from types import MappingProxyType
 
 from lbaffd.sb.monitor import (
     DbMonitor,
+    dpg_record,
+    lbs_of_groups,
     pb_record,
     read_lbs,
     read_local,
@@ -25,9 +27,16 @@ from lbaffd.sb.monitor import (
     sm_record,
     take_dirty,
 )
-from lbaffd.sb.records import InterfaceRow, LoadBalancerRow, PortBindingRow, ServiceMonitorRow
+from lbaffd.sb.records import (
+    DpGroupRow,
+    InterfaceRow,
+    LoadBalancerRow,
+    PortBindingRow,
+    ServiceMonitorRow,
+)
 
-ROW_TABLES = frozenset({"Load_Balancer", "Port_Binding", "Service_Monitor"})
+ROW_TABLES = frozenset({"Load_Balancer", "Port_Binding", "Service_Monitor",
+                        "Logical_DP_Group"})
 _EMPTY: Mapping[str, None] = MappingProxyType({})
 
 
@@ -38,11 +47,13 @@ class Delta:
     monitors: Mapping[str, ServiceMonitorRow | None] = field(default_factory=lambda: _EMPTY)
     interfaces: tuple[InterfaceRow, ...] | None = None  # the bridge's, if the local DB changed
     structural: frozenset[str] = frozenset()  # other SB tables that changed
+    dp_groups: Mapping[str, DpGroupRow | None] = field(default_factory=lambda: _EMPTY)
+    group_lbs: Mapping[str, LoadBalancerRow] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (self.lbs or self.port_bindings or self.monitors or self.structural
-                    or self.interfaces is not None)
+                    or self.dp_groups or self.interfaces is not None)
 
 
 def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
@@ -59,8 +70,11 @@ def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
         dirty = take_dirty(sb)
         if dirty is None:
             return None
+        groups = dirty.get("Logical_DP_Group", set())
         return Delta(
             lbs=read_lbs(sb, sorted(dirty.get("Load_Balancer", ()))),
+            dp_groups=read_rows(sb, "Logical_DP_Group", groups, dpg_record),
+            group_lbs=lbs_of_groups(sb, groups) if groups else {},
             port_bindings=read_rows(sb, "Port_Binding", dirty.get("Port_Binding", ()),
                                     pb_record),
             monitors=read_rows(sb, "Service_Monitor", dirty.get("Service_Monitor", ()),

@@ -327,10 +327,7 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
             uuid=str(r.uuid), tunnel_key=int(r.tunnel_key), name=ext.get("name", ""),
             is_router="logical-router" in ext,
         )
-    groups_: dict[str, DpGroupRow] = {}
-    for r in mon.rows("Logical_DP_Group"):
-        groups_[str(r.uuid)] = DpGroupRow(
-            uuid=str(r.uuid), datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
+    groups_ = {str(r.uuid): dpg_record(r) for r in mon.rows("Logical_DP_Group")}
     pbs = {str(r.uuid): pb_record(r) for r in mon.rows("Port_Binding")}
     return lbs, dps, groups_, pbs
 
@@ -343,6 +340,22 @@ def pb_record(r: Any) -> PortBindingRow:
         tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
         options=MappingProxyType(dict(r.options)),
     )
+
+
+def dpg_record(r: Any) -> DpGroupRow:
+    """One Logical_DP_Group row -> record; call with the lock held."""
+    return DpGroupRow(uuid=str(r.uuid),
+                      datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
+
+
+def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow]:
+    """The Load_Balancer rows that use any of ``groups``; lock held."""
+    cols = lb_group_columns(mon)
+    out: dict[str, LoadBalancerRow] = {}
+    for r in mon.rows("Load_Balancer"):
+        if any(_ref(column(r, c)) in groups for c in cols):
+            out[str(r.uuid)] = lb_record(mon, r, cols)
+    return out
 
 
 def sm_record(r: Any) -> ServiceMonitorRow:

@@ -130,3 +130,26 @@ def test_new_local_vif_adds_only_its_classifier_flow(setup: tuple[Sandbox, Lbaff
     assert messages(daemon) - before == 4
     sb.vsctl("del-port", "br-int", "vif2")
     assert wait_until(lambda: sb.dump_flows() == flows)
+
+
+def test_datapath_group_membership_moves_only_its_lbs(
+        setup: tuple[Sandbox, LbaffdProcess, dict[str, str]]) -> None:
+    sb, daemon, pbs = setup
+    vip = "172.16.1.9"
+    sb.add_load_balancer("lb-g", {f"{vip}:80": "10.0.0.31:8080"},
+                         groups={"datapath_group": [pbs["ls1"]]})
+    assert wait_until(lambda: any(vip in f for f in sb.dump_flows()))
+    group = sb.sbctl("--bare", "--columns=datapath_group", "find", "Load_Balancer",
+                     "name=lb-g")
+    flows, before, seen = sb.dump_flows(), messages(daemon), len(daemon.events())
+    quiet = daemon.count("input_change_no_effect")
+    # another node's switch joins the group: nothing moves here
+    sb.sbctl("add", "Logical_DP_Group", group, "datapaths", pbs["ls2"])
+    assert wait_until(lambda: daemon.count("input_change_no_effect") > quiet)
+    assert messages(daemon) == before and sb.dump_flows() == flows
+    # the local switch leaves it: that LB's flows go, in an incremental pass
+    sb.sbctl("remove", "Logical_DP_Group", group, "datapaths", pbs["ls1"])
+    assert wait_until(lambda: not any(vip in f for f in sb.dump_flows()))
+    passes = wait_until(lambda: incremental_passes(daemon, seen))
+    assert passes and all("compile_ms" not in p for p in passes)
+    assert [f for f in sb.dump_flows() if vip not in f] == [f for f in flows if vip not in f]

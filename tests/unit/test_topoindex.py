@@ -21,6 +21,7 @@ from lbaffd.openflow.packed import PackedState, flow_id, group_id
 from lbaffd.pipeline import STANDALONE as P
 from lbaffd.sb.records import (
     DatapathRow,
+    DpGroupRow,
     InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
@@ -158,10 +159,12 @@ def test_mac_view_shares_and_flattens() -> None:
 
 
 def lb_row(n: int, backends: list[int], affinity: bool) -> LoadBalancerRow:
+    """LBs 0-5 in datapath group g1 (as ovn-northd writes them), the others on ls1."""
     vips = {f"10.1.0.{n}:80": ",".join(f"10.0.0.{b}:8080" for b in backends)}
     opts = {"affinity_timeout": "30"} if affinity else {}
+    where = {"datapath_group": "g1"} if n < 6 else {"datapaths": ("ls1",)}
     return LoadBalancerRow(uuid=f"lb-{n}", name=f"lb{n}", vips=MappingProxyType(vips),
-                           options=MappingProxyType(opts), datapaths=("ls1",))
+                           options=MappingProxyType(opts), **where)  # type: ignore[arg-type]
 
 
 def compile_all(lbs: dict[str, LoadBalancer], topo: Topology,
@@ -180,8 +183,9 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
     pbs = {k: (replace(v, chassis=ME) if k in ("pb0", "pb1", "pb2") else v)
            for k, v in pbs.items()}
     rows = {f"lb-{n}": lb_row(n, rnd.sample(range(20, 32), 3), n % 2 == 0) for n in range(12)}
-    snap = snapshot(pbs, monitors, ifaces)
-    lbs, issues = parse_all(rows.values(), snap.datapaths, {})
+    dpgroups = {"g1": DpGroupRow("g1", ("ls1", "lr"))}
+    snap = replace(snapshot(pbs, monitors, ifaces), dp_groups=MappingProxyType(dict(dpgroups)))
+    lbs, issues = parse_all(rows.values(), snap.datapaths, dpgroups)
     inputs = Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues))
     topo = build_topology(snap)
     desired, ids = compile_all(dict(inputs.parsed), topo, {})
@@ -207,10 +211,20 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
             if len(have) == len(tracker.index.interfaces):
                 have.append(InterfaceRow(f"if{n}", 10 + n, f"p{n}"))
             delta = Delta(interfaces=tuple(sorted(have, key=lambda i: i.name)))
+        elif r < 0.87:  # the group's members: local ones or the other switch's
+            dpgroups["g1"] = DpGroupRow("g1", tuple(sorted(rnd.sample(sorted(DPS),
+                                                                    rnd.randint(1, 3)))))
+            delta = Delta(dp_groups={"g1": dpgroups["g1"]},
+                          group_lbs={u: r for u, r in rows.items() if r.groups})
         else:
             n = rnd.randrange(14)
-            delta = Delta(lbs={f"lb-{n}": None if rnd.random() < 0.2 else lb_row(
-                n, rnd.sample(range(20, 32), rnd.randint(1, 4)), rnd.random() < 0.5)})
+            row = None if rnd.random() < 0.2 else lb_row(
+                n, rnd.sample(range(20, 32), rnd.randint(1, 4)), rnd.random() < 0.5)
+            if row is None:
+                rows.pop(f"lb-{n}", None)
+            else:
+                rows[f"lb-{n}"] = row
+            delta = Delta(lbs={f"lb-{n}": row})
         s = tracker.step(delta)
         assert s is not None, step  # nothing here changes the local datapaths
         if s.no_effect:
@@ -233,7 +247,8 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
         # what a full pass would compile from a fresh read of the same rows
         fresh = build_topology(s.inputs.snapshot)
         assert same(s.topo, fresh), step
-        want, _ = compile_all(dict(s.inputs.parsed), fresh, index.group_ids)
+        parsed, _ = parse_all(rows.values(), DPS, dpgroups)
+        want, _ = compile_all({lb.uuid: lb for lb in parsed}, fresh, index.group_ids)
         assert index.flows == dict(want.state.flows), step
         assert index.groups == dict(want.state.groups), step
         if s.no_effect:
