@@ -120,7 +120,8 @@ class Runner:
         with started_sandbox(f"{RUNDIR_PREFIX}real{tag}-", nb=True,
                              prefix="lbr" + secrets.token_hex(2)) as sb:
             watch = OvsdbWatch(sb.sb_remote.removeprefix("unix:"), "OVN_Southbound", {
-                "SB_Global": ["nb_cfg"], "Chassis_Private": ["nb_cfg", "nb_cfg_timestamp"]})
+                "SB_Global": ["nb_cfg"], "Chassis_Private": ["nb_cfg", "nb_cfg_timestamp"],
+                "Load_Balancer": ["name", "vips"]})
             watch.start()
             s = rs.Side(side, sb, c, watch)
             try:

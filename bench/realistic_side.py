@@ -131,12 +131,22 @@ class Side:
         assert isinstance(last, dict)
         return int(last["rows"][0]["nb_cfg"])
 
-    def nb_with_cfg(self, ops: list[dict[str, Any]], timeout: float = 300) -> tuple[int, float]:
-        """An NB transaction with an nb_cfg bump; (nb_cfg, SB arrival time)."""
+    def nb_with_cfg(self, ops: list[dict[str, Any]], timeout: float = 300,
+                    lb: str | None = None) -> tuple[int, float]:
+        """An NB transaction with an nb_cfg bump; (nb_cfg, when the SB got the
+        change).  With ``lb`` (a name): the arrival of that Load_Balancer
+        row's change (ovn-northd may write ``SB_Global.nb_cfg`` a transaction
+        later than the rows), else of ``SB_Global.nb_cfg``."""
+        mark = self.watch.mark()
         k = self.nb_bump(ops, timeout)
         up = wait_for(lambda: self.watch.first("SB_Global", "nb_cfg", lambda v: v >= k),
                       timeout, f"northd to write nb_cfg {k}", step=0.005)
-        return k, up.at
+        if lb is None:
+            return k, up.at
+        row = wait_for(lambda: self.watch.first_after(
+            mark, "Load_Balancer", lambda u: lb == "*" or u.new.get("name") == lb),
+            timeout, f"northd to write LB {lb}", step=0.005)
+        return k, row.at
 
     def reported(self, k: int, timeout: float) -> float:
         """ovn-controller: when the flows of nb_cfg >= k were installed
@@ -216,7 +226,7 @@ class Side:
     def cold(self, timeout: float) -> dict[str, Any]:
         rss_before = self.rss_peak()
         cpu0 = self.daemon_cpu()
-        k, t_sb = self.nb_with_cfg(cl.nb_lb_ops(self.c), timeout)
+        k, t_sb = self.nb_with_cfg(cl.nb_lb_ops(self.c), timeout, lb="*")
         if self.lbaffd:
             self.settle(timeout)
             assert self.tail is not None
@@ -307,7 +317,7 @@ class Side:
         op = {"op": "update", "table": "Load_Balancer", "where": [["name", "==", svc.name]],
               "row": cl.lb_row(svc, self.c.pods, extra)}
         t_from = time.time()
-        k, t_sb = self.nb_with_cfg([op])
+        k, t_sb = self.nb_with_cfg([op], lb=svc.name)
         return self._finish(t_sb, k, cpu0, sent0, t_from=t_from)
 
     def _health_flip(self, monitors: list[str], i: int) -> dict[str, Any]:
@@ -386,7 +396,8 @@ class Side:
              "row": cl.lb_row(svc, self.c.pods)},
             {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==",
                                                                          "cluster"]],
-             "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}])
+             "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}],
+            lb=svc.name)
         return self._finish(t_sb, k, cpu0, sent0, t_from=t_from)
 
     def _lb_removed(self, i: int) -> dict[str, Any]:
@@ -400,7 +411,8 @@ class Side:
             {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==",
                                                                          "cluster"]],
              "mutations": [["load_balancer", "delete", ["set", [ref]]]]},
-            {"op": "delete", "table": "Load_Balancer", "where": [["_uuid", "==", ref]]}])
+            {"op": "delete", "table": "Load_Balancer", "where": [["_uuid", "==", ref]]}],
+            lb=svc.name)
         return self._finish(t_sb, k, cpu0, sent0, t_from=t_from)
 
     def _extra_lb(self, i: int) -> cl.Service:
@@ -423,7 +435,7 @@ class Side:
         t_start = time.monotonic()
         step = 1.0 / (port_rate + lb_rate)
         lb_every = max(1, round((port_rate + lb_rate) / lb_rate))
-        sent: list[tuple[int, float]] = []  # (nb_cfg, t_send)
+        sent: list[tuple[int, int, str]] = []  # (nb_cfg, watch mark, LB name)
         n = 0
         while time.monotonic() - t_start < seconds:
             due = t_start + n * step
@@ -438,10 +450,11 @@ class Side:
                     extra.append(next(p.name for j in range(len(remote))
                                       if (p := remote[(n + j) % len(remote)]).name
                                       not in svc.backends))
+                mark = self.watch.mark()
                 k = self.nb_bump([{"op": "update", "table": "Load_Balancer",
                                    "where": [["name", "==", svc.name]],
                                    "row": cl.lb_row(svc, self.c.pods, extra)}])
-                sent.append((k, time.time()))
+                sent.append((k, mark, svc.name))
             else:
                 pod = remote[n % len(remote)]
                 node = 1 + (pod.node + n // len(remote)) % self.c.nodes
@@ -450,18 +463,17 @@ class Side:
             n += 1
         elapsed = time.monotonic() - t_start
         lags = []
-        for k, _t in sent:
-            up = self.watch.first("SB_Global", "nb_cfg", lambda v, k=k: v >= k)
-            if up is None:
-                up = wait_for(lambda k=k: self.watch.first("SB_Global", "nb_cfg",
-                                                           lambda v: v >= k),
-                              timeout, f"nb_cfg {k}")
+        for k, mark, name in sent:
+            # when the SB got the LB's row change (northd's transaction)
+            up = wait_for(lambda m=mark, n=name: self.watch.first_after(
+                m, "Load_Balancer", lambda u: u.new.get("name") == n), timeout,
+                f"northd to write {name}")
             if self.lbaffd:
                 assert self.tail is not None
-                # our monitor may see northd's update a little after lbaffd's
-                # IDL did (this process is busy sending): allow 20 ms of skew
+                # our monitor may see the update a little after lbaffd's IDL
+                # did (this process is busy sending): allow 20 ms of skew
                 done = wait_for(lambda t=up.at: next(iter(self.tail.reconciled_since(
-                    t - 0.02)), None), min(timeout, 60), f"lbaffd to apply nb_cfg {k}", step=0.05)
+                    t - 0.02)), None), min(timeout, 60), f"lbaffd to apply {name}", step=0.05)
                 lags.append(event_time(done) - up.at)
             else:
                 lags.append(self.reported(k, timeout) - up.at)
