@@ -183,7 +183,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "restart_rss_mb": ("restart", "rss_peak_mb"), "events_rss_mb": ("events", "rss_peak_mb"),
     "events_audit_rss_mb": ("events_audit", "rss_peak_mb"),
 }
-EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max")
+EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max",
+                "worker_p50_ms", "worker_p99_ms")
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -235,9 +236,9 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     ch = med(lb, "events.remote_port_added.changes_max")
     add("remote-port change: OpenFlow changes", "0",
         None if ch is None else f"{ch:.0f} (max over samples)", None if ch is None else ch == 0)
-    cpu = med(lb, "events.remote_port_added.cpu_p99_ms")
+    wk = med(lb, "events.remote_port_added.worker_p99_ms")
     add("remote-port change: worker time p99", "<= 5 ms",
-        None if cpu is None else f"{cpu:.1f} ms CPU", None if cpu is None else cpu <= 5)
+        None if wk is None else f"{wk:.2f} ms", None if wk is None else wk <= 5)
     for block, when in (("events", ""), ("events_audit", " during audits")):
         for ev in ("local_port_added", "health_flip", "backend_added"):
             p50, p99 = med(lb, f"{block}.{ev}.p50_ms"), med(lb, f"{block}.{ev}.p99_ms")
@@ -312,12 +313,23 @@ def markdown(res: dict[str, Any]) -> str:
                 return (f"p50 {_fmt(d.get(p + 'p50_ms'), ' ms')}, p99 "
                         f"{_fmt(d.get(p + 'p99_ms'), ' ms')}; CPU p99 "
                         f"{_fmt(d.get(p + 'cpu_p99_ms'), ' ms')}"
+                        + (f"; worker p50/p99 {_fmt(d.get(p + 'worker_p50_ms'), ' ms')} / "
+                           f"{_fmt(d.get(p + 'worker_p99_ms'), ' ms')}"
+                           if p + "worker_p99_ms" in d else "")
                         + (f"; max changes {_fmt(d.get(p + 'changes_max'))}"
                            if p + "changes_max" in d else ""))
             if block == "events_audit" and not any(k.startswith(f"{block}.{ev}.") for k in lb):
                 continue
             lines.append(f"| {ev}{when} | {cell(lb)} | {cell(ovn)} |")
-    lines += ["", "| target | wanted | measured (median) | met |", "|---|---|---|---|"]
+    lines += ["", "Each change is timed from the SB's arrival of the changed row (a monitor of "
+              "ours) to lbaffd's `reconciled` line (after its bundle commit and barrier) or "
+              "ovn-controller's `nb_cfg_timestamp`. ovn-controller's `health_flip` and "
+              "`remote_port_added` are SB writes: timed from the write to its report of the "
+              "nb_cfg bumped right after, so ovn-northd's recompute is included; its "
+              "`local_port_added` runs until it sets `Port_Binding.up`. *CPU* is the "
+              "daemon's CPU time over the sample (periodic audits included); *worker* is "
+              "lbaffd's own duration of the passes and input steps the change caused.",
+              "", "| target | wanted | measured (median) | met |", "|---|---|---|---|"]
     for t in res.get("targets", []):
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['target']} | {t['want']} | {t['measured']} | {met} |")

@@ -17,7 +17,8 @@ date row by row, and which LBs use each backend address.  ``step`` turns a
 - a Logical_DP_Group's members: the LBs of that group, when its members on
   this chassis's local datapaths changed (else nothing);
 - anything that changes which datapaths are local (a first or last port of
-  a datapath, patch/gateway ports, datapaths, chassis):
+  a datapath, patch/gateway ports, datapaths, chassis), or a bulk change (see
+  ``BULK_MIN``):
   None, and the caller runs a full pass (rare next to the above).
 
 ``step`` mutates the index; the caller drops the tracker if the step is not
@@ -36,6 +37,12 @@ from lbaffd.sb.records import DpGroupRow
 from lbaffd.sbdelta import Delta
 from lbaffd.topoindex import TopologyIndex, backend_index
 from lbaffd.topology import Topology
+
+# A step that recompiles more LBs than this (and more than a quarter of them)
+# runs as a full pass instead: it sends its bundle while it compiles, so
+# ovs-vswitchd checks the adds meanwhile, where an incremental step sends
+# everything after compiling (seen at 1000 new LBs in one SB transaction).
+BULK_MIN = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,8 @@ class ChangeTracker:
             ports = tc.ports
         else:
             ports = False
+        if len(changed) > max(BULK_MIN, len(last.parsed) // 4):
+            return None  # a bulk change: the full pass streams its bundle as it compiles
         return Step(changed, topo, self.topo, ports, inputs, issues)
 
     def _regroup(self, delta: Delta) -> tuple[Inputs, set[str]]:

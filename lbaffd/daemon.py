@@ -376,6 +376,7 @@ class Daemon:
         assert ovs is not None and sb is not None and rec is not None
         if tracker is None:
             return False
+        read_at = time.time()
         delta = read_delta(ovs, sb, self.settings.bridge)
         if delta is None:
             return False  # the full pass reads everything again
@@ -391,7 +392,7 @@ class Daemon:
             return True
         if audit:
             return False
-        self._sb_read_at = time.time()
+        self._sb_read_at = read_at
         self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
         step = tracker.step(delta)
         if step is None:
