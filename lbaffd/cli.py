@@ -37,6 +37,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),
     ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
                           "stopping (by default they stay and traffic keeps flowing)"),
+    ("--monitor-all", "receive every SB row instead of only those of local datapaths "
+                      "(as ovn-controller's external_ids:ovn-monitor-all=true)"),
     ("--mode", "standalone (lbaffd owns the bridge from table 0) or embedded (only its "
                "stage tables, entered at --table-base with metadata = datapath tunnel key "
                "and reg13 = conntrack zone, left through resubmit(,--next-table))"),

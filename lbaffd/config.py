@@ -77,6 +77,7 @@ class Settings:
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
     cleanup_on_exit: bool = False
+    monitor_all: bool = False  # True: no SB monitor conditions (see sbconditions)
     mode: str = "standalone"
     table_base: int = -1  # -1: 0 in standalone mode, 64 in embedded mode
     next_table: int = -1  # -1: the first table after lbaffd's (embedded mode)

@@ -42,6 +42,7 @@ class DaemonHandle(Protocol):
     def live_channel(self) -> Any: ...
     def request_recompute(self) -> None: ...
     def stop(self) -> None: ...
+    def sb_rows(self) -> dict[str, int]: ...
 
 
 class ControlServer:
@@ -82,11 +83,17 @@ class ControlServer:
             ("affinity/show", "[VIP]", 0, 1, self._affinity_show),
             ("reconcile/stats", "", 0, 0, self._reconcile_stats),
             ("recompute", "", 0, 0, self._recompute),
+            ("sb/rows", "", 0, 0, self._sb_rows),
             ("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, self._vlog_set),
             ("exit", "", 0, 0, self._exit),
         ]
         for name, usage, lo, hi, fn in cmds:
             ovs.unixctl.command_register(name, usage, lo, hi, _guard(fn), None)
+
+    def _sb_rows(self, conn: Any, argv: list[str]) -> None:
+        """How much of the SB this chassis holds (conditional monitoring)."""
+        rows = self._daemon.sb_rows()
+        conn.reply("".join(f"{t}: {n}\n" for t, n in sorted(rows.items())))
 
     def _lb_list(self, conn: Any, argv: list[str]) -> None:
         conn.reply(format_lb_list(self._daemon.status()))

@@ -48,6 +48,7 @@ from lbaffd.sb.monitor import (
     configure_ssl,
     read_local,
 )
+from lbaffd.sbconditions import SbConditions
 from lbaffd.sbdelta import read_delta
 from lbaffd.sdnotify import Notifier
 from lbaffd.status import ReconcileStats, Status
@@ -90,6 +91,7 @@ class Daemon:
         self._topo: Topology | None = None
         # follows every input between full passes (None: a full pass is due)
         self._changes: ChangeTracker | None = None
+        self._sbcond: SbConditions | None = None  # None: --monitor-all
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -118,6 +120,14 @@ class Daemon:
 
     def request_recompute(self) -> None:
         self._queue.put(RECOMPUTE)
+
+    def sb_rows(self) -> dict[str, int]:
+        """Rows of each SB table this daemon holds (``sb/rows``)."""
+        sb = self._sb
+        if sb is None or sb.idl is None:
+            return {}
+        with sb.conn.lock:
+            return {name: len(t.rows) for name, t in sb.idl.tables.items()}
 
     # ------------------------------------------------------------ health (HTTP probes)
 
@@ -205,9 +215,15 @@ class Daemon:
                  distribution=s.distribution, mode=self.pipeline.mode,
                  tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
                  next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
+        initial = None
+        if not s.monitor_all:
+            with self._ovs.conn.lock:
+                _, ifaces = read_local(self._ovs, s.bridge)
+            initial = SbConditions.initial(i.iface_id for i in ifaces)
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
-                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
+                             columns=SB_COLUMNS, gc_pause=self._gc_pause, conditions=initial)
         self._sb.start()
+        self._sbcond = None if s.monitor_all else SbConditions(self._sb, s.chassis)
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         self._reconciler.on_delete = self._expected_deletes.expect
         self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
@@ -350,10 +366,13 @@ class Daemon:
             inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
             if inputs is None:
                 return False
+            topo = build_topology(inputs.snapshot)
+            if (self._sbcond is not None and not self._sbcond.update(inputs.snapshot, topo)
+                    and not self._synced):
+                return False  # still widening to what is local: never a first pass on part
             try:
                 channel = self._ensure_channel()
                 assert self._reconciler is not None
-                topo = build_topology(inputs.snapshot)
                 result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
@@ -409,6 +428,8 @@ class Daemon:
             self._done(result, step.issues + result.desired.issues)
         tracker.commit(step)
         self._changes = tracker
+        if self._sbcond is not None:
+            self._sbcond.update(step.inputs.snapshot, step.topo)
         self._inputs, self._topo = step.inputs, step.topo
         return True
 

@@ -47,7 +47,10 @@ def setup(sandbox: Sandbox) -> Iterator[tuple[Sandbox, LbaffdProcess, dict[str, 
                          options={"affinity_timeout": "300"}, datapaths=[ls1])
     sb.add_load_balancer("lb-b", {f"{VIP_B}:80": "10.0.0.31:8080"}, datapaths=[ls1])
     pbs["ls1"], pbs["ls2"] = ls1, ls2
-    daemon = LbaffdProcess(sb, "--metrics-address", f"127.0.0.1:{free_port()}")
+    # every row received (conditional monitoring would not even send the pods
+    # of ls2: see test_sb_conditions), so the no-op path itself is exercised
+    daemon = LbaffdProcess(sb, "--metrics-address", f"127.0.0.1:{free_port()}",
+                           "--monitor-all")
     daemon.start()
     yield sb, daemon, pbs
     daemon.stop()
