@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -361,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.realistic: needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
         return 2
     command = ("python -m bench.realistic " + shlex.join(argv)).strip()
+    # SIGTERM (a background run has SIGINT ignored): unwind, so that every
+    # sandbox is torn down by its context manager
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return Runner(args, command).run()
 
 
