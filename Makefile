@@ -7,7 +7,8 @@ SHELL        := /bin/bash
 PYTHON       ?= /usr/bin/python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-DEB_PACKAGES := openvswitch-switch ovn-common ovn-central iproute2 ethtool python3-venv \
+# ovn-host: the realistic benchmark's --quick smoke (in the suite) runs a real ovn-controller
+DEB_PACKAGES := openvswitch-switch ovn-common ovn-central ovn-host iproute2 ethtool python3-venv \
                 python3-openvswitch systemd openssl procps
 # make bench only: real ovn-controller (ovn-host) and ovn-northd (ovn-central) to compare against
 BENCH_DEB_PACKAGES := ovn-host ovn-central
@@ -35,8 +36,10 @@ define install-missing
 	fi
 endef
 
+# The suite runs private OVN daemons only: services the packages start on a
+# systemd host are stopped (as for make bench).
 deb-deps:
-	$(call install-missing,$(DEB_PACKAGES),true;)
+	$(call install-missing,$(DEB_PACKAGES),if [ -d /run/systemd/system ]; then systemctl stop $(OVN_UNITS) 2>/dev/null || true; fi;)
 
 # The benchmark runs its own private ovn-northd/ovn-controller: services the
 # packages start on a systemd host are stopped so they do not compete for the CPUs.
