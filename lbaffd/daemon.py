@@ -352,8 +352,9 @@ class Daemon:
     def _pass(self, audit: bool = True, full: bool = False) -> bool:
         """One reconcile pass; False when it could not run (retried later).
 
-        Between audits, a change of Load_Balancer rows only is applied
-        incrementally (O(change)); anything else is a full pass."""
+        Between audits, a change of any input is applied incrementally
+        (O(what it affects), see ``changes``) unless it reshapes the local
+        datapaths or is a bulk change: then a full pass runs."""
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
@@ -366,19 +367,20 @@ class Daemon:
             inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
             if inputs is None:
                 return False
-            topo = build_topology(inputs.snapshot)
-            if (self._sbcond is not None and not self._sbcond.update(inputs.snapshot, topo)
-                    and not self._synced):
-                return False  # still widening to what is local: never a first pass on part
             try:
+                topo = build_topology(inputs.snapshot)
+                if (self._sbcond is not None and not self._sbcond.update(inputs.snapshot, topo)
+                        and not self._synced):
+                    return False  # still widening to what is local: never a first pass on part
                 channel = self._ensure_channel()
                 assert self._reconciler is not None
                 result = self._reconciler.reconcile(channel, inputs.lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
             self._inputs, self._topo = inputs, topo
-            self._changes = ChangeTracker(inputs, topo)
             self._done(result, inputs.issues + result.desired.issues)
+            # for the changes that follow (the switch is in sync already)
+            self._changes = ChangeTracker(inputs, topo)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
