@@ -36,3 +36,20 @@ def test_realistic_bench_quick_smoke(tmp_path: Path) -> None:
     assert lb["events_audit"]["lb_added"]["samples"] == 2
     assert len(res["targets"]) == 24
     assert (tmp_path / "tmp-quick-realistic-latest.md").read_text().count("| ") > 40
+
+
+def test_fanout_bench_smoke(tmp_path: Path) -> None:
+    """``python -m bench.fanout`` on 6 clients: conditions reach fewer of them."""
+    from bench import fanout
+
+    assert fanout.main(["--hosts", "6", "--pods", "3", "--lbs", "12", "--updates", "12",
+                        "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "fanout-latest.json").read_text())
+    rows = res["rows"]
+    for via in ("direct", "relay"):
+        every, cond = rows[f"{via}, monitor all"], rows[f"{via}, conditions"]
+        assert every["clients_reached_per_update"] == 1.0
+        assert cond["clients_reached_per_update"] < 0.5
+        assert cond["bytes_per_update"] < every["bytes_per_update"]
+        assert cond["initial_bytes"] < every["initial_bytes"]
+    assert len(res["extrapolation"]) == 8
