@@ -38,6 +38,7 @@ from lbaffd.topology import (
     Topology,
     attached_datapaths,
     parse_mac_column,
+    port_addresses,
 )
 
 # Port_Binding types that join datapaths or make one local (``attached_datapaths``)
@@ -53,11 +54,6 @@ class TopologyChange:
     structural: bool  # the local datapath set may have changed: full pass
     ips: frozenset[IPAddress]  # backend addresses whose MAC, health or locality changed
     ports: bool  # the local ports (ofport, logical port, datapath) changed
-
-
-def _port_ips(pb: PortBindingRow) -> frozenset[IPAddress]:
-    return frozenset(ip for entry in pb.macs if (parsed := parse_mac_column(entry))
-                     for ip in parsed[1])
 
 
 def _mac_claims(pb: PortBindingRow, tunnel_key: int) -> dict[MacKey, str]:
@@ -168,7 +164,8 @@ class TopologyIndex:
             dp = self.datapaths.get(pb.datapath)
             if dp is None:
                 continue
-            local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp)
+            local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp,
+                                            self.port_ips.get(pb.logical_port, frozenset()))
         return tuple(local[k] for k in sorted(local))
 
     def _attached(self) -> frozenset[int]:
@@ -188,7 +185,7 @@ class TopologyIndex:
     # ------------------------------------------------------------ rows
 
     def _add_port(self, pb: PortBindingRow) -> None:
-        self.port_ips[pb.logical_port] = _port_ips(pb)
+        self.port_ips[pb.logical_port] = port_addresses(pb.macs)
         dp = self.datapaths.get(pb.datapath)
         if dp is None:
             return
