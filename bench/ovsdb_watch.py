@@ -18,7 +18,8 @@ class Update:
     at: float  # time.time() when the notification was read
     table: str
     row: str
-    new: dict[str, Any]
+    new: dict[str, Any]  # a deleted row: its last content
+    deleted: bool = False
 
 
 @dataclass
@@ -66,6 +67,17 @@ class OvsdbWatch:
     def snapshot(self) -> list[Update]:
         with self._lock:
             return list(self.updates)
+
+    def mark(self) -> int:
+        """A position: ``first_after`` looks only at what arrives after it."""
+        with self._lock:
+            return len(self.updates)
+
+    def first_after(self, mark: int, table: str, pred: Any) -> Update | None:
+        """The first update of ``table`` after ``mark`` that ``pred`` accepts."""
+        with self._lock:
+            tail = self.updates[mark:]
+        return next((u for u in tail if u.table == table and pred(u)), None)
 
     def first(self, table: str, column: str, pred: Any) -> Update | None:
         """The first update whose ``column`` satisfies ``pred``."""
@@ -123,3 +135,5 @@ class OvsdbWatch:
                     new = change.get("new")
                     if new is not None:
                         self.updates.append(Update(at, table, row, new))
+                    elif change.get("old") is not None:
+                        self.updates.append(Update(at, table, row, change["old"], True))

@@ -40,6 +40,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),
     ("--cleanup-on-exit", "remove exactly lbaffd's flows, groups and learned entries when "
                           "stopping (by default they stay and traffic keeps flowing)"),
+    ("--monitor-all", "receive every SB row instead of only those of local datapaths "
+                      "(as ovn-controller's external_ids:ovn-monitor-all=true)"),
     ("--mode", "auto (companion when ovn-controller manages the bridge, else standalone), "
                "companion (next to ovn-controller: intercepts the VIPs it takes over in "
                "table 0 above OVN's flows, hands everything else to OVN's pipeline), "

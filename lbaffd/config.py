@@ -91,6 +91,7 @@ class Settings:
     max_idle_timeout: int = 65535
     distribution: str = "balanced"
     cleanup_on_exit: bool = False
+    monitor_all: bool = False  # True: no SB monitor conditions (see sbconditions)
     mode: str = AUTO_MODE
     table_base: int = -1  # -1: 0 standalone, 180 embedded, 200 companion
     next_table: int = -1  # -1: the first table after lbaffd's (embedded mode)

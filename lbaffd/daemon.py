@@ -14,7 +14,6 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
 
@@ -43,6 +42,7 @@ from lbaffd.ovn.runtime import CompanionRuntime
 from lbaffd.packetin.neighbor import neighbor_advert
 from lbaffd.packetin.reject import Refuser, TokenBucket
 from lbaffd.reconcile import ctflush
+from lbaffd.reconcile.changes import ChangeTracker
 from lbaffd.reconcile.entries import (
     EntryKeeper,
     ExpectedDeletes,
@@ -51,7 +51,9 @@ from lbaffd.reconcile.entries import (
 )
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.reconcile.reconciler import Reconciler, ReconcileResult, cleanup
-from lbaffd.sb.inputs import Inputs, read_all, read_lb_change
+from lbaffd.sb.conditions import SbConditions
+from lbaffd.sb.delta import read_delta
+from lbaffd.sb.inputs import Inputs, read_all
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,
     OVS_TABLES,
@@ -102,6 +104,9 @@ class Daemon:
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
         self._companion: CompanionRuntime | None = None  # companion mode's state
+        # follows every input between full passes (None: a full pass is due)
+        self._changes: ChangeTracker | None = None
+        self._sbcond: SbConditions | None = None  # None: --monitor-all
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
@@ -130,6 +135,14 @@ class Daemon:
 
     def request_recompute(self) -> None:
         self._queue.put(RECOMPUTE)
+
+    def sb_rows(self) -> dict[str, int]:
+        """Rows of each SB table this daemon holds (``sb/rows``)."""
+        sb = self._sb
+        if sb is None or sb.idl is None:
+            return {}
+        with sb.conn.lock:
+            return {name: len(t.rows) for name, t in sb.idl.tables.items()}
 
     # ------------------------------------------------------------ health (HTTP probes)
 
@@ -220,9 +233,15 @@ class Daemon:
                  distribution=s.distribution, mode=self.pipeline.mode,
                  tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
                  next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
+        initial = None
+        if not s.monitor_all:
+            with self._ovs.conn.lock:
+                _, ifaces = read_local(self._ovs, s.bridge)
+            initial = SbConditions.initial(i.iface_id for i in ifaces)
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
-                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
+                             columns=SB_COLUMNS, gc_pause=self._gc_pause, conditions=initial)
         self._sb.start()
+        self._sbcond = None if s.monitor_all else SbConditions(self._sb, s.chassis)
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         self._reconciler.on_delete = self._expected_deletes.expect
         self._reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
@@ -431,8 +450,9 @@ class Daemon:
     def _pass(self, audit: bool = True, full: bool = False) -> bool:
         """One reconcile pass; False when it could not run (retried later).
 
-        Between audits, a change of Load_Balancer rows only is applied
-        incrementally (O(change)); anything else is a full pass."""
+        Between audits, a change of any input is applied incrementally
+        (O(what it affects), see ``changes``) unless it reshapes the local
+        datapaths or is a bulk change: then a full pass runs."""
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
@@ -446,10 +466,14 @@ class Daemon:
             if inputs is None:
                 return False
             try:
+                topo = build_topology(inputs.snapshot)
+                if (self._sbcond is not None and not self._sbcond.update(inputs.snapshot, topo)
+                        and not self._synced):
+                    return False  # still widening to what is local: never a first pass on part
                 channel = self._ensure_channel()
                 assert self._reconciler is not None
-                topo = build_topology(inputs.snapshot)
                 lbs = inputs.lbs
+                raw_topo = topo
                 if self._companion is not None:
                     lbs, topo = self._companion.view(inputs.snapshot, lbs, topo, channel)
                     if self._zone_clash():
@@ -461,6 +485,9 @@ class Daemon:
                 return self._failed(exc)
             self._inputs, self._topo = inputs, topo
             self._done(result, inputs.issues + result.desired.issues)
+            # for the changes that follow (the switch is in sync already); it
+            # follows the SB's topology, companion mode's view is made from it
+            self._changes = ChangeTracker(inputs, raw_topo)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
@@ -473,15 +500,15 @@ class Daemon:
         """True when the pending change was applied incrementally (or there
         was none, or, for an audit, the switch was checked against the state
         already compiled); False when a full pass must run."""
-        ovs, sb, rec = self._ovs, self._sb, self._reconciler
-        last, topo = self._inputs, self._topo
+        ovs, sb, rec, tracker = self._ovs, self._sb, self._reconciler, self._changes
         assert ovs is not None and sb is not None and rec is not None
-        if last is None or topo is None:
+        if tracker is None:
             return False
-        rows = read_lb_change(ovs, sb)
-        if rows is None:
+        read_at = time.time()
+        delta = read_delta(ovs, sb, self.settings.bridge)
+        if delta is None:
             return False  # the full pass reads everything again
-        if not rows:  # no row lbaffd reads has changed
+        if delta.empty:  # no row lbaffd reads has changed
             if not audit:
                 return True
             # SB changes that arrive meanwhile are applied between the audit's slices
@@ -489,25 +516,42 @@ class Daemon:
                                          lambda: self._incremental_pass(False))
             if result is None:
                 return False
-            self._done(result, last.issues + result.desired.issues)
+            self._done(result, tracker.inputs.issues + result.desired.issues)
             return True
         if audit:
             return False
-        self._sb_read_at = time.time()
-        changed, issues = last.parse_change(rows)
-        realized: Mapping[str, model.LoadBalancer | None] = changed
-        if self._companion is not None:  # as lbaffd realizes them next to OVN
-            taken = self._companion.realize(changed)
-            if taken is None:
-                return False
-            realized = taken
-        result = rec.reconcile_changed(self._ensure_channel(), realized, topo)
-        if result is None:
+        self._sb_read_at = read_at
+        self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
+        step = tracker.step(delta)
+        if step is None:
             return False
-        self._inputs = last.with_change(rows, changed, issues)
+        if step.no_effect:  # e.g. a pod on another chassis that is no backend here
+            log.debug("input_change_no_effect", port_bindings=len(delta.port_bindings),
+                      monitors=len(delta.monitors), lbs=len(delta.lbs),
+                      ms=round((time.time() - self._sb_read_at) * 1000, 2))
+        changed, topo, old_topo = step.changed, step.topo, step.old_topo
         if self._companion is not None:
-            self._companion.after_change(self._inputs.lbs)
-        self._done(result, issues + result.desired.issues)
+            # next to ovn-controller: a change of the local ports or of which
+            # datapaths a port reaches moves interceptions, reply hooks and
+            # take-overs (a full pass); else the change as lbaffd realizes it,
+            # on the view of OVN's layout the last full pass read
+            seen = self._companion.incremental(step, self._topo)
+            if seen is None:
+                return False
+            changed, topo, old_topo = seen
+        if not step.no_effect:
+            result = rec.reconcile_changed(self._ensure_channel(), changed, topo, old_topo,
+                                           step.ports)
+            if result is None:
+                return False
+            self._done(result, step.issues + result.desired.issues)
+        tracker.commit(step)
+        self._changes = tracker
+        if self._sbcond is not None:
+            self._sbcond.update(step.inputs.snapshot, step.topo)
+        self._inputs, self._topo = step.inputs, topo
+        if self._companion is not None:
+            self._companion.after_change(step.inputs.lbs)
         return True
 
     def _failed(self, exc: Exception) -> bool:

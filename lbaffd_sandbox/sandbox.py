@@ -269,6 +269,20 @@ class Sandbox:
             f"--unixctl={r / f'sb{i}.ctl'}", f"--remote=punix:{r / f'sb{i}.sock'}",
             f"--remote=ptcp:{self._client_ports[i]}:127.0.0.1", env=self.env)
 
+    def start_sb_relay(self) -> str:
+        """An ovsdb-server in relay mode in front of the Raft cluster (as large
+        deployments put between the SB and the chassis); its unix remote."""
+        r = self.rundir
+        members = ",".join(f"tcp:127.0.0.1:{p}" for p in self._client_ports)
+        pidfile = r / "sb-relay.pid"
+        run("ovsdb-server", "--detach", "--no-chdir", f"--pidfile={pidfile}",
+            f"--log-file={r / 'sb-relay.log'}", f"--unixctl={r / 'sb-relay.ctl'}",
+            f"--remote=punix:{r / 'sb-relay.sock'}", f"relay:OVN_Southbound:{members}",
+            env=self.env)
+        self._pidfiles.append(pidfile)
+        self._save_state()
+        return f"unix:{r / 'sb-relay.sock'}"
+
     def stop_sb_member(self, i: int) -> None:
         """Kill member ``i`` by its pid (SIGKILL: a crash, not a handover)."""
         pidfile = self.rundir / f"sb{i}.pid"

@@ -62,6 +62,8 @@ COMMANDS: tuple[Command, ...] = (
             "Passes, errors, the last pass and desired vs installed flows and groups."),
     Command("recompute", "", 0, 0, "_recompute",
             "Read everything and compile everything now (a full pass)."),
+    Command("sb/rows", "", 0, 0, "_sb_rows",
+            "How many rows of each SB table this chassis holds (conditional monitoring)."),
     Command("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, "_vlog_set",
             "Change the log level at run time."),
     Command("exit", "", 0, 0, "_exit",
@@ -76,6 +78,7 @@ class DaemonHandle(Protocol):
     def live_channel(self) -> Any: ...
     def request_recompute(self) -> None: ...
     def stop(self) -> None: ...
+    def sb_rows(self) -> dict[str, int]: ...
 
 
 class ControlServer:
@@ -114,6 +117,11 @@ class ControlServer:
             fn: Callable[[Any, list[str]], None] = getattr(self, cmd.method)
             ovs.unixctl.command_register(cmd.name, cmd.usage, cmd.min_args, cmd.max_args,
                                          _guard(fn), None)
+
+    def _sb_rows(self, conn: Any, argv: list[str]) -> None:
+        """How much of the SB this chassis holds (conditional monitoring)."""
+        rows = self._daemon.sb_rows()
+        conn.reply("".join(f"{t}: {n}\n" for t, n in sorted(rows.items())))
 
     def _lb_list(self, conn: Any, argv: list[str]) -> None:
         conn.reply(format_lb_list(self._daemon.status()))

@@ -30,6 +30,7 @@ from lbaffd.ovn.flushrecovery import FlushRecovery
 from lbaffd.ovn.layout import OvnLayout
 from lbaffd.ovn.layout import merge as merge_layout
 from lbaffd.ovn.takeover import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
+from lbaffd.reconcile.changes import Step
 from lbaffd.reconcile.entries import EntryKeeper
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.sb.records import SbSnapshot
@@ -102,6 +103,24 @@ class CompanionRuntime:
                           self.policy)
         by_uuid = {lb.uuid: lb for lb in taken.lbs}
         return {u: by_uuid.get(u) for u in changed}
+
+    def incremental(self, step: Step, last: Topology | None
+                    ) -> tuple[Mapping[str, LoadBalancer | None], Topology, Topology] | None:
+        """An incremental step (``changes.Step``) as companion mode realizes it:
+        the changed LBs taken over (or gone for lbaffd) and the step's topology
+        with the last full pass's view of OVN (programmed ports, output stage,
+        other controllers' keys).  None when a full pass must run: the local
+        ports changed, or which datapaths their clients reach."""
+        if (last is None or self.scope is None or step.ports
+                or scopes(step.inputs.snapshot, step.topo) != self.scope):
+            return None
+        changed = self.realize(step.changed)
+        if changed is None:
+            return None
+        def view(t: Topology) -> Topology:
+            return replace(t, local_ports=last.local_ports, ovn=last.ovn, foreign=last.foreign)
+
+        return changed, view(step.topo), view(step.old_topo)
 
     def after_change(self, lbs: Iterable[LoadBalancer]) -> None:
         """The full LB set after an incremental change (what is left to OVN)."""

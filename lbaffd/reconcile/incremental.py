@@ -17,21 +17,45 @@ Load_Balancer rows may have changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from lbaffd.compile import isolation
-from lbaffd.compile.layout import Pipeline
+from lbaffd.compile.layout import EMBEDDED_MODE, STANDALONE_MODE, Pipeline
+from lbaffd.compile.stages import FlowBuilder, port_flows
 from lbaffd.compile.state import DesiredState, VipCache
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, ParseIssue
 from lbaffd.model.plan import Slot, VipPlan, make_plan, plan_vips
 from lbaffd.model.topology import Topology
-from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, cookie
+from lbaffd.openflow.packed import (
+    FlowBody,
+    FlowId,
+    GroupBody,
+    PackedState,
+    cookie,
+    flow_id,
+    pack_flow,
+)
 from lbaffd.reconcile.diff import ChangeSet, diff
 
+# pipelines whose VIP flows do not depend on the local ports (a port change
+# swaps only its classifier flows)
+PORT_INDEPENDENT_MODES = frozenset({STANDALONE_MODE, EMBEDDED_MODE})
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+
+def _port_flows(topo: Topology, pipeline: Pipeline
+                ) -> dict[FlowId, tuple[own.OwnerKey, FlowBody]]:
+    b = FlowBuilder()
+    for port in topo.local_ports:
+        port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
+    out: dict[FlowId, tuple[own.OwnerKey, FlowBody]] = {}
+    for spec in b.flows.values():
+        body = pack_flow(spec)
+        out[flow_id(body)] = (b.owners[spec.cookie], body)
+    return out
 
 
 def _adopted(m: Mapping[_K, _V]) -> dict[_K, _V]:
@@ -76,7 +100,17 @@ class DesiredIndex:
 
     def apply(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
               pipeline: Pipeline, cache: VipCache, max_idle: int, distribution: str,
-              min_slots: int) -> ChangeSet | None:
+              min_slots: int, old_topo: Topology | None = None,
+              ports: bool = False) -> ChangeSet | None:
+        """``old_topo``: the topology the current state was compiled with, when
+        ``topo`` differs from it (then the changed LBs' old parts are found
+        with it; an LB whose backends' MACs, health or locality changed must
+        be in ``changed``).  ``ports``: the local ports changed (their
+        classifier flows are swapped; a pipeline whose VIP flows depend on
+        the local ports declines)."""
+        was = topo if old_topo is None else old_topo
+        if ports and pipeline.mode not in PORT_INDEPENDENT_MODES:
+            return None
         new_plans = self._plan(changed, topo, distribution, min_slots)
         if new_plans is None:
             return None
@@ -111,7 +145,7 @@ class DesiredIndex:
         for uuid in changed:  # out with the old VIPs
             for owner in self.by_lb.pop(uuid, []):
                 plan = self.plans.pop(owner)
-                part = cache.get(plan, pipeline, max_idle, topo)
+                part = cache.get(plan, pipeline, max_idle, was)
                 remember({*part.flow_ids, *(fid for _, fid, _ in part.shared)},
                          {gid for gid, _ in part.groups()})
                 for fid in part.flow_ids:
@@ -153,13 +187,29 @@ class DesiredIndex:
             self.by_lb.setdefault(plan.lb.uuid, []).append(plan.owner)
             for tk in plan.datapaths:
                 self.slots[(tk, plan.vip.endpoint, plan.vip.protocol)] = plan.owner
+        if ports:
+            self._swap_ports(was, topo, pipeline, remember)
         new_set = set(new_plans)
         for plan in removed:
-            if plan not in new_set:
-                cache.forget(plan, pipeline, max_idle, topo)
+            if plan not in new_set or was is not topo:
+                cache.forget(plan, pipeline, max_idle, was)
         new = PackedState({k: self.flows[k] for k in touched_flows if k in self.flows},
                           {g: self.groups[g] for g in touched_groups if g in self.groups})
         return diff(new, PackedState(old_flows, old_groups))
+
+    def _swap_ports(self, was: Topology, topo: Topology, pipeline: Pipeline,
+                    remember: Callable[[set[FlowId], set[int]], None]) -> None:
+        """The classifier flows of the local ports: out with the old, in with the new."""
+        before, after = _port_flows(was, pipeline), _port_flows(topo, pipeline)
+        remember(set(before) | set(after), set())
+        for fid, (_, old) in before.items():
+            if fid not in after:
+                self._drop(fid)
+            if fid not in after or cookie(after[fid][1]) != cookie(old):
+                self.owners.pop(cookie(old), None)
+        for fid, (owner, new) in after.items():
+            self._put(fid, new)
+            self.owners[cookie(new)] = owner
 
     def _put(self, fid: FlowId, body: FlowBody) -> None:
         old = self.flows.get(fid)

@@ -494,11 +494,13 @@ class Reconciler:
         return total + changes
 
     def reconcile_changed(self, channel: Channel, changed: Mapping[str, LoadBalancer | None],
-                          topo: Topology) -> ReconcileResult | None:
+                          topo: Topology, old_topo: Topology | None = None,
+                          ports: bool = False) -> ReconcileResult | None:
         """Apply a change of just these LBs (uuid -> new LB, None: gone) in
         O(change); None when it cannot be done incrementally (no clean last
         pass, a new connection, or the change depends on other LBs): the
-        caller then runs ``reconcile``."""
+        caller then runs ``reconcile``.  With ``old_topo`` the topology moved
+        on too (see ``DesiredIndex.apply``); ``ports``: the local ports changed."""
         index = self._index
         if index is None or self._installed is None or channel is not self._channel:
             return None
@@ -514,7 +516,7 @@ class Reconciler:
         names = {lb.name or lb.uuid for lb in changed.values() if lb is not None}
         self._index = self._installed = None  # unknown until this pass has gone through
         changes = index.apply(kept, topo, self._pipeline, self._compiled, self._max_idle,
-                              self._distribution, self.min_slots)
+                              self._distribution, self.min_slots, old_topo, ports)
         if changes is not None:
             index.issues = (*(i for i in index.issues
                               if not (i.reason in isolation.INSTALL_REASONS and i.lb in names)),

@@ -1,5 +1,6 @@
 """What a pass works from: one consistent read of both databases, parsed, and
-how it is brought up to date when only some Load_Balancer rows changed."""
+how it is brought up to date when some Load_Balancer rows changed (the other
+inputs: ``changes``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from types import MappingProxyType
 from lbaffd.model import loadbalancer as model
 from lbaffd.sb.monitor import (
     DbMonitor,
-    read_lbs,
     read_local,
     read_sb,
     read_service_monitors,
@@ -88,18 +88,3 @@ def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str) -> Inputs
     lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
     labels = MappingProxyType({u: r.name or r.uuid for u, r in lbs_rows.items()})
     return Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues), labels)
-
-
-def read_lb_change(ovs: DbMonitor, sb: DbMonitor) -> LbRows | None:
-    """The Load_Balancer rows changed since the last read ({}: none), or None
-    when anything else may have changed (then read everything)."""
-    if not (ovs.connected and sb.connected):
-        return None
-    with ovs.conn.lock:
-        local_dirty = take_dirty(ovs)
-    with sb.conn.lock:
-        dirty = take_dirty(sb)
-        if dirty is None or local_dirty is None or local_dirty or set(dirty) - {
-                "Load_Balancer"}:
-            return None
-        return read_lbs(sb, sorted(dirty.get("Load_Balancer", ())))

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import tenacity
@@ -71,6 +71,7 @@ OVS_COLUMNS = {
 }
 
 OnChange = Callable[[str], None]
+_R = TypeVar("_R")
 
 
 class TableChanged(event.RowEvent):  # type: ignore[misc]
@@ -170,8 +171,10 @@ class DbMonitor:
     def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
                  stopping: threading.Event | None = None, timeout: float = 60.0,
                  columns: Mapping[str, tuple[str, ...]] | None = None,
-                 gc_pause: GcPause | None = None) -> None:
+                 gc_pause: GcPause | None = None,
+                 conditions: Mapping[str, list[Any]] | None = None) -> None:
         self._columns = dict(columns or {})
+        self._conditions = dict(conditions or {})  # initial monitor conditions by table
         self._gc_pause = gc_pause
         self._stopping = stopping or threading.Event()
         self.remote = remote
@@ -198,6 +201,9 @@ class DbMonitor:
         for table in self._tables:
             if table in present:
                 self.idl.watch_event(TableChanged(table, self._on_change))
+        for table, cond in self._conditions.items():
+            if table in present:  # before connecting: the first monitor request carries it
+                self.idl.cond_change(table, cond)
         self.conn = connection.Connection(self.idl, timeout=self._timeout)
         self.conn.start()
         parser = json_parser()
@@ -333,18 +339,8 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
             uuid=str(r.uuid), tunnel_key=int(r.tunnel_key), name=ext.get("name", ""),
             is_router="logical-router" in ext,
         )
-    groups_: dict[str, DpGroupRow] = {}
-    for r in mon.rows("Logical_DP_Group"):
-        groups_[str(r.uuid)] = DpGroupRow(
-            uuid=str(r.uuid), datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
-    pbs: dict[str, PortBindingRow] = {}
-    for r in mon.rows("Port_Binding"):
-        chassis = r.chassis[0].name if r.chassis else None
-        pbs[str(r.uuid)] = PortBindingRow(
-            uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
-            tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
-            options=MappingProxyType(dict(r.options)),
-        )
+    groups_ = {str(r.uuid): dpg_record(r) for r in mon.rows("Logical_DP_Group")}
+    pbs = {str(r.uuid): pb_record(r) for r in mon.rows("Port_Binding")}
     return lbs, dps, groups_, pbs
 
 
@@ -355,6 +351,53 @@ def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
         if br.name == bridge:
             return dict(br.external_ids)
     return {}
+
+
+def pb_record(r: Any) -> PortBindingRow:
+    """One Port_Binding row -> record; call with the lock held."""
+    chassis = r.chassis[0].name if r.chassis else None
+    return PortBindingRow(
+        uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
+        tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
+        options=MappingProxyType(dict(r.options)),
+    )
+
+
+def dpg_record(r: Any) -> DpGroupRow:
+    """One Logical_DP_Group row -> record; call with the lock held."""
+    return DpGroupRow(uuid=str(r.uuid),
+                      datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
+
+
+def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow]:
+    """The Load_Balancer rows that use any of ``groups``; lock held."""
+    cols = lb_group_columns(mon)
+    out: dict[str, LoadBalancerRow] = {}
+    for r in mon.rows("Load_Balancer"):
+        if any(_ref(column(r, c)) in groups for c in cols):
+            out[str(r.uuid)] = lb_record(mon, r, cols)
+    return out
+
+
+def sm_record(r: Any) -> ServiceMonitorRow:
+    """One Service_Monitor row -> record; call with the lock held."""
+    status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
+    protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
+                else r.protocol or "tcp")
+    return ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol, r.logical_port,
+                             str(status))
+
+
+def read_rows(mon: DbMonitor, table: str, uuids: Iterable[str],
+              record: Callable[[Any], _R]) -> dict[str, _R | None]:
+    """Just these rows of ``table`` as records (None: deleted); lock held."""
+    assert mon.idl is not None
+    rows = mon.idl.tables[table].rows
+    out: dict[str, _R | None] = {}
+    for u in uuids:
+        r = rows.get(uuid.UUID(u))
+        out[u] = None if r is None else record(r)
+    return out
 
 
 def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
@@ -385,11 +428,5 @@ def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[Inter
 
 def read_service_monitors(mon: DbMonitor) -> tuple[ServiceMonitorRow, ...]:
     """Copy ``Service_Monitor``; call with ``mon.conn.lock`` held."""
-    rows = []
-    for r in mon.rows("Service_Monitor"):
-        status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
-        protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
-                    else r.protocol or "tcp")
-        rows.append(ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol,
-                                      r.logical_port, str(status)))
-    return tuple(sorted(rows, key=lambda m: m.uuid))
+    return tuple(sorted((sm_record(r) for r in mon.rows("Service_Monitor")),
+                        key=lambda m: m.uuid))

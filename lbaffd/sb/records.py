@@ -39,6 +39,12 @@ class LoadBalancerRow:
     ls_datapath_group: str | None = None
     lr_datapath_group: str | None = None
 
+    @property
+    def groups(self) -> set[str]:
+        """The Logical_DP_Group rows this LB uses (whichever columns the schema has)."""
+        return {g for g in (self.datapath_group, self.ls_datapath_group,
+                            self.lr_datapath_group) if g}
+
 
 @dataclass(frozen=True, slots=True)
 class PortBindingRow:

@@ -48,6 +48,12 @@ def changes_sent(daemon: LbaffdProcess) -> int:
     return int(m.group(1))
 
 
+def sb_rows(daemon: LbaffdProcess) -> dict[str, int]:
+    out = subprocess.run(["ovs-appctl", "-t", daemon.ctl, "sb/rows"], capture_output=True,
+                         text=True, check=True).stdout
+    return {t: int(n) for t, n in (line.split(": ") for line in out.splitlines() if line)}
+
+
 def snapshot(sb: Sandbox) -> tuple[list[str], list[str], list[str]]:
     return sb.dump_flows(MANAGED), sb.dump_groups(), sb.dump_flows(LEARNED)
 
@@ -114,3 +120,37 @@ def test_all_servers_down_then_back(cluster: Sandbox, topo: Topology,
                 20)
     print(f"converged {took:.1f}s after the cluster came back")
     assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_through_a_relay_with_conditions_that_widen(cluster: Sandbox, topo: Topology,
+                                                    daemon: LbaffdProcess) -> None:
+    """lbaffd on an ovsdb-server relay in front of the cluster (conditional
+    monitoring, the default): a restart onto the relay changes nothing, an
+    update made on the cluster arrives, and an LB of a datapath that becomes
+    local only then (a VIF bound to it here) is received and realized."""
+    wait(lambda: cluster.sb_leader() is not None, 30)
+    relay = cluster.start_sb_relay()
+    before, other = snapshot(cluster)[:2], cluster.add_datapath("ls9", 9)
+    far_vip = "10.9.0.100"
+    cluster.add_load_balancer("lb-far", {f"{far_vip}:80": "10.9.0.21:8080"},
+                              datapaths=[other])
+    daemon.stop()
+    on_relay = LbaffdProcess(cluster, "--sb-db", relay, "--audit-interval", "2")
+    on_relay.start(timeout=60)
+    try:
+        assert snapshot(cluster)[:2] == before  # nothing re-sent, nothing lost
+        assert changes_sent(on_relay) == 0
+        assert on_relay.count("sb_conditions") >= 1
+        assert sb_rows(on_relay)["Load_Balancer"] == 1  # lb-far is not even received
+        cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.21:8080,10.0.0.23:8080"})
+        wait(lambda: backends_in_group(cluster) == {"10.0.0.21:8080", "10.0.0.23:8080"}, 10)
+        assert not any(far_vip in f for f in cluster.dump_flows(MANAGED))
+        # a VIF of ls9 bound here: ls9 becomes local, its LB comes through the relay
+        cluster.add_port_binding("vif9", other, 1, "02:00:00:00:09:01", "10.9.0.5",
+                                 chassis=cluster.chassis)
+        cluster.vsctl("add-port", "br-int", "vif9", "--", "set", "Interface", "vif9",
+                      "type=internal", "external_ids:iface-id=vif9")
+        wait(lambda: any(far_vip in f for f in cluster.dump_flows(MANAGED)), 15)
+        assert sb_rows(on_relay)["Load_Balancer"] == 2
+    finally:
+        on_relay.stop()

@@ -185,6 +185,50 @@ def test_ovn_controller_restart_flows_and_entries_back_within_a_second(
     assert metric(text, "lbaffd_affinity_entries_restored_total") >= len(pinned)
 
 
+def test_lb_changes_are_incremental_and_others_cost_nothing(topo: OvnTopology,
+                                                             daemon: LbaffdProcess) -> None:
+    """A backend removed from a taken-over LB is one small incremental pass;
+    a change of an LB left to OVN sends lbaffd nothing."""
+    sb = topo.sandbox
+    be = [f"{HOSTS[b].ip}:{BACKEND_PORT}" for b in ("be1", "be2", "be3")]
+    mark = daemon.mark()
+    sb.nbctl("--wait=sb", "set", "Load_Balancer", "lb-aff",
+             f'vips:"{AFFINITY_VIP}:{VIP_PORT}"="{be[0]},{be[2]}"')
+    done = daemon.wait_event("reconciled", after=mark)
+    assert done["audit"] is False and 0 < done["changes"] < 20, done
+    assert wait_until(lambda: not any(HOSTS["be2"].ip in g for g in lbaffd_groups(sb)),
+                      what="be2 gone from lbaffd's group")
+    ips = topo.new_clients("cli1", 6)
+    res = open_connections(topo, "cli1", AFFINITY_VIP, VIP_PORT, 6, ips, 3.0)
+    assert all(r.ok for r in res) and {r.backend for r in res} <= {"be1", "be3"}, res
+    mark = daemon.mark()
+    sent = daemon_sends(daemon)
+    sb.nbctl("--wait=sb", "set", "Load_Balancer", "lb-plain",
+             f'vips:"{PLAIN_VIP}:{VIP_PORT}"="{be[0]},{be[1]}"')
+    daemon.wait_pass(mark, audit=False)
+    assert daemon_sends(daemon) == sent  # lb-plain is OVN's: nothing for lbaffd to do
+    sb.nbctl("--wait=sb", "set", "Load_Balancer", "lb-aff",
+             f'vips:"{AFFINITY_VIP}:{VIP_PORT}"="{",".join(be)}"')
+    sb.nbctl("--wait=sb", "set", "Load_Balancer", "lb-plain",
+             f'vips:"{PLAIN_VIP}:{VIP_PORT}"="{",".join(be)}"')
+    assert wait_until(lambda: any(HOSTS["be2"].ip in g for g in lbaffd_groups(sb)),
+                      what="be2 back in lbaffd's group")
+
+
+def lbaffd_groups(sb: OvnSandbox) -> list[str]:
+    """lbaffd's groups (ids 0xb0000000 and up; OVN's are small)."""
+    return [g for g in sb.dump_groups()
+            if int(g.split("group_id=", 1)[1].split(",", 1)[0]) >= 0xB0000000]
+
+
+def daemon_sends(daemon: LbaffdProcess) -> float:
+    """Flow and group mods lbaffd has sent (its own counter)."""
+    _, text = scrape(daemon)
+    return sum(metric(text, "lbaffd_openflow_messages_sent_total", type=t)
+               for t in ("OFPBundleAddMsg", "OFPFlowMod", "OFPGroupMod")
+               if f'type="{t}"' in text)
+
+
 def test_sigkill_and_restart_send_no_flow_mod(topo: OvnTopology,
                                               daemon: LbaffdProcess) -> None:
     daemon.stop(sig=signal.SIGKILL)

@@ -1,0 +1,372 @@
+"""``python -m bench.realistic``: lbaffd and ovn-controller side by side on a
+cluster-shaped Southbound (``bench.cluster``), repeated; median and spread.
+
+Each run builds, per daemon, a fresh sandbox with an NB, a real ovn-northd and
+the seeded cluster, then measures one phase at a time (never two daemons at
+once): cold convergence and peak RSS; event samples per type (backend added,
+health flip, remote port added, local port added, LB added, LB removed); a
+churn of remote-port and LB changes with the LB changes' lag; a restart; for
+lbaffd, the raw ``ovs-ofctl --bundle`` replay of its set and the events again
+while audits run (restarted with ``--audit-interval 1``).  The existing
+``python -m bench`` (uniform LBs) is unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import signal
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import cluster as cl
+from bench.run import ROOT, _commit, _loadavg, _version
+
+SIDES = ("lbaffd", "ovn-controller")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.realistic", description=__doc__)
+    p.add_argument("--n", type=int, default=5000, help="services (load balancers), default 5000")
+    p.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
+    p.add_argument("--samples", type=int, default=200, help="samples per event type (200)")
+    p.add_argument("--churn-seconds", type=float, default=60.0)
+    p.add_argument("--port-rate", type=float, default=20.0, help="remote port changes/s")
+    p.add_argument("--lb-rate", type=float, default=5.0, help="LB changes/s")
+    p.add_argument("--seed", type=int, default=17)
+    p.add_argument("--nodes", type=int, default=50, help="other chassis (default 50)")
+    p.add_argument("--sides", default=",".join(SIDES))
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: N=30, 1 run, 3 samples, 3 s churn, 5 other chassis")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.runs, args.samples = min(args.n, 30), 1, min(args.samples, 3)
+        args.churn_seconds, args.nodes = min(args.churn_seconds, 3.0), min(args.nodes, 5)
+    args.side_list = [s for s in args.sides.split(",") if s]
+    if set(args.side_list) - set(SIDES):
+        p.error(f"--sides: {', '.join(SIDES)}")
+    return args
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, command: str) -> None:
+        self.args = args
+        c = cl.generate(args.n, args.seed, args.nodes)
+        self.res: dict[str, Any] = {
+            "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+            "quick": args.quick, "n": args.n, "runs_wanted": args.runs,
+            "samples": args.samples, "churn": {"seconds": args.churn_seconds,
+                                               "port_rate": args.port_rate,
+                                               "lb_rate": args.lb_rate},
+            "cluster": c.stats(),
+            "host": {"cpus": os.cpu_count(), "loadavg_start": _loadavg(),
+                     "ovs_version": _version("ovs-vswitchd"),
+                     "ovn_version": _version("ovn-controller"), "commit": _commit()},
+            "runs": [], "errors": [],
+        }
+
+    def phase(self, run: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        print(f"[realistic] {name} ...", flush=True)
+        try:
+            value = fn()
+        except Exception as exc:
+            traceback.print_exc()
+            self.res["errors"].append({"phase": name, "error": f"{type(exc).__name__}: {exc}"})
+            value = None
+        took = time.monotonic() - start
+        run.setdefault("phase_seconds", {})[name] = round(took, 1)
+        print(f"[realistic] {name}: {took:.1f} s (load {_loadavg()})", flush=True)
+        return value
+
+    def run(self) -> int:
+        for r in range(self.args.runs):
+            run: dict[str, Any] = {"loadavg_start": _loadavg()}
+            for side in self.args.side_list:
+                run[side] = self._side(run, side, r)
+            run["loadavg_end"] = _loadavg()
+            self.res["runs"].append(run)
+        self.res["summary"] = summary(self.res)
+        self.res["targets"] = targets(self.res)
+        self.res["host"]["loadavg_end"] = _loadavg()
+        path = write(self.res, self.args.out)
+        print()
+        print(markdown(self.res))
+        print(f"results: {path}")
+        return 1 if self.res["errors"] else 0
+
+    def _side(self, run: dict[str, Any], side: str, r: int) -> dict[str, Any]:
+        from bench import realistic_side as rs
+        from bench.cold import raw_ofctl
+        from bench.common import RUNDIR_PREFIX
+        from bench.ovsdb_watch import OvsdbWatch
+        from lbaffd_sandbox.sandbox import started_sandbox
+
+        a = self.args
+        n = a.n
+        timeout = 300 + n * 0.5
+        out: dict[str, Any] = {}
+        c = cl.generate(n, a.seed, a.nodes)  # a fresh copy: events add pods to it
+        tag = "lb" if side == "lbaffd" else "ovn"
+        with started_sandbox(f"{RUNDIR_PREFIX}real{tag}-", nb=True,
+                             prefix="lbr" + secrets.token_hex(2)) as sb:
+            watch = OvsdbWatch(sb.sb_remote.removeprefix("unix:"), "OVN_Southbound", {
+                "SB_Global": ["nb_cfg"], "Chassis_Private": ["nb_cfg", "nb_cfg_timestamp"],
+                "Load_Balancer": ["name", "vips"]})
+            watch.start()
+            s = rs.Side(side, sb, c, watch)
+            try:
+                start = rs.lbaffd_start if side == "lbaffd" else rs.ovn_controller_start
+                label = f"run {r + 1} {side}"
+                if self.phase(run, f"{label} setup", lambda: s.setup(start, timeout)) is None:
+                    return out
+                out["cold"] = self.phase(run, f"{label} cold", lambda: s.cold(timeout))
+                if out["cold"] is None:
+                    return out
+                if side == "lbaffd":
+                    out["raw"] = self.phase(run, f"{label} raw ovs-ofctl",
+                                            lambda: raw_ofctl(sb, n, timeout=600))
+                out["events"] = self.phase(run, f"{label} events",
+                                           lambda: s.events(a.samples, timeout))
+                out["churn"] = self.phase(run, f"{label} churn", lambda: s.churn(
+                    a.churn_seconds, a.port_rate, a.lb_rate, timeout))
+                if side == "lbaffd":
+                    out["restart"] = self.phase(run, f"{label} restart", lambda: rs.lbaffd_restart(
+                        s, timeout, "--audit-interval", "1"))
+                    out["events_audit"] = self.phase(run, f"{label} events during audits",
+                                                     lambda: s.events(a.samples, timeout))
+                else:
+                    out["restart"] = self.phase(run, f"{label} restart",
+                                                lambda: rs.ovn_controller_restart(s, timeout))
+            finally:
+                watch.stop()
+                if s.daemon is not None:
+                    s.daemon.stop(timeout=300)
+        return out
+
+
+# ------------------------------------------------------------------ results
+
+
+def _stat(values: list[float]) -> dict[str, float] | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": round(statistics.median(vals), 2), "min": round(min(vals), 2),
+            "max": round(max(vals), 2), "runs": len(vals)}
+
+
+def _path(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+METRICS: dict[str, tuple[str, ...]] = {
+    "cold_s": ("cold", "converge_s"), "cold_rss_mb": ("cold", "rss_peak_mb"),
+    "rss_before_lbs_mb": ("cold", "rss_before_lbs_mb"), "flows": ("cold", "flows"),
+    "groups": ("cold", "groups"), "raw_s": ("raw", "total_s"),
+    "churn_lag_p50_ms": ("churn", "lb_lag_p50_ms"), "churn_lag_p99_ms": ("churn", "lb_lag_p99_ms"),
+    "churn_cpus": ("churn", "cpus_used"), "churn_rss_mb": ("churn", "rss_peak_mb"),
+    "restart_s": ("restart", "in_sync_s"), "restart_writes": ("restart", "of_writes"),
+    "restart_rss_mb": ("restart", "rss_peak_mb"), "events_rss_mb": ("events", "rss_peak_mb"),
+    "events_audit_rss_mb": ("events_audit", "rss_peak_mb"),
+}
+EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max",
+                "worker_p50_ms", "worker_p99_ms")
+
+
+def summary(res: dict[str, Any]) -> dict[str, Any]:
+    """Median and spread over the runs, per side."""
+    out: dict[str, Any] = {}
+    for side in SIDES:
+        runs = [r[side] for r in res["runs"] if r.get(side)]
+        if not runs:
+            continue
+        s: dict[str, Any] = {}
+        for name, path in METRICS.items():
+            st = _stat([_path(r, *path) for r in runs])
+            if st is not None:
+                s[name] = st
+        from bench.realistic_side import EVENT_TYPES
+
+        for block in ("events", "events_audit"):
+            for ev in EVENT_TYPES:
+                for f in EVENT_FIELDS:
+                    st = _stat([_path(r, block, ev, f) for r in runs])
+                    if st is not None:
+                        s[f"{block}.{ev}.{f}"] = st
+        out[side] = s
+    return out
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of issue 17, met or not (None: not measured), on medians."""
+    sm = res.get("summary", {})
+    lb, ovn = sm.get("lbaffd", {}), sm.get("ovn-controller", {})
+    n = res["n"]
+    out: list[dict[str, Any]] = []
+
+    def med(d: dict[str, Any], key: str) -> float | None:
+        v = d.get(key)
+        return None if v is None else float(v["median"])
+
+    def add(name: str, want: str, got: str | None, met: bool | None) -> None:
+        out.append({"target": name, "want": want, "measured": got or "not measured",
+                    "met": met})
+
+    cold, ocold, raw = med(lb, "cold_s"), med(ovn, "cold_s"), med(lb, "raw_s")
+    add(f"cold N={n} vs ovn-controller", "<= 1/3 of ovn-controller",
+        f"{cold:.2f} s vs {ocold:.2f} s ({cold / ocold:.2f}x)" if cold and ocold else None,
+        cold / ocold <= 1 / 3 if cold and ocold else None)
+    add(f"cold N={n} vs raw ovs-ofctl --bundle", "<= 1.5x raw",
+        f"{cold:.2f} s vs {raw:.2f} s ({cold / raw:.2f}x)" if cold and raw else None,
+        cold / raw <= 1.5 if cold and raw else None)
+    ch = med(lb, "events.remote_port_added.changes_max")
+    add("remote-port change: OpenFlow changes", "0",
+        None if ch is None else f"{ch:.0f} (max over samples)", None if ch is None else ch == 0)
+    wk = med(lb, "events.remote_port_added.worker_p99_ms")
+    add("remote-port change: worker time p99", "<= 5 ms",
+        None if wk is None else f"{wk:.2f} ms", None if wk is None else wk <= 5)
+    for block, when in (("events", ""), ("events_audit", " during audits")):
+        for ev in ("local_port_added", "health_flip", "backend_added"):
+            p50, p99 = med(lb, f"{block}.{ev}.p50_ms"), med(lb, f"{block}.{ev}.p99_ms")
+            add(f"{ev}{when} p50", "<= 10 ms", None if p50 is None else f"{p50:.1f} ms",
+                None if p50 is None else p50 <= 10)
+            add(f"{ev}{when} p99", "<= 50 ms", None if p99 is None else f"{p99:.1f} ms",
+                None if p99 is None else p99 <= 50)
+    lag = med(lb, "churn_lag_p99_ms")
+    add("churn: LB change lag p99", "<= 100 ms", None if lag is None else f"{lag:.0f} ms",
+        None if lag is None else lag <= 100)
+    rs, rw = med(lb, "restart_s"), med(lb, "restart_writes")
+    add("restart: in sync", "<= 2 s", None if rs is None else f"{rs:.2f} s",
+        None if rs is None else rs <= 2)
+    add("restart: flow/group mods", "0", None if rw is None else f"{rw:.0f}",
+        None if rw is None else rw == 0)
+    for key, phase in (("cold_rss_mb", "cold"), ("events_rss_mb", "events"),
+                       ("churn_rss_mb", "churn"), ("restart_rss_mb", "restart"),
+                       ("events_audit_rss_mb", "events during audits")):
+        v = med(lb, key)
+        add(f"peak RSS ({phase})", "<= 150 MB", None if v is None else f"{v:.0f} MB",
+            None if v is None else v <= 150)
+    return out
+
+
+def _fmt(st: dict[str, float] | None, unit: str = "") -> str:
+    if not st:
+        return "-"
+    if st["runs"] == 1:
+        return f"{st['median']:g}{unit}"
+    return f"{st['median']:g}{unit} ({st['min']:g}-{st['max']:g})"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    h = res["host"]
+    runs = len(res["runs"])
+    cs = res["cluster"]
+    lines = [
+        f"Run {res['started']} on {h['cpus']} CPUs (load average {h['loadavg_start']} at start, "
+        f"{h.get('loadavg_end', '?')} at end), OVS {h['ovs_version']}, OVN {h['ovn_version']}, "
+        f"lbaffd at {h['commit']}{' (quick)' if res.get('quick') else ''}; N={res['n']}, "
+        f"{runs} run(s), {res['samples']} samples per event type; median (min-max) over runs.",
+        "",
+        f"Cluster (seed {cs['seed']}): {cs['services']} services, {cs['vips']} VIPs, "
+        f"{cs['backend_slots']} backend slots ({cs['local_backend_slots']} local pods), up to "
+        f"{cs['backends_per_vip_max']} backends a VIP, {cs['udp']} UDP / {cs['ipv6']} IPv6 / "
+        f"{cs['two_port']} two-port / {cs['affinity']} affinity / {cs['hairpin_snat_ip']} "
+        f"hairpin_snat_ip, {cs['service_monitors']} health-checked backend slots, "
+        f"{cs['remote_pods']} pods on {cs['remote_chassis']} other chassis, "
+        f"{cs['local_pods']} local pods.", "",
+        "| measure | lbaffd | ovn-controller |", "|---|---|---|"]
+    sm = res.get("summary", {})
+    lb, ovn = sm.get("lbaffd", {}), sm.get("ovn-controller", {})
+    rows = [("cold: SB -> installed", "cold_s", " s"), ("raw ovs-ofctl --bundle", "raw_s", " s"),
+            ("flows", "flows", ""), ("groups", "groups", ""),
+            ("peak RSS before LBs", "rss_before_lbs_mb", " MB"),
+            ("peak RSS after cold", "cold_rss_mb", " MB"),
+            ("churn LB lag p50", "churn_lag_p50_ms", " ms"),
+            ("churn LB lag p99", "churn_lag_p99_ms", " ms"), ("churn CPUs", "churn_cpus", ""),
+            ("restart -> in sync", "restart_s", " s"),
+            ("restart flow/group mods", "restart_writes", ""),
+            ("peak RSS after restart", "restart_rss_mb", " MB")]
+    for label, key, unit in rows:
+        lines.append(f"| {label} | {_fmt(lb.get(key), unit)} | {_fmt(ovn.get(key), unit)} |")
+    from bench.realistic_side import EVENT_TYPES
+
+    for block, when in (("events", ""), ("events_audit", " (audit every 1 s)")):
+        for ev in EVENT_TYPES:
+            def cell(d: dict[str, Any], block: str = block, ev: str = ev) -> str:
+                p = f"{block}.{ev}."
+                if not any(k.startswith(p) for k in d):
+                    return "-"
+                return (f"p50 {_fmt(d.get(p + 'p50_ms'), ' ms')}, p99 "
+                        f"{_fmt(d.get(p + 'p99_ms'), ' ms')}; CPU p99 "
+                        f"{_fmt(d.get(p + 'cpu_p99_ms'), ' ms')}"
+                        + (f"; worker p50/p99 {_fmt(d.get(p + 'worker_p50_ms'), ' ms')} / "
+                           f"{_fmt(d.get(p + 'worker_p99_ms'), ' ms')}"
+                           if p + "worker_p99_ms" in d else "")
+                        + (f"; max changes {_fmt(d.get(p + 'changes_max'))}"
+                           if p + "changes_max" in d else ""))
+            if block == "events_audit" and not any(k.startswith(f"{block}.{ev}.") for k in lb):
+                continue
+            lines.append(f"| {ev}{when} | {cell(lb)} | {cell(ovn)} |")
+    lines += ["", "Each change is timed from the SB's arrival of the changed row (a monitor of "
+              "ours) to lbaffd's `reconciled` line (after its bundle commit and barrier) or "
+              "ovn-controller's `nb_cfg_timestamp`. ovn-controller's `health_flip` and "
+              "`remote_port_added` are SB writes: timed from the write to its report of the "
+              "nb_cfg bumped right after, so ovn-northd's recompute is included; its "
+              "`local_port_added` runs until it sets `Port_Binding.up`. *CPU* is the "
+              "daemon's CPU time over the sample (periodic audits included); *worker* is "
+              "lbaffd's own duration of the passes and input steps the change caused.",
+              "", "| target | wanted | measured (median) | met |", "|---|---|---|---|"]
+    for t in res.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['want']} | {t['measured']} | {met} |")
+    for err in res.get("errors", []):
+        lines.append(f"\nPhase **{err['phase']}** failed: `{err['error']}`")
+    return "\n".join(lines) + "\n"
+
+
+def write(res: dict[str, Any], outdir: Path) -> Path:
+    """``realistic-<stamp>.json`` + ``realistic-latest.{json,md}`` (a quick
+    run: ``tmp-quick-realistic-*``, not kept)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    prefix = ("tmp-quick-" if res.get("quick") else "") + "realistic-"
+    path = outdir / f"{prefix}{stamp}.json"
+    text = json.dumps(res, indent=1, sort_keys=True) + "\n"
+    path.write_text(text)
+    (outdir / f"{prefix}latest.json").write_text(text)
+    (outdir / f"{prefix}latest.md").write_text(markdown(res))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    if argv is None:
+        argv = sys.argv[1:]
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.realistic: needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
+        return 2
+    command = ("python -m bench.realistic " + shlex.join(argv)).strip()
+    # SIGTERM (a background run has SIGINT ignored): unwind, so that every
+    # sandbox is torn down by its context manager
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return Runner(args, command).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

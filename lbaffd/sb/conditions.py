@@ -1,0 +1,148 @@
+"""Conditional monitoring of the SB: receive only the rows of local interest.
+
+Without it every lbaffd receives every Port_Binding and Load_Balancer of the
+cluster: the fan-out ovn-controller avoids with ``ovn-monitor-all=false``
+(``update_sb_monitors`` in ovn-controller.c sets OVSDB ``monitor_cond``
+conditions on the datapaths it has found local, and widens them as it finds
+more).  lbaffd asks the same way (RFC 7047 ``monitor_cond`` /
+``monitor_cond_change``, done by the ``ovs`` IDL's ``cond_change``):
+
+- Port_Binding: every ``patch``/``l3gateway``/``chassisredirect`` port (they
+  decide which datapaths are local, as in ovn-controller), the ports bound to
+  this chassis, the ports named by a local interface's ``iface-id``, and every
+  port of a local datapath (backend MACs, hairpin);
+- Logical_DP_Group: the groups with a local datapath;
+- Load_Balancer: the LBs on a local datapath, directly or through one of
+  those groups (``datapath_group`` and, where the schema has them,
+  ``ls_datapath_group``/``lr_datapath_group``).
+
+Datapath_Binding, Chassis and Service_Monitor stay whole (small tables; a
+backend's monitor may sit on any chassis).  One consequence: a monitor's
+logical port on a datapath that is not local is not received, so its
+"bound to other addresses" check cannot apply and the monitor is matched by
+address, port and protocol only.
+
+The local interest is known only from what was received, so it widens in
+rounds (local ports -> their datapaths -> patch peers -> their groups -> their
+LBs).  Until the conditions for the interest derived from what is held have
+been acknowledged by the server, the daemon does not run its first full
+pass: a restart must never see a partial SB (it would remove the flows of
+LBs it has not received yet).  Later widenings just bring rows in, which
+arrive as changes.  ``--monitor-all`` switches all of this off."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from lbaffd.model.topology import Topology
+from lbaffd.sb.monitor import DbMonitor, lb_group_columns
+from lbaffd.sb.records import SbSnapshot
+
+log = structlog.get_logger("lbaffd")
+
+Condition = list[Any]
+STRUCTURAL_TYPES = ("patch", "l3gateway", "chassisredirect")
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    chassis_uuid: str | None
+    iface_ids: frozenset[str]
+    datapaths: frozenset[str]  # local datapath uuids
+    groups: frozenset[str]  # Logical_DP_Group uuids with a local datapath
+
+
+def interest(snap: SbSnapshot, topo: Topology, chassis_uuid: str | None) -> Interest:
+    local = topo.local_datapaths
+    dps = frozenset(u for u, dp in snap.datapaths.items() if dp.tunnel_key in local)
+    groups = frozenset(u for u, g in snap.dp_groups.items() if dps.intersection(g.datapaths))
+    return Interest(chassis_uuid, frozenset(i.iface_id for i in snap.interfaces), dps, groups)
+
+
+def conditions(want: Interest, group_columns: Iterable[str]) -> dict[str, Condition]:
+    """The monitor conditions for ``want`` (deterministic: sorted clauses)."""
+    pb: Condition = [["type", "==", t] for t in STRUCTURAL_TYPES]
+    if want.chassis_uuid:
+        pb.append(["chassis", "==", ["uuid", want.chassis_uuid]])
+    pb += [["logical_port", "==", name] for name in sorted(want.iface_ids)]
+    pb += [["datapath", "==", ["uuid", d]] for d in sorted(want.datapaths)]
+    dpg: Condition = [["datapaths", "includes", ["uuid", d]] for d in sorted(want.datapaths)]
+    lb: Condition = [["datapaths", "includes", ["uuid", d]] for d in sorted(want.datapaths)]
+    lb += [[col, "==", ["uuid", g]] for g in sorted(want.groups) for col in group_columns]
+    return {"Port_Binding": pb, "Logical_DP_Group": dpg or [False],
+            "Load_Balancer": lb or [False]}
+
+
+class _Wake:
+    """A no-op item for ovsdbapp's transaction queue: the only way to wake
+    its connection thread (blocked in poll) so that the IDL sends a
+    condition change now rather than with the next update from the server."""
+
+    def __init__(self) -> None:
+        self.results: queue.Queue[Any] = queue.Queue()
+
+    def do_commit(self) -> None:
+        return None
+
+
+class SbConditions:
+    """The SB monitor's conditions, owned by the worker."""
+
+    def __init__(self, mon: DbMonitor, chassis: str) -> None:
+        self.mon = mon
+        self.chassis = chassis
+        self._chassis_uuid: str | None = None
+        self._current: dict[str, Condition] | None = None
+        self._seqno = 0
+
+    @staticmethod
+    def initial(iface_ids: Iterable[str]) -> Mapping[str, Condition]:
+        """Before the first connection: what the local OVS DB already says."""
+        return conditions(Interest(None, frozenset(iface_ids), frozenset(), frozenset()),
+                          ("datapath_group", "ls_datapath_group", "lr_datapath_group"))
+
+    def _chassis(self) -> str | None:
+        """This chassis's Chassis row (the Chassis table is received whole);
+        call with the lock held."""
+        if self._chassis_uuid is None:
+            for r in self.mon.rows("Chassis"):
+                if r.name == self.chassis:
+                    self._chassis_uuid = str(r.uuid)
+        return self._chassis_uuid
+
+    def update(self, snap: SbSnapshot, topo: Topology) -> bool:
+        """Ask for the conditions of what ``snap``/``topo`` make local if they
+        are new; True once the server has acknowledged the ones asked for."""
+        idl = self.mon.idl
+        if idl is None:
+            return False
+        changed = False
+        with self.mon.conn.lock:
+            want = interest(snap, topo, self._chassis())
+            conds = conditions(want, lb_group_columns(self.mon))
+            if conds != self._current:
+                # one monitor_cond_change carries every table's new condition;
+                # it is sent after the one in flight, if any, is acknowledged.
+                # (``cond_change``'s own return value counts one request too
+                # many in python-ovs 3.1: it tests ``request``, a method.)
+                in_flight = any(t.condition_state.requested is not None
+                                for t in idl.tables.values())
+                for table, cond in conds.items():
+                    if table in idl.tables:
+                        idl.cond_change(table, cond)
+                seqno = idl.cond_seqno + 1 + int(in_flight)
+                self._current, self._seqno, changed = conds, seqno, True
+                log.info("sb_conditions", datapaths=len(want.datapaths),
+                         groups=len(want.groups), ports=len(want.iface_ids),
+                         clauses=sum(len(c) for c in conds.values()))
+            acked = bool(idl.cond_seqno >= self._seqno)
+        if changed:  # outside the lock: the connection thread takes it to send
+            with contextlib.suppress(queue.Full):  # a wake-up already pending will do
+                self.mon.conn.txns.put_nowait(_Wake())
+        return acked

@@ -1,0 +1,85 @@
+"""What changed in the SB and the local OVS DB since the worker last read.
+
+The SB IDL records the uuids of the rows each update touched
+(``NotifyingIdl.notify``); a reconnect or resync records "unknown" (None)
+and everything is read again.  ``read_delta`` copies just the changed rows
+of the tables lbaffd follows row by row (Load_Balancer, Port_Binding,
+Service_Monitor) and, when the local DB changed at all, the integration
+bridge's interfaces (a few hundred rows at most).  Changes to the other SB
+tables (Datapath_Binding, Logical_DP_Group, Chassis) are only named: they
+reshape which datapaths are local or which LBs are where, and the caller
+runs a full pass for them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from lbaffd.sb.monitor import (
+    DbMonitor,
+    dpg_record,
+    lbs_of_groups,
+    pb_record,
+    read_lbs,
+    read_local,
+    read_rows,
+    sm_record,
+    take_dirty,
+)
+from lbaffd.sb.records import (
+    DpGroupRow,
+    InterfaceRow,
+    LoadBalancerRow,
+    PortBindingRow,
+    ServiceMonitorRow,
+)
+
+ROW_TABLES = frozenset({"Load_Balancer", "Port_Binding", "Service_Monitor",
+                        "Logical_DP_Group"})
+_EMPTY: Mapping[str, None] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    lbs: Mapping[str, LoadBalancerRow | None] = field(default_factory=lambda: _EMPTY)
+    port_bindings: Mapping[str, PortBindingRow | None] = field(default_factory=lambda: _EMPTY)
+    monitors: Mapping[str, ServiceMonitorRow | None] = field(default_factory=lambda: _EMPTY)
+    interfaces: tuple[InterfaceRow, ...] | None = None  # the bridge's, if the local DB changed
+    structural: frozenset[str] = frozenset()  # other SB tables that changed
+    dp_groups: Mapping[str, DpGroupRow | None] = field(default_factory=lambda: _EMPTY)
+    group_lbs: Mapping[str, LoadBalancerRow] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.lbs or self.port_bindings or self.monitors or self.structural
+                    or self.dp_groups or self.interfaces is not None)
+
+
+def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
+    """The rows changed since the last read (or since ``read_all``), or None
+    when unknown (not connected, reconnected, resyncing): read everything."""
+    if not (ovs.connected and sb.connected):
+        return None
+    with ovs.conn.lock:
+        local_dirty = take_dirty(ovs)
+        if local_dirty is None:
+            return None
+        interfaces = read_local(ovs, bridge)[1] if local_dirty else None
+    with sb.conn.lock:
+        dirty = take_dirty(sb)
+        if dirty is None:
+            return None
+        groups = dirty.get("Logical_DP_Group", set())
+        return Delta(
+            lbs=read_lbs(sb, sorted(dirty.get("Load_Balancer", ()))),
+            dp_groups=read_rows(sb, "Logical_DP_Group", groups, dpg_record),
+            group_lbs=lbs_of_groups(sb, groups) if groups else {},
+            port_bindings=read_rows(sb, "Port_Binding", dirty.get("Port_Binding", ()),
+                                    pb_record),
+            monitors=read_rows(sb, "Service_Monitor", dirty.get("Service_Monitor", ()),
+                               sm_record),
+            interfaces=interfaces,
+            structural=frozenset(t for t, rows in dirty.items()
+                                 if rows and t not in ROW_TABLES),
+        )
