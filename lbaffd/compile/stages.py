@@ -156,14 +156,7 @@ def static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None = None) -
     for eth in (ETH_IP, ETH_IP6):
         b.flow(g, p.pre_lb, PRIO_PORT, {"eth_type": eth},
                (SetField(REG_HAIRPIN, 0), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
-        # hairpin: after the hairpin zone, un-DNAT; a reply there was un-SNATed
-        # and is marked to go back whence it came
-        b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
-               (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
-        b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
-               {"eth_type": eth, "ct_state": _ct_state(CS_RPL | CS_TRK)},
-               (SetField(REG_HAIRPIN, 1),
-                Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
+        _hairpin_defaults(b, p, eth)
         b.flow(g, p.dispatch, PRIO_COMMIT_OTHER,
                {"ct_state": _ct_state(CS_NEW | CS_TRK), "eth_type": eth},
                (Ct(commit=True, zone_field=REG_CT_ZONE), *normal))
@@ -175,6 +168,17 @@ def static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None = None) -
     b.flow(g, p.dispatch, PRIO_DEFAULT, {}, normal)
     b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
     b.flow(g, p.forward, PRIO_DEFAULT, {}, normal)
+
+
+def _hairpin_defaults(b: FlowBuilder, p: Pipeline, eth: int) -> None:
+    """After the hairpin zone, un-DNAT; a reply there was un-SNATed and is
+    marked to go back whence it came (every mode)."""
+    g = own.GLOBAL_OWNER
+    b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
+           (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
+    b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
+           {"eth_type": eth, "ct_state": _ct_state(CS_RPL | CS_TRK)},
+           (SetField(REG_HAIRPIN, 1), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
 
 
 def _companion_static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None) -> None:
@@ -191,12 +195,7 @@ def _companion_static_flows(b: FlowBuilder, p: Pipeline, output_table: int | Non
     b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
     b.flow(g, p.forward, PRIO_DEFAULT, {}, back)
     for eth in (ETH_IP, ETH_IP6):
-        b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
-               (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
-        b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
-               {"eth_type": eth, "ct_state": _ct_state(CS_RPL | CS_TRK)},
-               (SetField(REG_HAIRPIN, 1),
-                Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
+        _hairpin_defaults(b, p, eth)
     if output_table is not None:
         # un-DNATed reply: mark it (ct_state.trk is 1 after ct()) and hand it
         # back to OVN's output table, whose own flow now takes it

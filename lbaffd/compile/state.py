@@ -240,6 +240,17 @@ def compile_state(
                                 min_slots, cache, incumbents, planned))
 
 
+def collect(stream: Generator[Compiled, None, DesiredState]
+            ) -> tuple[list[Compiled], DesiredState]:
+    """Everything a compile stream yields, in order, and what it returns."""
+    items: list[Compiled] = []
+    while True:
+        try:
+            items.append(next(stream))
+        except StopIteration as done:
+            return items, done.value
+
+
 def drain(stream: Generator[Compiled, None, DesiredState]) -> DesiredState:
     """What a compile stream returns, once everything it yields is taken."""
     while True:

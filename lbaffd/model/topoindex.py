@@ -31,6 +31,7 @@ from lbaffd.model.topology import (
     LocalPort,
     Topology,
     attached_datapaths,
+    local_ports,
     parse_mac_column,
     port_addresses,
 )
@@ -154,19 +155,7 @@ class TopologyIndex:
     # ------------------------------------------------------------ derived
 
     def _local_ports(self) -> tuple[LocalPort, ...]:
-        local: dict[int, LocalPort] = {}
-        for iface in self.interfaces:
-            pb = self.by_name.get(iface.iface_id)
-            if pb is None or iface.ofport <= 0:
-                continue
-            if pb.chassis and self.chassis and pb.chassis != self.chassis:
-                continue  # bound elsewhere: the port is moving or stale here
-            dp = self.datapaths.get(pb.datapath)
-            if dp is None:
-                continue
-            local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp,
-                                            self.port_ips.get(pb.logical_port, frozenset()))
-        return tuple(local[k] for k in sorted(local))
+        return local_ports(self.interfaces, self.by_name, self.datapaths, self.chassis)
 
     def _attached(self) -> frozenset[int]:
         snap = SbSnapshot(MappingProxyType({}), self.datapaths, MappingProxyType({}),

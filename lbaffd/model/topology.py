@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, strict_ip
 from lbaffd.ovn.layout import OvnLayout
-from lbaffd.sb.records import DatapathRow, SbSnapshot, ServiceMonitorRow
+from lbaffd.sb.records import (
+    DatapathRow,
+    InterfaceRow,
+    PortBindingRow,
+    SbSnapshot,
+    ServiceMonitorRow,
+)
 
 DOWN_STATES = ("offline", "error")
 
@@ -147,19 +153,29 @@ def port_addresses(macs: Iterable[str]) -> frozenset[IPAddress]:
                      for ip in parsed[1])
 
 
-def build_topology(snap: SbSnapshot) -> Topology:
-    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
+def local_ports(interfaces: Iterable[InterfaceRow], by_name: Mapping[str, PortBindingRow],
+                datapaths: Mapping[str, DatapathRow], chassis: str
+                ) -> tuple[LocalPort, ...]:
+    """The interfaces that are local ports of a datapath (``iface-id`` names a
+    Port_Binding not bound to another chassis), by ofport."""
     local: dict[int, LocalPort] = {}
-    for iface in snap.interfaces:
+    for iface in interfaces:
         pb = by_name.get(iface.iface_id)
         if pb is None or iface.ofport <= 0:
             continue
-        if pb.chassis and snap.chassis_name and pb.chassis != snap.chassis_name:
+        if pb.chassis and chassis and pb.chassis != chassis:
             continue  # bound elsewhere: the port is moving or stale here
-        dp = snap.datapaths.get(pb.datapath)
+        dp = datapaths.get(pb.datapath)
         if dp is None:
             continue
         local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp, port_addresses(pb.macs))
+    return tuple(local[k] for k in sorted(local))
+
+
+def build_topology(snap: SbSnapshot) -> Topology:
+    by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
+    ports = local_ports(snap.interfaces, by_name, snap.datapaths, snap.chassis_name)
+    local = {p.ofport: p for p in ports}
     macs: dict[tuple[int, IPAddress], str] = {}
     port_ips: dict[str, frozenset[IPAddress]] = {}
     for pb in sorted(snap.port_bindings.values(), key=lambda p: p.logical_port):

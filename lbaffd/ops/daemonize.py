@@ -164,13 +164,14 @@ class OvsDaemonProcess:
         (SIGKILL); a socket of a live process is left alone."""
         for path in glob.glob(os.path.join(glob.escape(self.ovs_rundir), f"{NAME}.*.ctl")):
             m = re.fullmatch(rf"{NAME}\.(\d+)\.ctl", os.path.basename(path))
-            if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            if m is None or int(m.group(1)) == os.getpid() or process_alive(int(m.group(1))):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` names a live process (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,6 +18,7 @@ from lbaffd.model import ownership as own
 from lbaffd.openflow import fastdecode, packed
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec
+from lbaffd.ops.daemonize import process_alive
 from lbaffd.ovn.layout import OvnLayout, discover
 
 OFPTT_ALL = 0xFF
@@ -82,15 +83,7 @@ def ovn_controller_running(ovn_rundir: str) -> bool:
             pid = int(f.read().strip() or "0")
     except (OSError, ValueError):
         return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid > 0 and process_alive(pid)
 
 
 def managed_by_ovn(external_ids: Mapping[str, str], table0_foreign: int,

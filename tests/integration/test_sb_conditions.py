@@ -60,13 +60,23 @@ def test_only_local_rows_are_received_and_interest_widens(sandbox: Sandbox,
         flows = sb.dump_flows(MANAGED)
         assert any("172.16.0.2" in f for f in flows) and not any("172.16.0.3" in f
                                                                 for f in flows)
-        # a pod of ls2 added elsewhere: not received, nothing wakes
+        # a pod of ls2 added elsewhere: not received, nothing wakes.  Proven by a
+        # pod of ls1 added after it: the SB sends updates in order, so once that
+        # one is here, ls2's would be too if it were sent; and only ls1's woke
+        # the worker (changes without effect: it is no backend here)
         seen = len(d.events())
         sb.add_port_binding("pod-late", world["ls2"], 40, "02:00:00:00:02:40", "10.2.0.40",
                             chassis="node-2")
-        assert not wait_until(lambda: sb_rows(d)["Port_Binding"] > 3, timeout=1.0)
-        assert not [e for e in d.events()[seen:] if e.get("event") in (
+        sb.add_port_binding("pod-ls1", world["ls1"], 41, "02:00:00:00:01:41", "10.1.0.41",
+                            chassis="node-2")
+        assert wait_until(lambda: sb_rows(d)["Port_Binding"] == 4, timeout=10,
+                          what="ls1's new pod received")
+        woke = [e for e in d.events()[seen:] if e.get("event") in (
             "reconciled", "input_change_no_effect", "in_sync") and not e.get("audit")]
+        assert sb_rows(d)["Port_Binding"] == 4  # pod-late never arrived
+        # (ls1's pod is two SB transactions: the row, then its chassis)
+        assert len(woke) <= 2 and all(e["event"] == "input_change_no_effect"
+                                      for e in woke), woke
         # a VIF of ls2 bound here: ls2 becomes local, its ports and LB arrive
         sb.add_port_binding("vif2", world["ls2"], 50, "02:00:00:00:02:50", "10.2.0.50",
                             chassis=sb.chassis)
@@ -74,7 +84,7 @@ def test_only_local_rows_are_received_and_interest_widens(sandbox: Sandbox,
                  "type=internal", "external_ids:iface-id=vif2")
         assert wait_until(lambda: any("172.16.0.3" in f for f in sb.dump_flows(MANAGED)),
                           timeout=15)
-        assert sb_rows(d)["Port_Binding"] == 3 + 12 and sb_rows(d)["Load_Balancer"] == 3
+        assert sb_rows(d)["Port_Binding"] == 4 + 12 and sb_rows(d)["Load_Balancer"] == 3
     finally:
         d.stop()
         sb.vsctl("--if-exists", "del-port", "br-int", "vif2")

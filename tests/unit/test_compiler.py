@@ -6,7 +6,7 @@ import ipaddress
 from types import MappingProxyType
 
 from lbaffd.compile.layout import STANDALONE as P
-from lbaffd.compile.state import CompiledGroup, compile_state, compile_stream
+from lbaffd.compile.state import CompiledGroup, collect, compile_state, compile_stream
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
@@ -231,16 +231,10 @@ def test_compile_stream_yields_every_flow_once_and_each_group_before_its_flows()
     parsed = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.22:8080",
                     "10.0.0.101:80": "10.0.0.21:8080,10.0.0.23:8080"})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
-    seen: list[tuple[str, object, bytes]] = []
-    stream = compile_stream(parsed, TOPO, ids, P)
-    while True:
-        try:
-            item = next(stream)
-        except StopIteration as done:
-            state = done.value
-            break
-        seen.append(("group", item.group_id, item.body) if isinstance(item, CompiledGroup)
-                    else ("flow", item.flow_id, item.body))
+    items, state = collect(compile_stream(parsed, TOPO, ids, P))
+    seen: list[tuple[str, object, bytes]] = [
+        ("group", item.group_id, item.body) if isinstance(item, CompiledGroup)
+        else ("flow", item.flow_id, item.body) for item in items]
     flows = [(fid, body) for kind, fid, body in seen if kind == "flow"]
     groups = {gid: body for kind, gid, body in seen if kind == "group"}
     assert len(flows) == len(dict(flows)) == len(state.state.flows)

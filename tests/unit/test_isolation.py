@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from lbaffd.compile import isolation
 from lbaffd.compile.layout import STANDALONE as P
-from lbaffd.compile.state import CompiledGroup, compile_state, compile_stream
+from lbaffd.compile.state import CompiledGroup, collect, compile_state, compile_stream
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
@@ -126,16 +126,8 @@ def test_an_encoding_error_leaves_only_its_vip_out() -> None:
 
     parsed = lbs(a={"10.0.0.1:80": BE}, b={"10.0.0.3:80": BE})
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
-    sent: list[int] = []
-    stream = compile_stream(parsed, TOPO, ids, P, cache=Failing())
-    while True:
-        try:
-            item = next(stream)
-        except StopIteration as done:
-            state = done.value
-            break
-        if isinstance(item, CompiledGroup):
-            sent.append(item.group_id)
+    items, state = collect(compile_stream(parsed, TOPO, ids, P, cache=Failing()))
+    sent = [item.group_id for item in items if isinstance(item, CompiledGroup)]
     assert [p.lb.name for p in state.vips] == ["b"]
     assert sent == [ids[own.vip_owner("b", "10.0.0.3:80")]]
     issue, = state.issues
