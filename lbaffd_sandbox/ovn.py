@@ -323,25 +323,9 @@ class OvnSandbox(Sandbox):
         with ``external_ids:iface-id`` = the logical port: ovn-controller binds
         it (sets Port_Binding.chassis) when it sees that Interface."""
         ch = self.node(chassis)
-        ns = f"{self.prefix}-{name}"
-        port = f"{self.prefix}{name}"[:15]
-        self._add_ns(ns)
-        run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "link", "set", port, "netns", ch.ovs_ns)
-        run("ip", "-n", ch.ovs_ns, "link", "set", port, "up")
-        for cmd in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", mac],
-                    ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
-            run("ip", "-n", ns, *cmd)
-        if gateway:
-            run("ip", "-n", ns, "route", "add", "default", "via", gateway)
-        host = Host(name, ns, ip, mac, ofport, iface_id, port)
-        # TCP fails on the netdev datapath with TX checksum offload (dataplane notes)
-        host.exec("ethtool", "-K", "eth0", "tx", "off")
-        for key, value in (("net.ipv6.conf.all.disable_ipv6", "1"),
-                           ("net.ipv6.conf.default.disable_ipv6", "1"),
-                           ("net.ipv4.tcp_tw_reuse", "1"),
-                           ("net.ipv4.ip_local_port_range", "1024 65000")):
-            host.exec("sysctl", "-q", "-w", f"{key}={value}")
+        host = self.veth_host(name, ip, mac, ofport, iface_id, ch.ovs_ns,
+                              {"default": gateway} if gateway else None)
+        port = host.port_name
         ch.vsctl("add-port", "br-int", port, "--", "set", "Interface", port,
                  f"ofport_request={ofport}", f"external_ids:iface-id={iface_id}")
         self.hosts[name] = host
@@ -376,24 +360,8 @@ class OvnSandbox(Sandbox):
         it), with ``routes`` (prefix -> next hop).  Not an OVN port, so it is
         not in ``host_chassis`` and ``wait_programmed`` does not wait for it."""
         ch = self.node(chassis)
-        ns = f"{self.prefix}-{name}"
-        port = f"{self.prefix}{name}"[:15]
-        self._add_ns(ns)
-        run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "link", "set", port, "netns", ch.ovs_ns)
-        run("ip", "-n", ch.ovs_ns, "link", "set", port, "up")
-        for cmd in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", mac],
-                    ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
-            run("ip", "-n", ns, *cmd)
-        for prefix, via in routes.items():
-            run("ip", "-n", ns, "route", "add", prefix, "via", via)
-        host = Host(name, ns, ip, mac, ofport, "", port)
-        host.exec("ethtool", "-K", "eth0", "tx", "off")  # as add_host: TCP on netdev
-        for key, value in (("net.ipv6.conf.all.disable_ipv6", "1"),
-                           ("net.ipv6.conf.default.disable_ipv6", "1"),
-                           ("net.ipv4.tcp_tw_reuse", "1"),
-                           ("net.ipv4.ip_local_port_range", "1024 65000")):
-            host.exec("sysctl", "-q", "-w", f"{key}={value}")
+        host = self.veth_host(name, ip, mac, ofport, "", ch.ovs_ns, routes)
+        port = host.port_name
         ch.vsctl("add-port", bridge, port,
                  *(["--", "set", "Interface", port, f"ofport_request={ofport}"] if ofport else []))
         self.hosts[name] = host

@@ -419,15 +419,28 @@ class Sandbox:
     # ------------------------------------------------------------ hosts
 
     def add_host(self, name: str, ip: str, mac: str, ofport: int, iface_id: str) -> Host:
+        host = self.veth_host(name, ip, mac, ofport, iface_id, self.ovs_ns)
+        self.vsctl("add-port", "br-int", host.port_name, "--", "set", "Interface", host.port_name,
+                   f"ofport_request={ofport}", f"external_ids:iface-id={iface_id}")
+        self.hosts[name] = host
+        return host
+
+    def veth_host(self, name: str, ip: str, mac: str, ofport: int, iface_id: str,
+                  ovs_ns: str, routes: dict[str, str] | None = None) -> Host:
+        """A namespace whose ``eth0`` (``ip``/24, ``mac``, ``routes``: prefix or
+        ``default`` -> next hop) is a veth whose peer is up in ``ovs_ns``, ready
+        to be added to a bridge there."""
         ns = f"{self.prefix}-{name}"
         port = f"{self.prefix}{name}"[:15]
         self._add_ns(ns)
         run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "link", "set", port, "netns", self.ovs_ns)
-        run("ip", "-n", self.ovs_ns, "link", "set", port, "up")
+        run("ip", "link", "set", port, "netns", ovs_ns)
+        run("ip", "-n", ovs_ns, "link", "set", port, "up")
         for cmd in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", mac],
                     ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
             run("ip", "-n", ns, *cmd)
+        for prefix, via in (routes or {}).items():
+            run("ip", "-n", ns, "route", "add", prefix, "via", via)
         host = Host(name, ns, ip, mac, ofport, iface_id, port)
         # Without this TCP fails on the netdev datapath (ARP works): see dataplane notes.
         host.exec("ethtool", "-K", "eth0", "tx", "off")
@@ -436,9 +449,6 @@ class Sandbox:
                            ("net.ipv4.tcp_tw_reuse", "1"),
                            ("net.ipv4.ip_local_port_range", "1024 65000")):
             host.exec("sysctl", "-q", "-w", f"{key}={value}")
-        self.vsctl("add-port", "br-int", port, "--", "set", "Interface", port,
-                   f"ofport_request={ofport}", f"external_ids:iface-id={iface_id}")
-        self.hosts[name] = host
         return host
 
     def start_server(self, host: Host, port: int, proto: str = "tcp",
