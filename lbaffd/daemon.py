@@ -233,13 +233,8 @@ class Daemon:
                  distribution=s.distribution, mode=self.pipeline.mode,
                  tables=f"{self.pipeline.base}..{self.pipeline.base + self.pipeline.stages - 1}",
                  next_table=self.pipeline.next_table if self.pipeline.embedded else "-")
-        initial = None
-        if not s.monitor_all:
-            with self._ovs.conn.lock:
-                _, ifaces = read_local(self._ovs, s.bridge)
-            initial = SbConditions.initial(i.iface_id for i in ifaces)
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
-                             columns=SB_COLUMNS, gc_pause=self._gc_pause, conditions=initial)
+                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
         self._sb.start()
         self._sbcond = None if s.monitor_all else SbConditions(self._sb, s.chassis)
         self._reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
@@ -467,9 +462,6 @@ class Daemon:
                 return False
             try:
                 topo = build_topology(inputs.snapshot)
-                if (self._sbcond is not None and not self._sbcond.update(inputs.snapshot, topo)
-                        and not self._synced):
-                    return False  # still widening to what is local: never a first pass on part
                 channel = self._ensure_channel()
                 assert self._reconciler is not None
                 lbs = inputs.lbs
@@ -488,6 +480,8 @@ class Daemon:
             # for the changes that follow (the switch is in sync already); it
             # follows the SB's topology, companion mode's view is made from it
             self._changes = ChangeTracker(inputs, raw_topo)
+            if self._sbcond is not None:  # narrow (or widen) to what is local now
+                self._sbcond.update(inputs.snapshot, raw_topo)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way

@@ -22,19 +22,23 @@ logical port on a datapath that is not local is not received, so its
 "bound to other addresses" check cannot apply and the monitor is matched by
 address, port and protocol only.
 
-The local interest is known only from what was received, so it widens in
-rounds (local ports -> their datapaths -> patch peers -> their groups -> their
-LBs).  Until the conditions for the interest derived from what is held have
-been acknowledged by the server, the daemon does not run its first full
-pass: a restart must never see a partial SB (it would remove the flows of
-LBs it has not received yet).  Later widenings just bring rows in, which
-arrive as changes.  ``--monitor-all`` switches all of this off."""
+The monitor starts without conditions: the first full pass (after a start
+or restart) works from a complete read, and only then are the conditions
+narrowed to what it found local.  Starting narrow and widening in rounds
+(local ports -> their datapaths -> their groups -> their LBs) is not safe
+for a first pass: ovsdb-server 3.1 acknowledges a ``monitor_cond_change``
+before it has sent the rows the new condition matches (seen at 1000 LBs:
+the acknowledged first pass had no LB yet and removed every flow, which the
+next pass put back).  Later widenings (a datapath becoming local) just bring
+rows in, which arrive as changes; narrowing removes rows that compiled to
+nothing here.  The IDL keeps the conditions across reconnects.
+``--monitor-all`` switches all of this off."""
 
 from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,12 +105,6 @@ class SbConditions:
         self._current: dict[str, Condition] | None = None
         self._seqno = 0
 
-    @staticmethod
-    def initial(iface_ids: Iterable[str]) -> Mapping[str, Condition]:
-        """Before the first connection: what the local OVS DB already says."""
-        return conditions(Interest(None, frozenset(iface_ids), frozenset(), frozenset()),
-                          ("datapath_group", "ls_datapath_group", "lr_datapath_group"))
-
     def _chassis(self) -> str | None:
         """This chassis's Chassis row (the Chassis table is received whole);
         call with the lock held."""
@@ -118,7 +116,8 @@ class SbConditions:
 
     def update(self, snap: SbSnapshot, topo: Topology) -> bool:
         """Ask for the conditions of what ``snap``/``topo`` make local if they
-        are new; True once the server has acknowledged the ones asked for."""
+        are new; True once the server has acknowledged the ones asked for
+        (their rows may still be on their way)."""
         idl = self.mon.idl
         if idl is None:
             return False

@@ -171,10 +171,8 @@ class DbMonitor:
     def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
                  stopping: threading.Event | None = None, timeout: float = 60.0,
                  columns: Mapping[str, tuple[str, ...]] | None = None,
-                 gc_pause: GcPause | None = None,
-                 conditions: Mapping[str, list[Any]] | None = None) -> None:
+                 gc_pause: GcPause | None = None) -> None:
         self._columns = dict(columns or {})
-        self._conditions = dict(conditions or {})  # initial monitor conditions by table
         self._gc_pause = gc_pause
         self._stopping = stopping or threading.Event()
         self.remote = remote
@@ -201,9 +199,6 @@ class DbMonitor:
         for table in self._tables:
             if table in present:
                 self.idl.watch_event(TableChanged(table, self._on_change))
-        for table, cond in self._conditions.items():
-            if table in present:  # before connecting: the first monitor request carries it
-                self.idl.cond_change(table, cond)
         self.conn = connection.Connection(self.idl, timeout=self._timeout)
         self.conn.start()
         parser = json_parser()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from lbaffd.model.topology import build_topology
-from lbaffd.sb.conditions import Interest, SbConditions, conditions, interest
+from lbaffd.sb.conditions import Interest, conditions, interest
 from lbaffd.sb.records import (
     DatapathRow,
     DpGroupRow,
@@ -30,10 +30,9 @@ def test_conditions_follow_the_interest() -> None:
                                      ["datapaths", "includes", ["uuid", "dp2"]]]
     assert ["datapath_group", "==", ["uuid", "g1"]] in c["Load_Balancer"]
     assert ["ls_datapath_group", "==", ["uuid", "g1"]] in c["Load_Balancer"]
-    # nothing local yet: no LB, no group (OVSDB: [False] matches no row)
-    first = SbConditions.initial(["vif-a"])
-    assert first["Load_Balancer"] == [False] and first["Logical_DP_Group"] == [False]
-    assert ["logical_port", "==", "vif-a"] in first["Port_Binding"]
+    # nothing local: no LB, no group (OVSDB: [False] matches no row)
+    none = conditions(Interest(None, frozenset(), frozenset(), frozenset()), ("datapath_group",))
+    assert none["Load_Balancer"] == [False] and none["Logical_DP_Group"] == [False]
 
 
 def test_interest_is_the_local_datapaths_closure_and_their_groups() -> None:
