@@ -625,3 +625,4 @@ class Daemon:
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats,
                               mode=self.pipeline.mode, left_to_ovn=left)
         self._report.empty_vips(r.desired.vips)
+        self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
