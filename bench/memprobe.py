@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.common import bench_sandbox
 from bench.soak import AFFINITY_TIMEOUT, add_local_ports, cluster_sb, make_pod, pod_binding
+from lbaffd import memtrim
 from lbaffd.config import Settings
 from lbaffd.daemon import Daemon
 from lbaffd.metrics import Metrics
@@ -50,12 +51,18 @@ class Changer:
     """Each call one change that forces a full pass: a pod on another chassis
     added or removed, or a Service_Monitor flipped (in turn)."""
 
-    def __init__(self, sb: Any, state: Any) -> None:
-        self.sb, self.state, self.i = sb, state, 0
+    def __init__(self, sb: Any, state: Any, disrupt: bool = False) -> None:
+        self.sb, self.state, self.i, self.disrupt = sb, state, 0, disrupt
         self.added: list[str] = []
 
     def __call__(self) -> None:
         self.i += 1
+        if self.disrupt and self.i % 8 == 4:  # the switch restarts, the SB reconnects
+            if self.i % 16 == 4:
+                self.sb.restart_vswitchd()
+            else:
+                self.sb.restart_ovsdb("sb", down_for=1.0)
+            return
         if self.i % 2:
             self.sb.transact([{"op": "update", "table": "Service_Monitor",
                                "where": [["_uuid", "==", ["uuid", self.state.monitors[0]]]],
@@ -70,7 +77,7 @@ class Changer:
 
 
 def probe(n: int, batches: int, per_batch: int, top: int,
-          change: bool = False) -> dict[str, Any]:
+          change: bool = False, disrupt: bool = False) -> dict[str, Any]:
     with bench_sandbox("memprobe") as sb:
         topo = build_demo_topology(sb, affinity_timeout=AFFINITY_TIMEOUT)
         state = cluster_sb(sb, topo.datapath_uuid, n, 1, local_pods=[])
@@ -86,7 +93,7 @@ def probe(n: int, batches: int, per_batch: int, top: int,
         out: dict[str, Any] = {"n": n}
         # the daemon's worker must be the main thread (signal handlers, the
         # ovs library's fatal-signal hooks): the probe drives it from a thread
-        changer = Changer(sb, state) if change else None
+        changer = Changer(sb, state, disrupt) if change or disrupt else None
         driver = threading.Thread(target=_drive, args=(daemon, batches, per_batch, top, out,
                                                        changer),
                                   name="memprobe", daemon=True)
@@ -149,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--change", action="store_true",
                    help="each pass follows an SB change (remote pod, health flip), not a recompute")
+    p.add_argument("--disrupt", action="store_true",
+                   help="every 8th change: restart ovs-vswitchd or the SB ovsdb-server")
+    p.add_argument("--no-trim", action="store_true",
+                   help="the daemon does not trim the C heap after a full pass (to compare)")
     args = p.parse_args(argv)
-    probe(args.n, args.batches, args.per_batch, args.top, args.change)
+    if args.no_trim:
+        memtrim.trim = lambda: False
+    probe(args.n, args.batches, args.per_batch, args.top, args.change, args.disrupt)
     return 0
 
 

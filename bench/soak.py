@@ -60,6 +60,7 @@ PERIODS = {  # event -> seconds between two of them
 }
 DISRUPTIONS = (("vswitchd_restart", 0.4), ("sb_reconnect", 0.6))  # at this share of the run
 TARGET_SLOPE_PCT_PER_10MIN = 1.0
+IDLE_SETTLE = 10.0  # seconds between the last event and the idle window
 
 
 # ------------------------------------------------------------------ the cluster-shaped SB
@@ -204,14 +205,14 @@ def cluster_sb(sb: Sandbox, ls_local: str, n: int, seed: int = 1,
         if proto == "tcp" and rng.random() < 0.3:
             for bes in vips.values():
                 for be in bes.split(","):
-                    ip, port = be.rsplit(":", 1)
-                    pod = by_ip.get(ip.strip("[]"))
-                    key = (pod.name if pod else "", ip.strip("[]"), int(port), proto)
-                    if pod is not None and key not in monitored:
-                        monitored.add(key)
+                    ip, be_port = be.rsplit(":", 1)
+                    owner = by_ip.get(ip.strip("[]"))
+                    mkey = (owner.name if owner else "", ip.strip("[]"), int(be_port), proto)
+                    if owner is not None and mkey not in monitored:
+                        monitored.add(mkey)
                         monitor_ops.append({"op": "insert", "table": "Service_Monitor", "row": {
-                            "ip": ip.strip("[]"), "port": int(port), "protocol": proto,
-                            "logical_port": pod.name, "src_mac": "0a:58:0a:00:00:01",
+                            "ip": ip.strip("[]"), "port": int(be_port), "protocol": proto,
+                            "logical_port": owner.name, "src_mac": "0a:58:0a:00:00:01",
                             "src_ip": "10.1.0.1", "status": "online"}})
     results = sb.transact(lb_ops)
     for op, res in zip(lb_ops, results, strict=True):
@@ -517,6 +518,7 @@ class Soak:
 def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any]:
     """No SB change, no switch change, no scrape: what the daemon spends,
     and what each audit costs (its ``in_sync``/``reconciled`` lines)."""
+    time.sleep(IDLE_SETTLE)  # the last events' passes end first
     since = time.time()
     a = read_sample(daemon.pid, t0)
     time.sleep(seconds)
@@ -533,6 +535,8 @@ def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any
         "audit_ms": [e.get("ms") for e in audits],
         "cpu_s_per_audit": round(cpu / len(audits), 3) if audits else None,
         "rss_mb": round(b.rss_mb, 1),
+        "pass_log": [{k: v for k, v in e.items() if k.endswith("ms") or k in (
+            "event", "audit", "changes", "timestamp")} for e in passes],
     }
 
 

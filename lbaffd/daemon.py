@@ -19,7 +19,7 @@ from types import FrameType
 
 import structlog
 
-from lbaffd import model, ovnchassis
+from lbaffd import memtrim, model, ovnchassis
 from lbaffd import ownership as own
 from lbaffd.companion import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
 from lbaffd.compiler import vip_mac
@@ -496,6 +496,7 @@ class Daemon:
         # (refcounting still frees it); later passes collect only new objects.
         gc.collect()
         gc.freeze()
+        memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
 
     def _companion_view(self, inputs: Inputs, topo: Topology, channel: OpenFlowChannel
