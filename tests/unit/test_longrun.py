@@ -130,3 +130,18 @@ def test_trim_returns_what_a_thread_freed_to_the_system() -> None:
     after = _rss_mb()
     assert before - after > 100, (before, after)  # most of the ~195 MB freed
     assert len(kept) == 1563
+
+
+def test_ovs_slots_memo_is_bounded_and_never_shared() -> None:
+    """The dp_hash slot table is memoized (a full pass asks it per VIP): the
+    memo stays bounded whatever weights come, and a caller changing the list
+    it got does not change what the next caller gets."""
+    from lbaffd import distribution as dist
+
+    first = dist.ovs_slots([1] * 7)
+    assert first is not None and sum(first) == 16
+    first[0] = 99
+    assert dist.ovs_slots([1] * 7) == [3, 3, 2, 2, 2, 2, 2]
+    for n in range(1, 3000):
+        dist.ovs_slots([1 + n % 5] * (n % 64 + 1) + [n % 3 + 1])
+    assert dist._ovs_slots.cache_info().currsize <= 1024
