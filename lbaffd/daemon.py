@@ -8,7 +8,6 @@ shared mutable state to lock beyond the IDL lock used to take snapshots.
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import signal
@@ -29,7 +28,7 @@ from lbaffd.distribution import MODES, min_slots_for_version
 from lbaffd.entries import EntryKeeper, ExpectedDeletes, removed_entry, removed_managed_flow
 from lbaffd.exposition import live_families
 from lbaffd.flushrecovery import FlushRecovery
-from lbaffd.gcpause import GcPause
+from lbaffd.gcpause import Freezer, GcPause
 from lbaffd.inputs import Inputs, read_all, read_lb_change
 from lbaffd.longidle import RemovedEntry
 from lbaffd.metrics import LiveCollector, Metrics
@@ -104,6 +103,7 @@ class Daemon:
         self._ages_due = 0.0  # companion: next poll of the learned entries' idle ages
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
+        self._freezer = Freezer()
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
         self._report = PassReport(self.metrics)
         self._refuser = Refuser(self._packet_out, lambda c: self._report.vip_by_cookie.get(c),
@@ -494,8 +494,7 @@ class Daemon:
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
         # (refcounting still frees it); later passes collect only new objects.
-        gc.collect()
-        gc.freeze()
+        self._freezer.collect_and_freeze()  # frozen cycles swept now and then
         memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
 
