@@ -555,8 +555,13 @@ def pass_costs(events: list[dict[str, Any]]) -> dict[str, Any]:
         return {"count": len(v), "p50_ms": round(_median(v), 1),
                 "max_ms": round(max(v), 1) if v else 0.0}
 
+    causes: dict[str, int] = {}
+    for e in events:
+        if e.get("event") == "full_pass_needed":
+            what = f"{e.get('reason')} sb={e.get('sb', '')} local={e.get('local', '')}"
+            causes[what] = causes.get(what, 0) + 1
     return {"full": summary(full), "audit_without_recompile": summary(audits),
-            "incremental": summary(inc)}
+            "incremental": summary(inc), "full_pass_causes": causes}
 
 
 def soak(n: int, duration: float, warmup: float, idle: float, seed: int,

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import structlog
+
 from lbaffd import model
 from lbaffd.sb.monitor import (
     DbMonitor,
@@ -17,6 +19,8 @@ from lbaffd.sb.monitor import (
     take_dirty,
 )
 from lbaffd.sb.records import LoadBalancerRow, SbSnapshot
+
+log = structlog.get_logger("lbaffd")
 
 LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)
 
@@ -94,6 +98,7 @@ def read_lb_change(ovs: DbMonitor, sb: DbMonitor) -> LbRows | None:
     """The Load_Balancer rows changed since the last read ({}: none), or None
     when anything else may have changed (then read everything)."""
     if not (ovs.connected and sb.connected):
+        log.debug("full_pass_needed", reason="db_not_in_sync")
         return None
     with ovs.conn.lock:
         local_dirty = take_dirty(ovs)
@@ -101,5 +106,10 @@ def read_lb_change(ovs: DbMonitor, sb: DbMonitor) -> LbRows | None:
         dirty = take_dirty(sb)
         if dirty is None or local_dirty is None or local_dirty or set(dirty) - {
                 "Load_Balancer"}:
+            # which tables forced it: what to look at when full passes come
+            # more often than the inputs seem to change (issue 19)
+            log.debug("full_pass_needed",
+                      reason="resync" if dirty is None or local_dirty is None else "changed",
+                      sb=",".join(sorted(dirty or ())), local=",".join(sorted(local_dirty or ())))
             return None
         return read_lbs(sb, sorted(dirty.get("Load_Balancer", ())))
