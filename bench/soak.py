@@ -666,6 +666,11 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         ax1.annotate(d["event"].replace("_", " "), (d["t"] / 60, max(rss) * 1.02), fontsize=7)
     warm = result["analysis"].get("warmup_s", 0) / 60
     ax1.axvspan(0, warm, color="0.9")
+    if result.get("idle") and t:  # no event at all from the end of the soak on
+        for ax in (ax1, ax2):
+            ax.axvspan(result["duration_s"] / 60, t[-1], color="#e3f2e3")
+        ax2.annotate("idle", (result["duration_s"] / 60, max(cpu) * 0.9 if cpu else 0),
+                     fontsize=7)
     a = result["analysis"]
     ax1.set_title(f"lbaffd soak, N={result['n']} ({result['vips']} VIPs): RSS slope "
                   f"{a.get('rss_slope_pct_per_10min', 0):+.2f} %/10 min after warm-up",
@@ -678,7 +683,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def render(result: dict[str, Any], png: str | None) -> str:
     """The README section (markdown) for one soak result."""
-    a, idle, p = result["analysis"], result["idle"], result["passes"]
+    a, idle = result["analysis"], result["idle"]
     label = "" if result["duration_s"] >= 1800 else (
         f" — **a shorter run ({result['duration_s'] / 60:.0f} min), not the 30-minute default**")
     lines = [f"Run {result['when']} on {result['cpus']} CPUs (load average {result['load']}), "
@@ -689,10 +694,26 @@ def render(result: dict[str, Any], png: str | None) -> str:
     if png:
         lines += [f"![RSS and CPU over the soak]({png})", ""]
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result["event_counts"].items()))
-    lines += [f"Events: {counts}; traffic {result['traffic']['ok']} connections ok, "
-              f"{result['traffic']['failed']} failed (around the ovs-vswitchd restart).", "",
-              "| measure | wanted | measured |", "|---|---|---|",
-              f"| RSS slope after {a['warmup_s']:.0f} s warm-up | < 1 % per 10 min | "
+    lines += [f"Events: {counts or 'none'}; traffic {result['traffic']['ok']} connections ok, "
+              f"{result['traffic']['failed']} failed.", "",
+              "| measure | wanted | measured |", "|---|---|---|"]
+    if a.get("judged"):
+        lines += _soak_rows(result)
+    if idle:
+        lines.append(f"| audit, nothing changed | read + compare, no recompile | "
+                     f"{idle['audits']} audits, {idle['recompiles']} recompiles; "
+                     f"{idle['cpu_s_per_audit']} CPU s per audit; audit_ms "
+                     f"{idle['audit_ms']} |")
+        lines.append(f"| idle CPU | ~0 between audits | {idle['cpu_s']} CPU s in "
+                     f"{idle['seconds']:.0f} s with audits every {result['audit_interval_s']:.0f} "
+                     f"s, i.e. {idle['cpu_s_per_hour_extrapolated']} CPU s per idle hour "
+                     "(extrapolated) |")
+    return "\n".join(lines)
+
+
+def _soak_rows(result: dict[str, Any]) -> list[str]:
+    a, p = result["analysis"], result["passes"]
+    lines = [f"| RSS slope after {a['warmup_s']:.0f} s warm-up | < 1 % per 10 min | "
               f"{a['rss_slope_pct_per_10min']:+.2f} % per 10 min "
               f"({a['rss_slope_mb_per_10min']:+.2f} MB; mean {a['rss_mean_mb']} MB, first/last "
               f"quarter {a['rss_first_quarter_median_mb']} / {a['rss_last_quarter_median_mb']} "
@@ -710,15 +731,11 @@ def render(result: dict[str, Any], png: str | None) -> str:
                          f"{st['rss_after_mb']} MB (came back: {st['came_back']}) |")
     lines.append(f"| CPU over the soak | — | {a['cpu_mean_cores'] * 100:.0f} % of a core |")
     lines.append(f"| full passes | — | {p['full']['count']}, p50 {p['full']['p50_ms']:.0f} ms |")
-    if idle:
-        lines.append(f"| audit, nothing changed | read + compare, no recompile | "
-                     f"{idle['audits']} audits, {idle['recompiles']} recompiles; "
-                     f"{idle['cpu_s_per_audit']} CPU s per audit; audit_ms "
-                     f"{idle['audit_ms']} |")
-        lines.append(f"| idle CPU | ~0 between audits | {idle['cpu_s']} CPU s in "
-                     f"{idle['seconds']:.0f} s, i.e. {idle['cpu_s_per_hour_extrapolated']} "
-                     "CPU s per idle hour (extrapolated) |")
-    return "\n".join(lines)
+    lines.append(f"| audits | no recompile of their own | "
+                 f"{p['audit_without_recompile']['count']} without one, p50 "
+                 f"{p['audit_without_recompile']['p50_ms']:.0f} ms (an audit that meets a "
+                 "change of another table is that change's full pass) |")
+    return lines
 
 
 def readme_section(text: str, readme: Path = ROOT / "README.md") -> None:
@@ -739,6 +756,19 @@ def _commit() -> str:
         return "?"
 
 
+def _render_saved(path: Path, readme: bool) -> int:
+    result = json.loads(path.read_text())
+    png = path.with_suffix(".png")
+    if readme:
+        shown = ROOT / "bench" / "results" / "soak-latest.png"
+        have = png.exists() or plot(result, png)
+        if have:
+            shutil.copyfile(png, shown)
+        readme_section(render(result, "bench/results/soak-latest.png" if have else None))
+    print(render(result, str(png) if png.exists() else None))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -752,16 +782,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--readme", action="store_true", help="put graph and figures in README.md")
+    p.add_argument("--render", type=Path, metavar="SOAK_JSON",
+                   help="measure nothing: print (with --readme: put in README.md) an earlier "
+                        "result, its PNG beside it")
     args = p.parse_args(argv)
+    if args.render:
+        return _render_saved(args.render, args.readme)
     if os.geteuid() != 0:
         print("bench.soak needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
         return 1
     warmup = args.warmup if args.warmup is not None else min(300.0, args.duration / 6)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    commit = _commit()  # what runs (the tree may move on during 30 minutes)
     result = soak(args.n, args.duration, warmup, args.idle, args.seed, args.audit_interval)
     result.update(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=os.cpu_count(),
-                  load=load, commit=_commit())
+                  load=load, commit=commit)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"soak-{stamp}.json"
     out.write_text(json.dumps(result, indent=1))
