@@ -56,9 +56,9 @@ class Freezer:
 
     A frozen object is never looked at again by the collector: if it later
     becomes part of a garbage cycle, the cycle is never freed.  A reconnect
-    does that (the SB IDL's data, closures and the old connection's
-    objects: ~660 objects per reconnect found by ``bench.memprobe
-    --disrupt``), so once every ``interval`` seconds the frozen objects are
+    does that (the SB IDL's data, closures, namedtuple classes of the old
+    connection: 660 objects after two switch and two SB restarts in
+    ``bench.memprobe --disrupt``), so once every ``interval`` seconds the frozen objects are
     unfrozen and collected with the rest (one full sweep: ~0.5 s at 5000
     LBs, amortized), which bounds what can hide to one interval's worth."""
 
