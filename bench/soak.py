@@ -759,6 +759,10 @@ def _commit() -> str:
 
 def _render_saved(path: Path, readme: bool) -> int:
     result = json.loads(path.read_text())
+    if result["analysis"].get("judged"):  # judged again, by this version's analysis
+        soaked = [Sample(**x) for x in result["samples"] if x["t"] <= result["duration_s"]]
+        result["analysis"] = analyse(soaked, result["analysis"]["warmup_s"],
+                                     [(d["t"], d["event"]) for d in result["disruptions"]])
     png = path.with_suffix(".png")
     if readme:
         shown = ROOT / "bench" / "results" / "soak-latest.png"
