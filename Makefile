@@ -18,7 +18,7 @@ STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo '$(VENV_KIN
 PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion bench-soak clean
 
 deps: deb-deps venv
 
@@ -85,6 +85,12 @@ bench: bench-deps
 ## scenarios, one run on a two-chassis OVN sandbox (~1 min).
 bench-companion: bench-deps
 	$(PY) -m bench.companion $(BENCH_ARGS)
+
+## make bench-soak: lbaffd for 30 min (then 2 min idle) on a cluster-shaped SB under
+## churn; RSS/CPU/fds/threads sampled, graph and figures in README.md.
+## BENCH_ARGS="--duration 600" for a shorter run (labelled as such).
+bench-soak: deps
+	$(PY) -m bench.soak --readme $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
