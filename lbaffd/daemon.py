@@ -469,6 +469,8 @@ class Daemon:
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
+                    if audit:  # its dump of the switch, back to the system (see memtrim)
+                        memtrim.trim()
                     return True
         except Exception as exc:
             return self._failed(exc)
