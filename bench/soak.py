@@ -537,7 +537,7 @@ def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any
         "cpu_s_per_audit": round(cpu / len(audits), 3) if audits else None,
         "rss_mb": round(b.rss_mb, 1),
         "pass_log": [{k: v for k, v in e.items() if k.endswith("ms") or k in (
-            "event", "audit", "changes", "timestamp")} for e in passes],
+            "event", "audit", "changes", "flows", "timestamp")} for e in passes],
     }
 
 
