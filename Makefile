@@ -25,8 +25,8 @@ PYTEST_ARGS  ?=
 BENCH_ARGS   ?=
 DEMO_ARGS    ?=
 
-.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion clean \
-        man dist image
+.PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion \
+        bench-soak clean man dist image
 
 deps: deb-deps venv
 
@@ -114,6 +114,12 @@ dist: venv
 ## skipped with a message when there is none. IMAGE=name:tag to choose the tag.
 image: venv
 	PY=$(PY) deploy/build-image.sh $(IMAGE)
+
+## make bench-soak: lbaffd for 30 min (then 2 min idle) on a cluster-shaped SB under
+## churn; RSS/CPU/fds/threads sampled, graph and figures in README.md.
+## BENCH_ARGS="--duration 600" for a shorter run (labelled as such).
+bench-soak: deps
+	$(PY) -m bench.soak --readme $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

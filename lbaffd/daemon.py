@@ -8,7 +8,6 @@ shared mutable state to lock beyond the IDL lock used to take snapshots.
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import signal
@@ -29,10 +28,11 @@ from lbaffd.model.plan import VipPlan
 from lbaffd.model.topology import Topology, build_topology
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
+from lbaffd.ops import memtrim
 from lbaffd.ops.control import ControlServer
 from lbaffd.ops.daemonize import ProcessHooks
 from lbaffd.ops.exposition import live_families
-from lbaffd.ops.gcpause import GcPause
+from lbaffd.ops.gcpause import Freezer, GcPause
 from lbaffd.ops.metrics import LiveCollector, Metrics
 from lbaffd.ops.report import PassReport
 from lbaffd.ops.sdnotify import Notifier
@@ -52,7 +52,7 @@ from lbaffd.reconcile.entries import (
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.reconcile.reconciler import Reconciler, ReconcileResult, cleanup
 from lbaffd.sb.conditions import SbConditions
-from lbaffd.sb.delta import read_delta
+from lbaffd.sb.delta import Delta, read_delta
 from lbaffd.sb.inputs import Inputs, read_all
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,
@@ -109,6 +109,7 @@ class Daemon:
         self._sbcond: SbConditions | None = None  # None: --monitor-all
         self._expected_deletes = ExpectedDeletes()
         self._gc_pause = GcPause()  # bulk work (full passes, SB intake) without GC sweeps
+        self._freezer = Freezer()
         self._nd_bucket = TokenBucket(rate=200.0, burst=400.0)
         self._report = PassReport(self.metrics)
         self._refuser = Refuser(self._packet_out, lambda c: self._report.vip_by_cookie.get(c),
@@ -451,6 +452,8 @@ class Daemon:
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
+                    if audit:  # its dump of the switch, back to the system (see memtrim)
+                        memtrim.trim()
                     return True
         except Exception as exc:
             return self._failed(exc)
@@ -486,14 +489,19 @@ class Daemon:
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
         # (refcounting still frees it); later passes collect only new objects.
-        gc.collect()
-        gc.freeze()
+        self._freezer.collect_and_freeze()  # frozen cycles swept now and then
+        memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
 
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there
         was none, or, for an audit, the switch was checked against the state
-        already compiled); False when a full pass must run."""
+        already compiled); False when a full pass must run.
+
+        For an audit a pending change is applied first, incrementally, and the
+        switch is then audited against the state it leaves: on a busy cluster
+        some input is always changing, and declining here made nearly every
+        audit a full recompile (16 s at 5000 LBs, issue 19)."""
         ovs, sb, rec, tracker = self._ovs, self._sb, self._reconciler, self._changes
         assert ovs is not None and sb is not None and rec is not None
         if tracker is None:
@@ -501,23 +509,34 @@ class Daemon:
         read_at = time.time()
         delta = read_delta(ovs, sb, self.settings.bridge)
         if delta is None:
+            log.debug("full_pass_needed", reason="resync")
             return False  # the full pass reads everything again
-        if delta.empty:  # no row lbaffd reads has changed
-            if not audit:
-                return True
-            # SB changes that arrive meanwhile are applied between the audit's slices
-            result = rec.audit_unchanged(self._ensure_channel(),
-                                         lambda: self._incremental_pass(False))
-            if result is None:
-                return False
-            self._done(result, tracker.inputs.issues + result.desired.issues)
-            return True
-        if audit:
+        if not delta.empty and not self._apply_step(tracker, delta, read_at):
             return False
+        if not audit:
+            return True
+        tracker = self._changes
+        assert tracker is not None
+        # SB changes that arrive meanwhile are applied between the audit's slices
+        result = rec.audit_unchanged(self._ensure_channel(),
+                                     lambda: self._incremental_pass(False))
+        if result is None:
+            return False
+        self._done(result, tracker.inputs.issues + result.desired.issues)
+        return True
+
+    def _apply_step(self, tracker: ChangeTracker, delta: Delta, read_at: float) -> bool:
+        """One change of inputs applied in O(what it affects); False when it
+        needs a full pass (then the tracker is dropped: the full pass makes a
+        new one)."""
+        rec = self._reconciler
+        assert rec is not None
         self._sb_read_at = read_at
         self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
         step = tracker.step(delta)
         if step is None:
+            log.debug("full_pass_needed", reason="changed",
+                      port_bindings=len(delta.port_bindings), lbs=len(delta.lbs))
             return False
         if step.no_effect:  # e.g. a pod on another chassis that is no backend here
             log.debug("input_change_no_effect", port_bindings=len(delta.port_bindings),
@@ -531,6 +550,7 @@ class Daemon:
             # on the view of OVN's layout the last full pass read
             seen = self._companion.incremental(step, self._topo)
             if seen is None:
+                log.debug("full_pass_needed", reason="companion_topology")
                 return False
             changed, topo, old_topo = seen
         if not step.no_effect:
@@ -622,3 +642,4 @@ class Daemon:
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats,
                               mode=self.pipeline.mode, left_to_ovn=left)
         self._report.empty_vips(r.desired.vips)
+        self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))

@@ -34,25 +34,19 @@ def ovs_slots(weights: Sequence[int], min_slots_per_bucket: int = 1) -> list[int
     use dp_hash for this group (more than 256 slots needed).
 
     ``min_slots_per_bucket`` is 1 for OVS <= 3.4 and 4 for OVS >= 3.5.
+    Memoized: every full pass asks this for each dp_hash VIP (the expected
+    share gauge), with a handful of distinct weight lists (n equal buckets),
+    and dealing up to 256 slots in Python was most of a full pass (issue 19).
     """
-    if weights and all(w == 1 for w in weights):
-        # every group lbaffd writes has equal weights: the deal depends only on
-        # the bucket count (a full pass asked ~5000 times, ~4 ms each uncached)
-        equal = _equal_slots(len(weights), min_slots_per_bucket)
-        return None if equal is None else list(equal)
-    return _webster(weights, min_slots_per_bucket)
+    slots = _ovs_slots(tuple(weights), min_slots_per_bucket)
+    return None if slots is None else list(slots)
 
 
 @functools.lru_cache(maxsize=1024)
-def _equal_slots(n: int, min_slots_per_bucket: int) -> tuple[int, ...] | None:
-    slots = _webster([1] * n, min_slots_per_bucket)
-    return None if slots is None else tuple(slots)
-
-
-def _webster(weights: Sequence[int], min_slots_per_bucket: int) -> list[int] | None:
+def _ovs_slots(weights: tuple[int, ...], min_slots_per_bucket: int) -> tuple[int, ...] | None:
     live = [w for w in weights if w > 0]
     if not live:
-        return [0] * len(weights)
+        return (0,) * len(weights)
     needed = math.ceil(sum(live) / min(live))
     if min_slots_per_bucket > 1:
         needed = max(needed, min(min_slots_per_bucket * len(weights), MAX_SLOTS))
@@ -65,7 +59,7 @@ def _webster(weights: Sequence[int], min_slots_per_bucket: int) -> list[int] | N
         # the next slot; ties go to the first bucket.
         best = max(range(len(weights)), key=lambda i: (weights[i] / (2 * slots[i] + 1), -i))
         slots[best] += 1
-    return slots
+    return tuple(slots)
 
 
 def replicas(n_backends: int, mode: str) -> int:

@@ -3,7 +3,9 @@ VIP without backends said once (not every pass), and when it clears."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Any
 
 import structlog
 
@@ -26,6 +28,8 @@ class PassReport:
         self._empty_vips: set[tuple[str, str]] = set()
         # reject flows' cookie -> (lb, vip); replaced whole, read by the reader thread
         self.vip_by_cookie: dict[int, tuple[str, str]] = {}
+        # the (lb, vip) label pairs of the VIPs realized by the last pass
+        self._vip_labels: frozenset[tuple[str, str]] = frozenset()
 
     def issues(self, issues: tuple[model.ParseIssue, ...]) -> None:
         """Log each bad input once (not every pass), and its clearing."""
@@ -83,11 +87,42 @@ class PassReport:
         m.last_sync.set(time.time())
         m.queue_depth.set(queued)
         if c.empty and not r.foreign:
+            # the phases say a full pass ran (an audit of unchanged inputs has none)
             log.debug("in_sync", ms=round(r.seconds * 1000, 1), audit=r.audited,
-                      flows=len(r.desired.state.flows))
+                      flows=len(r.desired.state.flows),
+                      **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})
         else:
             log.info("reconciled", changes=len(c), flows=len(r.desired.state.flows),
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
                      ms=round(r.seconds * 1000, 1), queued=queued, audit=r.audited,
                      sb_read_at=round(sb_read_at, 3),
                      **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})
+
+    def forget_gone_vips(self, plans: tuple[VipPlan, ...]) -> frozenset[tuple[str, str]]:
+        """Drop the per-VIP series of VIPs that no pass realizes any more.
+
+        prometheus_client keeps a labelled child for as long as the process
+        lives: on a chassis where services come and go for months, every VIP
+        ever seen would stay in memory and in every scrape (three counters,
+        plus one per refusal kind).  Returns the label pairs still realized
+        (the set is only rebuilt when the VIPs changed)."""
+        keep = frozenset((name, p.vip.key) for p in plans
+                         for name in {p.lb.name, p.lb.name or p.lb.uuid})
+        if keep == self._vip_labels:
+            return keep
+        m = self.metrics
+        for labels in self._vip_labels - keep:
+            for counter in (m.entries_expired, m.entries_flushed, m.entries_extended):
+                _remove(counter, *labels)
+            for kind in REFUSAL_KINDS:
+                _remove(m.refusals, *labels, kind)
+        self._vip_labels = keep
+        return keep
+
+
+REFUSAL_KINDS = ("tcp_rst", "icmp_unreachable", "rate_limited", "ignored")
+
+
+def _remove(metric: Any, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never had that child
+        metric.remove(*labels)

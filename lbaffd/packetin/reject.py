@@ -117,6 +117,13 @@ class Refuser:
         self._bucket = TokenBucket(rate, burst)
         self._logged: set[tuple[str, str]] = set()
 
+    def keep_only(self, vips: frozenset[tuple[str, str]]) -> None:
+        """Forget that VIPs no longer realized were logged (a daemon that
+        runs for months sees many come and go); replaced whole, as the
+        reader thread reads it."""
+        if not self._logged <= vips:
+            self._logged = self._logged & vips
+
     def handle(self, cookie: int, in_port: int, frame: bytes) -> str:
         """-> what happened: ``tcp_rst``/``icmp_unreachable``, ``unknown``, ``ignored``,
         ``rate_limited``."""

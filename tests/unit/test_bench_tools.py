@@ -3,6 +3,8 @@ timing, but a refactoring once left ``bench.encode`` encoding the wrong thing)."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench import compile as bench_compile
@@ -18,3 +20,73 @@ def test_encode_bench_runs() -> None:
     flows, groups = bench_encode.corpus(10)
     assert len(flows) > 100 and len(groups) == 10
     assert bench_encode.main(["--lbs", "10", "--repeat", "1"]) == 0
+
+
+def test_soak_slope_is_least_squares() -> None:
+    from bench.soak import slope
+
+    assert slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == 2.0
+    assert slope([(0.0, 4.0), (10.0, 4.0)]) == 0.0
+    assert slope([(5.0, 1.0)]) == 0.0  # one point: no slope
+    assert abs(slope([(0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (3.0, 1.0)]) - 0.2) < 1e-12
+
+
+def _samples(rss: list[float], every: float = 5.0, fds: int = 13,
+             threads: int = 8) -> list[Any]:
+    from bench.soak import Sample
+
+    return [Sample(i * every, r, i * 0.1, fds, threads) for i, r in enumerate(rss)]
+
+
+def test_soak_analysis_flat_run_meets_the_targets() -> None:
+    from bench.soak import analyse
+
+    # 20 minutes flat at 100 MB with a 30 MB step at 10 min that is gone a minute later
+    rss = [100.0] * 120 + [130.0] * 6 + [100.0] * 114
+    got = analyse(_samples(rss), warmup=60.0, disruptions=[(600.0, "vswitchd_restart")])
+    assert got["judged"]
+    assert got["steps"][0]["came_back"] and got["steps"][0]["rss_peak_mb"] == 130.0
+    assert all(got["targets"].values()), got["targets"]
+
+
+def test_soak_analysis_flags_growth_and_a_step_that_stays() -> None:
+    from bench.soak import analyse
+
+    growing = [100.0 + i * 0.1 for i in range(240)]  # +6 MB per 10 min: ~5 %
+    got = analyse(_samples(growing), warmup=60.0, disruptions=[])
+    assert got["rss_slope_pct_per_10min"] > 4.0
+    assert not got["targets"]["rss_slope_lt_1pct_per_10min"]
+    stays = [100.0] * 120 + [130.0] * 120
+    got = analyse(_samples(stays), warmup=60.0, disruptions=[(600.0, "sb_reconnect")])
+    assert got["steps"][0]["judged"] and not got["steps"][0]["came_back"]
+    assert not got["targets"]["every_step_came_back"]
+
+
+def test_soak_analysis_leaks_of_fds_and_threads_are_seen() -> None:
+    from bench.soak import Sample, analyse
+
+    samples = [Sample(i * 5.0, 100.0, 0.0, 13 + i // 60, 8 + i // 100) for i in range(240)]
+    got = analyse(samples, warmup=0.0, disruptions=[])
+    assert not got["targets"]["fds_constant"] and not got["targets"]["threads_constant"]
+    # a scrape's thread and socket, even in most samples late on, are not a leak
+    samples = [Sample(i * 5.0, 100.0, 0.0, 14 if i > 150 and i % 7 else 13,
+                      9 if i % 3 == 0 or (i > 150 and i % 7) else 8) for i in range(240)]
+    got = analyse(samples, warmup=0.0, disruptions=[])
+    assert got["targets"]["threads_constant"] and got["targets"]["fds_constant"]
+
+
+def test_soak_generator_is_seeded_and_cluster_shaped() -> None:
+    import random
+
+    from bench.soak import lb_rows, make_pod
+
+    pods = [make_pod(i, i % 10 != 0) for i in range(2000)]
+    a = lb_rows(500, pods, random.Random(7))
+    assert a == lb_rows(500, pods, random.Random(7))
+    slots = [len(b.split(",")) for _, _, vips, _ in a for b in vips.values()]
+    assert min(slots) >= 1 and max(slots) <= 100 and 3 < sum(slots) / len(slots) < 15
+    assert any(proto == "udp" for _, proto, _, _ in a)
+    assert any(v.startswith("[") for _, _, vips, _ in a for v in vips)
+    assert any(len(vips) == 2 for _, _, vips, _ in a)
+    assert any("affinity_timeout" in o for _, _, _, o in a)
+    assert any("hairpin_snat_ip" in o for _, _, _, o in a)

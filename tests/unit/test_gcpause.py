@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
+import weakref
 
-from lbaffd.ops.gcpause import GcPause
+from lbaffd.ops.gcpause import Freezer, GcPause
 
 
 def test_pause_nests_and_restores() -> None:
@@ -58,3 +60,37 @@ def test_exception_inside_resumes_collection() -> None:
     except ValueError:
         pass
     assert gc.isenabled()
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _frozen_cycle() -> weakref.ref[_Node]:
+    """A cycle frozen while alive, then dropped: garbage only a collection
+    that looks at frozen objects can free."""
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    gc.freeze()
+    return weakref.ref(a)
+
+
+def test_frozen_cycles_are_freed_at_the_next_full_sweep() -> None:
+    freezer = Freezer(interval=600.0)
+    try:
+        ref = _frozen_cycle()
+        t0 = time.monotonic()
+        freezer.collect_and_freeze(now=t0 + 10)
+        assert ref() is not None  # hidden by the freeze: a plain collection misses it
+        assert freezer.full_sweeps == 0
+        assert freezer.collect_and_freeze(now=t0 + 700) >= 2
+        assert ref() is None and freezer.full_sweeps == 1
+        # and the interval starts again
+        ref = _frozen_cycle()
+        freezer.collect_and_freeze(now=t0 + 800)
+        assert ref() is not None
+        freezer.collect_and_freeze(now=t0 + 1400)
+        assert ref() is None and freezer.full_sweeps == 2
+    finally:
+        gc.unfreeze()
