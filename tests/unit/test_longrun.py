@@ -9,9 +9,9 @@ from types import MappingProxyType
 
 from prometheus_client import generate_latest
 
-from lbaffd.compile.state import VipPlan, make_plan, plan_vips
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import parse_all
+from lbaffd.model.plan import VipPlan, make_plan, plan_vips
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.ops import memtrim
 from lbaffd.ops.metrics import Metrics
