@@ -7,6 +7,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from lbaffd.compile import groupsplit
+from lbaffd.compile.layout import STANDALONE
+from lbaffd.compile.stages import vip_group
 from lbaffd.model.loadbalancer import ParseIssue
 from lbaffd.model.plan import VipPlan
 from lbaffd.ops.observe import AffinityEntry, Counters
@@ -88,6 +91,10 @@ def format_lb_show(status: Status, name: str,
         if p.expected_shares:
             out.append(f"    distribution {p.distribution}: {len(p.buckets)} buckets, expected "
                        f"share max {max(p.expected_shares):.1%} min {min(p.expected_shares):.1%}")
+        parts = split_parts(p)
+        if parts:
+            out.append(f"    group split in {len(parts)} parts (group-desc limit): "
+                       f"{', '.join(f'{gid:#x}' for gid in parts)}")
         share = dict(zip(p.live_backends, p.expected_shares, strict=True))
         for be in sorted(p.vip.backends, key=str):
             c = counters.get((lb.name, p.vip.key, str(be)), Counters())
@@ -99,6 +106,16 @@ def format_lb_show(status: Status, name: str,
         if issue.lb in (lb.name, lb.uuid):
             out.append(f"  rejected: {issue.vip or '(lb)'} {issue.reason}: {issue.detail}")
     return "\n".join(out) + "\n"
+
+
+def split_parts(plan: VipPlan) -> tuple[int, ...]:
+    """The part group ids of a VIP whose group is split (``groupsplit``),
+    recomputed from its plan (bucket sizes do not depend on the pipeline's
+    tables): empty for the usual one group."""
+    if not groupsplit.may_split(len(plan.buckets)):
+        return ()
+    *parts, _ = groupsplit.vip_groups(plan, vip_group(STANDALONE, plan))
+    return tuple(g.group_id for g in parts)
 
 
 def format_affinity(status: Status, entries: Iterable[AffinityEntry], vip: str | None) -> str:

@@ -116,6 +116,13 @@ def test_every_part_is_reported_by_group_desc(sandbox: Sandbox, daemon: LbaffdPr
         assert max(counts) - min(counts) <= 1
     assert daemon.count("reconcile_failed") == 0
     assert daemon.count("vip_install_failed") == 0
+    # lb/show names each VIP's group and its parts as the switch has them
+    for name in BIG:
+        out = subprocess.run(["ovs-appctl", "-t", daemon.ctl, "lb/show", name],
+                             capture_output=True, text=True, check=True).stdout
+        gid = int(re.search(r"group (0x[0-9a-f]+)", out).group(1), 16)  # type: ignore[union-attr]
+        shown = re.search(r"group split in \d+ parts \(group-desc limit\): (.*)", out)
+        assert shown is not None and [int(g, 16) for g in shown.group(1).split(", ")] == tops[gid]
     # the switch is alive and still answers (a dump with an oversized group aborts it)
     assert sandbox.appctl("version")
     print("\ninstall seconds (SB commit -> pass end): "

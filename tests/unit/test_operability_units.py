@@ -14,7 +14,7 @@ from lbaffd.compile.layout import STANDALONE
 from lbaffd.compile.state import compile_state
 from lbaffd.config import Settings, load_settings, read_config_file
 from lbaffd.model import ownership as own
-from lbaffd.model.loadbalancer import parse_all
+from lbaffd.model.loadbalancer import ParseIssue, parse_all
 from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.ops.observe import AffinityEntry, Counters
@@ -106,6 +106,27 @@ def test_control_socket_text() -> None:
     assert "10.0.0.11" in aff and "55s" in aff
     assert "passes: 3" in format_reconcile_stats(st.stats, now=110.0)
     assert "10.0s ago" in format_reconcile_stats(st.stats, now=110.0)
+
+
+def test_lb_show_names_the_parts_of_a_split_group_and_lbs_left_out() -> None:
+    dp = DatapathRow("dp-1", 1, "ls1")
+    topo = Topology((LocalPort(11, "cli1", dp),), MappingProxyType({}))
+    backends = ",".join(f"10.1.{i // 250}.{i % 250 + 1}:8080" for i in range(1000))
+    rows = [LoadBalancerRow(uuid="u-1", name="big",
+                            vips=MappingProxyType({"10.0.0.1:80": backends}),
+                            options=MappingProxyType({"affinity_timeout": "60"}),
+                            datapaths=("dp-1",))]
+    lbs, _ = parse_all(rows, {"dp-1": dp}, {})
+    desired = compile_state(lbs, topo, own.allocate_group_ids(vip_owners(lbs, topo), {}),
+                            STANDALONE)
+    parts = sorted(g for g in desired.state.groups if not own.is_vip_group(g))
+    issue = ParseIssue("gone", "switch_error", "OFPBMC_BAD_FIELD", vip="10.0.0.9:80")
+    st = Status(plans=desired.vips, issues=(issue,))
+    show = format_lb_show(st, "big", {}, {})
+    assert show is not None and len(parts) == 2
+    assert f"group split in 2 parts (group-desc limit): {parts[0]:#x}, {parts[1]:#x}" in show
+    gone = format_lb_show(st, "gone", {}, {})
+    assert gone is not None and "rejected: 10.0.0.9:80 switch_error: OFPBMC_BAD_FIELD" in gone
 
 
 def test_network_facing_defaults_are_local_only() -> None:
