@@ -648,14 +648,9 @@ class FakeSwitch:
         return FakeBundle(self)
 
     def bundle(self, msgs: Iterable[Any]) -> None:
-        b = self.open_bundle()
-        try:
+        with self.open_bundle() as b:
             for m in msgs:
                 b.add(m)
-        except BaseException:
-            b.discard()
-            raise
-        b.commit()
 
     def barrier(self) -> None:
         self.counts["barrier"] += 1

@@ -121,20 +121,26 @@ class _Waiter:
 
 
 @dataclass(slots=True, eq=False)
-class _XidSpan:
+class XidSpan:
     """The xids from ``first`` to ``last`` (wrapping at 2^32) that no request
-    of its own claims belong to ``waiter``: a bundle's adds, which are only
-    ever answered by an error.  One span instead of a waiter entry per add
-    (at 85k adds those were ~7 MB for the length of a bundle)."""
+    of its own claims: a bundle's adds, which are only ever answered by an
+    error (``OpenFlowChannel.watch_errors``).  One span instead of a waiter
+    entry per add (at 85k adds those were ~7 MB for the length of a bundle).
+    ``last`` moves forward as adds are sent; ``error`` is the first error the
+    switch reported for any of them."""
 
     first: int
     last: int
-    waiter: _Waiter
+    waiter: _Waiter = field(default_factory=_Waiter)
 
     def __contains__(self, xid: int) -> bool:
         if self.first <= self.last:
             return self.first <= xid <= self.last
         return xid >= self.first or xid <= self.last
+
+    @property
+    def error(self) -> Exception | None:
+        return self.waiter.error
 
 
 class OpenFlowChannel:
@@ -151,7 +157,7 @@ class OpenFlowChannel:
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
-        self._spans: list[_XidSpan] = []  # under _waiters_lock too
+        self._spans: list[XidSpan] = []  # under _waiters_lock too
         self._waiters_lock = threading.Lock()
         self._xids = itertools.count(1)
         self._reader: threading.Thread | None = None
@@ -358,8 +364,9 @@ class OpenFlowChannel:
             sock.sendall(data)
             self._sent[name] = self._sent.get(name, 0) + 1
 
-    def _send_many(self, parts: list[bytes], name: str) -> None:
-        """Several whole messages of one kind in one write."""
+    def send_batch(self, parts: list[bytes], name: str) -> None:
+        """Several whole messages of one kind (already stamped with their
+        xids) in one write, counted as ``len(parts)`` messages ``name``."""
         sock = self._sock
         if sock is None:
             raise ConnectionLost(self.target)
@@ -376,7 +383,7 @@ class OpenFlowChannel:
         ``msg`` is an os-ken message or a ``wire.RawMessage`` (then ``xid``
         is the one to stamp, a fresh one if None)."""
         if isinstance(msg, wire.RawMessage):
-            xid = next(self._xids) & 0xFFFFFFFF if xid is None else xid
+            xid = self.next_xid() if xid is None else xid
             data, name = msg.with_xid(xid), msg.name
         else:
             if xid is not None:
@@ -391,8 +398,26 @@ class OpenFlowChannel:
             raise ConnectionLost(str(exc)) from exc
         return xid
 
+    def next_xid(self) -> int:
+        """A fresh 32-bit xid (also a bundle's id: any unique number will do)."""
+        return next(self._xids) & 0xFFFFFFFF
+
+    def watch_errors(self, first: int) -> XidSpan:
+        """Route errors for xids from ``first`` on (until ``span.last``, which
+        the caller advances before sending each message) to the returned
+        span: for messages the switch answers only when they fail.  Pair with
+        ``unwatch_errors``; ``close`` fails the span like any waiter."""
+        span = XidSpan(first, first)
+        with self._waiters_lock:
+            self._spans.append(span)
+        return span
+
+    def unwatch_errors(self, span: XidSpan) -> None:
+        with self._waiters_lock:
+            self._spans.remove(span)
+
     def _register(self) -> tuple[int, _Waiter]:
-        xid = next(self._xids) & 0xFFFFFFFF
+        xid = self.next_xid()
         w = _Waiter()
         with self._waiters_lock:
             self._waiters[xid] = w
@@ -446,19 +471,16 @@ class OpenFlowChannel:
         self.request(parser.OFPBarrierRequest(DP), timeout)
 
     def open_bundle(self, timeout: float | None = None) -> Bundle:
+        """A bundle written while it is built; ``with channel.open_bundle() as
+        b:`` commits when the block ends and discards when it raises."""
         return Bundle(self, timeout)
 
     def bundle(self, msgs: Iterable[Any], timeout: float | None = None) -> None:
         """Apply ``msgs`` atomically and in order (see ``Bundle``); raises the
         first error the switch reports.  Nothing is sent for no messages."""
-        b = Bundle(self, timeout)
-        try:
+        with self.open_bundle(timeout) as b:
             for m in msgs:
                 b.add(m)
-        except BaseException:
-            b.discard()
-            raise
-        b.commit()
 
     def enable_async(self) -> None:
         """Ask for FLOW_REMOVED, PACKET_IN (reject flows) and REQUESTFORWARD
@@ -622,8 +644,8 @@ class Bundle:
         self._timeout = timeout
         self._id: int | None = None
         self._flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        self._errors = _Waiter()  # the first error of any add
-        self._span: _XidSpan | None = None  # the adds' xids, once the first is sent
+        self._span: XidSpan | None = None  # the adds' xids and their first error
+        self._error: Exception | None = None  # kept once the span is released
         self._batch: list[bytes] = []
         self._size = 0
         self.count = 0
@@ -648,9 +670,9 @@ class Bundle:
     def add(self, m: Any) -> None:
         ch = self._ch
         if self._id is None:
-            self._id = next(ch._xids) & 0xFFFFFFFF
+            self._id = ch.next_xid()
             self._ctrl(ofp.OFPBCT_OPEN_REQUEST)
-        xid = next(ch._xids) & 0xFFFFFFFF
+        xid = ch.next_xid()
         if isinstance(m, wire.RawMessage):
             data = m.bundle_add(xid, self._id, self._flags)
         else:
@@ -659,9 +681,7 @@ class Bundle:
             data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
         self._add_xids.append(xid)
         if self._span is None:
-            self._span = _XidSpan(xid, xid, self._errors)
-            with ch._waiters_lock:
-                ch._spans.append(self._span)
+            self._span = ch.watch_errors(xid)
         else:
             self._span.last = xid  # before it is sent: its error finds the span
         self._batch.append(data)
@@ -675,12 +695,12 @@ class Bundle:
             return
         batch = self._batch
         self._batch, self._size = [], 0
-        self._ch._send_many(batch, "OFPBundleAddMsg")
+        self._ch.send_batch(batch, "OFPBundleAddMsg")
 
     def _release(self) -> None:
         if self._span is not None:
-            with self._ch._waiters_lock:
-                self._ch._spans.remove(self._span)
+            self._error = self._span.error
+            self._ch.unwatch_errors(self._span)
             self._span = None
 
     def commit(self) -> None:
@@ -697,8 +717,8 @@ class Bundle:
                 commit_error = exc
         finally:
             self._release()
-        if self._errors.error is not None:
-            raise self._errors.error
+        if self._error is not None:
+            raise self._error
         if commit_error is not None:
             raise commit_error
 

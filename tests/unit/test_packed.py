@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lbaffd.openflow import wire
-from lbaffd.openflow.channel import _Waiter, _XidSpan
+from lbaffd.openflow.channel import XidSpan
 from lbaffd.openflow.flowspec import (
     Bucket,
     FlowSpec,
@@ -108,6 +108,6 @@ def test_packed_state_decodes_to_the_specs() -> None:
 ])
 def test_a_bundle_xid_span(first: int, last: int, inside: tuple[int, ...],
                            outside: tuple[int, ...]) -> None:
-    span = _XidSpan(first, last, _Waiter())
+    span = XidSpan(first, last)
     assert all(x in span for x in inside)
     assert not any(x in span for x in outside)
