@@ -54,8 +54,9 @@ expires after ``affinity_timeout`` of idleness.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 # Registers (NXM_NX_REGn); the names are os-ken OXM field names.
@@ -132,9 +133,119 @@ def datapath_zone(tunnel_key: int) -> int:
     return tunnel_key & 0xFFFF
 
 
+# ------------------------------------------------------------------ modes
+#
+# A mode is data: which of the shared stages get a table (in order from the
+# table base), how a VIP's traffic enters them, how a packet leaves, which
+# conntrack zone the DNAT is in, and which default flows and per-port flows
+# the mode installs.  The stages (``stages``, ``vip``, ``state``) read these
+# fields and never ask which mode they run in: a new mode is a new
+# ``ModeLayout`` in ``MODE_LAYOUTS`` (docs/architecture.md, "How to add a mode").
+
+
+class Table(enum.Enum):
+    """lbaffd's stages, one table each (drawn above)."""
+
+    CLASSIFY = "classify"
+    PRE_LB = "pre_lb"
+    DISPATCH = "dispatch"
+    AFFINITY = "affinity"
+    LB = "lb"
+    LEARN = "learn"
+    FORWARD = "forward"
+    HAIRPIN = "hairpin"
+    REPLY = "reply"  # after the un-DNAT of a reply: back to the owner's output table
+
+
+class Entry(enum.Enum):
+    """How a VIP's traffic gets into lbaffd's tables (``stages.ENTRIES``)."""
+
+    PRE_LB = "pre_lb"  # every IP packet of a datapath, through the pre-LB table
+    INTERCEPT = "intercept"  # per (client port, VIP) in table 0, above its owner's flows
+
+
+class Exit(enum.Enum):
+    """How a packet leaves lbaffd's tables (``stages.EXITS``)."""
+
+    NORMAL = "normal"  # output:NORMAL: lbaffd owns the bridge
+    NEXT_TABLE = "next_table"  # resubmit(,next_table): the embedding controller's pipeline
+    OVN = "ovn"  # scratch registers cleared, resubmit(,0): an ordinary packet to OVN
+    IN_PORT = "in_port"  # output:IN_PORT (a hairpinned packet, back where it came from)
+
+
+class Zone(enum.Enum):
+    """The conntrack zone of lbaffd's DNAT (``Pipeline.zone_of``)."""
+
+    DATAPATH = "datapath"  # reg13 := the datapath's tunnel key (T0 CLASSIFY)
+    CALLER = "caller"  # the embedding controller loads reg13: lbaffd cannot know it
+    OWN = "own"  # one zone of lbaffd's own for every datapath (``Pipeline.ct_zone``)
+
+
+class Static(enum.Enum):
+    """The pipeline's own default flows, by what they do (``stages.STATIC``)."""
+
+    CLASSIFY = "classify"  # an unknown port leaves at once
+    PRE_LB = "pre_lb"  # IP -> ct(nat) to dispatch; the rest (ND too) leaves
+    COMMIT_OTHER = "commit_other"  # other new connections committed, replies leave
+    TRACKED = "tracked"  # invalid dropped, established forwarded; learn/forward defaults
+    HAIRPIN = "hairpin"  # after the hairpin zone: un-DNAT
+    REPLY = "reply"  # un-DNATed replies marked and handed back to OVN's output table
+
+
+class PortStage(enum.Enum):
+    """Flows each local port puts on the switch (``stages.PORT_STAGES``)."""
+
+    CLASSIFY = "classify"  # in_port -> datapath metadata and zone, to pre-LB
+    REPLY_HOOK = "reply_hook"  # replies to the port, at OVN's output table: un-DNAT
+
+
+@dataclass(frozen=True, slots=True)
+class ModeLayout:
+    """One mode of the pipeline as a description the shared stages read."""
+
+    name: str
+    tables: tuple[Table, ...]  # from the table base up
+    entry: Entry
+    exit: Exit
+    hairpin_exit: Exit
+    zone: Zone
+    static: tuple[Static, ...]
+    port_stages: tuple[PortStage, ...]
+    min_base: int = 0  # companion: table 0 belongs to ovn-controller
+
+
+_BALANCE = (Table.DISPATCH, Table.AFFINITY, Table.LB, Table.LEARN, Table.FORWARD, Table.HAIRPIN)
+
+# Owns the bridge from table 0: classifies ports, everything leaves by NORMAL.
+STANDALONE_LAYOUT = ModeLayout(
+    STANDALONE_MODE, (Table.CLASSIFY, Table.PRE_LB, *_BALANCE), Entry.PRE_LB,
+    exit=Exit.NORMAL, hairpin_exit=Exit.IN_PORT, zone=Zone.DATAPATH,
+    static=(Static.CLASSIFY, Static.PRE_LB, Static.COMMIT_OTHER, Static.TRACKED, Static.HAIRPIN),
+    port_stages=(PortStage.CLASSIFY,))
+# Entered at resubmit(,base) by a controller that owns table 0 and has set
+# metadata and reg13; leaves to its next table (a hairpin too, marked reg3=1).
+EMBEDDED_LAYOUT = ModeLayout(
+    EMBEDDED_MODE, (Table.PRE_LB, *_BALANCE), Entry.PRE_LB,
+    exit=Exit.NEXT_TABLE, hairpin_exit=Exit.NEXT_TABLE, zone=Zone.CALLER,
+    static=(Static.PRE_LB, Static.COMMIT_OTHER, Static.TRACKED, Static.HAIRPIN),
+    port_stages=())
+# Next to ovn-controller: only balanced connections come in (table-0
+# interceptions), ARP/ND stays OVN's, packets go back to OVN's table 0, and
+# replies are un-DNATed at OVN's output table.
+COMPANION_LAYOUT = ModeLayout(
+    COMPANION_MODE, (*_BALANCE, Table.REPLY), Entry.INTERCEPT,
+    exit=Exit.OVN, hairpin_exit=Exit.IN_PORT, zone=Zone.OWN,
+    static=(Static.TRACKED, Static.HAIRPIN, Static.REPLY),
+    port_stages=(PortStage.REPLY_HOOK,), min_base=1)
+
+MODE_LAYOUTS = {m.name: m for m in (STANDALONE_LAYOUT, EMBEDDED_LAYOUT, COMPANION_LAYOUT)}
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Table numbers of the stages and where packets leave lbaffd.
+    """A mode's layout (``ModeLayout``) placed at a table base: the table
+    numbers of the stages, and the parameters its exit and zone need
+    (``next_table`` for ``Exit.NEXT_TABLE``, ``ct_zone`` for ``Zone.OWN``).
 
     Standalone (the default) owns the bridge from table ``base`` (0): T0
     classifies ports and everything leaves through ``NORMAL``.  Embedded shares
@@ -150,24 +261,36 @@ class Pipeline:
     ct_zone: int = COMPANION_ZONE  # companion: lbaffd's own conntrack zone
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
+        if self.mode not in MODE_LAYOUTS:
             raise ValueError(f"unknown pipeline mode {self.mode!r}")
+        layout = self.layout
         last = self.base + self.stages - 1
         if self.base < 0 or last > 253:
             raise ValueError(f"tables {self.base}..{last} do not fit in 0..253")
-        if self.embedded and self.base <= self.next_table <= last:
+        if self.base < layout.min_base:
+            raise ValueError(f"{self.mode} mode cannot use table {self.base}: "
+                             "it belongs to ovn-controller")
+        if layout.exit is Exit.NEXT_TABLE and self.base <= self.next_table <= last:
             raise ValueError(f"next table {self.next_table} is inside lbaffd's "
                              f"tables {self.base}..{last}")
-        if self.embedded and not 0 <= self.next_table <= 254:
+        if layout.exit is Exit.NEXT_TABLE and not 0 <= self.next_table <= 254:
             raise ValueError(f"next table {self.next_table} is not in 0..254")
-        if self.companion and self.base == 0:
-            raise ValueError("companion mode cannot use table 0: it belongs to ovn-controller")
-        if self.companion and not 1 <= self.ct_zone <= 0xFFFF:
+        if layout.zone is Zone.OWN and not 1 <= self.ct_zone <= 0xFFFF:
             raise ValueError(f"conntrack zone {self.ct_zone} is not in 1..65535")
 
     @property
+    def layout(self) -> ModeLayout:
+        return MODE_LAYOUTS[self.mode]
+
+    @property
     def embedded(self) -> bool:
+        """The mode, for the daemon's messages and checks (the stages read ``layout``)."""
         return self.mode == EMBEDDED_MODE
+
+    @property
+    def companion(self) -> bool:
+        """The mode, for the daemon's runtime (the stages read ``layout``)."""
+        return self.mode == COMPANION_MODE
 
     def zone_of(self, tunnel_key: int) -> int | None:
         """The conntrack zone in which lbaffd's DNAT for datapath ``tunnel_key``
@@ -175,31 +298,31 @@ class Pipeline:
         ``ct_zone`` for every datapath), for flushing a leaving backend's
         entries; None where lbaffd does not set reg13 (embedded: the other
         controller does) and so cannot know it."""
-        if self.companion:
-            return self.ct_zone
-        return None if self.embedded else datapath_zone(tunnel_key)
-
-    @property
-    def companion(self) -> bool:
-        return self.mode == COMPANION_MODE
+        return _ZONES[self.layout.zone](self, tunnel_key)
 
     @property
     def stages(self) -> int:
-        return 8 if self.mode == STANDALONE_MODE else 7
+        return len(self.layout.tables)
 
     @property
     def tables(self) -> range:
         return range(self.base, self.base + self.stages)
 
-    @property
-    def _shift(self) -> int:
-        return {STANDALONE_MODE: 0, EMBEDDED_MODE: -1, COMPANION_MODE: -2}[self.mode] + self.base
+    def table(self, stage: Table) -> int:
+        """The table of ``stage``; ValueError where the mode has no such stage."""
+        try:
+            return self.base + self.layout.tables.index(stage)
+        except ValueError:
+            raise ValueError(f"{self.mode} mode has no {stage.value} stage") from None
 
     @property
     def classify(self) -> int | None:
         """Standalone only: the other modes leave port classification to the
         controller that owns table 0."""
-        return self.base if self.mode == STANDALONE_MODE else None
+        try:
+            return self.table(Table.CLASSIFY)
+        except ValueError:
+            return None
 
     @property
     def entry(self) -> int:
@@ -210,40 +333,43 @@ class Pipeline:
     def pre_lb(self) -> int:
         """Not in companion mode: its table-0 interceptions do this stage's job
         per (port, VIP), and ARP/ND for VIPs stays OVN's."""
-        if self.companion:
-            raise ValueError("companion mode has no pre-LB stage")
-        return self._shift + 1
+        return self.table(Table.PRE_LB)
 
     @property
     def dispatch(self) -> int:
-        return self._shift + 2
+        return self.table(Table.DISPATCH)
 
     @property
     def affinity(self) -> int:
-        return self._shift + 3
+        return self.table(Table.AFFINITY)
 
     @property
     def lb(self) -> int:
-        return self._shift + 4
+        return self.table(Table.LB)
 
     @property
     def learn(self) -> int:
-        return self._shift + 5
+        return self.table(Table.LEARN)
 
     @property
     def forward(self) -> int:
-        return self._shift + 6
+        return self.table(Table.FORWARD)
 
     @property
     def hairpin(self) -> int:
-        return self._shift + 7
+        return self.table(Table.HAIRPIN)
 
     @property
     def reply(self) -> int:
         """Companion only: after the un-DNAT of a reply, back to OVN's output table."""
-        if not self.companion:
-            raise ValueError("only companion mode has a reply stage")
-        return self._shift + 8
+        return self.table(Table.REPLY)
+
+
+_ZONES: Mapping[Zone, Callable[[Pipeline, int], int | None]] = {
+    Zone.DATAPATH: lambda _p, tk: datapath_zone(tk),
+    Zone.CALLER: lambda _p, _tk: None,
+    Zone.OWN: lambda p, _tk: p.ct_zone,
+}
 
 
 STANDALONE = Pipeline()

@@ -1,7 +1,10 @@
-"""The flows of each pipeline stage (drawn in ``pipeline``), as pure builders.
+"""The flows of each pipeline stage (drawn in ``layout``), as pure builders.
 
-``compiler`` decides *which* VIPs go where; this module says *what* a VIP, a
-port or the static pipeline puts in each table.  Everything goes through a
+``state`` decides *which* VIPs go where; this module says *what* a VIP, a
+port or the static pipeline puts in each table, the same in every mode: the
+tables come from the mode's ``layout.ModeLayout`` (``Pipeline``), and so do
+the exits (``EXITS``) and the default flows (``STATIC``); how traffic comes
+in, where the modes differ, is ``entry``.  Everything goes through a
 ``FlowBuilder``, which stamps the owner's cookie and refuses two different
 flows on one key.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lbaffd.compile import groupsplit
 from lbaffd.compile.layout import (
@@ -22,7 +25,6 @@ from lbaffd.compile.layout import (
     CS_TRK,
     CT_STATE_TRK_BIT,
     HAIRPIN_ZONE,
-    PRIO_ARP_RESPONDER,
     PRIO_BACKEND_MAC,
     PRIO_COMMIT_OTHER,
     PRIO_CT_INVALID,
@@ -31,16 +33,12 @@ from lbaffd.compile.layout import (
     PRIO_HAIRPIN,
     PRIO_HAIRPIN_REPLY,
     PRIO_HIT,
-    PRIO_INTERCEPT,
-    PRIO_INTERCEPT_UNSNAT,
     PRIO_LEARN,
     PRIO_LEARNED,
     PRIO_MISS,
     PRIO_NO_BACKEND,
     PRIO_PORT,
     PRIO_REPLY,
-    PRIO_REPLY_HOOK,
-    PRIO_UNSNAT,
     PRIO_VIP,
     REG_AFFINITY_HIT,
     REG_BACKEND_PORT,
@@ -50,14 +48,16 @@ from lbaffd.compile.layout import (
     REG_VIP_ID,
     REPLY_MARK_BIT,
     SCRATCH_REGS,
+    Exit,
     Pipeline,
+    Static,
+    Table,
     backend_regs,
     datapath_zone,
 )
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, Vip, ip_text
 from lbaffd.model.plan import VipPlan
-from lbaffd.model.topology import LocalPort
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     LEARN_SEND_FLOW_REM,
@@ -134,125 +134,96 @@ def vip_mac(ip: str) -> str:
 # ------------------------------------------------------------------ stages
 
 
-def _ct_state(on: int, off: int = 0) -> tuple[int, int]:
+def ct_state(on: int, off: int = 0) -> tuple[int, int]:
     return (on, on | off)
 
 
 def static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None = None) -> None:
-    """The pipeline's own flows (default paths).  ``output_table``: companion
-    mode's OVN output table (its reply stage returns there); None until known."""
-    if p.companion:
-        _companion_static_flows(b, p, output_table)
-        return
-    g = own.GLOBAL_OWNER
-    normal = _exit(p)
-    if p.classify is not None:
-        b.flow(g, p.classify, PRIO_DEFAULT, {}, normal)
-    b.flow(g, p.pre_lb, PRIO_DEFAULT, {}, normal)
-    # neighbor discovery is not a connection: conntrack would call it invalid
+    """The pipeline's own flows (default paths): the static stages the mode's
+    layout lists.  ``output_table``: OVN's output table (where a reply stage
+    returns); None until known."""
+    for stage in p.layout.static:
+        STATIC[stage](b, p, output_table)
+
+
+def _classify_default(b: FlowBuilder, p: Pipeline, _: int | None) -> None:
+    """T0: a port lbaffd does not know leaves at once."""
+    b.flow(own.GLOBAL_OWNER, p.table(Table.CLASSIFY), PRIO_DEFAULT, {}, exit_actions(p))
+
+
+def _pre_lb_defaults(b: FlowBuilder, p: Pipeline, _: int | None) -> None:
+    """Every IP packet goes through conntrack (``nat`` un-DNATs replies and
+    re-DNATs established connections); the rest leaves, neighbor discovery
+    too: it is not a connection, conntrack would call it invalid."""
+    g, out = own.GLOBAL_OWNER, exit_actions(p)
+    b.flow(g, p.pre_lb, PRIO_DEFAULT, {}, out)
     for icmp_type in ND_TYPES:
         b.flow(g, p.pre_lb, PRIO_PORT + 1,
-               {"eth_type": ETH_IP6, "ip_proto": ICMP6, "icmpv6_type": icmp_type}, normal)
+               {"eth_type": ETH_IP6, "ip_proto": ICMP6, "icmpv6_type": icmp_type}, out)
     for eth in (ETH_IP, ETH_IP6):
         b.flow(g, p.pre_lb, PRIO_PORT, {"eth_type": eth},
                (SetField(REG_HAIRPIN, 0), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
-        _hairpin_defaults(b, p, eth)
-        b.flow(g, p.dispatch, PRIO_COMMIT_OTHER,
-               {"ct_state": _ct_state(CS_NEW | CS_TRK), "eth_type": eth},
-               (Ct(commit=True, zone_field=REG_CT_ZONE), *normal))
-    b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": _ct_state(CS_INV | CS_TRK)}, ())
-    fwd: tuple[Action, ...] = (Resubmit(p.forward),)
-    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
-    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_REL | CS_TRK, CS_RPL)}, fwd)
-    b.flow(g, p.dispatch, PRIO_REPLY, {"ct_state": _ct_state(CS_RPL | CS_TRK)}, normal)
-    b.flow(g, p.dispatch, PRIO_DEFAULT, {}, normal)
-    b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
-    b.flow(g, p.forward, PRIO_DEFAULT, {}, normal)
 
 
-def _hairpin_defaults(b: FlowBuilder, p: Pipeline, eth: int) -> None:
-    """After the hairpin zone, un-DNAT; a reply there was un-SNATed and is
-    marked to go back whence it came (every mode)."""
-    g = own.GLOBAL_OWNER
-    b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
-           (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
-    b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
-           {"eth_type": eth, "ct_state": _ct_state(CS_RPL | CS_TRK)},
-           (SetField(REG_HAIRPIN, 1), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
-
-
-def _companion_static_flows(b: FlowBuilder, p: Pipeline, output_table: int | None) -> None:
-    """Only balanced connections enter lbaffd's tables in companion mode: what
-    is not lbaffd's to handle goes back to OVN (``_exit``) untouched, never
-    committed in lbaffd's zone."""
-    g = own.GLOBAL_OWNER
-    back = _exit(p)
-    fwd: tuple[Action, ...] = (Resubmit(p.forward),)
-    b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": _ct_state(CS_INV | CS_TRK)}, ())
-    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
-    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": _ct_state(CS_REL | CS_TRK, CS_RPL)}, fwd)
-    b.flow(g, p.dispatch, PRIO_DEFAULT, {}, back)
-    b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
-    b.flow(g, p.forward, PRIO_DEFAULT, {}, back)
+def _commit_other(b: FlowBuilder, p: Pipeline, _: int | None) -> None:
+    """Where every IP packet comes in: new connections to no VIP are
+    committed (so their replies are known as replies) and leave, and
+    replies leave."""
+    g, out = own.GLOBAL_OWNER, exit_actions(p)
     for eth in (ETH_IP, ETH_IP6):
-        _hairpin_defaults(b, p, eth)
+        b.flow(g, p.dispatch, PRIO_COMMIT_OTHER,
+               {"ct_state": ct_state(CS_NEW | CS_TRK), "eth_type": eth},
+               (Ct(commit=True, zone_field=REG_CT_ZONE), *out))
+    b.flow(g, p.dispatch, PRIO_REPLY, {"ct_state": ct_state(CS_RPL | CS_TRK)}, out)
+
+
+def _tracked_defaults(b: FlowBuilder, p: Pipeline, _: int | None) -> None:
+    """After conntrack: invalid packets dropped, established and related
+    ones forwarded (already DNATed), the rest leaves; a packet past the
+    learn stage goes on to forward, and one forward does not know leaves."""
+    g, out = own.GLOBAL_OWNER, exit_actions(p)
+    fwd: tuple[Action, ...] = (Resubmit(p.forward),)
+    b.flow(g, p.dispatch, PRIO_CT_INVALID, {"ct_state": ct_state(CS_INV | CS_TRK)}, ())
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": ct_state(CS_EST | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_ESTABLISHED, {"ct_state": ct_state(CS_REL | CS_TRK, CS_RPL)}, fwd)
+    b.flow(g, p.dispatch, PRIO_DEFAULT, {}, out)
+    b.flow(g, p.learn, PRIO_DEFAULT, {}, fwd)
+    b.flow(g, p.forward, PRIO_DEFAULT, {}, out)
+
+
+def _hairpin_defaults(b: FlowBuilder, p: Pipeline, _: int | None) -> None:
+    """After the hairpin zone, un-DNAT; a reply there was un-SNATed and is
+    marked to go back whence it came."""
+    g = own.GLOBAL_OWNER
+    for eth in (ETH_IP, ETH_IP6):
+        b.flow(g, p.hairpin, PRIO_DEFAULT, {"eth_type": eth},
+               (Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat()),))
+        b.flow(g, p.hairpin, PRIO_DEFAULT + 1,
+               {"eth_type": eth, "ct_state": ct_state(CS_RPL | CS_TRK)},
+               (SetField(REG_HAIRPIN, 1), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
+
+
+def _reply_stage(b: FlowBuilder, p: Pipeline, output_table: int | None) -> None:
+    """An un-DNATed reply: mark it (ct_state.trk is 1 after ct()) and hand it
+    back to OVN's output table, whose own flow now takes it (nothing until
+    that table is known)."""
     if output_table is not None:
-        # un-DNATed reply: mark it (ct_state.trk is 1 after ct()) and hand it
-        # back to OVN's output table, whose own flow now takes it
-        b.flow(g, p.reply, PRIO_DEFAULT, {},
+        b.flow(own.GLOBAL_OWNER, p.reply, PRIO_DEFAULT, {},
                (Move("ct_state", REG_OVN_FLAGS, 1, CT_STATE_TRK_BIT, REPLY_MARK_BIT),
                 Resubmit(output_table)))
 
 
-def reply_hook_flows(b: FlowBuilder, p: Pipeline, port: LocalPort, ovn_match: Match,
-                     output_table: int) -> None:
-    """Replies to a local port, at OVN's output table, above OVN's own flow
-    for that port (``ovn_match``, read from the switch): through lbaffd's zone
-    with ``nat``, which un-DNATs the replies of connections lbaffd balanced
-    (from local and tunnelled backends alike) and leaves other traffic as it
-    is; then back to this table, marked so that OVN's flow takes it."""
-    for eth in (ETH_IP, ETH_IP6):
-        b.flow(("port", port.logical_port), output_table, PRIO_REPLY_HOOK,
-               {**ovn_match.as_dict(), "eth_type": eth,
-                REG_OVN_FLAGS: (0, 1 << REPLY_MARK_BIT)},
-               (Ct(zone=p.ct_zone, table=p.reply, nat=Nat()),))
+STATIC: Mapping[Static, Callable[[FlowBuilder, Pipeline, int | None], None]] = {
+    Static.CLASSIFY: _classify_default,
+    Static.PRE_LB: _pre_lb_defaults,
+    Static.COMMIT_OTHER: _commit_other,
+    Static.TRACKED: _tracked_defaults,
+    Static.HAIRPIN: _hairpin_defaults,
+    Static.REPLY: _reply_stage,
+}
 
 
-def _enter(p: Pipeline, tk: int) -> tuple[Action, ...]:
-    """Companion entry from table 0: the client's datapath and lbaffd's zone.
-    ``metadata`` is 0 for every packet that arrives from a port and non-zero
-    once lbaffd has set it, so a packet lbaffd sends back to table 0 never
-    matches an interception again (no loop), and OVN's own table-0 flow,
-    which loads ``metadata``, ``reg13`` and the logical inport itself, takes it."""
-    return (SetField("metadata", tk), SetField(REG_CT_ZONE, p.ct_zone))
-
-
-def intercept_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan,
-                    ports: tuple[LocalPort, ...]) -> None:
-    """Companion: per local port of the VIP's client switches, the VIP's
-    traffic (protocol, port) is taken into lbaffd's zone above OVN's table-0
-    flow for the port (priority 100): new connections are balanced, the rest
-    of the connection is DNATed there too."""
-    vip = plan.vip
-    for port in ports:
-        tk = port.datapath.tunnel_key
-        match = {"in_port": port.ofport, "metadata": 0, **_l4(vip, vip.endpoint),
-                 **_ip(vip.endpoint.ip, "dst")}
-        b.flow(plan.owner, 0, PRIO_INTERCEPT, match,
-               (*_enter(p, tk), Ct(zone_field=REG_CT_ZONE, table=p.dispatch, nat=Nat())))
-
-
-def hairpin_intercept(b: FlowBuilder, p: Pipeline, port: LocalPort, snat: str) -> None:
-    """Companion: a backend port's traffic to a hairpin source address may be
-    the reply of a connection it made to its own VIP: un-SNAT it (hairpin
-    zone), then un-DNAT (lbaffd's zone) and return it by ``IN_PORT``."""
-    tk = port.datapath.tunnel_key
-    b.flow(("unsnat-port", port.logical_port, snat), 0, PRIO_INTERCEPT_UNSNAT,
-           {"in_port": port.ofport, "metadata": 0, **_ip(snat, "dst")},
-           (*_enter(p, tk), Ct(zone=HAIRPIN_ZONE, table=p.hairpin, nat=Nat())))
-
-
-def _ip(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
+def ip_match(ip: str | IPAddress, which: str) -> dict[str, MatchValue]:
     """``eth_type`` + ``ipv4_<which>`` / ``ipv6_<which>`` for ``ip``'s family
     (strings here are already canonical: they come from ``str(IPAddress)``)."""
     text = ip if isinstance(ip, str) else addr_text(ip)
@@ -269,58 +240,49 @@ def addr_text(ip: IPAddress) -> str:
     return ip_text(ip)
 
 
+EXITS: Mapping[Exit, Callable[[Pipeline], tuple[Action, ...]]] = {
+    Exit.NORMAL: lambda _p: (Output(OFPP_NORMAL),),
+    Exit.NEXT_TABLE: lambda p: (Resubmit(p.next_table),),
+    # OVN's pipeline expects the registers it does not load at 0
+    Exit.OVN: lambda _p: (*(SetField(r, 0) for r in SCRATCH_REGS), Resubmit(0)),
+    Exit.IN_PORT: lambda _p: (Output(OFPP_IN_PORT),),
+}
+
+
 @functools.cache
-def _exit(p: Pipeline) -> tuple[Action, ...]:
-    """How a packet leaves lbaffd: NORMAL, the embedding controller's table,
-    or (companion) OVN's table 0 with lbaffd's scratch registers cleared."""
-    if p.companion:
-        return (*(SetField(r, 0) for r in SCRATCH_REGS), Resubmit(0))
-    return (Resubmit(p.next_table),) if p.embedded else (Output(OFPP_NORMAL),)
+def exit_actions(p: Pipeline) -> tuple[Action, ...]:
+    """How a packet leaves lbaffd (the layout's ``exit``): NORMAL, the
+    embedding controller's table, or OVN's table 0."""
+    return EXITS[p.layout.exit](p)
+
+
+@functools.cache
+def _back_in(p: Pipeline) -> tuple[Action, ...]:
+    """Hairpin exit (the layout's ``hairpin_exit``): back out of the port it
+    came in (embedded: ``reg3``=1 tells the owning controller to allow that;
+    companion: straight out, as OVN's pipeline would drop a packet for the
+    port it came from)."""
+    return EXITS[p.layout.hairpin_exit](p)
 
 
 def port_flows(b: FlowBuilder, p: Pipeline, ofport: int, logical_port: str, tk: int) -> None:
-    if p.classify is None:
+    """T0 CLASSIFY: a port's packets get their datapath (``metadata``) and
+    conntrack zone, then go to pre-LB.  Nothing where the layout has no
+    classify table (``incremental`` calls this for ports that come and go)."""
+    classify = p.classify
+    if classify is None:
         return
-    b.flow(("port", logical_port), p.classify, PRIO_PORT, {"in_port": ofport},
+    b.flow(("port", logical_port), classify, PRIO_PORT, {"in_port": ofport},
            (SetField("metadata", tk), SetField(REG_CT_ZONE, datapath_zone(tk)),
             Resubmit(p.pre_lb)))
 
 
-def arp_responder(b: FlowBuilder, p: Pipeline, tk: int, ip: str) -> None:
-    mac = vip_mac(ip)
-    if ":" in ip:
-        # OpenFlow cannot turn a solicitation into an advertisement cleanly:
-        # lbaffd answers it (as ovn-controller's pinctrl does for nd_na)
-        b.flow(("nd", str(tk), ip), p.pre_lb, PRIO_ARP_RESPONDER,
-               {"metadata": tk, "eth_type": ETH_IP6, "ip_proto": ICMP6,
-                "icmpv6_type": ND_SOLICIT, "ipv6_nd_target": ip},
-               (Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),))
-        return
-    b.flow(("arp", str(tk), ip), p.pre_lb, PRIO_ARP_RESPONDER,
-           {"metadata": tk, "eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip},
-           (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac), SetField("arp_op", 2),
-            Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac),
-            Move("arp_spa", "arp_tpa", 32), SetField("arp_spa", ip), Output(OFPP_IN_PORT)))
-
-
-def _back_in(p: Pipeline) -> tuple[Action, ...]:
-    """Hairpin exit: back out of the port it came in (embedded: ``reg3``=1 tells
-    the owning controller to allow that; companion: straight out, as OVN's
-    pipeline would drop a packet for the port it came from)."""
-    return _exit(p) if p.embedded else (Output(OFPP_IN_PORT),)
-
-
 def hairpin_unsnat(b: FlowBuilder, p: Pipeline, tk: int, snat: str) -> None:
-    """Traffic to a hairpin source address may be a reply of a hairpinned
-    connection: un-SNAT it (hairpin zone) before the usual un-DNAT (companion
-    mode does this per backend port in table 0: ``hairpin_intercept``)."""
-    if not p.companion:
-        b.flow(("unsnat", str(tk), snat), p.pre_lb, PRIO_UNSNAT,
-               {"metadata": tk, **_ip(snat, "dst")},
-               (SetField(REG_HAIRPIN, 0), Ct(zone=HAIRPIN_ZONE, table=p.hairpin, nat=Nat())))
-    # after the SNAT (T6 -> T7): back to the backend it came from
+    """After the SNAT of a hairpinned connection (T6 -> T7): back to the
+    backend it came from.  (Its replies reach the hairpin zone through the
+    mode's entry: ``entry.unsnat_pre_lb`` / ``entry.hairpin_intercept``.)"""
     b.flow(("unsnat", str(tk), snat), p.hairpin, PRIO_HAIRPIN,
-           {"metadata": tk, **_ip(snat, "src")},
+           {"metadata": tk, **ip_match(snat, "src")},
            (Move("eth_src", "eth_dst", 48), SetField("eth_src", vip_mac(snat)), *_back_in(p)))
 
 
@@ -328,8 +290,8 @@ def hairpin_reply(b: FlowBuilder, p: Pipeline, tk: int, vip_ip: str) -> None:
     """The un-NATed reply of a hairpinned connection (from the VIP to the
     backend that sent it): return it whence it came, with L2 swapped."""
     b.flow(("hairpin", str(tk), vip_ip), p.dispatch, PRIO_HAIRPIN_REPLY,
-           {"ct_state": _ct_state(CS_RPL | CS_TRK), REG_HAIRPIN: 1, "metadata": tk,
-            **_ip(vip_ip, "src")},
+           {"ct_state": ct_state(CS_RPL | CS_TRK), REG_HAIRPIN: 1, "metadata": tk,
+            **ip_match(vip_ip, "src")},
            (Move("eth_src", "eth_dst", 48), SetField("eth_src", vip_mac(vip_ip)), *_back_in(p)))
 
 
@@ -339,8 +301,8 @@ def _hairpin_snat(b: FlowBuilder, p: Pipeline, plan: VipPlan, tk: int, be: Endpo
     connection's ``ct_mark`` (= VIP id, set at DNAT) tells which VIP it came
     through, so VIPs sharing a backend keep their own SNAT address."""
     snat = addr_text(plan.lb.hairpin_source(plan.vip.endpoint))
-    match = {"metadata": tk, "ct_mark": plan.group_id, **_l4(plan.vip, be),
-             **_ip(be.ip, "src"), **_ip(be.ip, "dst")}
+    match = {"metadata": tk, "ct_mark": plan.group_id, **l4_match(plan.vip, be),
+             **ip_match(be.ip, "src"), **ip_match(be.ip, "dst")}
     b.flow(plan.owner, p.forward, PRIO_HAIRPIN, match,
            (Ct(commit=True, zone=HAIRPIN_ZONE, table=p.hairpin,
                nat=Nat(kind="src", ip_min=snat)),))
@@ -348,11 +310,11 @@ def _hairpin_snat(b: FlowBuilder, p: Pipeline, plan: VipPlan, tk: int, be: Endpo
 
 def forward_flow(b: FlowBuilder, p: Pipeline, tk: int, ip: str, mac: str) -> None:
     b.flow(("fwd", str(tk), ip), p.forward, PRIO_BACKEND_MAC,
-           {"metadata": tk, **_ip(ip, "dst")},
-           (SetField("eth_dst", mac), *_exit(p)))
+           {"metadata": tk, **ip_match(ip, "dst")},
+           (SetField("eth_dst", mac), *exit_actions(p)))
 
 
-def _l4(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:
+def l4_match(vip: Vip, ep: Endpoint, dst: bool = True) -> dict[str, MatchValue]:
     """Match on protocol (+ port) of ``ep``; IP-only VIPs match any protocol."""
     eth = ETH_IP if ep.ip.version == 4 else ETH_IP6
     if ep.port is None:
@@ -374,7 +336,7 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
               local_ips: frozenset[IPAddress] = frozenset()) -> None:
     vip, gid, owner = plan.vip, plan.group_id, plan.owner
     affinity = plan.lb.affinity_timeout is not None
-    new = {"ct_state": _ct_state(CS_NEW | CS_TRK)}
+    new = {"ct_state": ct_state(CS_NEW | CS_TRK)}
     dispatch: tuple[Action, ...]
     if affinity:
         dispatch = (SetField(REG_VIP_ID, gid), Resubmit(p.affinity), Resubmit(p.lb))
@@ -384,7 +346,8 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
         # no backend: drop, or (options:reject=true) let lbaffd refuse it
         dispatch = ((Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),) if plan.lb.reject else ())
     for tk in plan.datapaths:
-        match = {**new, "metadata": tk, **_l4(vip, vip.endpoint), **_ip(vip.endpoint.ip, "dst")}
+        match = {**new, "metadata": tk, **l4_match(vip, vip.endpoint),
+                 **ip_match(vip.endpoint.ip, "dst")}
         b.flow(owner, p.dispatch, PRIO_NO_BACKEND if not plan.live_backends else PRIO_VIP,
                match, dispatch)
 
@@ -410,8 +373,8 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
         if be.port is not None:
             hit[REG_BACKEND_PORT] = be.port
         b.flow(owner, p.lb, PRIO_HIT, hit, (commit[be],))
-        learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **_l4(vip, be),
-                       **_ip(be.ip, "dst")}
+        learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **l4_match(vip, be),
+                       **ip_match(be.ip, "dst")}
         b.flow(owner, p.learn, PRIO_LEARN, learn_match,
                (_learn(p, plan, be, min(timeout, max_idle)), Resubmit(p.forward)))
 

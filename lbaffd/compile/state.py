@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from lbaffd.compile import faults, isolation
+from lbaffd.compile.entry import entry_of, local_port_flows
 from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.shapes import VipTemplates
-from lbaffd.compile.stages import FlowBuilder, port_flows, reply_hook_flows, static_flows
+from lbaffd.compile.stages import FlowBuilder, static_flows
 from lbaffd.compile.vip import VipPart, compile_vip
 from lbaffd.model import distribution as dist
 from lbaffd.model import ownership as own
@@ -53,9 +54,7 @@ def _topo_key(plan: VipPlan, topo: Topology, p: Pipeline) -> tuple[object, ...]:
     key = (tuple(topo.macs.get((tk, be.ip)) for tk in plan.datapaths
                  for be in plan.vip.backends),
            tuple(be.ip in topo.local_ips for be in plan.live_backends))
-    if p.companion:
-        return (*key, topo.ports_on(plan.datapaths))
-    return key
+    return (*key, *entry_of(p).ports_key(plan, topo))
 
 
 class VipCache:
@@ -83,8 +82,9 @@ class VipCache:
                 self._failed_used[key] = failed
                 raise failed
             try:
-                # companion parts hold the client ports, which shapes do not mark
-                if self.templates is not None and not p.companion:
+                # parts of an entry by port hold the client ports, which
+                # shapes do not mark
+                if self.templates is not None and entry_of(p).templates:
                     part = self.templates.part(plan, p, max_idle, topo)
                 else:
                     part = compile_vip(plan, p, max_idle, topo)
@@ -183,10 +183,7 @@ def compile_stream(
     layout = topo.ovn
     static_flows(b, pipeline, layout.output_table if layout is not None else None)
     for port in topo.local_ports:
-        port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
-        ovn_match = layout.output_match(port.ofport) if layout is not None else None
-        if pipeline.companion and layout is not None and ovn_match is not None:
-            reply_hook_flows(b, pipeline, port, ovn_match, layout.output_table)
+        local_port_flows(b, pipeline, port, topo)
     owners = b.owners
     for spec in b.flows.values():
         body = pack_flow(spec)

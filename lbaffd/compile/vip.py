@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lbaffd.compile.entry import entry_of
 from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.stages import (
     FlowBuilder,
     addr_text,
-    arp_responder,
     forward_flow,
-    hairpin_intercept,
     hairpin_reply,
     hairpin_unsnat,
-    intercept_flows,
     vip_flows,
 )
 from lbaffd.model import ownership as own
@@ -54,19 +52,12 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
     vip, lb = plan.vip, plan.lb
     ip = addr_text(vip.endpoint.ip)
     snat = addr_text(lb.hairpin_source(vip.endpoint))
-    if p.companion:  # taken from the clients' ports, in table 0
-        ports = topo.ports_on(plan.datapaths)
-        intercept_flows(own_flows, p, plan, ports)
-        live = frozenset(be.ip for be in plan.live_backends)
-        for port in ports:
-            if port.ips & live:
-                hairpin_intercept(shared, p, port, snat)
+    entry = entry_of(p)  # how the VIP's traffic comes in, in this mode
+    entry.vip(own_flows, shared, p, plan, topo, snat)
     for tk in plan.datapaths:
-        if not p.companion:  # ARP/ND for VIPs stays OVN's next to ovn-controller
-            arp_responder(shared, p, tk, ip)
-            if snat != ip:  # backends answer the hairpin source
-                arp_responder(shared, p, tk, snat)
+        entry.datapath(shared, p, tk, ip, snat)
         hairpin_reply(shared, p, tk, ip)
+        entry.unsnat(shared, p, tk, snat)
         hairpin_unsnat(shared, p, tk, snat)
         for be in vip.backends:
             mac = topo.macs.get((tk, be.ip))

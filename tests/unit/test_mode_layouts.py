@@ -17,7 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from lbaffd.compile.layout import STANDALONE, Pipeline, companion, embedded
+from lbaffd.compile.entry import ENTRIES, PORT_STAGES
+from lbaffd.compile.layout import (
+    MODE_LAYOUTS,
+    MODES,
+    STANDALONE,
+    Entry,
+    Exit,
+    Pipeline,
+    PortStage,
+    Static,
+    companion,
+    embedded,
+)
+from lbaffd.compile.stages import EXITS, STATIC, FlowBuilder, exit_actions, static_flows
 from lbaffd.compile.state import CompiledFlow, VipCache, collect, compile_stream
 from lbaffd.model import ownership as own
 from lbaffd.model.plan import vip_owners
@@ -84,6 +97,32 @@ def test_modes_compile_byte_identical(name: str, seed: int) -> None:
     assert flows > 1000 and groups > 100  # a varied input, not a toy
     for templates in (False, True):
         assert compiled(seed, PIPELINES[name], templates) == golden, templates
+
+
+def test_every_description_part_has_its_builder() -> None:
+    """A mode names its parts; each name has exactly one builder."""
+    assert set(STATIC) == set(Static) and set(PORT_STAGES) == set(PortStage)
+    assert set(ENTRIES) == set(Entry) and set(EXITS) == set(Exit)
+    assert set(MODE_LAYOUTS) == set(MODES)
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_default_flows_stay_in_the_modes_tables(name: str) -> None:
+    """The static stages a layout lists write only to tables it has (and
+    companion's reply stage hands back to OVN's output table)."""
+    p = PIPELINES[name]
+    b = FlowBuilder()
+    static_flows(b, p, output_table=65)
+    tables = {spec.table for spec in b.flows.values()}
+    assert tables <= set(p.tables) and p.dispatch in tables and p.hairpin in tables
+    exits = {a for spec in b.flows.values() for a in spec.actions}
+    assert set(exit_actions(p)) <= exits  # packets leave the way the layout says
+
+
+def test_zones_follow_the_layout() -> None:
+    assert STANDALONE.zone_of(0x10005) == 5
+    assert embedded(40, 70).zone_of(5) is None
+    assert companion(ct_zone=0xFFF2).zone_of(5) == 0xFFF2
 
 
 def record() -> None:
