@@ -1,0 +1,84 @@
+"""The daemon's one OpenFlow connection to the switch, made when needed.
+
+A pass asks for it with ``ensure`` (a lost connection is replaced, its
+replacement gets the asynchronous messages and the flow monitor the daemon
+relies on); start-up ``wait``s for it, since lbaffd may start before
+ovs-vswitchd; the control socket and the metrics use it only when it is up
+(``live``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply, SkippedEntry
+
+log = structlog.get_logger("lbaffd")
+
+
+class ChannelKeeper:
+    def __init__(self, target: Callable[[], str], on_async: Callable[[Reply], None],
+                 on_disconnect: Callable[[], None],
+                 on_skipped: Callable[[SkippedEntry], None],
+                 stopping: threading.Event) -> None:
+        self._target = target  # read at each connect: settings resolve after start
+        self._on_async = on_async
+        self._on_disconnect = on_disconnect
+        self._on_skipped = on_skipped
+        self._stopping = stopping
+        self.channel: OpenFlowChannel | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.channel is not None and self.channel.connected
+
+    def live(self) -> OpenFlowChannel:
+        """The channel if it is up, else ConnectionLost (never connects)."""
+        ch = self.channel
+        if ch is None or not ch.connected:
+            raise ConnectionLost("OpenFlow channel is down")
+        return ch
+
+    def ensure(self) -> OpenFlowChannel:
+        """The channel, connected anew if it was lost (flow-removed, packet-in
+        and request-forward enabled, every table's flows monitored)."""
+        if self.channel is not None and self.channel.connected:
+            return self.channel
+        if self.channel is not None:
+            self.channel.close()
+        target = self._target()
+        self.channel = OpenFlowChannel(
+            target, on_async=self._on_async, on_disconnect=self._on_disconnect,
+            on_skipped=self._on_skipped)
+        self.channel.connect(timeout=2.0)
+        self.channel.enable_async()
+        self.channel.monitor_flows()
+        log.info("openflow_connected", target=target)
+        return self.channel
+
+    def wait(self) -> OpenFlowChannel:
+        """The switch, waited for (a daemon may start before ovs-vswitchd);
+        SystemExit(0) when the daemon is stopped meanwhile."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                return self.ensure()
+            except Exception as exc:
+                log.warning("openflow_unreachable", target=self._target(),
+                            error=str(exc), retry_in=delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+        raise SystemExit(0)
+
+    def packet_out(self, port: int, data: bytes) -> None:
+        """Best effort: nothing when the switch is away."""
+        ch = self.channel
+        if ch is not None and ch.connected:
+            ch.packet_out(port, data)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
