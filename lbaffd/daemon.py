@@ -53,6 +53,9 @@ log = structlog.get_logger("lbaffd")
 
 
 class Daemon:
+    """Wiring (monitors, channel, control socket, metrics) and the worker
+    loop, which decides when a pass runs; ``PassRunner`` runs it."""
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None,
                  process: ProcessHooks | None = None) -> None:
         self.settings = settings.with_defaults()
