@@ -29,7 +29,8 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import groupdesc, wire
+from lbaffd.openflow import groupdesc
+from lbaffd.openflow import messages as wire  # the name its body uses
 
 log = structlog.get_logger("lbaffd.openflow")
 
