@@ -1,4 +1,4 @@
-"""``fastdecode`` against what a real ovs-vswitchd reports (differential).
+"""The codec's decoder (``messages``) against what a real ovs-vswitchd reports (differential).
 
 Compiled flows (standalone and embedded pipelines, IPv4/IPv6, affinity,
 hairpin, reject, selection fields, ct/nat, learn, several datapaths) are

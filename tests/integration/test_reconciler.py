@@ -116,7 +116,7 @@ def test_bundle_block_commits_or_discards(channel: OpenFlowChannel, sandbox: San
 
 
 def test_bundle_of_wire_messages(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
-    """Raw ``wire`` messages, batched into multi-message writes, mixed with
+    """Raw ``messages`` messages, batched into multi-message writes, mixed with
     os-ken ones; an error names the failing add by its own xid."""
     cookie = 0x1BAF00000000000A
     flows = [FlowSpec(9, 10, Match.of(in_port=1, eth_type=0x800, ipv4_dst=str(

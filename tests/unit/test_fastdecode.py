@@ -1,4 +1,5 @@
-"""The direct flow-desc decoder (``fastdecode``) agrees with the os-ken path.
+"""The codec's flow-desc decoder (``messages.decode_flow``) agrees with the os-ken path
+(``messages.decode_flow_fallback``, through ``oskenfallback``).
 
 There is no switch at this level, so entries are built from what lbaffd sends:
 a flow mod's match and instructions are laid out exactly as in an

@@ -1,5 +1,5 @@
 """The packed form: bodies equal exactly when flows are, and the messages
-derived from a body are the ones ``wire`` encodes from the FlowSpec."""
+derived from a body are the ones ``messages`` encodes from the FlowSpec."""
 
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ def _ct(ip: str) -> Ct:
 
 
 def test_os_ken_alone_cannot_parse_the_flow_desc_reply() -> None:
-    """Why flowdesc exists: keep this true or delete the workaround."""
+    """Why ``oskenfallback`` parses copy_field itself: keep this true or delete
+    the workaround."""
     try:
         parsed = ofproto_parser.msg(reference_codec.DP, 6, FLOW_DESC[1], len(FLOW_DESC), 1,
                                     FLOW_DESC)

@@ -1,4 +1,4 @@
-"""The direct encoder (``wire``) is byte-identical to the os-ken path (``codec``).
+"""The codec (``messages``) is byte-identical to os-ken's encoders (``tests/reference_codec``).
 
 Every flow and group the compiler emits for a wide set of load balancers
 (IPv4/IPv6, affinity on/off, selection_fields, hairpin_snat_ip, reject, UDP,
