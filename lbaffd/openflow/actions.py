@@ -63,10 +63,6 @@ CACHE_LIMIT = oxm.CACHE_LIMIT
 MEMO_LIMIT = oxm.MEMO_LIMIT
 
 
-def _padded(size: int) -> int:
-    return (size + 7) // 8 * 8
-
-
 # ------------------------------------------------------------------ output
 
 OUTPUT = struct.Struct("!HHIH6x")
@@ -105,7 +101,7 @@ def _decode_group(raw: bytes) -> Group:
 def set_field_bytes(name: str, value: int | str) -> bytes:
     """OFPAT_SET_FIELD of a whole field (also nested in ``ct``)."""
     tlv = oxm.tlv(name, value, False)
-    size = _padded(4 + len(tlv))
+    size = (4 + len(tlv) + 7) // 8 * 8
     return U16_U16.pack(OFPAT_SET_FIELD, size) + tlv + _ZEROS[: size - 4 - len(tlv)]
 
 
@@ -128,7 +124,7 @@ def _encode_move(a: Move) -> bytes:
     """OF1.5 copy_field: OVS 3.1 rejects NXAST_REG_MOVE as os-ken encodes it
     (OFPBAC_BAD_EXP_TYPE) and reports moves as copy_field anyway."""
     body = oxm.oxm_id(a.src) + oxm.oxm_id(a.dst)
-    size = _padded(12 + len(body))
+    size = (12 + len(body) + 7) // 8 * 8
     return (COPY_FIELD.pack(OFPAT_COPY_FIELD, size, a.n_bits, a.src_ofs, a.dst_ofs) + body
             + _ZEROS[: size - 12 - len(body)])
 
@@ -189,7 +185,7 @@ def _encode_nat(n: Nat) -> bytes:
     if n.port_max:
         present |= NX_NAT_RANGE_PROTO_MAX
         opt += U16.pack(n.port_max)
-    size = _padded(16 + len(opt))
+    size = (16 + len(opt) + 7) // 8 * 8
     return (NAT.pack(OFPAT_EXPERIMENTER, size, NX_EXPERIMENTER, NXAST_NAT,
                      NX_NAT_FLAGS[n.kind], present) + opt + _ZEROS[: size - 16 - len(opt)])
 
@@ -246,7 +242,7 @@ def _encode_ct(a: Ct) -> bytes:
         zone_src, zone = oxm.header(a.zone_field), NX_CT_ZONE_LOW16
     else:
         zone_src, zone = bytes(4), a.zone
-    size = _padded(24 + len(nested))
+    size = (24 + len(nested) + 7) // 8 * 8
     return (CT.pack(OFPAT_EXPERIMENTER, size, NX_EXPERIMENTER, NXAST_CT,
                     NX_CT_F_COMMIT if a.commit else 0, zone_src, zone,
                     NX_CT_RECIRC_NONE if a.table is None else a.table, 0)
@@ -321,7 +317,7 @@ def _encode_learn(a: Learn) -> bytes:
             src = _subfield(s.src)  # type: ignore[union-attr]
         parts += (U16.pack(kind | n_bits), src, _subfield(s.dst))
     specs = b"".join(parts)
-    size = _padded(32 + len(specs))
+    size = (32 + len(specs) + 7) // 8 * 8
     return (LEARN.pack(OFPAT_EXPERIMENTER, size, NX_EXPERIMENTER, NXAST_LEARN,
                        a.idle_timeout, a.hard_timeout, a.priority, a.cookie, a.flags, a.table,
                        a.fin_idle_timeout, a.fin_hard_timeout)

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from lbaffd.openflow import actions, oskenfallback, oxm
+from lbaffd.openflow.actions import encode_all
 from lbaffd.openflow.flowdesc import DecodeError
 from lbaffd.openflow.flowspec import Action, Bucket, FlowSpec, GroupSpec, Match
 from lbaffd.openflow.groupdesc import BUCKET, GROUP_DESC, OFPGPT_EXPERIMENTER
-from lbaffd.openflow.oxm import OFPMT_OXM, U16_U16, U32, Unsupported
+from lbaffd.openflow.oxm import OFPMT_OXM, U16_U16, U32, Unsupported, encode_match
 
 VERSION: Final = 6  # OpenFlow 1.5
 OFPT_FLOW_REMOVED: Final = 11
@@ -113,7 +114,7 @@ def bundle_add(message: bytes, xid: int, bundle_id: int, flags: int) -> bytes:
 
 
 def _apply_actions(acts: tuple[Action, ...]) -> bytes:
-    body = actions.encode_all(acts)
+    body = encode_all(acts)
     return INSTRUCTION.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body  # 8-byte multiples
 
 
@@ -122,7 +123,7 @@ def flow_add(spec: FlowSpec) -> RawMessage:
     return RawMessage(OFPT_FLOW_MOD, FLOW_MOD.pack(
         spec.cookie, 0, spec.table, OFPFC_ADD, spec.idle_timeout, spec.hard_timeout,
         spec.priority, ANY, ANY, ANY, spec.flags, 0)
-        + oxm.encode_match(spec.match) + _apply_actions(spec.actions))
+        + encode_match(spec.match) + _apply_actions(spec.actions))
 
 
 def flow_modify(spec: FlowSpec) -> RawMessage:
@@ -130,7 +131,7 @@ def flow_modify(spec: FlowSpec) -> RawMessage:
     return RawMessage(OFPT_FLOW_MOD, FLOW_MOD.pack(
         spec.cookie, ALL_ONES64, spec.table, OFPFC_MODIFY_STRICT, spec.idle_timeout,
         spec.hard_timeout, spec.priority, ANY, ANY, ANY, spec.flags, 0)
-        + oxm.encode_match(spec.match) + _apply_actions(spec.actions))
+        + encode_match(spec.match) + _apply_actions(spec.actions))
 
 
 def flow_delete(spec: FlowSpec) -> RawMessage:
@@ -138,7 +139,7 @@ def flow_delete(spec: FlowSpec) -> RawMessage:
     removes someone else's flow that happens to share the key."""
     return RawMessage(OFPT_FLOW_MOD, FLOW_MOD.pack(
         spec.cookie, ALL_ONES64, spec.table, OFPFC_DELETE_STRICT, 0, 0, spec.priority,
-        ANY, ANY, ANY, 0, 0) + oxm.encode_match(spec.match))
+        ANY, ANY, ANY, 0, 0) + encode_match(spec.match))
 
 
 def flow_delete_by_cookie(cookie: int, cookie_mask: int) -> RawMessage:
@@ -202,7 +203,7 @@ def decode_selection_method(data: bytes) -> tuple[str, int, tuple[str, ...]]:
 
 def encode_bucket(b: Bucket) -> bytes:
     """One OF1.5 bucket: header, actions, weight property, padding."""
-    acts = actions.encode_all(b.actions)
+    acts = encode_all(b.actions)
     size = (16 + len(acts) + 7) // 8 * 8
     return b"".join((BUCKET.pack(size, len(acts), b.bucket_id), acts,
                      WEIGHT.pack(OFPGBPT_WEIGHT, 8, b.weight),
