@@ -1,11 +1,11 @@
-"""Micro benchmark of flow-desc decoding: os-ken objects vs ``fastdecode``.
+"""Micro benchmark of flow-desc decoding: os-ken objects vs ``messages``.
 
 Installs the cold benchmark's desired state (``bench.encode.corpus``: N LBs,
 one VIP each, 5 backends, affinity) on a private ovs-vswitchd, dumps lbaffd's
 flows back as OF1.5 flow-desc replies, checks both decoders agree on every
 entry, and times decoding each entry the old way
-(``codec.decode_flow(flowdesc.decode_entry(...))``) and the new way
-(``fastdecode.decode_flow``: from cold memos, as a restarted daemon, and warm),
+(``messages.decode_flow_fallback``: os-ken objects, then lbaffd's) and the new way
+(``messages.decode_flow``: from cold memos, as a restarted daemon, and warm),
 and the same for the group-desc entries.
 Needs root (it starts ovsdb-server/ovs-vswitchd).
 ``python -m bench.decode [--lbs 5000] [--repeat 3]``.
@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from bench.common import bench_sandbox
 from bench.encode import corpus
 from lbaffd.model import ownership as own
-from lbaffd.openflow import codec, fastdecode, wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.channel import OpenFlowChannel
-from lbaffd.openflow.flowdesc import decode_entry, iter_entries
+from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, GroupSpec
-from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
+from lbaffd.openflow.groupdesc import iter_group_entries
 
 Entry = tuple[bytes, int]
 
@@ -37,7 +37,8 @@ def dump_entries(n: int) -> tuple[list[FlowSpec], list[GroupSpec], list[Entry], 
         ch = OpenFlowChannel(f"unix:{sb.mgmt_socket}")
         ch.connect(10)
         try:
-            ch.bundle([wire.group_add(g) for g in groups] + [wire.flow_add(f) for f in flows])
+            ch.bundle([messages.group_add(g) for g in groups]
+                      + [messages.flow_add(f) for f in flows])
             parts = ch.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
             group_parts = ch.dump_group_desc()
         finally:
@@ -49,11 +50,11 @@ def dump_entries(n: int) -> tuple[list[FlowSpec], list[GroupSpec], list[Entry], 
 
 
 def old(buf: bytes, offset: int) -> FlowSpec:
-    return codec.decode_flow(decode_entry(buf, offset))
+    return messages.decode_flow_fallback(buf, offset)
 
 
 def old_group(buf: bytes, offset: int) -> GroupSpec:
-    return codec.decode_group(decode_group_entry(buf, offset))
+    return messages.decode_group_fallback(buf, offset)
 
 
 def timed(fn: Callable[[bytes, int], object], entries: Sequence[Entry],
@@ -84,24 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     fallbacks = 0
     for buf, offset in entries:
         expected = old(buf, offset)
-        fast = fastdecode.decode_fast(buf, offset)
+        fast = messages.decode_fast(buf, offset)
         fallbacks += fast is None
-        assert fastdecode.decode_flow(buf, offset) == expected == want[expected.key]
+        assert messages.decode_flow(buf, offset) == expected == want[expected.key]
     want_g = {g.group_id: g for g in groups}
     for buf, offset in group_entries:
         expected_g = old_group(buf, offset)
-        fallbacks += fastdecode.decode_group_fast(buf, offset) is None
-        assert fastdecode.decode_group(buf, offset) == expected_g == want_g[expected_g.group_id]
+        fallbacks += messages.decode_group_fast(buf, offset) is None
+        assert messages.decode_group(buf, offset) == expected_g == want_g[expected_g.group_id]
     print(f"both decoders agree on every entry; {fallbacks} left to os-ken")
 
     Case = tuple[str, Sequence[Entry], Callable[[bytes, int], object], Callable[[], object] | None]
     cases: list[Case] = [
-        ("flow  os-ken (decode_entry + codec)", entries, old, None),
-        ("flow  fastdecode (cold memos)", entries, fastdecode.decode_flow, fastdecode.clear_memos),
-        ("flow  fastdecode (warm memos)", entries, fastdecode.decode_flow, None),
+        ("flow  os-ken (oskenfallback)", entries, old, None),
+        ("flow  messages (cold memos)", entries, messages.decode_flow, messages.clear_caches),
+        ("flow  messages (warm memos)", entries, messages.decode_flow, None),
         ("group os-ken", group_entries, old_group, None),
-        ("group fastdecode (cold memos)", group_entries, fastdecode.decode_group,
-         fastdecode.clear_memos),
+        ("group messages (cold memos)", group_entries, messages.decode_group,
+         messages.clear_caches),
     ]
     results: dict[str, float] = {}
     for name, items, fn, before in cases:

@@ -27,9 +27,11 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
-from lbaffd.openflow import codec, wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import FlowSpec, GroupSpec
+from lbaffd.openflow.packed import unpack_flow, unpack_group
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from tests import reference_codec
 
 BACKENDS = 5
 XID, BUNDLE_ID = 7, 3
@@ -42,8 +44,9 @@ def corpus(n: int) -> tuple[list[FlowSpec], list[GroupSpec]]:
     """The desired state of ``bench.cold`` at N load balancers."""
     lbs, topo = corpus_inputs(n)
     ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
-    state = compile_state(lbs, topo, ids, STANDALONE).state.specs()
-    return list(state.flows.values()), list(state.groups.values())
+    state = compile_state(lbs, topo, ids, STANDALONE).state
+    return ([unpack_flow(b) for b in state.flows.values()],
+            [unpack_group(b) for b in state.groups.values()])
 
 
 def corpus_inputs(n: int) -> tuple[tuple[LoadBalancer, ...], Topology]:
@@ -65,7 +68,7 @@ def corpus_inputs(n: int) -> tuple[tuple[LoadBalancer, ...], Topology]:
 
 def os_ken_add(msg: Any) -> bytes:
     """What ``OpenFlowChannel.bundle`` did per message before ``wire``."""
-    add = parser.OFPBundleAddMsg(codec.DP, BUNDLE_ID, FLAGS, msg, [])
+    add = parser.OFPBundleAddMsg(reference_codec.DP, BUNDLE_ID, FLAGS, msg, [])
     add.xid = XID
     msg.xid = XID
     add.serialize()
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     flows, groups = corpus(args.lbs)
     print(f"{args.lbs} LBs: {len(flows)} flows, {len(groups)} groups")
 
-    def raw(encode: Callable[[Any], wire.RawMessage]) -> Callable[[Any], bytes]:
+    def raw(encode: Callable[[Any], messages.RawMessage]) -> Callable[[Any], bytes]:
         return lambda spec: encode(spec).bundle_add(XID, BUNDLE_ID, FLAGS)
 
     def old(encode: Callable[[Any], Any]) -> Callable[[Any], bytes]:
@@ -101,24 +104,25 @@ def main(argv: list[str] | None = None) -> int:
 
     # (name, specs, encoder, start every repetition from empty caches as a fresh daemon does)
     cases: list[tuple[str, Sequence[Any], Callable[[Any], bytes], bool]] = [
-        ("flow add   os-ken", flows, old(codec.flow_add), False),
-        ("flow add   wire (cold caches)", flows, raw(wire.flow_add), True),
-        ("flow add   wire", flows, raw(wire.flow_add), False),
-        ("flow mod   os-ken", flows, old(codec.flow_modify), False),
-        ("flow mod   wire", flows, raw(wire.flow_modify), False),
-        ("flow del   os-ken", flows, old(codec.flow_delete), False),
-        ("flow del   wire", flows, raw(wire.flow_delete), False),
-        ("group add  os-ken", groups, old(codec.group_add), False),
-        ("group add  wire (cold caches)", groups, raw(wire.group_add), True),
-        ("group del  os-ken", [g.group_id for g in groups], old(codec.group_delete), False),
-        ("group del  wire", [g.group_id for g in groups], raw(wire.group_delete), False),
+        ("flow add   os-ken", flows, old(reference_codec.flow_add), False),
+        ("flow add   wire (cold caches)", flows, raw(messages.flow_add), True),
+        ("flow add   wire", flows, raw(messages.flow_add), False),
+        ("flow mod   os-ken", flows, old(reference_codec.flow_modify), False),
+        ("flow mod   wire", flows, raw(messages.flow_modify), False),
+        ("flow del   os-ken", flows, old(reference_codec.flow_delete), False),
+        ("flow del   wire", flows, raw(messages.flow_delete), False),
+        ("group add  os-ken", groups, old(reference_codec.group_add), False),
+        ("group add  wire (cold caches)", groups, raw(messages.group_add), True),
+        ("group del  os-ken", [g.group_id for g in groups], old(reference_codec.group_delete),
+         False),
+        ("group del  wire", [g.group_id for g in groups], raw(messages.group_delete), False),
     ]
     results: dict[str, float] = {}
     for name, items, fn, cold in cases:
         best = float("inf")
         for _ in range(args.repeat):
             if cold:
-                wire.clear_caches()
+                messages.clear_caches()
             best = min(best, timed(fn, items))
         results[name] = best
         print(f"{name:32s} {best / len(items) * 1e6:8.2f} us/msg   "

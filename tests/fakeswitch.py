@@ -69,7 +69,8 @@ from typing import Any, Final
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import fastdecode, wire
+from lbaffd.openflow import messages
+from lbaffd.openflow.actions import LEARN, NX_EXPERIMENTER, NXAST_LEARN
 from lbaffd.openflow.channel import OpenFlowError, Reply
 from lbaffd.openflow.flowspec import (
     FlowSpec,
@@ -80,6 +81,7 @@ from lbaffd.openflow.flowspec import (
     LearnMatchValue,
     Match,
 )
+from lbaffd.openflow.oxm import encode_match
 
 U16: Final = struct.Struct("!H")
 U32: Final = struct.Struct("!I")
@@ -258,7 +260,7 @@ def parse_match(buf: bytes, start: int, end: int) -> MatchKey:
 
 def match_key(match: Match) -> MatchKey:
     """The canonical form of a FlowSpec's match (through lbaffd's encoder)."""
-    raw = wire.encode_match(match)
+    raw = encode_match(match)
     return parse_match(raw, 4, U16.unpack_from(raw, 2)[0])
 
 
@@ -329,7 +331,7 @@ def _iter_instructions(buf: bytes) -> Iterable[tuple[int, bytes]]:
 
 def _is_nx(raw: bytes, subtype: int) -> bool:
     return (len(raw) >= 10 and U16.unpack_from(raw)[0] == ofp.OFPAT_EXPERIMENTER
-            and U32.unpack_from(raw, 4)[0] == wire.NX_EXPERIMENTER
+            and U32.unpack_from(raw, 4)[0] == NX_EXPERIMENTER
             and U16.unpack_from(raw, 8)[0] == subtype)
 
 
@@ -349,7 +351,7 @@ def _learn_as_ovs(action: bytes) -> bytes:
     """A learn action with its specs' fields named by NXM headers (as OVS
     reports it; OVS encodes learn through nx_put_header at OpenFlow 1.0)."""
     raw = bytearray(action)
-    pos = wire.LEARN.size
+    pos = LEARN.size
     while pos + 2 <= len(raw):
         (spec,) = U16.unpack_from(raw, pos)
         if spec == 0:
@@ -366,7 +368,7 @@ def _learn_as_ovs(action: bytes) -> bytes:
 
 
 def _actions_as_ovs(actions: bytes) -> bytes:
-    return b"".join(_learn_as_ovs(raw) if _is_nx(raw, wire.NXAST_LEARN) else raw
+    return b"".join(_learn_as_ovs(raw) if _is_nx(raw, NXAST_LEARN) else raw
                     for _, raw in _iter_actions(actions))
 
 
@@ -403,8 +405,8 @@ def _facts(instructions: bytes) -> _ActionFacts:
                 groups.add(U32.unpack_from(action, 4)[0])
             elif atype == ofp.OFPAT_OUTPUT:
                 ports.add(U32.unpack_from(action, 4)[0])
-            elif _is_nx(action, wire.NXAST_LEARN):
-                fields = wire.LEARN.unpack_from(action)
+            elif _is_nx(action, NXAST_LEARN):
+                fields = LEARN.unpack_from(action)
                 cookie, flags, table = fields[7], fields[8], fields[9]
                 if flags & LEARN_DELETE_LEARNED:
                     learns.add((table, cookie))
@@ -482,9 +484,9 @@ class Message:
 
     @classmethod
     def of(cls, msg: Any) -> Message:
-        """From a ``wire.RawMessage`` or an os-ken message (serialized here, as
+        """From a ``messages.RawMessage`` or an os-ken message (serialized here, as
         ``channel.Bundle.add`` does)."""
-        if isinstance(msg, wire.RawMessage):
+        if isinstance(msg, messages.RawMessage):
             return cls(msg.msg_type, msg.body)
         msg.xid = 0
         msg.serialize()
@@ -493,11 +495,11 @@ class Message:
 
     @property
     def is_flow_mod(self) -> bool:
-        return self.msg_type == wire.OFPT_FLOW_MOD
+        return self.msg_type == messages.OFPT_FLOW_MOD
 
     @property
     def is_group_mod(self) -> bool:
-        return self.msg_type == wire.OFPT_GROUP_MOD
+        return self.msg_type == messages.OFPT_GROUP_MOD
 
     @property
     def command(self) -> int:
@@ -770,7 +772,7 @@ class FakeSwitch:
 
     def _flow_mod(self, state: _Tables, body: bytes) -> None:
         (cookie, cookie_mask, table, command, idle, hard, priority, _buffer, out_port,
-         out_group, flags, importance) = wire.FLOW_MOD.unpack_from(body)
+         out_group, flags, importance) = messages.FLOW_MOD.unpack_from(body)
         match_len = U16.unpack_from(body, MATCH_AT + 2)[0]
         match = parse_match(body, MATCH_AT + 4, MATCH_AT + match_len)
         instructions = instructions_as_ovs(body[MATCH_AT + (match_len + 7) // 8 * 8:])
@@ -810,7 +812,7 @@ class FakeSwitch:
                 state.put(replace(f, instructions=instructions))
 
     def _group_mod(self, state: _Tables, body: bytes) -> None:
-        command, gtype, group_id, bucket_len, _ = wire.GROUP_MOD.unpack_from(body)
+        command, gtype, group_id, bucket_len, _ = messages.GROUP_MOD.unpack_from(body)
         if command == ofp.OFPGC_DELETE:
             doomed = list(state.groups) if group_id == ofp.OFPG_ALL else [group_id]
             for gid in doomed:
@@ -858,7 +860,7 @@ class FakeSwitch:
 def _decode_actions(flow: FakeFlow) -> tuple[Any, ...]:
     """``flow``'s actions as lbaffd's decoder reads them from a dump."""
     entry = flow.desc(0.0)
-    return fastdecode.decode_flow(entry, 0).actions
+    return messages.decode_flow(entry, 0).actions
 
 
 def _set_field(name: str, value: int, n_bits: int) -> bytes:

@@ -51,7 +51,7 @@ from typing import Final
 
 from lbaffd.model import ownership as own
 from lbaffd.model.plan import VipPlan
-from lbaffd.openflow import wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import Bucket, Group, GroupSpec
 
 # The largest group body (OFPT_GROUP_MOD after its header; the same bytes
@@ -66,7 +66,7 @@ BUNDLE_ADD_LIMIT: Final = 0xFFFF - 16 - 8
 GROUP_BODY_LIMIT: Final = min(GROUP_DESC_LIMIT, BUNDLE_ADD_LIMIT)
 MAX_PARTS: Final = 16  # part ids: 4 bits under the VIP's id slot
 TOP_PARAM: Final = 0x1BAF  # the top group's hash basis: any value but the parts' 0
-GROUP_FIXED: Final = wire.GROUP_MOD.size
+GROUP_FIXED: Final = messages.GROUP_MOD.size
 # no bucket lbaffd writes is larger (its largest, IPv6 with a port, is 96:
 # header 16, ct(commit, nat, exec(ct_mark)) 72, weight 8; tested): a group
 # with at most limit / this buckets fits without measuring it
@@ -113,13 +113,13 @@ def part_group_id(group_id: int, index: int) -> int:
 
 
 def bucket_sizes(spec: GroupSpec) -> list[int]:
-    """Each bucket's encoded size (as ``wire`` encodes it)."""
-    return [len(wire.encode_bucket(b)) for b in spec.buckets]
+    """Each bucket's encoded size (as ``messages`` encodes it)."""
+    return [len(messages.encode_bucket(b)) for b in spec.buckets]
 
 
 def body_size(spec: GroupSpec, sizes: Sequence[int] | None = None) -> int:
     """The group body's size (group mod after its header = group-desc entry)."""
-    props = wire.selection_method_property(spec.selection_method, spec.selection_param,
+    props = messages.selection_method_property(spec.selection_method, spec.selection_param,
                                            spec.fields)
     return GROUP_FIXED + sum(bucket_sizes(spec) if sizes is None else sizes) + len(props)
 

@@ -47,7 +47,8 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.model.plan import VipPlan
 from lbaffd.model.topology import Topology
-from lbaffd.openflow import wire
+from lbaffd.openflow import messages
+from lbaffd.openflow.groupdesc import BUCKET
 from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
 
 CompileVip = Callable[[VipPlan, Pipeline, int, Topology], VipPart]
@@ -215,11 +216,11 @@ def _bucketed(plan: VipPlan, first_bucket: int) -> VipPlan:
 
 def _split_group(body: bytes) -> tuple[list[bytes], bytes]:
     """A group body's buckets and what follows them (its properties)."""
-    bucket_len: int = wire.GROUP_MOD.unpack_from(body)[3]
-    pos, end = wire.GROUP_MOD.size, wire.GROUP_MOD.size + bucket_len
+    bucket_len: int = messages.GROUP_MOD.unpack_from(body)[3]
+    pos, end = messages.GROUP_MOD.size, messages.GROUP_MOD.size + bucket_len
     buckets = []
     while pos < end:
-        size: int = wire.BUCKET.unpack_from(body, pos)[0]
+        size: int = BUCKET.unpack_from(body, pos)[0]
         buckets.append(body[pos:pos + size])
         pos += size
     return buckets, body[end:]
@@ -239,8 +240,8 @@ class _GroupTemplate:
         index = {be: i for i, be in enumerate(plan.live_backends)}
         buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
                             for bid, be in plan.buckets])
-        return wire.GROUP_MOD.pack(wire.OFPGC_ADD, wire.OFPGT_SELECT, plan.group_id,
-                                   len(buckets), wire.ANY) + buckets + self.props
+        return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
+                                   len(buckets), messages.ANY) + buckets + self.props
 
     @classmethod
     def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes],
@@ -305,7 +306,7 @@ class VipTemplates:
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
         macs = [m for m in mac_of if m is not None]
         if not all(len(m) == 17 and m[2::3] == ":::::" for m in macs):
-            return self._compile(plan, p, max_idle, topo)  # as ``wire`` would not take them
+            return self._compile(plan, p, max_idle, topo)  # as ``messages`` would not take them
         shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
                         tuple(ip in topo.local_ips for ip in addrs),
                         tuple(m is not None for m in mac_of))

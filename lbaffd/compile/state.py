@@ -35,7 +35,7 @@ from lbaffd.openflow.packed import (
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
-    state: PackedState  # ``state.specs()`` decodes it
+    state: PackedState  # ``packed.unpack_flow``/``unpack_group`` decode its bodies
     owners: Mapping[int, own.OwnerKey]  # cookie -> owner key
     vips: tuple[VipPlan, ...]
     issues: tuple[ParseIssue, ...]

@@ -1,7 +1,7 @@
 """A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp).
 
 os-ken is the codec (bulk flow and group mods come pre-encoded from
-``wire``); this module owns the socket (os-ken's ``Datapath`` sets
+``messages``); this module owns the socket (os-ken's ``Datapath`` sets
 TCP_NODELAY and fails on a unix socket, and without its app manager nobody
 answers echo requests).  One reader thread answers echoes, routes replies to
 waiters by xid and hands asynchronous messages to a callback; callers block on
@@ -29,7 +29,7 @@ from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import groupdesc, wire
+from lbaffd.openflow import groupdesc, messages
 
 log = structlog.get_logger("lbaffd.openflow")
 
@@ -380,9 +380,9 @@ class OpenFlowChannel:
 
     def send(self, msg: Any, xid: int | None = None) -> int:
         """Serialize and send; assigns an xid when the message has none.
-        ``msg`` is an os-ken message or a ``wire.RawMessage`` (then ``xid``
+        ``msg`` is an os-ken message or a ``messages.RawMessage`` (then ``xid``
         is the one to stamp, a fresh one if None)."""
-        if isinstance(msg, wire.RawMessage):
+        if isinstance(msg, messages.RawMessage):
             xid = self.next_xid() if xid is None else xid
             data, name = msg.with_xid(xid), msg.name
         else:
@@ -447,7 +447,7 @@ class OpenFlowChannel:
             raise
         return self._wait(xid, w, timeout)
 
-    def send_checked(self, msgs: Iterable[wire.RawMessage], timeout: float | None = None
+    def send_checked(self, msgs: Iterable[messages.RawMessage], timeout: float | None = None
                      ) -> None:
         """Send messages the switch answers only when they fail (e.g.
         NXT_CT_FLUSH), then a barrier: once it is answered, every error has
@@ -632,7 +632,7 @@ class Bundle:
     ``SEND_CHUNK`` bytes, so ovs-vswitchd checks them while the caller is
     still producing the rest; nothing applies until ``commit``.
 
-    Messages are ``wire.RawMessage`` (encoded once, without an xid) or os-ken
+    Messages are ``messages.RawMessage`` (encoded once, without an xid) or os-ken
     messages.  Each goes in an OFPT_BUNDLE_ADD_MESSAGE with an xid of its own
     (the inner message carries the same xid), registered before it is sent so
     that an error the switch reports for that add is routed back here.  The
@@ -673,12 +673,12 @@ class Bundle:
             self._id = ch.next_xid()
             self._ctrl(ofp.OFPBCT_OPEN_REQUEST)
         xid = ch.next_xid()
-        if isinstance(m, wire.RawMessage):
+        if isinstance(m, messages.RawMessage):
             data = m.bundle_add(xid, self._id, self._flags)
         else:
             m.xid = xid
             m.serialize()
-            data = wire.bundle_add(bytes(m.buf), xid, self._id, self._flags)
+            data = messages.bundle_add(bytes(m.buf), xid, self._id, self._flags)
         self._add_xids.append(xid)
         if self._span is None:
             self._span = ch.watch_errors(xid)

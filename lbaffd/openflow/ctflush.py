@@ -22,7 +22,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from lbaffd.openflow.wire import RawMessage
+from lbaffd.openflow.messages import RawMessage
 
 OFPT_EXPERIMENTER = 4
 NX_VENDOR = 0x00002320

@@ -1,20 +1,20 @@
 """Immutable, comparable descriptions of OpenFlow flows and groups.
 
-The pipeline stages produce these, ``wire`` encodes them (``packed`` keeps the
-encoded form: these objects live only while one VIP compiles), and the decoders
-turn the switch's flow/group-desc replies back into them.  They are therefore
+The pipeline stages produce these, ``messages`` encodes them (``packed`` keeps
+the encoded form: these objects live only while one VIP compiles), and it
+decodes the switch's flow/group-desc replies back into them.  They are therefore
 *canonical*: a flow reads back from ovs-vswitchd equal to the one that was sent
 (the decoders normalise OVS's re-encodings such as OF1.5 ``copy_field`` for
 ``move``), so it encodes back to the very bytes that were sent.
 
 Field names and values follow os-ken's OXM conventions (``ipv4_dst`` as a dotted
 string, ``eth_dst`` as ``aa:bb:..``, registers as ints), because that is what the
-codec hands to and gets from os-ken.
+field table ``oxm`` takes from os-ken says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -248,15 +248,3 @@ class GroupSpec:
     fields: tuple[str, ...] = ()
     selection_param: int = 0
     owner_cookie: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchState:
-    """A set of flows and groups, indexed for diffing (desired or installed)."""
-
-    flows: Mapping[FlowKey, FlowSpec]
-    groups: Mapping[int, GroupSpec]
-
-    @classmethod
-    def build(cls, flows: Iterable[FlowSpec], groups: Iterable[GroupSpec]) -> SwitchState:
-        return cls(flows={f.key: f for f in flows}, groups={g.group_id: g for g in groups})

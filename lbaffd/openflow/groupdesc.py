@@ -1,58 +1,24 @@
-"""OF1.5 group-desc replies and OVS's selection-method group property.
-
-lbaffd decodes group-desc entries itself, with the same action parser as
-flow-desc (os-ken's group-desc parsing has been reported to mis-slice
-multi-bucket groups, and its bucket actions must be parsed copy_field-safe
-anyway).  The selection-method property (Netronome experimenter,
-``selection_method=hash,fields(ip_src)``) has no os-ken class at all; it is
-carried as a generic ``OFPGroupPropExperimenter``.
+"""Framing of OF1.5 group-desc replies: where each entry and bucket starts
+and ends, and the entries OVS reports with wrapped 16-bit lengths.  Decoding
+an entry is ``messages.decode_group`` (``oskenfallback`` for the ones it
+declines).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from typing import Final
 
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
+from lbaffd.openflow.flowdesc import MULTIPART_REPLY_SIZE, DecodeError
 
-from lbaffd.openflow.flowdesc import DecodeError, parse_actions
-
-NTR_EXPERIMENTER = 0x0000154D
-NTR_SELECTION_METHOD = 1
-OFPGBPT_WEIGHT = 0
+OFPGPT_EXPERIMENTER: Final = 0xFFFF
 GROUP_DESC = struct.Struct("!HBxIH6x")  # length, type, group_id, bucket_array_len
 BUCKET = struct.Struct("!HHI")  # len, action_array_len, bucket_id
 PROP = struct.Struct("!HH")
 
 
-@dataclass(frozen=True, slots=True)
-class RawBucket:
-    bucket_id: int
-    weight: int | None
-    actions: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RawGroupProperty:
-    type: int
-    experimenter: int
-    exp_type: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RawGroup:
-    group_id: int
-    type: int
-    buckets: tuple[RawBucket, ...]
-    properties: tuple[RawGroupProperty, ...]
-    wire: bytes = b""  # the entry as sent by the switch: identical bytes, identical group
-
-
-def iter_group_entries(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
+def iter_group_entries(buf: bytes, offset: int = MULTIPART_REPLY_SIZE
                        ) -> Iterator[tuple[int, int, bytes]]:
     """(offset, group id, wire bytes) of each ``ofp_group_desc``, without
     decoding; ``DecodeError`` where an entry's length does not frame it."""
@@ -77,13 +43,13 @@ def _props_fit(buf: bytes, pos: int, end: int) -> bool:
         if pos + PROP.size > end:
             return False
         ptype, plen = PROP.unpack_from(buf, pos)
-        if ptype != ofp.OFPGPT_EXPERIMENTER or plen < 12:
+        if ptype != OFPGPT_EXPERIMENTER or plen < 12:
             return False
         pos += (plen + 7) // 8 * 8
     return pos == end
 
 
-def _entry_framed(buf: bytes, offset: int, length: int, bucket_len: int) -> bool:
+def entry_framed(buf: bytes, offset: int, length: int, bucket_len: int) -> bool:
     """The entry's buckets (each by its own length) end exactly where the
     bucket list does, and its properties exactly where the entry does."""
     end = offset + length
@@ -101,14 +67,14 @@ def _entry_framed(buf: bytes, offset: int, length: int, bucket_len: int) -> bool
     return pos == buckets_end and _props_fit(buf, pos, end)
 
 
-def first_unframed_entry(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE) -> int | None:
+def first_unframed_entry(buf: bytes, offset: int = MULTIPART_REPLY_SIZE) -> int | None:
     """Offset of the first ``ofp_group_desc`` of a reply message whose lengths
     do not add up (None: the whole message is well framed)."""
     while offset < len(buf):
         if offset + GROUP_DESC.size > len(buf):
             return offset
         length, _, _, bucket_len = GROUP_DESC.unpack_from(buf, offset)
-        if not _entry_framed(buf, offset, length, bucket_len):
+        if not entry_framed(buf, offset, length, bucket_len):
             return offset
         offset += length
     return None
@@ -116,7 +82,7 @@ def first_unframed_entry(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE)
 
 def group_desc_framed(buf: bytes) -> bool:
     """A group-desc reply message whose entries add up exactly."""
-    return len(buf) >= ofp.OFP_MULTIPART_REPLY_SIZE and first_unframed_entry(buf) is None
+    return len(buf) >= MULTIPART_REPLY_SIZE and first_unframed_entry(buf) is None
 
 
 def oversized_entry_fits(buf: bytes, offset: int) -> int | None:
@@ -184,116 +150,3 @@ def count_buckets(buf: bytes, offset: int, bucket_list_end: int | None = None) -
         pos += blen
         n += 1
     return n
-
-
-def decode_group_entry(buf: bytes, offset: int) -> RawGroup:
-    """The ``ofp_group_desc`` at ``offset``; ``DecodeError`` unless it is framed."""
-    if offset + GROUP_DESC.size > len(buf):
-        raise DecodeError(f"truncated group-desc entry at offset {offset}")
-    length, gtype, group_id, bucket_len = GROUP_DESC.unpack_from(buf, offset)
-    if not _entry_framed(buf, offset, length, bucket_len):
-        raise DecodeError(f"group {group_id}: lengths do not frame the entry")
-    end = offset + length
-    pos = offset + GROUP_DESC.size
-    buckets_end = pos + bucket_len
-    buckets: list[RawBucket] = []
-    while pos < buckets_end:
-        blen, alen, bucket_id = BUCKET.unpack_from(buf, pos)
-        actions = parse_actions(buf, pos + BUCKET.size, alen)
-        weight = None
-        ppos = pos + BUCKET.size + alen
-        while ppos < pos + blen:
-            if ppos + PROP.size > pos + blen:
-                raise DecodeError(f"group {group_id}: truncated bucket property")
-            ptype, plen = PROP.unpack_from(buf, ppos)
-            if ptype == OFPGBPT_WEIGHT:
-                if plen < 6 or ppos + 6 > pos + blen:
-                    raise DecodeError(f"group {group_id}: short weight property")
-                weight = struct.unpack_from("!H", buf, ppos + 4)[0]
-            ppos += max(plen, 4)
-        buckets.append(RawBucket(bucket_id, weight, actions))
-        pos += blen
-    props: list[RawGroupProperty] = []
-    pos = buckets_end
-    while pos < end:  # framed: each an experimenter property of 12+ bytes
-        ptype, plen = PROP.unpack_from(buf, pos)
-        exp, exp_type = struct.unpack_from("!II", buf, pos + 4)
-        props.append(RawGroupProperty(ptype, exp, exp_type, bytes(buf[pos + 12:pos + plen])))
-        pos += (plen + 7) // 8 * 8
-    return RawGroup(group_id, gtype, tuple(buckets), tuple(props), bytes(buf[offset:end]))
-
-
-def decode_group_desc_body(buf: bytes, offset: int = ofp.OFP_MULTIPART_REPLY_SIZE
-                           ) -> list[RawGroup]:
-    """Every ``ofp_group_desc`` in one reply message (header included in ``buf``)."""
-    return [decode_group_entry(buf, off) for off, _, _ in iter_group_entries(buf, offset)]
-
-
-def _value_len(header: int, header_len: int) -> int:
-    """OXM payload length; an experimenter OXM counts its 4-byte id in it."""
-    return (header & 0xFF) - (header_len - 4)
-
-
-def decode_selection_method(prop: RawGroupProperty) -> tuple[str, int, tuple[str, ...]]:
-    """-> (method, param, hashed OXM field names) of an NTR selection-method property.
-
-    OVS encodes each hashed field as an OXM TLV whose *value* is the mask to
-    hash with (all ones for a whole field); a partial mask shows up as
-    ``name/0x..`` so it never equals a desired whole-field list.
-    """
-    data = prop.data
-    if len(data) < 28:
-        raise DecodeError(f"selection method property of {len(data)} bytes")
-    try:
-        name = data[4:20].split(b"\0", 1)[0].decode("ascii")
-        (param,) = struct.unpack_from("!Q", data, 20)
-        fields: list[str] = []
-        pos = 28
-        while pos + 4 <= len(data):
-            (header,) = struct.unpack_from("!I", data, pos)
-            if header == 0:
-                break  # padding
-            num, hlen = ofp.oxm_parse_header(data, pos)
-            vlen = _value_len(header, hlen)
-            if vlen <= 0 or pos + hlen + vlen > len(data):
-                raise DecodeError(f"hashed field {header:#x}: bad length")
-            mask = data[pos + hlen:pos + hlen + vlen]
-            field = str(ofp.oxm_to_user_header(num))
-            fields.append(field if mask == b"\xff" * vlen else f"{field}/0x{mask.hex()}")
-            pos += hlen + vlen
-    except DecodeError:
-        raise
-    except Exception as exc:  # os-ken on an unknown or damaged OXM header
-        raise DecodeError(f"selection method property: {exc!r}") from exc
-    return name, param, tuple(fields)
-
-
-def encode_selection_method_property(method: str, param: int, fields: Iterable[str]) -> Any:
-    """The NTR selection-method property for a group mod (whole fields hashed)."""
-    body = bytearray(b"\0" * 4 + method.encode().ljust(16, b"\0") + struct.pack("!Q", param))
-    for name in fields:
-        start = len(body)
-        hlen = ofp.oxm_serialize_header(ofp.oxm_from_user_header(name), body, start)
-        (header,) = struct.unpack_from("!I", body, start)
-        body += b"\xff" * _value_len(header, hlen)
-    return SelectionMethodProperty(bytes(body))
-
-
-class SelectionMethodProperty(parser.OFPGroupPropExperimenter):  # type: ignore[misc]
-    """os-ken's experimenter property holds 4-byte words, but a hashed field
-    list need not be word-sized (``eth_src`` is 4 + 6 bytes) and padding
-    inside the property's length reads as a bad OXM to OVS.  Serialize the
-    raw body with the length OpenFlow wants (padding excluded)."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_EXPERIMENTER,
-                         exp_type=NTR_SELECTION_METHOD, data=[])
-        self.body = body
-
-    def serialize(self) -> bytearray:
-        self.length = 12 + len(self.body)
-        buf = bytearray(struct.pack("!HHII", self.type, self.length, self.experimenter,
-                                    self.exp_type))
-        buf += self.body
-        buf += b"\0" * (-len(buf) % 8)
-        return buf

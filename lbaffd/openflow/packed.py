@@ -3,8 +3,8 @@
 At 10^5 flows, FlowSpecs (a flow, its match, pairs, actions and tuples: ~700
 bytes a flow) were most of the daemon's memory; a flow's encoded OFPFC_ADD
 body is ~190.  So the compiler's FlowSpecs live only while one VIP compiles:
-what the reconciler keeps, diffs and sends is these bodies.  ``wire`` encodes
-canonically (match fields in a fixed order, one encoding per action value),
+what the reconciler keeps, diffs and sends is these bodies.  ``messages`` encodes
+canonically (``oxm``, ``actions``: match fields in a fixed order, one encoding per action value),
 so two bodies are equal exactly when their flows are, and a diff compares
 bytes.  What the switch reports is brought to the same form by decoding it
 and encoding it again (``installed_flow``), once per distinct entry.
@@ -21,9 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
-from lbaffd.openflow import fastdecode, wire
-from lbaffd.openflow.flowspec import FlowSpec, GroupSpec, Opaque, SwitchState
+from lbaffd.openflow import messages
+from lbaffd.openflow.flowspec import FlowSpec, GroupSpec, Opaque
 from lbaffd.openflow.groupdesc import GROUP_DESC
+from lbaffd.openflow.messages import RawMessage
 
 FlowBody = bytes
 GroupBody = bytes
@@ -42,11 +43,11 @@ EMPTY_STATS: Final = U16.pack(0) + U16.pack(4) + bytes(4)  # OXS header, no stat
 
 
 def pack_flow(spec: FlowSpec) -> FlowBody:
-    return wire.flow_add(spec).body
+    return messages.flow_add(spec).body
 
 
 def pack_group(spec: GroupSpec) -> GroupBody:
-    return wire.group_add(spec).body
+    return messages.group_add(spec).body
 
 
 def _match_end(body: bytes) -> int:
@@ -79,22 +80,22 @@ def is_foreign(body: FlowBody) -> bool:
     return len(body) % 8 != 0
 
 
-def add_message(body: FlowBody) -> wire.RawMessage:
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, body)
+def add_message(body: FlowBody) -> RawMessage:
+    return RawMessage(messages.OFPT_FLOW_MOD, body)
 
 
-def modify_message(body: FlowBody) -> wire.RawMessage:
-    """OFPFC_MODIFY_STRICT restricted to the body's cookie (as ``wire.flow_modify``)."""
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, body[:8] + ONES64 + body[16:17]
-                           + bytes((wire.OFPFC_MODIFY_STRICT,)) + body[18:])
+def modify_message(body: FlowBody) -> RawMessage:
+    """OFPFC_MODIFY_STRICT restricted to the body's cookie (as ``messages.flow_modify``)."""
+    return RawMessage(messages.OFPT_FLOW_MOD, body[:8] + ONES64 + body[16:17]
+                           + bytes((messages.OFPFC_MODIFY_STRICT,)) + body[18:])
 
 
-def delete_message(body: FlowBody) -> wire.RawMessage:
-    """OFPFC_DELETE_STRICT of this flow with this cookie (as ``wire.flow_delete``)."""
+def delete_message(body: FlowBody) -> RawMessage:
+    """OFPFC_DELETE_STRICT of this flow with this cookie (as ``messages.flow_delete``)."""
     end = MATCH_AT + (_match_end(body) - MATCH_AT + 7) // 8 * 8
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-        cookie(body), wire.ALL_ONES64, body[16], wire.OFPFC_DELETE_STRICT, 0, 0,
-        U16.unpack_from(body, 22)[0], wire.ANY, wire.ANY, wire.ANY, 0, 0)
+    return RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
+        cookie(body), messages.ALL_ONES64, body[16], messages.OFPFC_DELETE_STRICT, 0, 0,
+        U16.unpack_from(body, 22)[0], messages.ANY, messages.ANY, messages.ANY, 0, 0)
         + body[MATCH_AT:end])
 
 
@@ -103,12 +104,12 @@ def group_id(body: GroupBody) -> int:
     return value
 
 
-def group_add_message(body: GroupBody) -> wire.RawMessage:
-    return wire.RawMessage(wire.OFPT_GROUP_MOD, body)
+def group_add_message(body: GroupBody) -> RawMessage:
+    return RawMessage(messages.OFPT_GROUP_MOD, body)
 
 
-def group_modify_message(body: GroupBody) -> wire.RawMessage:
-    return wire.RawMessage(wire.OFPT_GROUP_MOD, U16.pack(wire.OFPGC_MODIFY) + body[2:])
+def group_modify_message(body: GroupBody) -> RawMessage:
+    return RawMessage(messages.OFPT_GROUP_MOD, U16.pack(messages.OFPGC_MODIFY) + body[2:])
 
 
 def installed_flow(spec: FlowSpec) -> FlowBody:
@@ -137,21 +138,21 @@ def unpack_flow(body: FlowBody) -> FlowSpec:
     if is_foreign(body):
         body = body[: -len(FOREIGN_MARK)]
     cookie_, _, table, _, idle, hard, priority, _, _, _, flags, importance = (
-        wire.FLOW_MOD.unpack_from(body))
+        messages.FLOW_MOD.unpack_from(body))
     match_pad = MATCH_AT + (_match_end(body) - MATCH_AT + 7) // 8 * 8
     rest = body[MATCH_AT:match_pad] + EMPTY_STATS + body[match_pad:]
-    entry = fastdecode.FLOW_DESC.pack(fastdecode.FLOW_DESC_SIZE + len(rest), table, priority,
+    entry = messages.FLOW_DESC.pack(messages.FLOW_DESC_SIZE + len(rest), table, priority,
                                       idle, hard, flags, importance, cookie_) + rest
-    return fastdecode.decode_flow(entry, 0)
+    return messages.decode_flow(entry, 0)
 
 
 def unpack_group(body: GroupBody) -> GroupSpec:
     if is_foreign(body):
         body = body[: -len(FOREIGN_MARK)]
-    command, gtype, gid, bucket_len, _ = wire.GROUP_MOD.unpack_from(body)
+    command, gtype, gid, bucket_len, _ = messages.GROUP_MOD.unpack_from(body)
     del command
     entry = GROUP_DESC.pack(len(body), gtype, gid, bucket_len) + body[GROUP_DESC.size:]
-    return fastdecode.decode_group(entry, 0)
+    return messages.decode_group(entry, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +169,3 @@ class PackedState:
     @classmethod
     def of(cls, flows: Iterable[FlowSpec], groups: Iterable[GroupSpec]) -> PackedState:
         return cls.build(map(pack_flow, flows), map(pack_group, groups))
-
-    def specs(self) -> SwitchState:
-        """The same state decoded (tests, tools): O(state), never on a hot path."""
-        return SwitchState.build(map(unpack_flow, self.flows.values()),
-                                 map(unpack_group, self.groups.values()))

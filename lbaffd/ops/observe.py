@@ -10,9 +10,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
-
 from lbaffd.compile import groupsplit
 from lbaffd.compile.layout import (
     PRIO_HIT,
@@ -24,8 +21,10 @@ from lbaffd.compile.layout import (
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint
 from lbaffd.model.plan import VipPlan
-from lbaffd.openflow.codec import DP, canonical_match
-from lbaffd.openflow.flowdesc import RawFlow, decode_entry, iter_entries
+from lbaffd.openflow import messages, oskenfallback
+from lbaffd.openflow.flowdesc import iter_entries
+from lbaffd.openflow.oskenfallback import RawFlow, decode_entry
+from lbaffd.openflow.oxm import canonical_match
 
 
 class Channel(Protocol):
@@ -56,7 +55,7 @@ class Counters:
         return Counters(self.packets + other.packets, self.bytes + other.bytes)
 
 
-def _flows(channel: Channel, cookie: int, mask: int, table: int = ofp.OFPTT_ALL,
+def _flows(channel: Channel, cookie: int, mask: int, table: int = messages.OFPTT_ALL,
            with_actions: bool = True) -> Iterator[RawFlow]:
     """Decoded one at a time: a scrape at 1000s of VIPs reads 10,000s of
     flows, and holding them all decoded cost ~70 MB at 5000 VIPs."""
@@ -72,22 +71,12 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
-def _set_fields(flow: RawFlow) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for inst in flow.instructions:
-        for a in inst.actions:
-            if isinstance(a, parser.OFPActionSetField):
-                value = a.value[0] if isinstance(a.value, tuple) else a.value
-                out[a.key] = value
-    return out
-
-
 def read_affinity_entries(channel: Channel) -> list[AffinityEntry]:
     """Every learned client -> backend entry on the switch."""
     entries: list[AffinityEntry] = []
     for f in _flows(channel, own.LEARNED_COOKIE, own.MAGIC_MASK):
         match = canonical_match(f.match.items()).as_dict()
-        loads = _set_fields(f)
+        loads = oskenfallback.set_fields(f)
         ip = backend_from_regs(loads)
         if ip is None or REG_VIP_ID not in match:
             continue
@@ -126,7 +115,7 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
             found = where[plan.group_id] = {be: i for i, be in enumerate(plan.vip.backends)}
         return found
 
-    stats = [g for reply in channel.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL))
+    stats = [g for reply in channel.request(oskenfallback.group_stats_request())
              for g in _body(reply)]
     # a split VIP's backends are counted in its part groups (``groupsplit``):
     # part j holds slice j of the plan's buckets, in order

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import fastdecode, packed
+from lbaffd.openflow import messages, packed
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.ops.daemonize import process_alive
@@ -36,7 +36,7 @@ def flows(channel: FlowDumper, table: int = OFPTT_ALL, out_port: int = 0xFFFFFFF
     out: list[FlowSpec] = []
     for part in channel.dump_flow_desc(0, 0, table, out_port):
         for offset, _, _ in iter_entries(part.raw):
-            out.append(fastdecode.decode_flow(part.raw, offset))
+            out.append(messages.decode_flow(part.raw, offset))
     return out
 
 

@@ -22,8 +22,8 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer
 from lbaffd.model.plan import VipPlan
 from lbaffd.model.topology import Topology
-from lbaffd.openflow.fastdecode import match_and_idle
 from lbaffd.openflow.flowdesc import iter_entries
+from lbaffd.openflow.messages import match_and_idle
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.flushrecovery import FlushRecovery

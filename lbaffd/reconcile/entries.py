@@ -14,15 +14,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.compile.layout import PRIO_LEARNED, REG_AFFINITY_HIT, REG_BACKEND_PORT, backend_regs
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint
 from lbaffd.model.plan import VipPlan
-from lbaffd.openflow import codec
+from lbaffd.openflow import messages
 from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
+from lbaffd.openflow.oxm import canonical_match
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn.flushrecovery import Restore
 from lbaffd.reconcile.longidle import LongIdle, RemovedEntry
@@ -32,26 +32,26 @@ log = structlog.get_logger("lbaffd.entries")
 
 def removed_entry(reply: Reply) -> RemovedEntry | None:
     """A learned entry's FLOW_REMOVED, or None for anything else."""
-    if reply.msg_type != ofp.OFPT_FLOW_REMOVED:
+    if reply.msg_type != messages.OFPT_FLOW_REMOVED:
         return None
     msg = reply.parse()
     if msg is None or not own.is_learned(msg.cookie):
         return None
     stats = dict(msg.stats.items()) if msg.stats is not None else {}
     return RemovedEntry(cookie=msg.cookie, table=msg.table_id, priority=msg.priority,
-                        match=codec.canonical_match(msg.match.items()),
+                        match=canonical_match(msg.match.items()),
                         idle_timeout=msg.idle_timeout,
                         packets=int(stats.get("packet_count", 0)), reason=msg.reason)
 
 
 def removed_managed_flow(reply: Reply) -> tuple[int, FlowKey] | None:
     """(cookie, key) of one of lbaffd's own flows reported deleted, else None."""
-    if reply.msg_type != ofp.OFPT_FLOW_REMOVED:
+    if reply.msg_type != messages.OFPT_FLOW_REMOVED:
         return None
     msg = reply.parse()
-    if msg is None or not own.is_managed(msg.cookie) or msg.reason != ofp.OFPRR_DELETE:
+    if msg is None or not own.is_managed(msg.cookie) or msg.reason != messages.OFPRR_DELETE:
         return None
-    return msg.cookie, (msg.table_id, msg.priority, codec.canonical_match(msg.match.items()))
+    return msg.cookie, (msg.table_id, msg.priority, canonical_match(msg.match.items()))
 
 
 class ExpectedDeletes:
@@ -79,16 +79,16 @@ class ExpectedDeletes:
         return until is not None and until >= time.monotonic()
 
 
-def entry_flow(e: RemovedEntry, be: Endpoint, idle_timeout: int) -> Any:
+def entry_flow(e: RemovedEntry, be: Endpoint, idle_timeout: int) -> messages.RawMessage:
     """The flow-mod that puts a learned entry back: its match and cookie, the
     loads its learn action wrote for ``be``."""
     loads = [SetField(r, v) for r, v in backend_regs(be.ip).items()]
     if be.port is not None:
         loads.append(SetField(REG_BACKEND_PORT, be.port))
     loads.append(SetField(REG_AFFINITY_HIT, 1))
-    return codec.flow_add(FlowSpec(
+    return messages.flow_add(FlowSpec(
         e.table, PRIO_LEARNED, e.match, tuple(loads), e.cookie, idle_timeout=idle_timeout,
-        flags=ofp.OFPFF_SEND_FLOW_REM))
+        flags=messages.OFPFF_SEND_FLOW_REM))
 
 
 def _by_learned_cookie(plans: Iterable[VipPlan]) -> dict[int, tuple[VipPlan, Endpoint]]:

@@ -26,7 +26,7 @@ from lbaffd.model.distribution import BALANCED
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
 from lbaffd.model.plan import plan_pass
 from lbaffd.model.topology import Topology
-from lbaffd.openflow import codec, fastdecode, packed, wire
+from lbaffd.openflow import messages, packed
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
@@ -108,7 +108,7 @@ class DecodeCache:
 
     An unchanged flow comes back from OVS byte-identical on every dump, so each
     distinct entry is converted once; decoding dominates an audit otherwise
-    (~0.2 ms per flow with os-ken; ``fastdecode`` decodes lbaffd's own flows
+    (~0.2 ms per flow with os-ken; ``messages`` decodes lbaffd's own flows
     straight from the bytes and leaves only foreign ones to os-ken).  Holds
     only what the last dump contained, and which lbaffd group each flow
     points at (to recover the VIP -> group assignment after a restart).
@@ -140,7 +140,7 @@ class DecodeCache:
                 identity = _digest(entry)
                 body = known.get(identity) or seen.get(identity)
                 if body is None:
-                    spec = fastdecode.decode_flow(part.raw, offset)
+                    spec = messages.decode_flow(part.raw, offset)
                     body = packed.installed_flow(spec)
                     gid = _group_ref(spec)
                     if gid and chunk is None:  # (only a full dump recovers group ids)
@@ -188,7 +188,7 @@ class DecodeCache:
                     continue
                 body = self._groups.get(entry) or seen.get(entry)
                 if body is None:
-                    body = packed.installed_group(fastdecode.decode_group(part.raw, offset))
+                    body = packed.installed_group(messages.decode_group(part.raw, offset))
                     decoded += 1
                     if tick is not None and decoded % TICK_DECODES == 0:
                         tick()
@@ -218,22 +218,22 @@ class RefusalsExhausted(Exception):
 CLEAR_ENCODER_CACHES_AFTER = 10_000  # bundle messages
 
 
-def to_messages(cs: ChangeSet) -> list[wire.RawMessage]:
+def to_messages(cs: ChangeSet) -> list[messages.RawMessage]:
     """Order matters inside the bundle: groups must exist before flows point
     at them, and flows must be gone before their group is deleted."""
     return [msg for _, msg in keyed_messages(cs)]
 
 
-def keyed_messages(cs: ChangeSet) -> list[tuple[int, wire.RawMessage]]:
+def keyed_messages(cs: ChangeSet) -> list[tuple[int, messages.RawMessage]]:
     """``to_messages``, each with its ledger key (``isolation.BundleLedger``:
     a group's id or a flow's cookie)."""
-    msgs: list[tuple[int, wire.RawMessage]] = []
+    msgs: list[tuple[int, messages.RawMessage]] = []
     msgs += [(packed.group_id(g), packed.group_add_message(g)) for g in cs.add_groups]
     msgs += [(packed.group_id(g), packed.group_modify_message(g)) for g in cs.mod_groups]
     msgs += [(packed.cookie(f), packed.delete_message(f)) for f in cs.del_flows]
     msgs += [(packed.cookie(f), packed.add_message(f)) for f in cs.add_flows]
     msgs += [(packed.cookie(f), packed.modify_message(f)) for f in cs.mod_flows]
-    msgs += [(gid, wire.group_delete(gid)) for gid in cs.del_groups]
+    msgs += [(gid, messages.group_delete(gid)) for gid in cs.del_groups]
     return msgs
 
 
@@ -402,7 +402,7 @@ class Reconciler:
                 bundle.add(packed.delete_message(f))
             for gid in changes.del_groups:
                 ledger.group(gid)
-                bundle.add(wire.group_delete(gid))
+                bundle.add(messages.group_delete(gid))
             self._attempt = (bundle, ledger, desired)
             t_compiled = time.monotonic()
         t_committed = time.monotonic()
@@ -418,7 +418,7 @@ class Reconciler:
         desired = self._index.desired()
         self._installed = desired.state
         if bundle.count > CLEAR_ENCODER_CACHES_AFTER:
-            wire.clear_caches()  # a big pass filled them with VIPs it will not encode again
+            messages.clear_caches()  # a big pass filled them with VIPs it will not encode again
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(installed.flows),
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
@@ -547,9 +547,9 @@ def cleanup(channel: Channel) -> int:
     """Remove exactly lbaffd's flows (managed and learned, by cookie magic) and
     groups (by id range) in one bundle; returns how many groups went."""
     installed, _ = read_installed(channel)
-    msgs: list[Any] = [codec.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
-                       codec.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
-    msgs += [wire.group_delete(gid) for gid in sorted(installed.groups)]
+    msgs: list[Any] = [messages.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
+                       messages.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
+    msgs += [messages.group_delete(gid) for gid in sorted(installed.groups)]
     channel.bundle(msgs)
     channel.barrier()
     return len(installed.groups)

@@ -23,7 +23,8 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.compile.layout import REG_VIP_ID, STANDALONE
 from lbaffd.model import ownership as own
-from lbaffd.openflow import codec, fastdecode, wire
+from lbaffd.openflow import messages
+from lbaffd.openflow.actions import encode_all
 from lbaffd.openflow.channel import OpenFlowChannel, OpenFlowError, Reply
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
@@ -35,25 +36,27 @@ from lbaffd.openflow.flowspec import (
     Match,
     Output,
     Resubmit,
-    SwitchState,
 )
 from lbaffd.openflow.groupdesc import iter_group_entries
+from lbaffd.openflow.oxm import encode_match
 from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.fakeswitch import FakeSwitch
+from tests.switchstate import SwitchState, specs
 from tests.unit.test_wire_encode import DPS, ROWS, STATES, TOPO
 
 pytestmark = pytest.mark.integration
 
 def loose(command: int, table: int, match: Match, cookie: int = 0, cookie_mask: int = 0,
-          actions: tuple[Action, ...] = ()) -> wire.RawMessage:
+          actions: tuple[Action, ...] = ()) -> messages.RawMessage:
     """A non-strict flow mod (``ovs-ofctl mod-flows`` / ``del-flows`` without --strict)."""
-    body = wire.encode_actions(actions)
-    instructions = (wire.INSTRUCTION.pack(wire.OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
+    body = encode_all(actions)
+    instructions = (messages.INSTRUCTION.pack(messages.OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
                     if command in (ofp.OFPFC_MODIFY, ofp.OFPFC_ADD) else b"")
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-        cookie, cookie_mask, table, command, 0, 0, 0, wire.ANY, wire.ANY, wire.ANY, 0, 0)
-        + wire.encode_match(match) + instructions)
+    return messages.RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
+        cookie, cookie_mask, table, command, 0, 0, 0, messages.ANY, messages.ANY, messages.ANY,
+        0, 0)
+        + encode_match(match) + instructions)
 
 
 def flow_ids(parts: list[Reply]) -> Counter[bytes]:
@@ -84,7 +87,7 @@ def assert_same(channel: OpenFlowChannel, fake: FakeSwitch) -> int:
 def steps(state: SwitchState) -> list[tuple[str, list[Any]]]:
     flows = sorted(state.flows.values(), key=lambda f: (f.table, -f.priority, str(f.match)))
     groups = sorted(state.groups.values(), key=lambda g: g.group_id)
-    full = ([wire.group_add(g) for g in groups] + [wire.flow_add(f) for f in flows])
+    full = ([messages.group_add(g) for g in groups] + [messages.flow_add(f) for f in flows])
     named = next(g for g in groups if any(Group(g.group_id) in f.actions for f in flows))
     wide = next(g for g in groups if len(g.buckets) > 1)
     v6 = [f for f in flows if f.match.as_dict().get("eth_type") == 0x86DD]
@@ -96,22 +99,22 @@ def steps(state: SwitchState) -> list[tuple[str, list[Any]]]:
     return [
         ("install", full),
         ("replay: every group exists", full),
-        ("modify strict", [wire.flow_modify(replace(f, actions=(Output(3),)))
+        ("modify strict", [messages.flow_modify(replace(f, actions=(Output(3),)))
                            for f in flows[::7]]),
         ("delete strict, one with another cookie",
-         [wire.flow_delete(f) for f in flows[1::11]]
-         + [wire.flow_delete(replace(flows[2], cookie=flows[2].cookie ^ 1))]),
+         [messages.flow_delete(f) for f in flows[1::11]]
+         + [messages.flow_delete(replace(flows[2], cookie=flows[2].cookie ^ 1))]),
         ("modify strict of a flow that is not there",
-         [wire.flow_modify(replace(flows[1], actions=(Output(4),)))]),
-        ("flow to a missing group", [wire.flow_add(replace(flows[3], actions=(Group(77),)))]),
-        ("add replaces", [wire.flow_add(replace(f, cookie=f.cookie + 1, idle_timeout=9,
+         [messages.flow_modify(replace(flows[1], actions=(Output(4),)))]),
+        ("flow to a missing group", [messages.flow_add(replace(flows[3], actions=(Group(77),)))]),
+        ("add replaces", [messages.flow_add(replace(f, cookie=f.cookie + 1, idle_timeout=9,
                                                  actions=(Resubmit(base + 2),)))
                           for f in flows[5::13]]),
-        ("modify a group", [wire.group_modify(replace(wide, buckets=wide.buckets[:1]))]),
+        ("modify a group", [messages.group_modify(replace(wide, buckets=wide.buckets[:1]))]),
         ("modify a group that is not there",
-         [wire.group_modify(replace(wide, group_id=own.GROUP_ID_MAX))]),
-        ("delete a group and the flows naming it", [wire.group_delete(named.group_id)]),
-        ("add a group twice", [wire.group_add(replace(wide, group_id=own.GROUP_ID_MAX))] * 2),
+         [messages.group_modify(replace(wide, group_id=own.GROUP_ID_MAX))]),
+        ("delete a group and the flows naming it", [messages.group_delete(named.group_id)]),
+        ("add a group twice", [messages.group_add(replace(wide, group_id=own.GROUP_ID_MAX))] * 2),
         ("non-strict modify of IPv6 flows in one table",
          [loose(ofp.OFPFC_MODIFY, v6[0].table, Match.of(eth_type=0x86DD),
                 actions=(Output(5),))] if v6 else []),
@@ -123,8 +126,8 @@ def steps(state: SwitchState) -> list[tuple[str, list[Any]]]:
         ("non-strict delete of a table under a masked metadata",
          [loose(ofp.OFPFC_DELETE, base + 1, Match.of(metadata=(1, 0xFF)))]),
         ("cleanup: by cookie magic, then every group",
-         [codec.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
-          wire.group_delete(ofp.OFPG_ALL)]),
+         [messages.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
+          messages.group_delete(ofp.OFPG_ALL)]),
     ]
 
 
@@ -135,7 +138,7 @@ def test_fake_answers_as_ovs(channel: OpenFlowChannel, index: int) -> None:
     errors: list[tuple[str, tuple[int, int] | None]] = []
     counts: list[int] = []
     unchanged: set[str] = set()
-    for name, msgs in steps(STATES[index].state.specs()):
+    for name, msgs in steps(specs(STATES[index].state)):
         before = fake.snapshot()
         real = send(channel.bundle, msgs)
         assert send(fake.bundle, msgs) == real, name
@@ -169,10 +172,10 @@ def test_reconciler_reads_the_fake_as_it_reads_ovs(channel: OpenFlowChannel) -> 
 
 def test_groups_are_reported_as_sent(channel: OpenFlowChannel) -> None:
     """Every group shape lbaffd compiles (dp_hash, hash on fields, 1..255 buckets)."""
-    groups: list[GroupSpec] = [g for s in STATES for g in s.state.specs().groups.values()]
+    groups: list[GroupSpec] = [g for s in STATES for g in specs(s.state).groups.values()]
     unique = list({g.group_id: g for g in groups}.values())
     fake = FakeSwitch()
-    msgs = [wire.group_add(g) for g in unique]
+    msgs = [messages.group_add(g) for g in unique]
     assert send(channel.bundle, msgs) is None and send(fake.bundle, msgs) is None
     assert assert_same(channel, fake) == 0
     assert sum(group_entries(fake.dump_group_desc()).values()) == len(unique) > 20
@@ -190,7 +193,7 @@ def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -
     fake = FakeSwitch()
     for sw in (channel, fake):
         Reconciler(STANDALONE).reconcile(sw, lbs, TOPO)
-    learner = next(f for f in (fastdecode.decode_flow(p.raw, off)
+    learner = next(f for f in (messages.decode_flow(p.raw, off)
                                for p in fake.dump_flow_desc(0, 0)
                                for off, _, _ in iter_entries(p.raw))
                    if any(isinstance(a, Learn) for a in f.actions))
@@ -200,7 +203,7 @@ def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -
     trigger = FlowSpec(0, 65000, Match.of(eth_type=0x800, ipv4_src="10.0.0.11"),
                        learner.actions, 0x1234)
     for sw in (channel, fake):
-        sw.bundle([wire.flow_add(trigger)])
+        sw.bundle([messages.flow_add(trigger)])
     packet = (f"in_port=11,tcp,nw_src=10.0.0.11,nw_dst=10.0.0.21,tp_src=5555,tp_dst=8080,"
               f"metadata=1,{REG_VIP_ID}={vip_id:#x}")
     values: dict[str, int | str] = {"metadata": 1, "ipv4_src": "10.0.0.11", REG_VIP_ID: vip_id}
@@ -219,9 +222,9 @@ def test_learned_entries_equal_ovs(channel: OpenFlowChannel, sandbox: Sandbox) -
         assert entries(channel) == entries(fake) and sum(entries(fake).values()) == left
 
     learn()
-    then(wire.flow_delete(trigger), 1)  # the learner still holds the same learn action
-    then(wire.flow_modify(replace(learner, actions=(Output(1),))), 0)  # and now none does
-    then(wire.flow_add(trigger), 0)
+    then(messages.flow_delete(trigger), 1)  # the learner still holds the same learn action
+    then(messages.flow_modify(replace(learner, actions=(Output(1),))), 0)  # and now none does
+    then(messages.flow_add(trigger), 0)
     learn()
-    then(wire.flow_delete(trigger), 0)  # deleted with the last flow holding its learn
+    then(messages.flow_delete(trigger), 0)  # deleted with the last flow holding its learn
     assert_same(channel, fake)

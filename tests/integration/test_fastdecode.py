@@ -1,4 +1,4 @@
-"""``fastdecode`` against what a real ovs-vswitchd reports (differential).
+"""The codec's decoder (``messages``) against what a real ovs-vswitchd reports (differential).
 
 Compiled flows (standalone and embedded pipelines, IPv4/IPv6, affinity,
 hairpin, reject, selection fields, ct/nat, learn, several datapaths) are
@@ -15,14 +15,15 @@ from __future__ import annotations
 import pytest
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import codec, fastdecode, wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.channel import OpenFlowChannel
-from lbaffd.openflow.flowdesc import decode_entry, iter_entries
+from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
-from lbaffd.openflow.groupdesc import decode_group_entry, iter_group_entries
+from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import PackedState
 from lbaffd.reconcile.reconciler import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
+from tests.switchstate import specs
 from tests.unit.test_fastdecode import EXTRA_FLOWS
 from tests.unit.test_wire_encode import STATES
 
@@ -48,31 +49,31 @@ def dump(channel: OpenFlowChannel) -> list[tuple[bytes, int]]:
 
 
 def both_ways(raw: bytes, offset: int) -> tuple[FlowSpec | None, FlowSpec]:
-    return fastdecode.decode_fast(raw, offset), codec.decode_flow(decode_entry(raw, offset))
+    return messages.decode_fast(raw, offset), messages.decode_flow_fallback(raw, offset)
 
 
 @pytest.mark.parametrize("index", range(len(STATES)), ids=["standalone", "embedded", "base100",
                                                            "embedded-low"])
 def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) -> None:
     packed_state = STATES[index].state
-    state = packed_state.specs()
-    channel.bundle([wire.group_add(g) for g in state.groups.values()]
-                   + [wire.flow_add(f) for f in state.flows.values()])
+    state = specs(packed_state)
+    channel.bundle([messages.group_add(g) for g in state.groups.values()]
+                   + [messages.flow_add(f) for f in state.flows.values()])
     entries = dump(channel)
     assert len(entries) == len(state.flows) > 300
     for raw, offset in entries:
         fast, old = both_ways(raw, offset)
         assert fast is not None, old  # none of lbaffd's own flows left to os-ken
         assert fast == old == state.flows[old.key]
-        assert fastdecode.decode_flow(raw, offset) == old
+        assert messages.decode_flow(raw, offset) == old
     cache = DecodeCache()
     decoded = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
     assert PackedState.build(decoded, []).flows == packed_state.flows
     groups = 0
     for part in channel.dump_group_desc():
         for offset, _, _ in iter_group_entries(part.raw):
-            fast_g = fastdecode.decode_group_fast(part.raw, offset)
-            old_g = codec.decode_group(decode_group_entry(part.raw, offset))
+            fast_g = messages.decode_group_fast(part.raw, offset)
+            old_g = messages.decode_group_fallback(part.raw, offset)
             assert fast_g is not None, old_g
             assert fast_g == old_g == state.groups[old_g.group_id]
             groups += 1
@@ -83,7 +84,7 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
 
 def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:
     """NAT ranges, ct marks, learn from fields, masks, timeouts and flags."""
-    channel.bundle([wire.flow_add(f) for f in EXTRA_FLOWS])
+    channel.bundle([messages.flow_add(f) for f in EXTRA_FLOWS])
     want = {f.key: f for f in EXTRA_FLOWS}
     entries = dump(channel)
     assert len(entries) == len(want)
@@ -101,9 +102,9 @@ def test_foreign_groups_take_the_os_ken_path(channel: OpenFlowChannel, sandbox: 
     entries = [(p.raw, off) for p in parts for off, _, _ in iter_group_entries(p.raw)]
     assert len(entries) == 2
     for raw, offset in entries:
-        old = codec.decode_group(decode_group_entry(raw, offset))
-        assert fastdecode.decode_group_fast(raw, offset) is None
-        assert fastdecode.decode_group(raw, offset) == old
+        old = messages.decode_group_fallback(raw, offset)
+        assert messages.decode_group_fast(raw, offset) is None
+        assert messages.decode_group(raw, offset) == old
 
 
 def test_foreign_actions_take_the_os_ken_path(channel: OpenFlowChannel,
@@ -115,7 +116,7 @@ def test_foreign_actions_take_the_os_ken_path(channel: OpenFlowChannel,
     opaque = 0
     for raw, offset in entries:
         fast, old = both_ways(raw, offset)
-        assert fastdecode.decode_flow(raw, offset) == old
+        assert messages.decode_flow(raw, offset) == old
         if any(isinstance(a, Opaque) for a in old.actions):
             assert fast is None, old
             opaque += 1

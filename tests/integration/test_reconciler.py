@@ -12,13 +12,14 @@ import pytest
 from lbaffd.compile.layout import STANDALONE
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.topology import LocalPort, Topology
-from lbaffd.openflow import codec, wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowError
 from lbaffd.openflow.flowspec import FlowSpec, Group, Match, Output
 from lbaffd.openflow.packed import flow_id
 from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd_sandbox.sandbox import Sandbox
+from tests import reference_codec
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +95,10 @@ def test_bundle_is_atomic(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
     good = FlowSpec(9, 10, Match.of(in_port=1), (Output(2),), 0x1BAF000000000009)
     bad = FlowSpec(9, 11, Match.of(in_port=2), (Group(0xB0FFFFFF),), 0x1BAF000000000009)
     with pytest.raises(OpenFlowError) as err:
-        channel.bundle([codec.flow_add(good), codec.flow_add(bad)])
+        channel.bundle([reference_codec.flow_add(good), reference_codec.flow_add(bad)])
     assert "GROUP" in str(err.value)
     assert sandbox.dump_flows("table=9") == []
-    channel.bundle([codec.flow_add(good)])
+    channel.bundle([reference_codec.flow_add(good)])
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
@@ -106,31 +107,32 @@ def test_bundle_block_commits_or_discards(channel: OpenFlowChannel, sandbox: San
     never reaches the table; a block that ends normally commits."""
     good = FlowSpec(9, 10, Match.of(in_port=1), (Output(2),), 0x1BAF000000000009)
     with pytest.raises(RuntimeError), channel.open_bundle() as b:
-        b.add(wire.flow_add(good))
+        b.add(messages.flow_add(good))
         raise RuntimeError("the compile side failed half way")
     assert sandbox.dump_flows("table=9") == []
     with channel.open_bundle() as b:
-        b.add(wire.flow_add(good))
+        b.add(messages.flow_add(good))
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
 def test_bundle_of_wire_messages(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
-    """Raw ``wire`` messages, batched into multi-message writes, mixed with
+    """Raw ``messages`` messages, batched into multi-message writes, mixed with
     os-ken ones; an error names the failing add by its own xid."""
     cookie = 0x1BAF00000000000A
     flows = [FlowSpec(9, 10, Match.of(in_port=1, eth_type=0x800, ipv4_dst=str(
         ipaddress.IPv4Address("10.200.0.0") + i)), (Output(2),), cookie) for i in range(4000)]
     before = channel.sent_counts.get("OFPBundleAddMsg", 0)
-    channel.bundle([*(wire.flow_add(f) for f in flows),
-                    codec.flow_add(FlowSpec(9, 11, Match.of(in_port=3), (Output(4),), cookie))])
+    channel.bundle([*(messages.flow_add(f) for f in flows),
+                    reference_codec.flow_add(
+                        FlowSpec(9, 11, Match.of(in_port=3), (Output(4),), cookie))])
     assert channel.sent_counts["OFPBundleAddMsg"] == before + len(flows) + 1
     assert len(sandbox.dump_flows("table=9")) == len(flows) + 1
     bad = FlowSpec(9, 12, Match.of(in_port=2), (Group(0xB0FFFFFF),), cookie)
     with pytest.raises(OpenFlowError) as err:
-        channel.bundle([wire.flow_delete(f) for f in flows] + [wire.flow_add(bad)])
+        channel.bundle([messages.flow_delete(f) for f in flows] + [messages.flow_add(bad)])
     assert "GROUP" in str(err.value) and err.value.xid != 0
     assert len(sandbox.dump_flows("table=9")) == len(flows) + 1  # atomic: nothing deleted
-    channel.bundle([wire.flow_delete(f) for f in flows])
+    channel.bundle([messages.flow_delete(f) for f in flows])
     assert len(sandbox.dump_flows("table=9")) == 1
 
 
@@ -146,11 +148,11 @@ def test_open_bundle_streams_and_stays_atomic(channel: OpenFlowChannel,
     before = channel.sent_counts.get("OFPBundleAddMsg", 0)
     b = channel.open_bundle()
     for f in flows:
-        b.add(wire.flow_add(f))
+        b.add(messages.flow_add(f))
     assert channel.sent_counts["OFPBundleAddMsg"] > before  # streamed, not held back
     assert sandbox.dump_flows("table=9") == []  # ...but not applied
-    b.add(wire.flow_add(FlowSpec(9, 12, Match.of(in_port=2), (Group(0xB0FFFFFE),), cookie)))
-    b.add(wire.flow_add(FlowSpec(9, 13, Match.of(in_port=3), (Output(4),), cookie)))
+    b.add(messages.flow_add(FlowSpec(9, 12, Match.of(in_port=2), (Group(0xB0FFFFFE),), cookie)))
+    b.add(messages.flow_add(FlowSpec(9, 13, Match.of(in_port=3), (Output(4),), cookie)))
     with pytest.raises(OpenFlowError) as err:
         b.commit()
     assert "GROUP" in str(err.value)
@@ -158,12 +160,12 @@ def test_open_bundle_streams_and_stays_atomic(channel: OpenFlowChannel,
 
     d = channel.open_bundle()
     for f in flows[:100]:
-        d.add(wire.flow_add(f))
+        d.add(messages.flow_add(f))
     d.discard()
     assert sandbox.dump_flows("table=9") == []
-    channel.bundle(wire.flow_add(f) for f in flows[:10])  # any iterable
+    channel.bundle(messages.flow_add(f) for f in flows[:10])  # any iterable
     assert len(sandbox.dump_flows("table=9")) == 10
-    channel.bundle(wire.flow_delete(f) for f in flows[:10])
+    channel.bundle(messages.flow_delete(f) for f in flows[:10])
     empty = channel.open_bundle()
     empty.commit()  # nothing added: nothing sent
     assert empty.count == 0 and sandbox.dump_flows("table=9") == []

@@ -56,7 +56,7 @@ def test_build_makes_a_wheel_and_an_sdist_versioned_by_the_git_tag(tmp_path: Pat
         page = whl.read(f"lbaffd-{VERSION}.data/data/share/man/man8/lbaffd.8").decode()
         scripts = whl.read(f"lbaffd-{VERSION}.dist-info/entry_points.txt").decode()
     assert f"Version: {VERSION}\n" in meta and "lbaffd = lbaffd.cli:main" in scripts
-    assert "lbaffd/ops/daemonize.py" in names and "lbaffd/openflow/wire.py" in names
+    assert "lbaffd/ops/daemonize.py" in names and "lbaffd/openflow/messages.py" in names
     assert page.startswith('.TH LBAFFD "8" ') and f'"lbaffd {VERSION}"' in page.splitlines()[0]
     assert "\\fB\\-\\-detach\\fR" in page and ".SH METRICS" in page
 

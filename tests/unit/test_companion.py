@@ -30,6 +30,7 @@ from lbaffd.ovn.layout import OvnLayout, discover, merge
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
+from tests.switchstate import specs
 
 P = companion()
 SW0 = DatapathRow("dp-sw0", 1, "sw0")
@@ -82,7 +83,7 @@ def lb(name: str, datapaths: tuple[str, ...], timeout: str | None = "30",
 def compiled(lbs: tuple[LoadBalancer, ...], topo: Topology = TOPO):  # type: ignore[no-untyped-def]
     taken = take_over(lbs, scopes(SNAP, topo), TAKE_OVER_ALL).lbs
     ids = own.allocate_group_ids(vip_owners(taken, topo), {})
-    return compile_state(taken, topo, ids, P).state.specs().flows.values()
+    return specs(compile_state(taken, topo, ids, P).state).flows.values()
 
 
 def test_companion_tables_sit_above_ovn_and_have_no_classify_or_pre_lb() -> None:

@@ -25,6 +25,7 @@ from lbaffd.sb.records import (
     PortBindingRow,
     SbSnapshot,
 )
+from tests.switchstate import specs
 
 P = companion()
 SW0 = DatapathRow("dp-sw0", 1, "sw0")
@@ -116,7 +117,7 @@ def _compiled(lbs: tuple[LoadBalancer, ...]) -> list[FlowSpec]:
     t = topo()
     taken = take_over(lbs, scopes(SNAP, t), TAKE_OVER_AFFINITY).lbs
     ids = own.allocate_group_ids(vip_owners(taken, t), {})
-    return list(compile_state(taken, t, ids, P).state.specs().flows.values())
+    return list(specs(compile_state(taken, t, ids, P).state).flows.values())
 
 
 def test_intercepted_at_the_patch_port_routed_by_gr0_unDNATed_at_its_output() -> None:

@@ -24,6 +24,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.packed import cookie, unpack_flow
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from tests.switchstate import specs
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 DP9 = DatapathRow("dp-9", 9, "remote-only")
@@ -51,7 +52,7 @@ def compiled(parsed: tuple[LoadBalancer, ...]):  # type: ignore[no-untyped-def]
 
 
 def flows_in(state, table: int) -> list[FlowSpec]:  # type: ignore[no-untyped-def]
-    return sorted((f for f in state.state.specs().flows.values() if f.table == table),
+    return sorted((f for f in specs(state.state).flows.values() if f.table == table),
                   key=lambda f: (-f.priority, str(f.match)))
 
 
@@ -59,14 +60,14 @@ def test_deterministic_and_all_cookies_are_lbaffd_managed() -> None:
     a, _ = compiled(lbs())
     b, _ = compiled(lbs())
     assert a.state == b.state
-    assert all(own.is_managed(f.cookie) for f in a.state.specs().flows.values())
+    assert all(own.is_managed(f.cookie) for f in specs(a.state).flows.values())
     assert all(own.is_lbaffd_group(g) for g in a.state.groups)
 
 
 def test_affinity_vip_pipeline() -> None:
     desired, ids = compiled(lbs())
     (gid,) = ids.values()
-    (group,) = desired.state.specs().groups.values()
+    (group,) = specs(desired.state).groups.values()
     assert group.group_id == gid
     # miss path selection is a function of the client: back-to-back safe
     assert group.selection_method == "hash" and group.fields == ("ipv4_src",)
@@ -82,7 +83,7 @@ def test_affinity_vip_pipeline() -> None:
     assert vip_flow.actions == (SetField("reg6", gid), Resubmit(P.affinity), Resubmit(P.lb))
     # only the local datapath gets the VIP (dp 9 has no local port)
     assert all(f.match.as_dict().get("metadata") in (None, 1)
-               for f in desired.state.specs().flows.values())
+               for f in specs(desired.state).flows.values())
 
     lb_flows = flows_in(desired, P.lb)
     assert [f.priority for f in lb_flows] == [100, 100, 50]
@@ -104,7 +105,7 @@ def test_affinity_vip_pipeline() -> None:
 def test_no_affinity_goes_straight_to_a_dp_hash_group() -> None:
     desired, ids = compiled(lbs(timeout=None))
     (gid,) = ids.values()
-    (group,) = desired.state.specs().groups.values()
+    (group,) = specs(desired.state).groups.values()
     assert group.selection_method == "dp_hash" and group.fields == ()
     (vip_flow,) = [f for f in flows_in(desired, P.dispatch) if f.priority == 200]
     assert vip_flow.actions[-1] == Group(gid)
@@ -159,7 +160,7 @@ def test_bucket_ids_do_not_shift_when_backends_change() -> None:
     two = lbs(**{"10.0.0.100:80": "10.0.0.21:8080,10.0.0.23:8080"})
 
     def ids(parsed: tuple[LoadBalancer, ...]) -> dict[str, int]:
-        (g,) = compiled(parsed)[0].state.specs().groups.values()
+        (g,) = specs(compiled(parsed)[0].state).groups.values()
         return {b.actions[0].nat.ip_min: b.bucket_id for b in g.buckets}  # type: ignore[union-attr]
 
     a, b = ids(three), ids(two)
@@ -174,9 +175,9 @@ def test_backend_reported_down_leaves_group_hit_and_learn_flows() -> None:
     desired = compile_state(parsed, down, ids, P)
     (plan,) = desired.vips
     assert [str(b) for b in plan.live_backends] == ["10.0.0.21:8080"]
-    (group,) = desired.state.specs().groups.values()
+    (group,) = specs(desired.state).groups.values()
     assert [b.actions[0].nat.ip_min for b in group.buckets] == ["10.0.0.21"]  # type: ignore[union-attr]
-    text = " ".join(str(f) for f in desired.state.specs().flows.values())
+    text = " ".join(str(f) for f in specs(desired.state).flows.values())
     assert "10.0.0.22" not in text and str(int(ipaddress.ip_address("10.0.0.22"))) not in text
     udp_down = Topology(TOPO.local_ports, TOPO.macs,
                         frozenset({(ipaddress.ip_address("10.0.0.22"), 8080, "udp")}))
@@ -188,7 +189,7 @@ def test_learned_idle_timeout_is_capped() -> None:
     ids = own.allocate_group_ids(vip_owners(parsed, TOPO), {})
     for cap, want in ((65535, 65535), (2, 2)):
         desired = compile_state(parsed, TOPO, ids, P, max_idle=cap)
-        learns = [a for f in desired.state.specs().flows.values() for a in f.actions
+        learns = [a for f in specs(desired.state).flows.values() for a in f.actions
                   if isinstance(a, Learn)]
         assert learns and {a.idle_timeout for a in learns} == {want}
 

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from lbaffd.openflow import channel, fastdecode, flowdesc, groupdesc
+from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit.test_fuzz_decoders import bounded, reply
 
@@ -26,7 +26,7 @@ def bucket(i: int) -> bytes:
         struct.pack("!HHH2x", 0, 8, 100)  # weight property
 
 
-SELECTION = struct.pack("!HHII", 0xFFFF, 40, groupdesc.NTR_EXPERIMENTER, 1) + bytes(4) + \
+SELECTION = struct.pack("!HHII", 0xFFFF, 40, messages.NTR_EXPERIMENTER, 1) + bytes(4) + \
     b"dp_hash".ljust(16, b"\0") + struct.pack("!Q", 0)
 
 
@@ -52,24 +52,23 @@ def test_zero_length_group_entry_does_not_loop() -> None:
 def test_zero_length_bucket_does_not_loop() -> None:
     entry = struct.pack("!HBxIH6x", 32, 1, 5, 16) + bytes(16)  # a bucket of length 0
     with bounded(), pytest.raises(DecodeError):
-        groupdesc.decode_group_entry(entry, 0)
+        oskenfallback.decode_group_entry(entry, 0)
     with bounded(), pytest.raises(DecodeError):
-        fastdecode.decode_group(entry, 0)
+        messages.decode_group(entry, 0)
 
 
 def test_zero_length_action_nested_in_ct_does_not_loop() -> None:
     """os-ken's NXActionCT parser walks nested actions by their length."""
-    ct = struct.pack("!HHIHHIHB3xH", 0xFFFF, 32, flowdesc.NX_VENDOR, 35, 1, 0, 0, 0xFF, 0) + \
+    ct = struct.pack("!HHIHHIHB3xH", 0xFFFF, 32, oskenfallback.NX_VENDOR, 35, 1, 0, 0, 0xFF, 0) + \
         bytes(8)  # a nested "action" of length 0
     with bounded(), pytest.raises(DecodeError):
-        flowdesc.parse_actions(ct, 0, len(ct))
+        oskenfallback.parse_actions(ct, 0, len(ct))
 
 
 def test_non_ascii_selection_method_name() -> None:
-    prop = groupdesc.RawGroupProperty(0xFFFF, groupdesc.NTR_EXPERIMENTER, 1,
-                                      bytes(4) + b"\xffbad".ljust(16, b"\0") + bytes(8))
+    data = bytes(4) + b"\xffbad".ljust(16, b"\0") + bytes(8)
     with pytest.raises(DecodeError):
-        groupdesc.decode_selection_method(prop)
+        messages.decode_selection_method(data)
 
 
 def test_short_multipart_reply_is_not_more() -> None:

@@ -23,6 +23,7 @@ from lbaffd.sb.records import (
     PortBindingRow,
     SbSnapshot,
 )
+from tests.switchstate import specs
 
 LS = DatapathRow("dp-ls", 1, "ls1")
 LR = DatapathRow("dp-lr", 2, "lr1", is_router=True)
@@ -71,7 +72,7 @@ def _compile(p: Pipeline):  # type: ignore[no-untyped-def]
 
 def test_router_lb_is_scoped_to_the_router_metadata() -> None:
     desired = _compile(STANDALONE)
-    vip_flows = [f for f in desired.state.specs().flows.values()
+    vip_flows = [f for f in specs(desired.state).flows.values()
                  if f.table == STANDALONE.dispatch and f.priority == 200]
     assert sorted(f.match.as_dict()["metadata"] for f in vip_flows) == [2, 4]
 
@@ -84,7 +85,7 @@ def test_embedded_mode_uses_only_its_tables_and_leaves_to_next_table() -> None:
     p = embedded(40, 70)
     assert (p.entry, p.pre_lb, p.forward, p.hairpin, p.classify) == (40, 40, 45, 46, None)
     desired = _compile(p)
-    flows = desired.state.specs().flows.values()
+    flows = specs(desired.state).flows.values()
     assert {f.table for f in flows} <= set(range(40, 47))
     assert not any("in_port" in f.match.as_dict() for f in flows)
     outputs = [a for f in flows for a in _exits(f.actions) if isinstance(a, Output)]
@@ -95,7 +96,7 @@ def test_embedded_mode_uses_only_its_tables_and_leaves_to_next_table() -> None:
 
 
 def test_standalone_mode_keeps_table_zero_and_normal() -> None:
-    flows = _compile(STANDALONE).state.specs().flows.values()
+    flows = specs(_compile(STANDALONE).state).flows.values()
     assert any(f.table == 0 and "in_port" in f.match.as_dict() for f in flows)
     assert any(isinstance(a, Output) and a.port == 0xFFFFFFFA
                for f in flows for a in f.actions)
@@ -127,8 +128,8 @@ def test_hairpin_flows_only_for_backends_on_local_ports() -> None:
     assert topo.local_ips == frozenset({ipaddress.ip_address("10.0.0.11")})
     lbs, _ = parse_all(snap.load_balancers.values(), snap.datapaths, {})
     ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
-    flows = compile_state(lbs, topo, ids, STANDALONE).state.specs().flows.values()
+    flows = specs(compile_state(lbs, topo, ids, STANDALONE).state).flows.values()
     assert not any("ct_mark" in f.match.as_dict() for f in flows)  # 10.0.0.21 is remote
     local = replace(topo, local_ips=frozenset({ipaddress.ip_address("10.0.0.21")}))
-    flows = compile_state(lbs, local, ids, STANDALONE).state.specs().flows.values()
+    flows = specs(compile_state(lbs, local, ids, STANDALONE).state).flows.values()
     assert sum("ct_mark" in f.match.as_dict() for f in flows) == 2  # on the router and gateway

@@ -15,7 +15,8 @@ import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import wire
+from lbaffd.openflow import messages
+from lbaffd.openflow.actions import encode_all
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowspec import (
     FlowSpec,
@@ -26,28 +27,31 @@ from lbaffd.openflow.flowspec import (
     Match,
     Output,
 )
+from lbaffd.openflow.oxm import encode_match
 from lbaffd.reconcile.reconciler import DecodeCache
+from tests import reference_codec
 from tests.fakeswitch import FakeSwitch, Message, match_key
 
 COOKIE = own.MANAGED_COOKIE | 0x42
 
 
 def flow_mod(command: int, table: int, raw_match: bytes, cookie: int = COOKIE,
-             cookie_mask: int = 0, priority: int = 10, out_group: int = wire.ANY,
-             actions: bytes = b"") -> wire.RawMessage:
+             cookie_mask: int = 0, priority: int = 10, out_group: int = messages.ANY,
+             actions: bytes = b"") -> messages.RawMessage:
     """A flow mod with a hand-written OXM/NXM match (``raw_match``: TLVs only)."""
     size = 4 + len(raw_match)
     match = struct.pack("!HH", ofp.OFPMT_OXM, size) + raw_match + bytes(-size % 8)
-    inst = (wire.INSTRUCTION.pack(wire.OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
+    inst = (messages.INSTRUCTION.pack(messages.OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
             if actions else b"")
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-        cookie, cookie_mask, table, command, 0, 0, priority, wire.ANY, wire.ANY, out_group, 0, 0)
+    return messages.RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
+        cookie, cookie_mask, table, command, 0, 0, priority, messages.ANY, messages.ANY, out_group,
+        0, 0)
         + match + inst)
 
 
 def test_large_dumps_come_in_parts_as_ovs_frames_them() -> None:
     fake = FakeSwitch()
-    fake.bundle([wire.flow_add(FlowSpec(
+    fake.bundle([messages.flow_add(FlowSpec(
         1, 100, Match.of(eth_type=0x800, ipv4_dst=f"10.1.{i // 250}.{i % 250}"), (Output(1),),
         COOKIE)) for i in range(2000)])
     parts = fake.dump_flow_desc(0, 0)
@@ -68,27 +72,28 @@ def test_nxm_oxm_and_xreg_forms_are_one_field() -> None:
     oxm_eth = struct.pack("!IH", 0x80000A02, 0x0800)
     regs = struct.pack("!II", 0x00010004, 7) + struct.pack("!II", 0x00010204, 9)  # reg0, reg1
     xreg0 = struct.pack("!IQ", 0x80010008, 7 << 32 | 9)
-    fake.apply(flow_mod(ofp.OFPFC_ADD, 2, nxm_eth + regs, actions=wire.encode_actions(
+    fake.apply(flow_mod(ofp.OFPFC_ADD, 2, nxm_eth + regs, actions=encode_all(
         (Output(1),))))
-    fake.apply(flow_mod(ofp.OFPFC_ADD, 2, oxm_eth + xreg0, actions=wire.encode_actions(
+    fake.apply(flow_mod(ofp.OFPFC_ADD, 2, oxm_eth + xreg0, actions=encode_all(
         (Output(2),))))
     (flow,) = fake.flows()
     assert flow.match == match_key(Match.of(eth_type=0x800, reg0=7, reg1=9))
-    assert flow.instructions == wire.INSTRUCTION.pack(wire.OFPIT_APPLY_ACTIONS, 24) + (
-        wire.encode_actions((Output(2),)))
+    assert flow.instructions == messages.INSTRUCTION.pack(messages.OFPIT_APPLY_ACTIONS, 24) + (
+        encode_all((Output(2),)))
 
 
 def test_loose_selection_takes_flows_at_least_as_specific() -> None:
     fake = FakeSwitch()
     dsts = ("10.0.0.5", "10.0.1.5", "10.0.0.0")
-    fake.bundle([wire.flow_add(FlowSpec(1, 10, Match.of(eth_type=0x800, ipv4_dst=d),
+    fake.bundle([messages.flow_add(FlowSpec(1, 10, Match.of(eth_type=0x800, ipv4_dst=d),
                                         (Output(1),), COOKIE)) for d in dsts]
-                + [wire.flow_add(FlowSpec(1, 10, Match.of(eth_type=0x800,
+                + [messages.flow_add(FlowSpec(1, 10, Match.of(eth_type=0x800,
                                                           ipv4_dst=("10.0.0.0", "255.0.0.0")),
                                           (Output(1),), COOKIE))])
-    selector = wire.encode_match(Match.of(eth_type=0x800, ipv4_dst=("10.0.0.0", "255.255.255.0")))
-    fake.apply(wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-        0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, wire.ANY, wire.ANY, wire.ANY, 0, 0)
+    selector = encode_match(Match.of(eth_type=0x800, ipv4_dst=("10.0.0.0", "255.255.255.0")))
+    fake.apply(messages.RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
+        0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, messages.ANY, messages.ANY, messages.ANY,
+        0, 0)
         + selector))
     # the /24's two exact addresses went; 10.0.1.5 and the broader /8 stay
     left = {dict((f.key[1], f) for f in flow.match)[12].value for flow in fake.flows()}
@@ -97,10 +102,10 @@ def test_loose_selection_takes_flows_at_least_as_specific() -> None:
 
 def test_cookie_mask_and_out_group_narrow_a_delete() -> None:
     fake = FakeSwitch()
-    empty_group = wire.RawMessage(wire.OFPT_GROUP_MOD, wire.GROUP_MOD.pack(
-        wire.OFPGC_ADD, wire.OFPGT_SELECT, 5, 0, wire.ANY))
+    empty_group = messages.RawMessage(messages.OFPT_GROUP_MOD, messages.GROUP_MOD.pack(
+        messages.OFPGC_ADD, messages.OFPGT_SELECT, 5, 0, messages.ANY))
     fake.bundle([empty_group]
-                + [wire.flow_add(FlowSpec(1, p, Match.of(eth_type=0x800),
+                + [messages.flow_add(FlowSpec(1, p, Match.of(eth_type=0x800),
                                           (Group(5),) if p % 2 else (Output(1),), COOKIE + p))
                    for p in range(1, 7)])
     fake.apply(flow_mod(ofp.OFPFC_DELETE, ofp.OFPTT_ALL, b"", cookie=COOKIE + 3,
@@ -117,13 +122,13 @@ def test_learned_entries_go_with_the_last_flow_holding_their_learn() -> None:
     a = FlowSpec(5, 100, Match.of(eth_type=0x800, reg6=1), (learn,), COOKIE)
     b = FlowSpec(5, 100, Match.of(eth_type=0x800, reg6=2), (learn,), COOKIE)
     fake = FakeSwitch()
-    fake.bundle([wire.flow_add(a), wire.flow_add(b)])
+    fake.bundle([messages.flow_add(a), messages.flow_add(b)])
     entry = fake.learn(a, {"ipv4_src": "10.0.0.11"})
     assert entry.learned and entry.flags == ofp.OFPFF_SEND_FLOW_REM
     assert fake.learned_flows() == [entry]
-    fake.bundle([wire.flow_delete(a)])
+    fake.bundle([messages.flow_delete(a)])
     assert fake.learned_flows() == [entry]  # b still holds the learn
-    fake.bundle([wire.flow_modify(FlowSpec(5, 100, b.match, (Output(1),), COOKIE))])
+    fake.bundle([messages.flow_modify(FlowSpec(5, 100, b.match, (Output(1),), COOKIE))])
     assert fake.learned_flows() == []  # its learn action is gone with the modify
 
 
@@ -133,17 +138,17 @@ def test_a_bundle_is_used_once() -> None:
     b.commit()  # nothing added: nothing sent, as channel.Bundle
     assert fake.counts["bundle_committed"] == 0
     with pytest.raises(OpenFlowError) as err:
-        b.add(wire.flow_add(FlowSpec(1, 1, Match(), (), COOKIE)))
+        b.add(messages.flow_add(FlowSpec(1, 1, Match(), (), COOKIE)))
     assert err.value.code == ofp.OFPBFC_BAD_ID
     d = fake.open_bundle()
-    d.add(wire.flow_add(FlowSpec(1, 1, Match(), (), COOKIE)))
+    d.add(messages.flow_add(FlowSpec(1, 1, Match(), (), COOKIE)))
     d.discard()
     assert fake.counts["bundle_discarded"] == 1 and not fake.flows()
     assert fake.received == []  # a discarded bundle never reached the tables
 
 
 def test_messages_from_os_ken_and_from_wire_are_the_same() -> None:
-    from lbaffd.openflow import codec
+    from lbaffd.openflow import messages
 
     spec = FlowSpec(4, 7, Match.of(eth_type=0x800, ipv4_dst="10.0.0.9"), (Output(3),), COOKIE)
-    assert Message.of(codec.flow_add(spec)) == Message.of(wire.flow_add(spec))
+    assert Message.of(reference_codec.flow_add(spec)) == Message.of(messages.flow_add(spec))

@@ -1,4 +1,5 @@
-"""The direct flow-desc decoder (``fastdecode``) agrees with the os-ken path.
+"""The codec's flow-desc decoder (``messages.decode_flow``) agrees with the os-ken path
+(``messages.decode_flow_fallback``, through ``oskenfallback``).
 
 There is no switch at this level, so entries are built from what lbaffd sends:
 a flow mod's match and instructions are laid out exactly as in an
@@ -22,8 +23,8 @@ import pytest
 from os_ken.lib import type_desc
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import codec, fastdecode, wire
-from lbaffd.openflow.flowdesc import decode_entry, iter_entries
+from lbaffd.openflow import messages
+from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
     OFPP_CONTROLLER,
     Ct,
@@ -42,12 +43,13 @@ from lbaffd.openflow.flowspec import (
     Resubmit,
     SetField,
 )
-from lbaffd.openflow.groupdesc import decode_group_entry
+from lbaffd.openflow.oxm import ipv6_text
 from lbaffd.openflow.packed import PackedState
 from lbaffd.reconcile.reconciler import DecodeCache
+from tests.switchstate import specs
 from tests.unit.test_wire_encode import EXTRA_GROUPS, STATES
 
-FLOW_MOD_FIXED = 40  # wire.FLOW_MOD after the 8-byte header: match and instructions follow
+FLOW_MOD_FIXED = 40  # messages.FLOW_MOD after the 8-byte header: match and instructions follow
 # duration, idle_time, packet_count, byte_count (OXS, as OVS sends them)
 STATS = struct.pack("!HH", 0, 52) + b"".join(
     struct.pack("!IQ", (0x8002 << 16) | (field << 9) | 8, value)
@@ -85,14 +87,14 @@ EXTRA_FLOWS = (
 
 def corpus() -> Iterator[FlowSpec]:
     for state in STATES:
-        yield from state.state.specs().flows.values()
+        yield from specs(state.state).flows.values()
     yield from EXTRA_FLOWS
 
 
 def entry(spec: FlowSpec, body: bytes | None = None) -> bytes:
     """An ``ofp_flow_desc`` for ``spec`` (or for the given match+instructions)."""
     if body is None:
-        body = wire.flow_add(spec).body[FLOW_MOD_FIXED:]
+        body = messages.flow_add(spec).body[FLOW_MOD_FIXED:]
     (mlen,) = struct.unpack_from("!H", body, 2)
     match_end = (mlen + 7) // 8 * 8
     rest = body[:match_end] + STATS + body[match_end:]
@@ -114,7 +116,7 @@ def replies(entries: list[bytes]) -> list[bytes]:
 
 
 def old(buf: bytes, offset: int = 0) -> FlowSpec:
-    return codec.decode_flow(decode_entry(buf, offset))
+    return messages.decode_flow_fallback(buf, offset)
 
 
 def test_corpus_is_rich() -> None:
@@ -126,7 +128,7 @@ def test_corpus_is_rich() -> None:
 def test_compiled_flows_decode_directly_and_equal() -> None:
     for spec in corpus():
         raw = entry(spec)
-        fast = fastdecode.decode_fast(raw, 0)
+        fast = messages.decode_fast(raw, 0)
         assert fast is not None, spec
         assert fast == old(raw) == spec
 
@@ -144,7 +146,7 @@ def test_a_whole_reply_through_the_decode_cache() -> None:
     assert PackedState.build(decoded, []) == PackedState.of(flows, [])
     for msg in msgs:
         offsets = [off for off, _, _ in iter_entries(msg)]
-        assert [fastdecode.decode_flow(msg, off) for off in offsets] == [
+        assert [messages.decode_flow(msg, off) for off in offsets] == [
             old(msg, off) for off in offsets]
 
 
@@ -152,8 +154,8 @@ def test_decoded_state_is_shared() -> None:
     """Equal actions and match TLVs are decoded once (memos)."""
     spec = next(f for f in corpus() if any(isinstance(a, Resubmit) for a in f.actions)
                 and f.match.fields)
-    fastdecode.clear_memos()
-    a, b = fastdecode.decode_flow(entry(spec), 0), fastdecode.decode_flow(entry(spec), 0)
+    messages.clear_caches()
+    a, b = messages.decode_flow(entry(spec), 0), messages.decode_flow(entry(spec), 0)
     assert a == b == spec
     assert all(x is y for x, y in zip(a.actions, b.actions, strict=True))
     assert all(x is y for x, y in zip(a.match.fields, b.match.fields, strict=True))
@@ -210,13 +212,13 @@ OVS_FORMS = {
 @pytest.mark.parametrize("name", sorted(OVS_FORMS))
 def test_ovs_match_forms(name: str) -> None:
     raw = raw_entry(OVS_FORMS[name], apply(output(3)))
-    fast = fastdecode.decode_fast(raw, 0)
+    fast = messages.decode_fast(raw, 0)
     assert fast is not None
     assert fast == old(raw)
 
 
 def test_xreg_split_values() -> None:
-    fast = fastdecode.decode_fast(raw_entry(OVS_FORMS["xreg"]), 0)
+    fast = messages.decode_fast(raw_entry(OVS_FORMS["xreg"]), 0)
     assert fast is not None
     assert fast.match == Match.of(eth_type=0x800, reg0=1, reg1=2, reg3=9)
 
@@ -228,7 +230,7 @@ def test_nat_single_address_and_port_forms() -> None:
     ct = struct.pack("!HHIHH4sHB3xH", 0xFFFF, 24 + len(nat), 0x2320, 35, 1, bytes(4), 0,
                      0xFF, 0) + nat
     raw = raw_entry(match(ETH_IP), apply(ct))
-    fast = fastdecode.decode_fast(raw, 0)
+    fast = messages.decode_fast(raw, 0)
     assert fast is not None and fast == old(raw)
     assert fast.actions == (Ct(commit=True, nat=Nat("dst", "10.0.0.1", port_min=80,
                                                     port_max=80)),)
@@ -242,7 +244,7 @@ def test_ipv6_text_is_os_kens() -> None:
     samples += [bytes(rng.choice((0, 0, 0, 1, 0xFF, rng.randrange(256))) for _ in range(16))
                 for _ in range(20000)]
     for raw in samples:
-        assert fastdecode._ipv6(raw) == type_desc.IPv6Addr.to_user(raw)
+        assert ipv6_text(raw) == type_desc.IPv6Addr.to_user(raw)
 
 
 # ------------------------------------------------------------------ fallbacks
@@ -274,14 +276,14 @@ FOREIGN = {
 @pytest.mark.parametrize("name", sorted(FOREIGN))
 def test_foreign_entries_take_the_os_ken_path(name: str) -> None:
     raw = FOREIGN[name]
-    assert fastdecode.decode_fast(raw, 0) is None
+    assert messages.decode_fast(raw, 0) is None
     try:
         expected = old(raw)
     except Exception as err:
         with pytest.raises(type(err)):
-            fastdecode.decode_flow(raw, 0)
+            messages.decode_flow(raw, 0)
         return
-    assert fastdecode.decode_flow(raw, 0) == expected
+    assert messages.decode_flow(raw, 0) == expected
     if name != "unknown OXM field":
         assert any(isinstance(a, Opaque) for a in expected.actions)
 
@@ -310,7 +312,7 @@ def test_damaged_entries_never_crash_the_fast_path() -> None:
         for pos in range(0, len(raw) - 1, 2):
             for word in (b"\0\0", b"\xff\xff", b"\0\x08"):
                 case = raw[:pos] + word + raw[pos + 2:]
-                fast = fastdecode.decode_fast(case, 0)
+                fast = messages.decode_fast(case, 0)
                 if fast is not None:
                     assert fast == old(case)
 
@@ -320,14 +322,14 @@ def test_truncated_entries_fall_back() -> None:
     for raw in [entry(f) for f in EXTRA_FLOWS] + list(FOREIGN.values()):
         for n in range(len(raw)):
             case = raw[:n]
-            assert fastdecode.decode_fast(case, 0) is None
-            assert _outcome(fastdecode.decode_flow, case) == _outcome(old, case)
+            assert messages.decode_fast(case, 0) is None
+            assert _outcome(messages.decode_flow, case) == _outcome(old, case)
 
 
 def test_own_cookie_space_is_untouched() -> None:
     """The decoder keeps the cookie (ownership is decided from it)."""
     spec = next(iter(corpus()))
-    fast = fastdecode.decode_fast(entry(spec), 0)
+    fast = messages.decode_fast(entry(spec), 0)
     assert fast is not None and own.is_managed(fast.cookie) == own.is_managed(spec.cookie)
 
 
@@ -337,30 +339,30 @@ def test_own_cookie_space_is_untouched() -> None:
 def group_entry(spec: GroupSpec) -> bytes:
     """An ``ofp_group_desc`` for ``spec``: a group mod's buckets and properties
     are laid out as in the desc (OF1.5 7.3.5.9)."""
-    body = wire.group_add(spec).body
+    body = messages.group_add(spec).body
     rest = body[GROUP_MOD_FIXED:]
     (bucket_len,) = struct.unpack_from("!H", body, 8)
     return struct.pack("!HBxIH6x", 16 + len(rest), 1, spec.group_id, bucket_len) + rest
 
 
-GROUP_MOD_FIXED = 16  # wire.GROUP_MOD: buckets and properties follow
+GROUP_MOD_FIXED = 16  # messages.GROUP_MOD: buckets and properties follow
 
 
 def groups() -> Iterator[GroupSpec]:
     for state in STATES:
-        yield from state.state.specs().groups.values()
+        yield from specs(state.state).groups.values()
     yield from EXTRA_GROUPS
 
 
 def old_group(buf: bytes, offset: int = 0) -> GroupSpec:
-    return codec.decode_group(decode_group_entry(buf, offset))
+    return messages.decode_group_fallback(buf, offset)
 
 
 def test_groups_decode_directly_and_equal() -> None:
     count = 0
     for spec in groups():
         raw = group_entry(spec)
-        fast = fastdecode.decode_group_fast(raw, 0)
+        fast = messages.decode_group_fast(raw, 0)
         assert fast is not None, spec
         assert fast == old_group(raw) == spec
         count += 1
@@ -385,8 +387,8 @@ def test_foreign_groups_take_the_os_ken_path() -> None:
                                    bucket_len + 8) + body
     for name, case in cases.items():
         fixed_len = struct.pack("!H", len(case)) + case[2:]
-        assert fastdecode.decode_group_fast(fixed_len, 0) is None, name
-        assert fastdecode.decode_group(fixed_len, 0) == old_group(fixed_len), name
+        assert messages.decode_group_fast(fixed_len, 0) is None, name
+        assert messages.decode_group(fixed_len, 0) == old_group(fixed_len), name
     assert any(isinstance(a, Opaque) for b in old_group(cases["dec_ttl"]).buckets
                for a in b.actions)
 
@@ -395,11 +397,11 @@ def test_damaged_groups_never_crash_the_fast_path() -> None:
     for spec in list(groups())[:3] + list(EXTRA_GROUPS):
         raw = group_entry(spec)
         for n in range(len(raw)):
-            assert fastdecode.decode_group_fast(raw[:n], 0) is None
-            assert _outcome(fastdecode.decode_group, raw[:n]) == _outcome(old_group, raw[:n])
+            assert messages.decode_group_fast(raw[:n], 0) is None
+            assert _outcome(messages.decode_group, raw[:n]) == _outcome(old_group, raw[:n])
         for pos in range(0, len(raw) - 1, 2):
             for word in (b"\0\0", b"\xff\xff", b"\0\x08"):
                 case = raw[:pos] + word + raw[pos + 2:]
-                fast = fastdecode.decode_group_fast(case, 0)
+                fast = messages.decode_group_fast(case, 0)
                 if fast is not None:  # (declined: os-ken may loop forever on these)
                     assert fast == old_group(case)

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lbaffd.openflow import channel, fastdecode, flowdesc, groupdesc
+from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit import fuzzprofile
 from tests.unit.test_fastdecode import FOREIGN, entry, group_entry, groups, varied
@@ -95,20 +95,20 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 def decode_flow_reply(msg: bytes) -> None:
     """What the reconciler and the counters do with a flow-desc reply."""
     for offset, _, _ in flowdesc.iter_entries(msg):
-        only_documented(lambda o=offset: fastdecode.decode_flow(msg, o))
-        only_documented(lambda o=offset: flowdesc.decode_entry(msg, o, with_actions=False))
-    only_documented(lambda: flowdesc.decode_flow_desc_body(msg))
+        only_documented(lambda o=offset: messages.decode_flow(msg, o))
+        only_documented(lambda o=offset: oskenfallback.decode_entry(msg, o, with_actions=False))
+        only_documented(lambda o=offset: oskenfallback.decode_entry(msg, o))
     flowdesc.monitor_update_cookies(msg)
 
 
 def decode_group_reply(msg: bytes) -> None:
     groupdesc.group_desc_framed(msg)
     for offset, _, _ in groupdesc.iter_group_entries(msg):
-        only_documented(lambda o=offset: fastdecode.decode_group(msg, o))
-        only_documented(lambda o=offset: groupdesc.decode_group_entry(msg, o))
-    for g in groupdesc.decode_group_desc_body(msg):
-        for prop in g.properties:
-            only_documented(lambda p=prop: groupdesc.decode_selection_method(p))
+        only_documented(lambda o=offset: messages.decode_group(msg, o))
+        only_documented(lambda o=offset: oskenfallback.decode_group_entry(msg, o))
+    for offset, _, _ in groupdesc.iter_group_entries(msg):
+        for prop in oskenfallback.decode_group_entry(msg, offset).properties:
+            only_documented(lambda p=prop: messages.decode_selection_method(p.data))
 
 
 @given(entries=st.lists(mutated(FLOW_SEEDS), min_size=1, max_size=3))
@@ -117,7 +117,7 @@ def test_flow_desc_decoders(entries: list[bytes]) -> None:
     with bounded():
         only_documented(lambda: decode_flow_reply(msg))
         for e in entries:  # the entry alone, as the decode cache hands it over
-            only_documented(lambda x=e: fastdecode.decode_flow(x, 0))
+            only_documented(lambda x=e: messages.decode_flow(x, 0))
 
 
 @given(entries=st.lists(mutated(GROUP_SEEDS), min_size=1, max_size=3))
@@ -126,15 +126,15 @@ def test_group_desc_decoders(entries: list[bytes]) -> None:
     with bounded():
         only_documented(lambda: decode_group_reply(msg))
         for e in entries:
-            only_documented(lambda x=e: fastdecode.decode_group(x, 0))
+            only_documented(lambda x=e: messages.decode_group(x, 0))
 
 
 @given(seed=st.sampled_from(FLOW_SEEDS + GROUP_SEEDS), cut=st.integers(0, 400))
 def test_truncated_entries(seed: bytes, cut: int) -> None:
     case = seed[:cut]
     with bounded():
-        only_documented(lambda: fastdecode.decode_flow(case, 0))
-        only_documented(lambda: fastdecode.decode_group(case, 0))
+        only_documented(lambda: messages.decode_flow(case, 0))
+        only_documented(lambda: messages.decode_group(case, 0))
         only_documented(lambda: decode_flow_reply(reply(1, case)))
         only_documented(lambda: decode_group_reply(reply(7, case)))
 

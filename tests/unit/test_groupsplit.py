@@ -16,7 +16,7 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
-from lbaffd.openflow import wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import Group, GroupSpec
 from lbaffd.openflow.packed import unpack_group
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
@@ -91,7 +91,7 @@ def test_large_affinity_vip_is_split_into_reportable_parts(n: int, v6: bool) -> 
         # group-desc reports it: the entry fits its 16-bit length and a reply of its own;
         # the group mod in its bundle add message (16 + 8 + body) fits that one's
         assert len(body) + MULTIPART_HEADER <= 0xFFFF
-        assert len(wire.RawMessage(wire.OFPT_GROUP_MOD, body).bundle_add(1, 1, 0)) <= 0xFFFF
+        assert len(messages.RawMessage(messages.OFPT_GROUP_MOD, body).bundle_add(1, 1, 0)) <= 0xFFFF
         assert own.is_lbaffd_group(gid)
         assert groups[gid].selection_method == "hash"
         assert groups[gid].fields == (("ipv6_src",) if v6 else ("ipv4_src",))
@@ -104,8 +104,8 @@ def test_large_affinity_vip_is_split_into_reportable_parts(n: int, v6: bool) -> 
     assert top.selection_param == groupsplit.TOP_PARAM
     assert {groups[p].selection_param for p in parts} == {0}
     # the fewest parts that fit: one part fewer would not
-    sizes_ = [len(wire.encode_bucket(b)) for p in parts for b in groups[p].buckets]
-    fixed = len(wire.group_add(GroupSpec(1, (), "hash", groups[parts[0]].fields)).body)
+    sizes_ = [len(messages.encode_bucket(b)) for p in parts for b in groups[p].buckets]
+    fixed = len(messages.group_add(GroupSpec(1, (), "hash", groups[parts[0]].fields)).body)
     fewer = groupsplit.slices(n, len(parts) - 1)
     assert len(parts) == 2 or max(fixed + sum(sizes_[s:e]) for s, e in fewer) > (
         groupsplit.GROUP_BODY_LIMIT)
@@ -200,9 +200,10 @@ def test_the_limit_is_the_tighter_of_group_desc_and_bundle_add() -> None:
     bundle add; one byte more fails one of them."""
     limit = groupsplit.GROUP_BODY_LIMIT
     assert limit + MULTIPART_HEADER <= 0xFFFF
-    assert len(wire.RawMessage(wire.OFPT_GROUP_MOD, bytes(limit)).bundle_add(1, 1, 0)) == 0xFFFF
+    biggest = messages.RawMessage(messages.OFPT_GROUP_MOD, bytes(limit))
+    assert len(biggest.bundle_add(1, 1, 0)) == 0xFFFF
     with pytest.raises(struct.error):
-        wire.RawMessage(wire.OFPT_GROUP_MOD, bytes(limit + 1)).bundle_add(1, 1, 0)
+        messages.RawMessage(messages.OFPT_GROUP_MOD, bytes(limit + 1)).bundle_add(1, 1, 0)
 
 
 def test_no_bucket_exceeds_the_bound_that_skips_measuring() -> None:
@@ -214,8 +215,8 @@ def test_no_bucket_exceeds_the_bound_that_skips_measuring() -> None:
                                  nat=Nat(kind="dst", ip_min="ffff:" * 7 + "ffff",
                                          port_min=65535, port_max=65535),
                                  mark=own.GROUP_ID_MAX),))
-    assert len(wire.encode_bucket(big)) <= groupsplit.MAX_BUCKET_BYTES
-    props = wire.selection_method_property(
+    assert len(messages.encode_bucket(big)) <= groupsplit.MAX_BUCKET_BYTES
+    props = messages.selection_method_property(
         "dp_hash", groupsplit.TOP_PARAM, ("ipv6_src", "ipv6_dst", "sctp_src", "sctp_dst"))
     assert len(props) <= 128
 

@@ -1,11 +1,11 @@
 """The packed form: bodies equal exactly when flows are, and the messages
-derived from a body are the ones ``wire`` encodes from the FlowSpec."""
+derived from a body are the ones ``messages`` encodes from the FlowSpec."""
 
 from __future__ import annotations
 
 import pytest
 
-from lbaffd.openflow import wire
+from lbaffd.openflow import messages
 from lbaffd.openflow.channel import XidSpan
 from lbaffd.openflow.flowspec import (
     Bucket,
@@ -34,13 +34,14 @@ from lbaffd.openflow.packed import (
     unpack_flow,
     unpack_group,
 )
+from tests.switchstate import specs as unpacked
 from tests.unit.test_wire_encode import STATES
 
 C1 = 0x1BAF000000000001
 
 
 def specs() -> list[FlowSpec]:
-    return [f for s in STATES for f in s.state.specs().flows.values()]
+    return [f for s in STATES for f in unpacked(s.state).flows.values()]
 
 
 def test_compiled_states_round_trip_and_derive_the_wire_messages() -> None:
@@ -49,14 +50,14 @@ def test_compiled_states_round_trip_and_derive_the_wire_messages() -> None:
         assert unpack_flow(body) == spec
         assert cookie(body) == spec.cookie
         assert sort_key(body) == (spec.table, -spec.priority)
-        assert modify_message(body) == wire.flow_modify(spec)
-        assert delete_message(body) == wire.flow_delete(spec)
+        assert modify_message(body) == messages.flow_modify(spec)
+        assert delete_message(body) == messages.flow_delete(spec)
     for state in STATES:
         for gid, body in state.state.groups.items():
             g = unpack_group(body)
             assert g.group_id == group_id(body) == gid
             assert pack_group(g) == body
-            assert group_modify_message(body) == wire.group_modify(g)
+            assert group_modify_message(body) == messages.group_modify(g)
 
 
 def test_flow_id_is_table_priority_and_match() -> None:
@@ -87,7 +88,7 @@ def test_unknown_actions_mark_an_installed_entry_foreign() -> None:
         body = installed_flow(FlowSpec(2, 100, want.match, tampered, C1))
         assert is_foreign(body) and body != pack_flow(want)
         assert flow_id(body) == flow_id(pack_flow(want))
-        assert delete_message(body) == wire.flow_delete(want)
+        assert delete_message(body) == messages.flow_delete(want)
         assert unpack_flow(body).actions == tuple(a for a in tampered if
                                                   not isinstance(a, Opaque))
     assert installed_flow(want) == pack_flow(want) and not is_foreign(pack_flow(want))
@@ -98,7 +99,7 @@ def test_unknown_actions_mark_an_installed_entry_foreign() -> None:
 
 def test_packed_state_decodes_to_the_specs() -> None:
     state = STATES[0].state
-    again = PackedState.of(state.specs().flows.values(), state.specs().groups.values())
+    again = PackedState.of(unpacked(state).flows.values(), unpacked(state).groups.values())
     assert again == state
 
 

@@ -22,7 +22,7 @@ from lbaffd.compile.layout import PRIO_INTERCEPT, REG_BACKEND_IP, REG_VIP_ID, ST
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.topology import Topology
-from lbaffd.openflow import fastdecode, packed, wire
+from lbaffd.openflow import messages, packed
 from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
@@ -35,6 +35,7 @@ from lbaffd.openflow.flowspec import (
     Resubmit,
     SetField,
 )
+from lbaffd.openflow.oxm import encode_match
 from lbaffd.openflow.packed import PackedState
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
@@ -67,7 +68,7 @@ def installed(fake: FakeSwitch) -> PackedState:
 
 def specs(fake: FakeSwitch) -> list[FlowSpec]:
     """lbaffd's flows on the fake, decoded as the daemon decodes them."""
-    return [fastdecode.decode_flow(part.raw, off)
+    return [messages.decode_flow(part.raw, off)
             for part in fake.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
             for off, _, _ in iter_entries(part.raw)]
 
@@ -153,14 +154,14 @@ def test_audit_repairs_a_foreign_edit(edit: str) -> None:
     if edit == "delete-flow":
         fake.apply(packed.delete_message(packed.pack_flow(learn_flow)))
     elif edit == "modify-flow":
-        fake.apply(wire.flow_modify(replace(learn_flow, actions=(Output(7),))))
+        fake.apply(messages.flow_modify(replace(learn_flow, actions=(Output(7),))))
     elif edit == "delete-group":  # takes the flows that name it along (OVS does)
-        fake.apply(wire.group_delete(gid))
+        fake.apply(messages.group_delete(gid))
     elif edit == "modify-group":
         group = packed.unpack_group(desired.groups[gid])
-        fake.apply(wire.group_modify(replace(group, buckets=group.buckets[:1])))
+        fake.apply(messages.group_modify(replace(group, buckets=group.buckets[:1])))
     elif edit == "extra-flow":
-        fake.apply(wire.flow_add(replace(learn_flow, priority=learn_flow.priority + 1)))
+        fake.apply(messages.flow_add(replace(learn_flow, priority=learn_flow.priority + 1)))
     else:  # ovs-ofctl del-flows br-int: everything, whoever owns it
         fake.apply(loose_delete_all())
     assert installed(fake) != desired
@@ -220,11 +221,11 @@ def test_replaying_a_change_bundle_leaves_the_same_table() -> None:
     lb = with_backends(*AFF_VIP, "10.0.0.22:8080,10.0.0.27:8080")
     result = rec.reconcile_changed(fake, {lb.uuid: lb}, TOPO)
     assert result is not None
-    bundle = [wire.RawMessage(m.msg_type, m.body) for m in fake.received[start:]]
+    bundle = [messages.RawMessage(m.msg_type, m.body) for m in fake.received[start:]]
     kinds = {(m.msg_type, Message(m.msg_type, m.body).command) for m in bundle}
-    assert (wire.OFPT_GROUP_MOD, wire.OFPGC_MODIFY) in kinds
-    assert (wire.OFPT_FLOW_MOD, wire.OFPFC_DELETE_STRICT) in kinds
-    assert (wire.OFPT_FLOW_MOD, wire.OFPFC_ADD) in kinds
+    assert (messages.OFPT_GROUP_MOD, messages.OFPGC_MODIFY) in kinds
+    assert (messages.OFPT_FLOW_MOD, messages.OFPFC_DELETE_STRICT) in kinds
+    assert (messages.OFPT_FLOW_MOD, messages.OFPFC_ADD) in kinds
     after = fake.snapshot()
     fake.bundle(bundle)
     assert fake.snapshot() == after
@@ -236,7 +237,7 @@ def test_replaying_a_full_bundle_is_refused_whole() -> None:
     replay fails and, being atomic, changes nothing either."""
     fake = FakeSwitch()
     Reconciler(STANDALONE).reconcile(fake, LBS, TOPO)
-    bundle = [wire.RawMessage(m.msg_type, m.body) for m in fake.received]
+    bundle = [messages.RawMessage(m.msg_type, m.body) for m in fake.received]
     after = fake.snapshot()
     with pytest.raises(OpenFlowError) as err:
         fake.bundle(bundle)
@@ -282,7 +283,7 @@ def test_cleanup_removes_exactly_lbaffd_state() -> None:
     fake, rec = programmed()
     flow = next(iter(specs(fake)))
     foreign = replace(flow, cookie=0x1234, priority=flow.priority + 3)
-    fake.apply(wire.flow_add(foreign))
+    fake.apply(messages.flow_add(foreign))
     vip_id = rec.group_ids[own.vip_owner(*AFF_VIP)]
     learn_flow = _learn_flows(fake, "10.0.0.21")[0]
     fake.learn(learn_flow, {"metadata": 1, "ipv4_src": "10.0.0.11", REG_VIP_ID: vip_id})
@@ -327,9 +328,9 @@ def ovn_controller(fake: FakeSwitch) -> None:
     output flow in table 65 (``test_companion.LAYOUT``)."""
     for ofport, match in LAYOUT.outputs:
         tk = match.as_dict()["metadata"]
-        fake.apply(wire.flow_add(FlowSpec(0, 100, Match.of(in_port=ofport),
+        fake.apply(messages.flow_add(FlowSpec(0, 100, Match.of(in_port=ofport),
                                           (SetField("metadata", tk), Resubmit(8)), OVN_COOKIE)))
-        fake.apply(wire.flow_add(FlowSpec(LAYOUT.output_table, 100, match, (Output(ofport),),
+        fake.apply(messages.flow_add(FlowSpec(LAYOUT.output_table, 100, match, (Output(ofport),),
                                           OVN_COOKIE)))
 
 
@@ -363,7 +364,7 @@ def test_companion_pass_next_to_ovn_controller() -> None:
     assert Reconciler(COMPANION).reconcile(fake, lbs, topo).changes.empty and fake.mods == sent
     # ovn-controller (re)connects: it deletes every flow and group, then puts its own back
     fake.apply(loose_delete_all())
-    fake.apply(wire.group_delete(ofp.OFPG_ALL))
+    fake.apply(messages.group_delete(ofp.OFPG_ALL))
     ovn_controller(fake)
     repaired = rec.reconcile(fake, lbs, topo)
     assert len(repaired.changes) == len(result.changes)
@@ -379,7 +380,7 @@ def test_companion_never_replaces_a_flow_of_ovn_controller() -> None:
     fake = FakeSwitch()
     ovn_controller(fake)
     squatter = replace(intercept, cookie=OVN_COOKIE, actions=(Output(99),))
-    fake.apply(wire.flow_add(squatter))
+    fake.apply(messages.flow_add(squatter))
     before = ovn_entries(fake)
     lbs, topo = companion_view(fake)
     result = Reconciler(COMPANION).reconcile(fake, lbs, topo)
@@ -388,8 +389,9 @@ def test_companion_never_replaces_a_flow_of_ovn_controller() -> None:
     assert installed(fake) == result.desired.state
 
 
-def loose_delete_all() -> wire.RawMessage:
+def loose_delete_all() -> messages.RawMessage:
     """``ovs-ofctl del-flows br-int``: every flow of every table."""
-    return wire.RawMessage(wire.OFPT_FLOW_MOD, wire.FLOW_MOD.pack(
-        0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, wire.ANY, wire.ANY, wire.ANY, 0, 0)
-        + wire.encode_match(Match()))
+    return messages.RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
+        0, 0, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, messages.ANY, messages.ANY, messages.ANY,
+        0, 0)
+        + encode_match(Match()))

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from os_ken.ofproto import ofproto_parser
 
-from lbaffd.openflow import codec
-from lbaffd.openflow.flowdesc import decode_flow_desc_body
+from lbaffd.openflow import messages, oskenfallback
+from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     OFPP_IN_PORT,
@@ -42,11 +42,9 @@ from lbaffd.openflow.flowspec import (
     Resubmit,
     SetField,
 )
-from lbaffd.openflow.groupdesc import (
-    decode_group_desc_body,
-    decode_selection_method,
-    encode_selection_method_property,
-)
+from lbaffd.openflow.groupdesc import iter_group_entries
+from lbaffd.openflow.oxm import canonical_match
+from tests import reference_codec
 
 FLOW_DESC = bytes.fromhex(
     "0613021000000001000100000000000000c80000010000c800000000000000001baf000000000001"
@@ -86,16 +84,19 @@ def _ct(ip: str) -> Ct:
 
 
 def test_os_ken_alone_cannot_parse_the_flow_desc_reply() -> None:
-    """Why flowdesc exists: keep this true or delete the workaround."""
+    """Why ``oskenfallback`` parses copy_field itself: keep this true or delete
+    the workaround."""
     try:
-        parsed = ofproto_parser.msg(codec.DP, 6, FLOW_DESC[1], len(FLOW_DESC), 1, FLOW_DESC)
+        parsed = ofproto_parser.msg(reference_codec.DP, 6, FLOW_DESC[1], len(FLOW_DESC), 1,
+                                    FLOW_DESC)
     except Exception:
         parsed = None
     assert parsed is None
 
 
 def test_flow_desc_decodes_to_canonical_specs() -> None:
-    flows = [codec.decode_flow(f) for f in decode_flow_desc_body(FLOW_DESC)]
+    offsets = [off for off, _, _ in iter_entries(FLOW_DESC)]
+    flows = [messages.decode_flow_fallback(FLOW_DESC, off) for off in offsets]
     arp = FlowSpec(1, 200, Match.of(eth_type=0x806, metadata=1, arp_op=1, arp_tpa="10.0.0.100"),
                    (Move("eth_src", "eth_dst", 48), SetField("eth_src", "02:1b:af:00:00:01"),
                     SetField("arp_op", 2), Output(OFPP_IN_PORT)), 0x1BAF000000000001)
@@ -104,35 +105,41 @@ def test_flow_desc_decodes_to_canonical_specs() -> None:
                                       tcp_dst=8080),
                      (LEARN, Resubmit(6)), 0x1BAF000000000002)
     assert flows == [arp, learn]
+    assert [messages.decode_flow(FLOW_DESC, off) for off in offsets] == flows
 
 
 def test_group_desc_decodes_buckets_weights_and_selection_method() -> None:
-    (raw,) = decode_group_desc_body(GROUP_DESC)
-    assert [decode_selection_method(p) for p in raw.properties] == [("hash", 0, ("ipv4_src",))]
-    assert codec.decode_group(raw) == GroupSpec(
+    ((offset, _, _),) = iter_group_entries(GROUP_DESC)
+    raw = oskenfallback.decode_group_entry(GROUP_DESC, offset)
+    assert [messages.decode_selection_method(p.data) for p in raw.properties] == [
+        ("hash", 0, ("ipv4_src",))]
+    expected = GroupSpec(
         0xB0000001,
         (Bucket(1, (_ct("10.0.0.21"),)), Bucket(2, (_ct("10.0.0.22"),)),
          Bucket(3, (_ct("10.0.0.23"),), weight=50)),
         selection_method="hash", fields=("ipv4_src",))
+    assert messages.decode_group_fallback(GROUP_DESC, offset) == expected
+    assert messages.decode_group(GROUP_DESC, offset) == expected
 
 
 def test_selection_method_property_matches_ovs_encoding() -> None:
-    prop = encode_selection_method_property("hash", 0, ["ipv4_src"]).serialize()
+    prop = reference_codec.encode_selection_method_property("hash", 0, ["ipv4_src"]).serialize()
     assert bytes(prop) in GROUP_DESC  # byte-identical to what OVS itself reports
+    assert messages.selection_method_property("hash", 0, ("ipv4_src",)) == bytes(prop)
 
 
 def test_encoded_messages_parse_back_with_os_ken() -> None:
     spec = FlowSpec(2, 200, Match.of(metadata=1, eth_type=0x800, ipv4_dst="10.0.0.100"),
                     (SetField("reg6", 5), Resubmit(3), Group(5)), 0x1BAF000000000003)
-    msg = codec.flow_add(spec)
+    msg = reference_codec.flow_add(spec)
     msg.serialize()
-    back = ofproto_parser.msg(codec.DP, 6, msg.msg_type, msg.msg_len, 0, bytes(msg.buf))
+    back = ofproto_parser.msg(reference_codec.DP, 6, msg.msg_type, msg.msg_len, 0, bytes(msg.buf))
     assert back.cookie == spec.cookie and back.priority == 200
-    assert codec.canonical_match(back.match.items()) == spec.match
+    assert canonical_match(back.match.items()) == spec.match
 
 
 def test_canonical_match_splits_xregs_and_folds_full_masks() -> None:
-    m = codec.canonical_match([("xreg0", 0x0A00001500001F90),
+    m = canonical_match([("xreg0", 0x0A00001500001F90),
                                ("xreg1", (0x100000000, 0xFFFFFFFF00000000)),
                                ("ct_state", (0x21, 0x21)), ("metadata", (1, (1 << 64) - 1))])
     assert m == Match.of(reg0=0x0A000015, reg1=8080, reg2=1, ct_state=(0x21, 0x21), metadata=1)

@@ -1,13 +1,16 @@
-"""FlowSpec/GroupSpec <-> os-ken OpenFlow 1.5 messages.
+"""The reference encoder: FlowSpec/GroupSpec -> os-ken OpenFlow 1.5 messages.
 
-Encoding builds os-ken objects; decoding turns what ovs-vswitchd reports back
-into the *same* canonical specs, absorbing OVS's own encodings (OF1.5
-``copy_field`` for ``move``, NXM vs OXM register loads, omitted full masks), so
-that an unchanged flow compares equal and the diff is empty.
+lbaffd encodes its messages itself (``lbaffd.openflow.messages``, ``oxm``,
+``actions``); these are os-ken's encoders of the same messages, kept here as
+what that codec is checked against byte for byte (``test_wire_encode``,
+``test_codec_reference``), os-ken's quirks worked around as lbaffd's own
+encoder reproduces them (``PaddedNAT``, ``SelectionMethodProperty``, ``move``
+as OF1.5 copy_field).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,36 +19,23 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from lbaffd.openflow.flowdesc import RawFlow
 from lbaffd.openflow.flowspec import (
     Action,
-    Bucket,
     Ct,
     FlowSpec,
     Group,
     GroupSpec,
     Learn,
-    LearnLoadField,
     LearnLoadValue,
     LearnMatchField,
     LearnMatchValue,
-    LearnSpec,
     Match,
-    MatchValue,
     Move,
-    Nat,
-    Opaque,
     Output,
     Resubmit,
     SetField,
 )
-from lbaffd.openflow.groupdesc import (
-    NTR_EXPERIMENTER,
-    NTR_SELECTION_METHOD,
-    RawGroup,
-    decode_selection_method,
-    encode_selection_method_property,
-)
+from lbaffd.openflow.messages import NTR_EXPERIMENTER, NTR_SELECTION_METHOD
 
 DP = ProtocolDesc(version=ofp.OFP_VERSION)
 
@@ -55,45 +45,6 @@ OFPGC15_ADD_OR_MOD = 0x8000  # not defined by os-ken
 
 
 # ------------------------------------------------------------------ match
-
-
-def canonical_match(items: Iterable[tuple[str, Any]]) -> Match:
-    """Fold full masks, pre-mask values and split 64-bit ``xregN`` into the
-    two 32-bit registers they cover, so both sides of a diff agree.
-
-    OVS reports ``reg0=1,reg1=2`` in OF1.5 replies as ``xreg0=0x100000002``
-    (OXM_OF_PKT_REG), with a half mask when only one of the pair is matched.
-    """
-    out: dict[str, MatchValue] = {}
-    for key, value in items:
-        if key.startswith("xreg"):
-            _split_xreg(int(key[4:]), value, out)
-        elif isinstance(value, tuple):
-            out[key] = _fold_mask(key, value)
-        else:
-            out[key] = value
-    return Match(tuple(sorted(out.items())))
-
-
-def _fold_mask(key: str, value: tuple[Any, Any]) -> MatchValue:
-    v, m = value
-    _, _, mask_bytes = ofp.oxm_from_user(key, (v, m))
-    if mask_bytes is None or mask_bytes == b"\xff" * len(mask_bytes):
-        return v  # type: ignore[no-any-return]
-    if isinstance(v, int) and isinstance(m, int):
-        return (v & m, m)
-    return value
-
-
-def _split_xreg(n: int, value: Any, out: dict[str, MatchValue]) -> None:
-    v, m = value if isinstance(value, tuple) else (value, (1 << 64) - 1)
-    for reg, shift in ((2 * n, 32), (2 * n + 1, 0)):
-        half_v = (v >> shift) & 0xFFFFFFFF
-        half_m = (m >> shift) & 0xFFFFFFFF
-        if half_m == 0xFFFFFFFF:
-            out[f"reg{reg}"] = half_v
-        elif half_m:
-            out[f"reg{reg}"] = (half_v & half_m, half_m)
 
 
 def encode_match(match: Match) -> Any:
@@ -187,99 +138,8 @@ def _encode_learn(a: Learn) -> Any:
     )
 
 
-def decode_action(o: Any) -> Action:
-    if isinstance(o, parser.OFPActionOutput):
-        return Output(o.port, o.max_len if o.port == ofp.OFPP_CONTROLLER else 0)
-    if isinstance(o, parser.OFPActionSetField):
-        return SetField(o.key, o.value)
-    if isinstance(o, parser.OFPActionCopyField):
-        src, dst = (oid.type for oid in o.oxm_ids)
-        return Move(src, dst, o.n_bits, o.src_offset, o.dst_offset)
-    if isinstance(o, parser.NXActionRegMove):
-        return Move(o.src_field, o.dst_field, o.n_bits, o.src_ofs, o.dst_ofs)
-    if isinstance(o, parser.NXActionResubmitTable):
-        return Resubmit(o.table_id, o.in_port)
-    if isinstance(o, parser.OFPActionGroup):
-        return Group(o.group_id)
-    if isinstance(o, parser.NXActionCT):
-        return _decode_ct(o)
-    if isinstance(o, parser.NXActionLearn):
-        return _decode_learn(o)
-    return Opaque(type(o).__name__)
-
-
-def _decode_ct(o: Any) -> Ct | Opaque:
-    nat: Nat | None = None
-    mark: int | None = None
-    for inner in o.actions:
-        if isinstance(inner, parser.OFPActionSetField) and inner.key == "ct_mark":
-            value = inner.value
-            if isinstance(value, tuple):  # masked: lbaffd only writes whole marks
-                if value[1] != 0xFFFFFFFF:
-                    return Opaque(f"ct(..., set_field:{value}->ct_mark)")
-                value = value[0]
-            mark = int(value)
-        elif isinstance(inner, parser.NXActionNAT):
-            kind = ("dst" if inner.flags & NX_NAT_F_DST
-                    else "src" if inner.flags & NX_NAT_F_SRC else "")
-            ip_min = inner.range_ipv4_min or inner.range_ipv6_min or ""
-            ip_max = inner.range_ipv4_max or inner.range_ipv6_max or ""
-            port_min = inner.range_proto_min or 0
-            # A single address/port may come with or without its max (ovs-ofctl
-            # omits it); canonical form: no ip_max, port_max == port_min.
-            nat = Nat(
-                kind=kind,
-                ip_min=ip_min,
-                ip_max="" if ip_max == ip_min else ip_max,
-                port_min=port_min,
-                port_max=inner.range_proto_max or port_min,
-            )
-        else:
-            return Opaque(f"ct(..., {type(inner).__name__})")
-    zone_field = o.zone_src or ""
-    return Ct(
-        commit=bool(o.flags & nicira_ext.NX_CT_F_COMMIT),
-        zone_field=zone_field,
-        zone=0 if zone_field else o.zone_ofs_nbits,
-        table=None if o.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else o.recirc_table,
-        nat=nat,
-        mark=mark,
-    )
-
-
-def _oxm_name(field: Any) -> str:
-    """Learn specs carry NXM headers; os-ken names NXM_OF_* fields ``*_nxm``
-    (``eth_type_nxm``), which are the same fields as the OXM ones we emit."""
-    name = str(field[0] if isinstance(field, tuple) else field)
-    return name.removesuffix("_nxm")
-
-
-def _decode_learn(o: Any) -> Learn | Opaque:
-    specs: list[LearnSpec] = []
-    for s in o.specs:
-        dst = _oxm_name(s.dst)
-        immediate = not isinstance(s.src, tuple)
-        if isinstance(s, parser.NXFlowSpecMatch):
-            specs.append(LearnMatchValue(s.src, dst, s.n_bits) if immediate
-                         else LearnMatchField(_oxm_name(s.src), dst, s.n_bits))
-        elif isinstance(s, parser.NXFlowSpecLoad):
-            specs.append(LearnLoadValue(s.src, dst, s.n_bits) if immediate
-                         else LearnLoadField(_oxm_name(s.src), dst, s.n_bits))
-        else:
-            return Opaque(f"learn(..., {type(s).__name__})")
-    return Learn(
-        table=o.table_id, specs=tuple(specs), idle_timeout=o.idle_timeout,
-        hard_timeout=o.hard_timeout, priority=o.priority, cookie=o.cookie, flags=o.flags,
-        fin_idle_timeout=o.fin_idle_timeout, fin_hard_timeout=o.fin_hard_timeout,
-    )
-
-
 def encode_actions(actions: Iterable[Action]) -> list[Any]:
     return [encode_action(a) for a in actions]
-
-
-def decode_actions(objs: Iterable[Any]) -> tuple[Action, ...]:
-    return tuple(decode_action(o) for o in objs)
 
 
 # ------------------------------------------------------------------ flows
@@ -324,22 +184,6 @@ def _flow_mod(spec: FlowSpec, command: int, cookie_mask: int = 0) -> Any:
     )
 
 
-def decode_flow(desc: RawFlow) -> FlowSpec:
-    """A flow-desc entry -> FlowSpec.  Instructions lbaffd never writes
-    decode as ``Opaque`` so that the flow differs and gets repaired."""
-    actions: list[Action] = []
-    for inst in desc.instructions:
-        if inst.type == ofp.OFPIT_APPLY_ACTIONS:
-            actions.extend(decode_actions(inst.actions))
-        else:
-            actions.append(Opaque(f"instruction type {inst.type}"))
-    return FlowSpec(
-        table=desc.table_id, priority=desc.priority, match=canonical_match(desc.match.items()),
-        actions=tuple(actions), cookie=desc.cookie, idle_timeout=desc.idle_timeout,
-        hard_timeout=desc.hard_timeout, flags=desc.flags,
-    )
-
-
 # ------------------------------------------------------------------ groups
 
 
@@ -376,15 +220,32 @@ def group_delete(group_id: int) -> Any:
                               buckets=[], properties=[])
 
 
-def decode_group(raw: RawGroup) -> GroupSpec:
-    method, param, fields = "", 0, tuple[str, ...]()
-    for prop in raw.properties:
-        if prop.experimenter == NTR_EXPERIMENTER and prop.exp_type == NTR_SELECTION_METHOD:
-            method, param, fields = decode_selection_method(prop)
-    buckets = tuple(
-        Bucket(b.bucket_id, decode_actions(b.actions), 100 if b.weight is None else b.weight)
-        for b in raw.buckets
-    )
-    if raw.type != ofp.OFPGT_SELECT:
-        method = f"group-type-{raw.type}"  # never desired: forces a repair
-    return GroupSpec(raw.group_id, buckets, method or "dp_hash", tuple(fields), param)
+def encode_selection_method_property(method: str, param: int, fields: Iterable[str]) -> Any:
+    """The NTR selection-method property for a group mod (whole fields hashed)."""
+    body = bytearray(b"\0" * 4 + method.encode().ljust(16, b"\0") + struct.pack("!Q", param))
+    for name in fields:
+        start = len(body)
+        hlen = ofp.oxm_serialize_header(ofp.oxm_from_user_header(name), body, start)
+        (header,) = struct.unpack_from("!I", body, start)
+        body += b"\xff" * ((header & 0xFF) - (hlen - 4))
+    return SelectionMethodProperty(bytes(body))
+
+
+class SelectionMethodProperty(parser.OFPGroupPropExperimenter):  # type: ignore[misc]
+    """os-ken's experimenter property holds 4-byte words, but a hashed field
+    list need not be word-sized (``eth_src`` is 4 + 6 bytes) and padding
+    inside the property's length reads as a bad OXM to OVS.  Serialize the
+    raw body with the length OpenFlow wants (padding excluded)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NTR_EXPERIMENTER,
+                         exp_type=NTR_SELECTION_METHOD, data=[])
+        self.body = body
+
+    def serialize(self) -> bytearray:
+        self.length = 12 + len(self.body)
+        buf = bytearray(struct.pack("!HHII", self.type, self.length, self.experimenter,
+                                    self.exp_type))
+        buf += self.body
+        buf += b"\0" * (-len(buf) % 8)
+        return buf
