@@ -32,6 +32,7 @@ from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
+from lbaffd.reconcile import readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
 from lbaffd.reconcile.incremental import DesiredIndex
 
@@ -180,19 +181,24 @@ class DecodeCache:
 
     def groups(self, parts: Iterable[Any],
                tick: Callable[[], object] | None = None) -> list[GroupBody]:
+        """lbaffd's groups, each as the body of its entry's bytes
+        (``readback.group_body``): decoded only where a diff finds it differs
+        from the desired one (``readback.canonical_group``).  Known by the
+        digest of their entry, as flows are (an entry of 256 buckets is ~25 KB)."""
         seen: dict[bytes, GroupBody] = {}
-        decoded = 0
+        converted = 0
         for part in parts:
-            for offset, group_id, entry in iter_group_entries(part.raw):
+            for _, group_id, entry in iter_group_entries(part.raw):
                 if not own.is_lbaffd_group(group_id):
                     continue
-                body = self._groups.get(entry) or seen.get(entry)
+                identity = _digest(entry)
+                body = self._groups.get(identity) or seen.get(identity)
                 if body is None:
-                    body = packed.installed_group(fastdecode.decode_group(part.raw, offset))
-                    decoded += 1
-                    if tick is not None and decoded % TICK_DECODES == 0:
+                    body = readback.group_body(entry)
+                    converted += 1
+                    if tick is not None and converted % TICK_GROUPS == 0:
                         tick()
-                seen[entry] = body
+                seen[identity] = body
         self._groups = seen
         return list(seen.values())
 
@@ -209,6 +215,7 @@ def read_installed(channel: Channel, cache: DecodeCache | None = None
 
 
 TICK_DECODES = 50
+TICK_GROUPS = 500  # groups converted (not decoded) between two ticks
 MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives up
 
 
@@ -369,7 +376,8 @@ class Reconciler:
         self._group_ids = own.allocate_group_ids(planned.owners, previous)
         # Diffed and sent while it compiles: ovs-vswitchd checks the bundle's
         # adds on its own core meanwhile (half of a cold pass at 1000s of LBs).
-        stream = DiffStream(installed)
+        canonical = readback.GroupCanonicalizer()
+        stream = DiffStream(installed, canonical)
         ledger = isolation.BundleLedger()  # which owner each message is for
         compiled = compile_stream(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
                                   self._distribution, self.min_slots, self._compiled,
@@ -396,6 +404,7 @@ class Reconciler:
                         bundle.add(packed.add_message(item.body) if change == "add"
                                    else packed.modify_message(item.body))
             changes = stream.finish(desired.state)
+            foreign += canonical.foreign
             self._announce(changes.del_flows)
             for f in changes.del_flows:  # flows first: their groups go last
                 ledger.flow(packed.cookie(f))
@@ -455,7 +464,9 @@ class Reconciler:
         total = ChangeSet()
         foreign = sum(map(packed.is_foreign, dumped))
         n_flows = 0
-        first = diff(PackedState({}, index.groups), PackedState({}, have_groups))
+        canonical = readback.GroupCanonicalizer()
+        first = diff(PackedState({}, index.groups), PackedState({}, have_groups), canonical)
+        foreign += canonical.foreign
         stale_groups = first.del_groups
         total = self._apply(channel, index, ChangeSet(add_groups=first.add_groups,
                                                       mod_groups=first.mod_groups), total)
