@@ -154,9 +154,11 @@ class Runner:
                         a.churn_seconds, a.port_rate, a.lb_rate, timeout))
                 if side == "lbaffd":
                     if "restart" in want:
+                        # (audits every second for the events that follow)
+                        audits = ("--audit-interval", "1") if "events_audit" in want else ()
                         out["restart"] = self.phase(run, f"{label} restart",
                                                     lambda: rs.lbaffd_restart(
-                                                        s, timeout, "--audit-interval", "1"))
+                                                        s, timeout, *audits))
                     if "events_audit" in want:
                         out["events_audit"] = self.phase(
                             run, f"{label} events during audits",

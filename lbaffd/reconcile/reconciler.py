@@ -35,6 +35,7 @@ from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
 from lbaffd.reconcile import readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
 from lbaffd.reconcile.incremental import DesiredIndex
+from lbaffd.reconcile.prefetch import Prefetch
 
 log = structlog.get_logger("lbaffd.reconcile")
 
@@ -203,13 +204,21 @@ class DecodeCache:
         return list(seen.values())
 
 
-def read_installed(channel: Channel, cache: DecodeCache | None = None
+def read_installed(channel: Channel, cache: DecodeCache | None = None,
+                   dumps: tuple[list[Any], list[Any]] | None = None
                    ) -> tuple[PackedState, int]:
-    """lbaffd's flows and groups as the switch reports them now, and how many
-    of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
+    """lbaffd's flows and groups as the switch reports them now (or as
+    ``dumps``, the flow-desc and group-desc replies ``prefetch`` got on this
+    connection), and how many of them hold actions lbaffd never writes
+    (foreign edits, to be repaired)."""
     cache = cache or DecodeCache()
-    flows = cache.flows(_drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
-    groups = cache.groups(channel.dump_group_desc())
+    flow_parts = (dumps[0] if dumps is not None
+                  else channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
+    flows = cache.flows(_drained(flow_parts))
+    del flow_parts
+    group_parts = dumps[1] if dumps is not None else channel.dump_group_desc()
+    dumps = None
+    groups = cache.groups(_drained(group_parts))
     foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
     return PackedState.build(flows, groups), foreign
 
@@ -274,6 +283,12 @@ class Reconciler:
         self._attempt: tuple[BundleWriter, isolation.BundleLedger, DesiredState | None] | None = (
             None)
         self.on_delete: Callable[[tuple[FlowSpec, ...]], None] | None = None
+        self._prefetch: Prefetch | None = None
+
+    def prefetch(self, channel: Channel) -> None:
+        """Ask the switch for its dumps now; the next full pass on this
+        channel reads them instead of asking (``prefetch``)."""
+        self._prefetch = Prefetch(channel)
 
     def _announce(self, deleted: tuple[FlowBody, ...]) -> None:
         if deleted and self.on_delete is not None:
@@ -357,8 +372,12 @@ class Reconciler:
         start = time.monotonic()
         audit = audit or self._installed is None or channel is not self._channel
         self._channel = channel
+        prefetched, self._prefetch = self._prefetch, None
         if audit or self._installed is None:
-            installed, foreign = read_installed(channel, self._decoded)
+            dumps = (prefetched.take() if prefetched is not None
+                     and prefetched.channel is channel else None)
+            installed, foreign = read_installed(channel, self._decoded, dumps)
+            del dumps
         else:
             installed, foreign = self._installed, 0
         t_read = time.monotonic()
