@@ -93,6 +93,9 @@ class DiffStream:
             self._add_groups.append(want)
             return "add"
         if have == want:
+            groups = self._installed.groups
+            if isinstance(groups, dict):  # the read-back copy can go now (10 KB a group)
+                groups[gid] = want
             return None
         if self._canonical_group is not None:
             have = self._canonical_group(have)

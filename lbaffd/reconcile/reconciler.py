@@ -105,8 +105,10 @@ def _drained(parts: list[Any]) -> Iterator[Any]:
 
 
 class DecodeCache:
-    """Installed flows and groups by their wire bytes (stats excluded), in the
-    desired state's form (``packed``: decoded, then encoded as lbaffd would).
+    """Installed flows by their wire bytes (stats excluded), in the desired
+    state's form (``packed``: decoded, then encoded as lbaffd would); groups
+    are converted from their bytes on every dump, never decoded unless they
+    differ (``groups``).
 
     An unchanged flow comes back from OVS byte-identical on every dump, so each
     distinct entry is converted once; decoding dominates an audit otherwise
@@ -122,7 +124,6 @@ class DecodeCache:
     def __init__(self) -> None:
         self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
         self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
-        self._groups: dict[bytes, GroupBody] = {}
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
               tick: Callable[[], object] | None = None) -> list[FlowBody]:
@@ -165,7 +166,7 @@ class DecodeCache:
                 found.setdefault(packed.cookie(body), gid)
         return found
 
-    def adopt(self, flows: Mapping[FlowId, FlowBody], groups: Mapping[int, GroupBody]) -> None:
+    def adopt(self, flows: Mapping[FlowId, FlowBody]) -> None:
         """Where a converted entry equals the desired one, keep the desired
         bytes instead: the cache then costs its keys, not a second copy of
         the state, and the next audit's diff finds the very same objects
@@ -175,33 +176,23 @@ class DecodeCache:
                 want = flows.get(packed.flow_id(body))
                 if want is not None and want is not body and want == body:
                     cached[identity] = want
-        for entry, g in self._groups.items():
-            want_g = groups.get(packed.group_id(g))
-            if want_g is not None and want_g is not g and want_g == g:
-                self._groups[entry] = want_g
 
     def groups(self, parts: Iterable[Any],
                tick: Callable[[], object] | None = None) -> list[GroupBody]:
         """lbaffd's groups, each as the body of its entry's bytes
         (``readback.group_body``): decoded only where a diff finds it differs
-        from the desired one (``readback.canonical_group``).  Known by the
-        digest of their entry, as flows are (an entry of 256 buckets is ~25 KB)."""
-        seen: dict[bytes, GroupBody] = {}
-        converted = 0
+        from the desired one (``readback.canonical_group``).  Nothing is
+        kept: converting is a copy of the bytes, and a copy kept here was a
+        second copy of every group (~12 MB at 1000 VIPs) until the pass ended."""
+        out: list[GroupBody] = []
         for part in parts:
             for _, group_id, entry in iter_group_entries(part.raw):
                 if not own.is_lbaffd_group(group_id):
                     continue
-                identity = _digest(entry)
-                body = self._groups.get(identity) or seen.get(identity)
-                if body is None:
-                    body = readback.group_body(entry)
-                    converted += 1
-                    if tick is not None and converted % TICK_GROUPS == 0:
-                        tick()
-                seen[identity] = body
-        self._groups = seen
-        return list(seen.values())
+                out.append(readback.group_body(entry))
+                if tick is not None and len(out) % TICK_GROUPS == 0:
+                    tick()
+        return out
 
 
 def read_installed(channel: Channel, cache: DecodeCache | None = None,
@@ -439,7 +430,7 @@ class Reconciler:
         self._attempt = None  # (its ledger is ~1 MB after a cold pass)
         t_end = time.monotonic()
         if audit:
-            self._decoded.adopt(desired.state.flows, desired.state.groups)
+            self._decoded.adopt(desired.state.flows)
         # the index takes the compiled dicts (no copy of 80k entries at 5000
         # LBs) and they are what is installed now
         self._index = DesiredIndex(desired, self._group_ids, adopt=True)
@@ -504,7 +495,7 @@ class Reconciler:
                 return None  # a full pass follows and reads everything again
         gone = tuple(g for g in stale_groups if g not in index.groups)
         total = self._apply(channel, index, ChangeSet(del_groups=gone), total)
-        self._decoded.adopt(index.flows, index.groups)
+        self._decoded.adopt(index.flows)
         desired = index.desired()
         return ReconcileResult(
             changes=total, desired=desired, installed_flows=n_flows,
