@@ -34,33 +34,50 @@ class Dumper(Protocol):
 
 class Prefetch:
     """Both dumps, requested on a thread of their own (the calls block until
-    the whole reply is in; the channel's reader does the reading)."""
+    the whole reply is in; the channel's reader does the reading).  The
+    flows come first: a pass needs them before it compiles (the group ids
+    the switch's flows name), the groups only to diff, so it compiles while
+    ovs-vswitchd still builds the (much larger) group dump."""
 
     def __init__(self, channel: Dumper) -> None:
         self.channel = channel
-        self._dumps: tuple[list[Any], list[Any]] | None = None
+        self._flows: list[Any] | None = None
+        self._groups: list[Any] | None = None
+        self._flows_in = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lbaffd-prefetch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         start = time.monotonic()
         try:
-            flows = self.channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
+            try:
+                self._flows = self.channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
+            finally:
+                self._flows_in.set()
             t_flows = time.monotonic()
-            self._dumps = (flows, self.channel.dump_group_desc())
+            groups = self.channel.dump_group_desc()
         except Exception as exc:  # the pass dumps again and meets the error itself
             log.debug("prefetch_failed", error=str(exc))
-            self._dumps = None
+            self._flows = self._groups = None
             return
+        self._groups = groups
         log.debug("prefetched", flows_ms=round((t_flows - start) * 1000, 1),
                   groups_ms=round((time.monotonic() - t_flows) * 1000, 1),
-                  flow_parts=len(flows), group_parts=len(self._dumps[1]))
+                  group_parts=len(groups))
 
-    def take(self, timeout: float | None = None) -> tuple[list[Any], list[Any]] | None:
-        """(flow-desc parts, group-desc parts), once; None if the dumps failed
-        or are not in within ``timeout``."""
+    def flows(self, timeout: float | None = None) -> list[Any] | None:
+        """The flow-desc parts, once; None if that dump failed or is not in
+        within ``timeout``."""
+        if not self._flows_in.wait(timeout):
+            return None
+        flows, self._flows = self._flows, None
+        return flows
+
+    def groups(self, timeout: float | None = None) -> list[Any] | None:
+        """The group-desc parts, once; None if a dump failed or is not in
+        within ``timeout``."""
         self._thread.join(timeout)
         if self._thread.is_alive():
             return None
-        dumps, self._dumps = self._dumps, None
-        return dumps
+        groups, self._groups = self._groups, None
+        return groups
