@@ -32,6 +32,8 @@ from bench import cluster as cl
 from bench.run import ROOT, _commit, _loadavg, _version
 
 SIDES = ("lbaffd", "ovn-controller")
+# what runs after setup and cold (raw and events_audit: lbaffd only)
+PHASES = ("raw", "events", "churn", "restart", "events_audit")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sides", default=",".join(SIDES))
     p.add_argument("--quick", action="store_true",
                    help="smoke run: N=30, 1 run, 3 samples, 3 s churn, 5 other chassis")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help="the phases to run after setup and cold, comma-separated "
+                   f"(default all: {','.join(PHASES)}); e.g. --phases restart")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
     if args.quick:
@@ -55,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.side_list = [s for s in args.sides.split(",") if s]
     if set(args.side_list) - set(SIDES):
         p.error(f"--sides: {', '.join(SIDES)}")
+    args.phase_list = [s for s in args.phases.split(",") if s]
+    if set(args.phase_list) - set(PHASES):
+        p.error(f"--phases: {', '.join(PHASES)}")
     return args
 
 
@@ -65,6 +73,7 @@ class Runner:
         self.res: dict[str, Any] = {
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
             "quick": args.quick, "n": args.n, "runs_wanted": args.runs,
+            "phases": args.phase_list,
             "samples": args.samples, "churn": {"seconds": args.churn_seconds,
                                                "port_rate": args.port_rate,
                                                "lb_rate": args.lb_rate},
@@ -133,19 +142,28 @@ class Runner:
                 out["cold"] = self.phase(run, f"{label} cold", lambda: s.cold(timeout))
                 if out["cold"] is None:
                     return out
-                if side == "lbaffd":
+                want = set(a.phase_list)
+                if side == "lbaffd" and "raw" in want:
                     out["raw"] = self.phase(run, f"{label} raw ovs-ofctl",
                                             lambda: raw_ofctl(sb, n, timeout=600))
-                out["events"] = self.phase(run, f"{label} events",
-                                           lambda: s.events(a.samples, timeout))
-                out["churn"] = self.phase(run, f"{label} churn", lambda: s.churn(
-                    a.churn_seconds, a.port_rate, a.lb_rate, timeout))
+                if "events" in want:
+                    out["events"] = self.phase(run, f"{label} events",
+                                               lambda: s.events(a.samples, timeout))
+                if "churn" in want:
+                    out["churn"] = self.phase(run, f"{label} churn", lambda: s.churn(
+                        a.churn_seconds, a.port_rate, a.lb_rate, timeout))
                 if side == "lbaffd":
-                    out["restart"] = self.phase(run, f"{label} restart", lambda: rs.lbaffd_restart(
-                        s, timeout, "--audit-interval", "1"))
-                    out["events_audit"] = self.phase(run, f"{label} events during audits",
-                                                     lambda: s.events(a.samples, timeout))
-                else:
+                    if "restart" in want:
+                        # (audits every second for the events that follow)
+                        audits = ("--audit-interval", "1") if "events_audit" in want else ()
+                        out["restart"] = self.phase(run, f"{label} restart",
+                                                    lambda: rs.lbaffd_restart(
+                                                        s, timeout, *audits))
+                    if "events_audit" in want:
+                        out["events_audit"] = self.phase(
+                            run, f"{label} events during audits",
+                            lambda: s.events(a.samples, timeout))
+                elif "restart" in want:
                     out["restart"] = self.phase(run, f"{label} restart",
                                                 lambda: rs.ovn_controller_restart(s, timeout))
             finally:
@@ -341,10 +359,12 @@ def markdown(res: dict[str, Any]) -> str:
 
 def write(res: dict[str, Any], outdir: Path) -> Path:
     """``realistic-<stamp>.json`` + ``realistic-latest.{json,md}`` (a quick
-    run: ``tmp-quick-realistic-*``, not kept)."""
+    run: ``tmp-quick-realistic-*``, not kept; a run of some phases only:
+    ``realistic-partial-*``, so ``realistic-latest`` stays a whole run)."""
     outdir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix = ("tmp-quick-" if res.get("quick") else "") + "realistic-"
+    partial = "" if res.get("phases", list(PHASES)) == list(PHASES) else "partial-"
+    prefix = ("tmp-quick-" if res.get("quick") else "") + "realistic-" + partial
     path = outdir / f"{prefix}{stamp}.json"
     text = json.dumps(res, indent=1, sort_keys=True) + "\n"
     path.write_text(text)

@@ -28,6 +28,16 @@ def restart(sb: Sandbox, daemon: BenchDaemon, timeout: float) -> dict[str, Any]:
                   "lbaffd to be in sync after a restart", step=0.02)
     in_sync_s = event_time(ev) - t_start
     rss_peak = daemon.peak_rss_mb()
+    # where the start went (debug lines, when the daemon logs them): the
+    # process up, the SB synced, the first pass's phases, the switch's dumps
+    seen = {("sb_synced" if e.get("db") == "OVN_Southbound" else e.get("event")): e
+            for e in reversed(daemon.events())}  # (the first of each)
+    steps = {name: round(event_time(seen[name]) - t_start, 3)
+             for name in ("openflow_connected", "sb_synced", "prefetched") if name in seen}
+    first = next((e for e in daemon.events() if e.get("event") in ("in_sync", "reconciled")),
+                 {})
+    phases = {k[:-3]: v for k, v in first.items() if k.endswith("_ms") and k != "ms"}
+    dumps = {k: v for k, v in seen.get("prefetched", {}).items() if k.endswith("_ms")}
     sent = daemon.counters()  # a new process: its counters start at zero
     same = _state(sb) == state_before
     return {
@@ -36,4 +46,5 @@ def restart(sb: Sandbox, daemon: BenchDaemon, timeout: float) -> dict[str, Any]:
         "flow_mods": sent.flow_mods, "group_mods": sent.group_mods, "of_writes": sent.writes,
         "flows": count_lbaffd_flows(sb), "switch_unchanged": same,
         "rss_peak_mb": round(rss_peak, 1), "sent": sent.as_dict(),
+        "steps_s": steps, "first_pass_phases_ms": phases, "prefetch_ms": dumps,
     }

@@ -180,6 +180,22 @@ class _Body:
             parts.append(const)
         return b"".join(parts)
 
+    def around(self, ref: int, vals: Sequence[bytes]) -> tuple[bytes, bytes] | None:
+        """The body filled with ``vals`` but for its one slot of value
+        ``ref``: the bytes before and after it (None: ``ref`` fills no slot
+        or more than one)."""
+        if self.refs.count(ref) != 1:
+            return None
+        at = self.refs.index(ref)
+        parts = [self.consts[0]]
+        for i, (r, const) in enumerate(zip(self.refs, self.consts[1:], strict=True)):
+            parts.append(b"\0" if i == at else vals[r])  # (a stand-in, split off below)
+            if i == at:
+                before = b"".join(parts[:-1])
+                parts = []
+            parts.append(const)
+        return before, b"".join(parts)
+
     @classmethod
     def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes]) -> _Body | None:
         """Slots of ``a``/``b`` (equal but for the values), or None."""
@@ -238,8 +254,21 @@ class _GroupTemplate:
     def body(self, plan: VipPlan, addr_vals: Sequence[bytes]) -> bytes:
         gid = plan.group_id.to_bytes(4, "big")
         index = {be: i for i, be in enumerate(plan.live_backends)}
-        buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
-                            for bid, be in plan.buckets])
+        # a backend's buckets differ only in their bucket id: each backend's
+        # bytes around it made once, not every one of up to 256 buckets filled
+        vals = [b"", gid, *addr_vals]
+        around = [t.around(0, vals) for t in self.buckets]
+        split = [a for a in around if a is not None]
+        if len(split) == len(around):
+            parts: list[bytes] = []
+            for bid, be in plan.buckets:
+                before, after = split[index[be]]
+                parts += (before, bid.to_bytes(4, "big"), after)
+            buckets = b"".join(parts)
+        else:
+            buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid,
+                                                              *addr_vals])
+                                for bid, be in plan.buckets])
         return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
                                    len(buckets), messages.ANY) + buckets + self.props
 

@@ -53,6 +53,14 @@ def _ovs_slots(weights: tuple[int, ...], min_slots_per_bucket: int) -> tuple[int
     n_hash = max(MIN_SLOTS, _pow2_at_least(needed))
     if n_hash > MAX_SLOTS:
         return None
+    if len(set(weights)) == 1:
+        # equal weights (every caller's case): Webster's picks go round robin
+        # from the first bucket, so the first n_hash % n get one slot more.
+        # Dealing them one by one took ~30 ms for each distinct bucket count
+        # (up to 256 buckets x 256 slots), the first time: 1-2 s of a cold
+        # pass or restart at thousands of VIPs with ~100 distinct counts.
+        q, r = divmod(n_hash, len(weights))
+        return (q + 1,) * r + (q,) * (len(weights) - r)
     slots = [0] * len(weights)
     for _ in range(n_hash):
         # Webster: the bucket with the highest weight / (2 * slots + 1) gets

@@ -58,19 +58,37 @@ def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, 
     ``256 // n`` times, interleaved (see ``distribution``); the bucket id of
     replica r of a backend is derived from both, so ids never shift when
     other backends come or go."""
+    return _group_buckets(backends, mode)[0]
+
+
+def _group_buckets(backends: tuple[Endpoint, ...], mode: str
+                   ) -> tuple[list[tuple[int, Endpoint]], list[int] | None]:
+    """``group_buckets`` and, for a balanced layout, each bucket's backend
+    as its index in ``backends`` (None: one bucket a backend)."""
     if dist.replicas(len(backends), mode) == 1:
-        return sorted(bucket_ids(backends).items())
+        return sorted(bucket_ids(backends).items()), None
     ordered = sorted(backends)
     taken: set[int] = set()
     out: list[tuple[int, Endpoint]] = []
-    for index, be_index in enumerate(dist.bucket_layout(len(ordered), mode)):
-        replica = index // len(ordered)
-        bid = _bucket_hash(f"{ordered[be_index]}#{replica}")
-        while bid in taken:
-            bid = (bid + 1) & 0x7FFFFFFF
-        taken.add(bid)
-        out.append((bid, ordered[be_index]))
-    return out
+    # _bucket_hash(f"{backend}#{replica}"), each backend's text made once: a
+    # balanced group has 256 buckets, 1.3M at 5000 VIPs (a restart plans
+    # them all); the bytes hashed, hence the ids, are the same
+    texts = [f"{be}#".encode() for be in ordered]
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    layout = dist.bucket_layout(len(ordered), mode)
+    n = len(ordered)
+    where = {be: i for i, be in enumerate(backends)}
+    position = [where[be] for be in ordered]
+    for replica in range(len(layout) // n):
+        suffix = str(replica).encode()
+        for be_index in layout[replica * n:(replica + 1) * n]:
+            bid = from_bytes(blake2b(texts[be_index] + suffix, digest_size=4).digest(),
+                             "big") & 0x7FFFFFFF
+            while bid in taken:
+                bid = (bid + 1) & 0x7FFFFFFF
+            taken.add(bid)
+            out.append((bid, ordered[be_index]))
+    return out, [position[b] for b in layout]
 
 
 def _bucket_hash(text: str) -> int:
@@ -95,19 +113,25 @@ def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
 
 
 def _expected_shares(live: tuple[Endpoint, ...], buckets: tuple[tuple[int, Endpoint], ...],
-                     mode: str, min_slots: int) -> tuple[float, ...]:
+                     mode: str, min_slots: int, owners: list[int] | None = None
+                     ) -> tuple[float, ...]:
     """Each live backend's expected share of new connections: from OVS's dp_hash
-    slot table for dp_hash groups, even for the client hash."""
+    slot table for dp_hash groups, even for the client hash.  ``owners``:
+    each bucket's backend as an index in ``live``, when the caller has it
+    (256 buckets a VIP: no endpoint hashed for each)."""
     slots = dist.ovs_slots([1] * len(buckets), min_slots) if mode != "client-hash" else None
     if not live:
         return ()
     if slots is None:
         return tuple(1 / len(live) for _ in live)
-    per: dict[Endpoint, int] = dict.fromkeys(live, 0)
-    for (_, be), n in zip(buckets, slots, strict=True):
-        per[be] += n
-    total = sum(per.values())
-    return tuple(per[be] / total for be in live)
+    if owners is None:
+        where = {be: i for i, be in enumerate(live)}
+        owners = [where[be] for _, be in buckets]
+    per = [0] * len(live)
+    for i, n in zip(owners, slots, strict=True):
+        per[i] += n
+    total = sum(per)
+    return tuple(p / total for p in per)
 
 
 def plan_vips(
@@ -191,6 +215,7 @@ def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
     # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
     hashed = lb.affinity_timeout or lb.selection_fields
     mode = "client-hash" if hashed else lb.distribution or distribution
-    buckets = tuple(group_buckets(live, mode))
+    listed, owners = _group_buckets(live, mode)
+    buckets = tuple(listed)
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
-                   _expected_shares(live, buckets, mode, min_slots))
+                   _expected_shares(live, buckets, mode, min_slots, owners))

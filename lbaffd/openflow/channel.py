@@ -263,7 +263,11 @@ class OpenFlowChannel:
                 readable, _, _ = select.select([sock], [], [], self._echo_interval)
                 if not readable:
                     silent += 1
-                    if silent >= 3:
+                    # a switch building a large reply (a group-desc of 60 MB
+                    # is ~5 s of ovs-vswitchd's CPU at 5000 VIPs, longer on a
+                    # busy host) answers nothing else meanwhile: while a
+                    # reply is awaited, the request's own timeout decides
+                    if silent >= 3 and not self._awaiting():
                         raise ConnectionLost("no echo reply in 3 intervals")
                     self._send_raw(HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_ECHO_REQUEST, 8,
                                                next(self._xids)), "OFPEchoRequest")
@@ -422,6 +426,11 @@ class OpenFlowChannel:
         with self._waiters_lock:
             self._waiters[xid] = w
         return xid, w
+
+    def _awaiting(self) -> bool:
+        """A request of ours is waiting for its reply."""
+        with self._waiters_lock:
+            return bool(self._waiters)
 
     def _wait(self, xid: int, w: _Waiter, timeout: float | None) -> list[Reply]:
         try:

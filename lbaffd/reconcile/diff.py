@@ -11,6 +11,7 @@ magic), so they are never "stale".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lbaffd.openflow.packed import (
@@ -57,8 +58,13 @@ class DiffStream:
     (``"add"``, ``"mod"`` or None); ``finish`` adds what is installed but no
     longer desired and returns the whole ChangeSet."""
 
-    def __init__(self, installed: PackedState) -> None:
+    def __init__(self, installed: PackedState,
+                 canonical_group: Callable[[GroupBody], GroupBody] | None = None) -> None:
         self._installed = installed
+        # an installed group that differs from the desired one is brought to
+        # the form decoding gives before it is called changed (``readback``:
+        # groups are read back as bytes, not decoded)
+        self._canonical_group = canonical_group
         self._add_flows: list[FlowBody] = []
         self._mod_flows: list[FlowBody] = []
         self._add_groups: list[GroupBody] = []
@@ -87,7 +93,14 @@ class DiffStream:
             self._add_groups.append(want)
             return "add"
         if have == want:
+            groups = self._installed.groups
+            if isinstance(groups, dict):  # the read-back copy can go now (10 KB a group)
+                groups[gid] = want
             return None
+        if self._canonical_group is not None:
+            have = self._canonical_group(have)
+            if have == want:
+                return None
         self._mod_groups.append(want)
         return "mod"
 
@@ -102,9 +115,11 @@ class DiffStream:
             del_groups=tuple(gid for gid in installed.groups if gid not in desired.groups))
 
 
-def diff(desired: PackedState, installed: PackedState) -> ChangeSet:
-    """What turns ``installed`` into ``desired``, in a deterministic order."""
-    stream = DiffStream(installed)
+def diff(desired: PackedState, installed: PackedState,
+         canonical_group: Callable[[GroupBody], GroupBody] | None = None) -> ChangeSet:
+    """What turns ``installed`` into ``desired``, in a deterministic order
+    (``canonical_group``: see ``DiffStream``)."""
+    stream = DiffStream(installed, canonical_group)
     for gid, want_g in desired.groups.items():
         stream.group(gid, want_g)
     for fid, want in desired.flows.items():

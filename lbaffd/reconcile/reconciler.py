@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +20,14 @@ import structlog
 
 from lbaffd.compile import isolation
 from lbaffd.compile.layout import REG_VIP_ID, Pipeline
-from lbaffd.compile.state import CompiledGroup, DesiredState, VipCache, compile_stream
+from lbaffd.compile.state import (
+    Compiled,
+    CompiledGroup,
+    DesiredState,
+    VipCache,
+    collect,
+    compile_stream,
+)
 from lbaffd.model import ownership as own
 from lbaffd.model.distribution import BALANCED
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
@@ -32,8 +39,10 @@ from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
+from lbaffd.reconcile import readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
 from lbaffd.reconcile.incremental import DesiredIndex
+from lbaffd.reconcile.prefetch import Prefetch
 
 log = structlog.get_logger("lbaffd.reconcile")
 
@@ -102,9 +111,20 @@ def _drained(parts: list[Any]) -> Iterator[Any]:
         yield parts.pop()
 
 
+def _replay(items: list[Compiled], desired: DesiredState
+            ) -> Generator[Compiled, None, DesiredState]:
+    """A compile stream again, from what ``collect`` took of it."""
+    items.reverse()
+    while items:
+        yield items.pop()
+    return desired
+
+
 class DecodeCache:
-    """Installed flows and groups by their wire bytes (stats excluded), in the
-    desired state's form (``packed``: decoded, then encoded as lbaffd would).
+    """Installed flows by their wire bytes (stats excluded), in the desired
+    state's form (``packed``: decoded, then encoded as lbaffd would); groups
+    are converted from their bytes on every dump, never decoded unless they
+    differ (``groups``).
 
     An unchanged flow comes back from OVS byte-identical on every dump, so each
     distinct entry is converted once; decoding dominates an audit otherwise
@@ -120,7 +140,6 @@ class DecodeCache:
     def __init__(self) -> None:
         self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
         self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
-        self._groups: dict[bytes, GroupBody] = {}
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
               tick: Callable[[], object] | None = None) -> list[FlowBody]:
@@ -163,7 +182,7 @@ class DecodeCache:
                 found.setdefault(packed.cookie(body), gid)
         return found
 
-    def adopt(self, flows: Mapping[FlowId, FlowBody], groups: Mapping[int, GroupBody]) -> None:
+    def adopt(self, flows: Mapping[FlowId, FlowBody]) -> None:
         """Where a converted entry equals the desired one, keep the desired
         bytes instead: the cache then costs its keys, not a second copy of
         the state, and the next audit's diff finds the very same objects
@@ -173,28 +192,27 @@ class DecodeCache:
                 want = flows.get(packed.flow_id(body))
                 if want is not None and want is not body and want == body:
                     cached[identity] = want
-        for entry, g in self._groups.items():
-            want_g = groups.get(packed.group_id(g))
-            if want_g is not None and want_g is not g and want_g == g:
-                self._groups[entry] = want_g
 
-    def groups(self, parts: Iterable[Any],
-               tick: Callable[[], object] | None = None) -> list[GroupBody]:
-        seen: dict[bytes, GroupBody] = {}
-        decoded = 0
+    def groups(self, parts: Iterable[Any], tick: Callable[[], object] | None = None,
+               desired: Mapping[int, GroupBody] | None = None) -> list[GroupBody]:
+        """lbaffd's groups, each as the body of its entry's bytes
+        (``readback.group_body``): decoded only where a diff finds it differs
+        from the desired one (``readback.canonical_group``).  Nothing is
+        kept: converting is a copy of the bytes, and a copy kept here was a
+        second copy of every group (~12 MB at 1000 VIPs) until the pass ended.
+        With the ``desired`` groups known already, one equal to its desired
+        body is that very body (the copy is let go of at once)."""
+        out: list[GroupBody] = []
         for part in parts:
-            for offset, group_id, entry in iter_group_entries(part.raw):
+            for _, group_id, entry in iter_group_entries(part.raw):
                 if not own.is_lbaffd_group(group_id):
                     continue
-                body = self._groups.get(entry) or seen.get(entry)
-                if body is None:
-                    body = packed.installed_group(messages.decode_group(part.raw, offset))
-                    decoded += 1
-                    if tick is not None and decoded % TICK_DECODES == 0:
-                        tick()
-                seen[entry] = body
-        self._groups = seen
-        return list(seen.values())
+                body = readback.group_body(entry)
+                want = desired.get(group_id) if desired is not None else None
+                out.append(want if want is not None and want == body else body)
+                if tick is not None and len(out) % TICK_GROUPS == 0:
+                    tick()
+        return out
 
 
 def read_installed(channel: Channel, cache: DecodeCache | None = None
@@ -203,12 +221,14 @@ def read_installed(channel: Channel, cache: DecodeCache | None = None
     of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
     cache = cache or DecodeCache()
     flows = cache.flows(_drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
-    groups = cache.groups(channel.dump_group_desc())
+    group_parts = channel.dump_group_desc()
+    groups = cache.groups(_drained(group_parts))
     foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
     return PackedState.build(flows, groups), foreign
 
 
 TICK_DECODES = 50
+TICK_GROUPS = 500  # groups converted (not decoded) between two ticks
 MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives up
 
 
@@ -267,6 +287,12 @@ class Reconciler:
         self._attempt: tuple[BundleWriter, isolation.BundleLedger, DesiredState | None] | None = (
             None)
         self.on_delete: Callable[[tuple[FlowSpec, ...]], None] | None = None
+        self._prefetch: Prefetch | None = None
+
+    def prefetch(self, channel: Channel) -> None:
+        """Ask the switch for its dumps now; the next full pass on this
+        channel reads them instead of asking (``prefetch``)."""
+        self._prefetch = Prefetch(channel)
 
     def _announce(self, deleted: tuple[FlowBody, ...]) -> None:
         if deleted and self.on_delete is not None:
@@ -350,7 +376,19 @@ class Reconciler:
         start = time.monotonic()
         audit = audit or self._installed is None or channel is not self._channel
         self._channel = channel
-        if audit or self._installed is None:
+        prefetched, self._prefetch = self._prefetch, None
+        if prefetched is not None and prefetched.channel is not channel:
+            prefetched = None
+        # with the switch's dumps asked for at start, only the flows are read
+        # now; the groups once compiled (``_compile_then_read_groups``)
+        early_flows = prefetched.flows() if prefetched is not None else None
+        installed: PackedState | None = None
+        if early_flows is not None:
+            flow_bodies = self._decoded.flows(_drained(early_flows))
+            del early_flows
+            foreign = sum(map(packed.is_foreign, flow_bodies))
+        elif audit or self._installed is None:
+            prefetched = None
             installed, foreign = read_installed(channel, self._decoded)
         else:
             installed, foreign = self._installed, 0
@@ -369,11 +407,18 @@ class Reconciler:
         self._group_ids = own.allocate_group_ids(planned.owners, previous)
         # Diffed and sent while it compiles: ovs-vswitchd checks the bundle's
         # adds on its own core meanwhile (half of a cold pass at 1000s of LBs).
-        stream = DiffStream(installed)
+        canonical = readback.GroupCanonicalizer()
         ledger = isolation.BundleLedger()  # which owner each message is for
         compiled = compile_stream(lbs, topo, self._group_ids, self._pipeline, self._max_idle,
                                   self._distribution, self.min_slots, self._compiled,
                                   incumbents, planned)
+        if installed is None:
+            assert prefetched is not None
+            compiled, installed, foreign_groups = self._compile_then_read_groups(
+                compiled, flow_bodies, prefetched, channel)
+            del flow_bodies
+            foreign += foreign_groups
+        stream = DiffStream(installed, canonical)
         # one bundle, committed when the block ends, discarded if it raises
         with channel.open_bundle() as bundle:
             self._attempt = (bundle, ledger, None)
@@ -396,6 +441,7 @@ class Reconciler:
                         bundle.add(packed.add_message(item.body) if change == "add"
                                    else packed.modify_message(item.body))
             changes = stream.finish(desired.state)
+            foreign += canonical.foreign
             self._announce(changes.del_flows)
             for f in changes.del_flows:  # flows first: their groups go last
                 ledger.flow(packed.cookie(f))
@@ -411,7 +457,7 @@ class Reconciler:
         self._attempt = None  # (its ledger is ~1 MB after a cold pass)
         t_end = time.monotonic()
         if audit:
-            self._decoded.adopt(desired.state.flows, desired.state.groups)
+            self._decoded.adopt(desired.state.flows)
         # the index takes the compiled dicts (no copy of 80k entries at 5000
         # LBs) and they are what is installed now
         self._index = DesiredIndex(desired, self._group_ids, adopt=True)
@@ -426,6 +472,24 @@ class Reconciler:
             phases=(("read", t_read - start), ("compile", t_compiled - t_read),
                     ("commit", t_committed - t_compiled), ("barrier", t_end - t_committed)),
         )
+
+    def _compile_then_read_groups(
+            self, compiled: Generator[Compiled, None, DesiredState], flows: list[FlowBody],
+            prefetched: Prefetch, channel: Channel
+    ) -> tuple[Generator[Compiled, None, DesiredState], PackedState, int]:
+        """Compile everything while ovs-vswitchd still builds its group dump
+        (~5 s of its CPU at 5000 VIPs), then read the groups: the compiled
+        items replayed in order (the bundle's order is the compiler's), the
+        installed state, and how many of its groups are foreign.  Only the
+        first pass after a start has a prefetched dump; it usually sends
+        nothing, so streaming the bundle while compiling gains nothing there."""
+        items, desired = collect(compiled)
+        group_parts = prefetched.groups()
+        groups = self._decoded.groups(_drained(group_parts if group_parts is not None
+                                               else channel.dump_group_desc()),
+                                      desired=desired.state.groups)
+        installed = PackedState.build(flows, groups)
+        return _replay(items, desired), installed, sum(map(packed.is_foreign, groups))
 
     def audit_unchanged(self, channel: Channel,
                         between: Callable[[], bool] | None = None) -> ReconcileResult | None:
@@ -455,7 +519,9 @@ class Reconciler:
         total = ChangeSet()
         foreign = sum(map(packed.is_foreign, dumped))
         n_flows = 0
-        first = diff(PackedState({}, index.groups), PackedState({}, have_groups))
+        canonical = readback.GroupCanonicalizer()
+        first = diff(PackedState({}, index.groups), PackedState({}, have_groups), canonical)
+        foreign += canonical.foreign
         stale_groups = first.del_groups
         total = self._apply(channel, index, ChangeSet(add_groups=first.add_groups,
                                                       mod_groups=first.mod_groups), total)
@@ -474,7 +540,7 @@ class Reconciler:
                 return None  # a full pass follows and reads everything again
         gone = tuple(g for g in stale_groups if g not in index.groups)
         total = self._apply(channel, index, ChangeSet(del_groups=gone), total)
-        self._decoded.adopt(index.flows, index.groups)
+        self._decoded.adopt(index.flows)
         desired = index.desired()
         return ReconcileResult(
             changes=total, desired=desired, installed_flows=n_flows,

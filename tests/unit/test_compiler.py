@@ -248,3 +248,36 @@ def test_compile_stream_yields_every_flow_once_and_each_group_before_its_flows()
         for gid in (a.group_id for a in spec.actions if isinstance(a, Group)):
             first_use = i
             assert any(k == "group" and g == gid for k, g, _ in seen[:first_use]), i
+
+
+def test_balanced_bucket_ids_are_the_hash_of_backend_and_replica() -> None:
+    """The bucket id of replica r of a backend is blake2b-32 of "<backend>#r"
+    (top bit cleared, probing on a clash), whatever code computes it: ids
+    that changed would modify every balanced group on the first restart
+    after an upgrade."""
+    import hashlib
+
+    from lbaffd.model.distribution import BALANCED, bucket_layout
+    from lbaffd.model.loadbalancer import Endpoint
+    from lbaffd.model.plan import group_buckets
+
+    for n in (2, 3, 7, 100):
+        backends = tuple(Endpoint(ipaddress.ip_address(f"10.1.{i // 200}.{i % 200 + 1}"), 8080)
+                         for i in range(n))
+        if n == 3:  # and one IPv6 backend set
+            backends = tuple(Endpoint(ipaddress.ip_address(f"fd00::{i + 1:x}"), 80)
+                             for i in range(n))
+        ordered = sorted(backends)
+        want: list[tuple[int, Endpoint]] = []
+        taken: set[int] = set()
+        for index, be_index in enumerate(bucket_layout(n, BALANCED)):
+            text = f"{ordered[be_index]}#{index // n}".encode()
+            bid = int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "big")
+            bid &= 0x7FFFFFFF
+            while bid in taken:
+                bid = (bid + 1) & 0x7FFFFFFF
+            taken.add(bid)
+            want.append((bid, ordered[be_index]))
+        got = group_buckets(backends, BALANCED)
+        assert got == want
+        assert len(got) == 256 // n * n

@@ -54,3 +54,28 @@ def test_version_switch() -> None:
     assert min_slots_for_version("3.1.0") == 1
     assert min_slots_for_version("3.5.1") == 4
     assert min_slots_for_version("") == 1
+
+
+def _webster(weights: list[int], min_slots: int) -> list[int] | None:
+    """OVS's group_setup_dp_hash_table, slot by slot (the reference)."""
+    needed = -(-sum(weights) // min(weights))
+    if min_slots > 1:
+        needed = max(needed, min(min_slots * len(weights), 256))
+    n_hash = max(16, 1 << (needed - 1).bit_length())
+    if n_hash > 256:
+        return None
+    slots = [0] * len(weights)
+    for _ in range(n_hash):
+        best = max(range(len(weights)), key=lambda i: (weights[i] / (2 * slots[i] + 1), -i))
+        slots[best] += 1
+    return slots
+
+
+def test_equal_weights_deal_as_webster_does() -> None:
+    """The equal-weight shortcut (every bucket count a balanced or default
+    group can have) gives OVS's table exactly; unequal weights still deal."""
+    for min_slots in (1, 4):
+        for n in range(1, 300):
+            assert ovs_slots([1] * n, min_slots) == _webster([1] * n, min_slots), n
+    assert ovs_slots([1, 2, 3], 1) == _webster([1, 2, 3], 1)
+    assert ovs_slots([5, 1, 1, 2], 4) == _webster([5, 1, 1, 2], 4)
