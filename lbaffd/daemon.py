@@ -100,6 +100,10 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._queued = 0
         self._sb_read_at = 0.0
+        self._arrived_at: float | None = None  # the IDL took the pass's first change in
+        self._read_s = 0.0  # the last delta read took
+        # set with every input change: an audit waiting for the switch applies it
+        self._kick = threading.Event()
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
@@ -195,6 +199,7 @@ class Daemon:
 
     def _wake(self, _source: str = "") -> None:
         self._queue.put(WAKE)
+        self._kick.set()
 
     def _start(self) -> None:
         s = self.settings
@@ -508,6 +513,7 @@ class Daemon:
             return False
         read_at = time.time()
         delta = read_delta(ovs, sb, self.settings.bridge)
+        self._read_s = time.time() - read_at
         if delta is None:
             log.debug("full_pass_needed", reason="resync")
             return False  # the full pass reads everything again
@@ -519,7 +525,7 @@ class Daemon:
         assert tracker is not None
         # SB changes that arrive meanwhile are applied between the audit's slices
         result = rec.audit_unchanged(self._ensure_channel(),
-                                     lambda: self._incremental_pass(False))
+                                     lambda: self._incremental_pass(False), self._kick)
         if result is None:
             return False
         self._done(result, tracker.inputs.issues + result.desired.issues)
@@ -531,8 +537,9 @@ class Daemon:
         new one)."""
         rec = self._reconciler
         assert rec is not None
-        self._sb_read_at = read_at
+        self._sb_read_at, self._arrived_at = read_at, delta.arrived_at
         self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
+        t_step = time.monotonic()
         step = tracker.step(delta)
         if step is None:
             log.debug("full_pass_needed", reason="changed",
@@ -554,10 +561,14 @@ class Daemon:
                 return False
             changed, topo, old_topo = seen
         if not step.no_effect:
+            step_s = time.monotonic() - t_step
             result = rec.reconcile_changed(self._ensure_channel(), changed, topo, old_topo,
                                            step.ports)
             if result is None:
                 return False
+            # the worker's whole time for the change: read, step, reconcile
+            result = replace(result, seconds=result.seconds + self._read_s + step_s,
+                             phases=(("read", self._read_s), ("step", step_s), *result.phases))
             self._done(result, step.issues + result.desired.issues)
         tracker.commit(step)
         self._changes = tracker
@@ -586,7 +597,8 @@ class Daemon:
         # before the pass is reported: its "reconciled" line means the flush is done
         self._flush_departed(self._status.plans, result)
         self._report.issues(issues)
-        self._report.result(result, self._queued, self._sb_read_at)
+        self._report.result(result, self._queued, self._sb_read_at, self._arrived_at)
+        self._arrived_at = None
         self._publish(result, issues)
         if not self._synced:
             self._synced = True
