@@ -104,6 +104,9 @@ class Daemon:
         self._read_s = 0.0  # the last delta read took
         # set with every input change: an audit waiting for the switch applies it
         self._kick = threading.Event()
+        self._trimming = threading.Lock()  # a trim after an audit is under way
+        # the last step may have changed which VIPs exist or their LBs' names
+        self._vips_changed = True
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
@@ -458,7 +461,7 @@ class Daemon:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
                     if audit:  # its dump of the switch, back to the system (see memtrim)
-                        memtrim.trim()
+                        self._trim_aside()
                     return True
         except Exception as exc:
             return self._failed(exc)
@@ -497,6 +500,19 @@ class Daemon:
         self._freezer.collect_and_freeze()  # frozen cycles swept now and then
         memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
+
+    def _trim_aside(self) -> None:
+        """``memtrim.trim`` on a thread of its own: malloc_trim takes 10-30 ms
+        of madvise calls (the GIL released), and a change that arrived after
+        an audit waited for it on the worker.  One at a time."""
+        if self._trimming.acquire(blocking=False):
+            def run() -> None:
+                try:
+                    memtrim.trim()
+                finally:
+                    self._trimming.release()
+
+            threading.Thread(target=run, name="lbaffd-trim", daemon=True).start()
 
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there
@@ -569,7 +585,13 @@ class Daemon:
             # the worker's whole time for the change: read, step, reconcile
             result = replace(result, seconds=result.seconds + self._read_s + step_s,
                              phases=(("read", self._read_s), ("step", step_s), *result.phases))
+            # a change of health, ports or MACs keeps every VIP and LB name:
+            # the per-VIP metric series need no look over all VIPs (O(N))
+            c = result.changes
+            self._vips_changed = bool(delta.lbs or delta.dp_groups or c.add_groups
+                                      or c.del_groups)
             self._done(result, step.issues + result.desired.issues)
+            self._vips_changed = True
         tracker.commit(step)
         self._changes = tracker
         if self._sbcond is not None:
@@ -654,4 +676,5 @@ class Daemon:
         self._status = Status(plans=r.desired.vips, issues=issues, stats=stats,
                               mode=self.pipeline.mode, left_to_ovn=left)
         self._report.empty_vips(r.desired.vips)
-        self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
+        if self._vips_changed:
+            self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
