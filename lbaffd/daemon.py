@@ -584,7 +584,7 @@ class Daemon:
                 return False
             # the worker's whole time for the change: read, step, reconcile
             result = replace(result, seconds=result.seconds + self._read_s + step_s,
-                             phases=(("read", self._read_s), ("step", step_s), *result.phases))
+                             phases=(("delta", self._read_s), ("step", step_s), *result.phases))
             # a change of health, ports or MACs keeps every VIP and LB name:
             # the per-VIP metric series need no look over all VIPs (O(N))
             c = result.changes

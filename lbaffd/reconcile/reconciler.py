@@ -76,7 +76,8 @@ class ReconcileResult:
     foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
     audited: bool = True  # installed state read back from the switch this pass
     # where a full pass spent its time, in seconds: reading the switch back,
-    # compiling (and streaming the bundle), committing it, the barrier
+    # compiling (and streaming the bundle), committing it, the barrier; an
+    # incremental one: the step's compile (``apply``), its bundle, the barrier
     phases: tuple[tuple[str, float], ...] = ()
     # an audit of unchanged inputs (audit_unchanged): every change it sent put
     # back what someone else removed or changed on the switch
@@ -588,8 +589,9 @@ class Reconciler:
             changes=changes, desired=desired, installed_flows=len(desired.state.flows),
             installed_groups=len(desired.state.groups), seconds=time.monotonic() - start,
             foreign=0, audited=False,
-            phases=(("compile", t_compiled - start), ("commit", t_committed - t_compiled),
-                    ("barrier", t_end - t_committed)),
+            # (named apart from a full pass's: ``compile_ms`` says a full pass ran)
+            phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled),
+                    ("ack", t_end - t_committed)),
         )
 
 
