@@ -90,6 +90,7 @@ class Daemon:
         self._ovs: DbMonitor | None = None
         self._sb: DbMonitor | None = None
         self._channel: OpenFlowChannel | None = None
+        self._reads: OpenFlowChannel | None = None  # a second connection: audits' dumps
         self._reconciler: Reconciler | None = None
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -366,6 +367,8 @@ class Daemon:
                 log.warning("cleanup_failed", error=str(exc))
         if self._channel is not None:
             self._channel.close()
+        if self._reads is not None:
+            self._reads.close()
         for mon in (self._sb, self._ovs):
             if mon is not None:
                 mon.stop()
@@ -541,7 +544,8 @@ class Daemon:
         assert tracker is not None
         # SB changes that arrive meanwhile are applied between the audit's slices
         result = rec.audit_unchanged(self._ensure_channel(),
-                                     lambda: self._incremental_pass(False), self._kick)
+                                     lambda: self._incremental_pass(False), self._kick,
+                                     self._read_channel())
         if result is None:
             return False
         self._done(result, tracker.inputs.issues + result.desired.issues)
@@ -649,6 +653,27 @@ class Daemon:
             self.metrics.conntrack_flushes.labels(d.reason).inc()
             log.info("conntrack_flushed", lb=d.lb, vip=d.vip, backend=str(d.backend),
                      reason=d.reason, zones=[f.zone for f in d.flushes])
+
+    def _read_channel(self) -> OpenFlowChannel | None:
+        """A second OpenFlow connection for an audit's dumps, so that a
+        change's bundle never queues behind them in ovs-vswitchd (see
+        ``Reconciler.audit_unchanged``); None (the main one is used) when it
+        cannot be had."""
+        ch = self._reads
+        if ch is not None and ch.connected:
+            return ch
+        if ch is not None:
+            ch.close()
+        self._reads = None
+        try:
+            ch = OpenFlowChannel(self.settings.of_target, on_skipped=lambda e: None)
+            ch.connect(timeout=2.0)
+        except Exception as exc:
+            log.warning("openflow_read_connection_failed", target=self.settings.of_target,
+                        error=str(exc))
+            return None
+        self._reads = ch
+        return ch
 
     def _ensure_channel(self) -> OpenFlowChannel:
         if self._channel is not None and self._channel.connected:

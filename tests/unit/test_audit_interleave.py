@@ -202,3 +202,35 @@ def test_ledger_names_what_changed_after_a_mark() -> None:
     before = rec.ledger.done
     rec.reconcile_changed(fake, {"lb-plain": None}, TOPO)
     assert rec.ledger.done == before + 1
+
+
+class ReadSide:
+    """A second connection to the same switch that only reads (the daemon's
+    connection for audit dumps)."""
+
+    def __init__(self, fake: FakeSwitch) -> None:
+        self.fake = fake
+        self.dumps = 0
+
+    def dump_group_desc(self) -> list[Any]:
+        self.dumps += 1
+        return self.fake.dump_group_desc()
+
+    def dump_flow_desc(self, cookie: int, cookie_mask: int, *args: Any) -> list[Any]:
+        self.dumps += 1
+        return self.fake.dump_flow_desc(cookie, cookie_mask, *args)
+
+
+def test_an_audit_reads_on_its_own_connection_and_repairs_on_the_main_one() -> None:
+    fake, rec = programmed()
+    desired = installed(fake)
+    victim = next(iter(desired.flows.values()))
+    fake.apply(packed.delete_message(victim))
+    reads = ReadSide(fake)
+    dumps, committed = fake.counts["flow_desc"], fake.counts["bundle_committed"]
+    result = rec.audit_unchanged(fake, reader=reads)  # type: ignore[arg-type]
+    assert result is not None and result.changes.add_flows == (victim,)
+    assert reads.dumps == 1 + own.AUDIT_CHUNKS
+    assert fake.counts["flow_desc"] - dumps == own.AUDIT_CHUNKS  # all through ReadSide
+    assert fake.counts["bundle_committed"] == committed + 1  # the repair, on the main one
+    assert installed(fake) == desired
