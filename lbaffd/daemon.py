@@ -687,6 +687,7 @@ class Daemon:
         self._channel.enable_async()
         self._channel.monitor_flows()
         log.info("openflow_connected", target=self.settings.of_target)
+        self._read_channel()  # with the main one: the daemon's fds and threads stay constant
         return self._channel
 
     def _publish(self, r: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
