@@ -106,6 +106,8 @@ class Side:
     extra_backends: dict[int, list[str]] = field(default_factory=dict)
     next_pod: dict[int, int] = field(default_factory=dict)
     extra_lbs: int = 0
+    local_watch: OvsdbWatch | None = None  # the local Open_vSwitch DB's Interface rows
+    event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
 
     # ------------------------------------------------------------ plumbing
 
@@ -285,7 +287,7 @@ class Side:
             "lb_added": self._lb_added,
             "lb_removed": self._lb_removed,
         }
-        for name in EVENT_TYPES:
+        for name in self.event_types:
             if name == "health_flip" and not monitors:
                 out[name] = {"error": "no Service_Monitor rows"}
                 continue
@@ -344,13 +346,27 @@ class Side:
 
     def _health_flip(self, monitors: list[str], i: int) -> dict[str, Any]:
         uuid = monitors[(i // 2 * 7919) % len(monitors)]
+        status = "offline" if i % 2 == 0 else "online"
         cpu0, sent0 = self._start()
+        mark = self.watch.mark()
         t0 = time.time()
         self.sbt([{"op": "update", "table": "Service_Monitor",
                    "where": [["_uuid", "==", ["uuid", uuid]]],
-                   "row": {"status": "offline" if i % 2 == 0 else "online"}}])
+                   "row": {"status": status}}])
         k = None if self.lbaffd else self.nb_with_cfg([])[0]
-        return self._finish(t0, k, cpu0, sent0)
+        out = self._finish(t0, k, cpu0, sent0)
+        seen = self.watch.first_after(mark, "Service_Monitor",
+                                      lambda u: u.row == uuid and u.new.get("status") == status)
+        return self._from_input(out, t0, seen.at if seen is not None else None)
+
+    @staticmethod
+    def _from_input(out: dict[str, Any], t0: float, arrived: float | None) -> dict[str, Any]:
+        """The sample's latency also from its input's arrival at a monitor of
+        ours (``input_ms``): what the daemon itself takes, without the
+        bench's write (or ``ovs-vsctl``) before it."""
+        if arrived is not None and out["latency_ms"] is not None:
+            out["input_ms"] = round(out["latency_ms"] - (arrived - t0) * 1000, 2)
+        return out
 
     def _new_pod(self, node: int) -> cl.Pod:
         base = max(p.index for p in self.c.pods.values() if p.node == node) + 1
@@ -389,12 +405,19 @@ class Side:
             if not self.lbaffd:
                 k = self.nb_with_cfg([])[0]
         else:
+            mark = self.local_watch.mark() if self.local_watch is not None else 0
             if self.lbaffd:
                 self.sbt(cl.sb_bind_ops(self.pb_uuids, self.chassis_uuids,
                                         [(pod.name, self.sb.chassis)]))
             self.add_ports([pod.name])
             if not self.lbaffd:
                 return self._local_up(pod, t0, cpu0)
+            out = self._finish(t0, k, cpu0, sent0)
+            port = "lp" + pod.name.rsplit("-", 1)[1]
+            seen = None if self.local_watch is None else self.local_watch.first_after(
+                mark, "Interface", lambda u: u.new.get("name") == port
+                and isinstance(u.new.get("ofport"), int) and u.new["ofport"] > 0)
+            return self._from_input(out, t0, seen.at if seen is not None else None)
         return self._finish(t0, k, cpu0, sent0)
 
     def _local_up(self, pod: cl.Pod, t0: float, cpu0: float) -> dict[str, Any]:
@@ -516,12 +539,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
     cpu = [r["cpu_ms"] for r in rows]
     worker = [r["worker_ms"] for r in rows if r.get("worker_ms") is not None]
+    inputs = [r["input_ms"] for r in rows if r.get("input_ms") is not None]
     changes = [r["changes"] for r in rows if r["changes"] is not None]
     out: dict[str, Any] = {"samples": len(rows), "with_switch_changes": len(lat)}
     if lat:
         out.update(p50_ms=round(percentile(lat, 50), 1), p99_ms=round(percentile(lat, 99), 1),
                    max_ms=round(max(lat), 1))
     out.update(cpu_p50_ms=round(percentile(cpu, 50), 1), cpu_p99_ms=round(percentile(cpu, 99), 1))
+    if inputs:
+        out.update(input_p50_ms=round(percentile(inputs, 50), 1),
+                   input_p99_ms=round(percentile(inputs, 99), 1))
     if worker:
         out.update(worker_p50_ms=round(percentile(worker, 50), 2),
                    worker_p99_ms=round(percentile(worker, 99), 2))

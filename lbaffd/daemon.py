@@ -63,6 +63,8 @@ class Daemon:
         self.pipeline: Pipeline = STANDALONE
         self.metrics = metrics or Metrics()
         self._queue: queue.Queue[Item] = queue.Queue()
+        # set with every input change: an audit waiting for the switch applies it
+        self._kick = threading.Event()
         self._stopping = threading.Event()
         self._ovs: DbMonitor | None = None
         self._sb: DbMonitor | None = None
@@ -131,6 +133,7 @@ class Daemon:
 
     def _wake(self, _source: str = "") -> None:
         self._queue.put(WAKE)
+        self._kick.set()
 
     def _on_async(self, reply: Reply) -> None:
         self._router.on_async(reply)  # (the router needs the channel keeper first)
@@ -174,7 +177,7 @@ class Daemon:
             self._report, self._refuser, self._notifier, companion,
             EntryKeeper(self.metrics, s.max_idle_timeout),
             None if s.monitor_all else SbConditions(self._sb, s.chassis), self._gc_pause,
-            self.status())
+            self.status(), self._kick)
 
     def _shutdown(self) -> None:
         # Flows and groups stay on the switch: traffic keeps flowing without us.

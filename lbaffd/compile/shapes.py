@@ -322,6 +322,9 @@ class VipTemplates:
         self._shapes: dict[Shape, _Template | str] = {}
         self.made = self.refused = 0  # templates made / shapes found unusable
         self.filled = 0  # parts filled in from a template
+        # False: use the templates there are, make no new one (an incremental
+        # step compiles a few VIPs once; making a template costs three compiles)
+        self.learn = True
         self._kept = (_kept(VipPlan, _REPLACED_PLAN), _kept(LoadBalancer, _REPLACED_LB),
                       _kept(Vip, _REPLACED_VIP))
 
@@ -344,6 +347,8 @@ class VipTemplates:
             self.filled += 1
             return entry.part(plan, p, addrs, macs)
         part = self._compile(plan, p, max_idle, topo)
+        if not self.learn:
+            return part
         if entry is None:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()

@@ -149,13 +149,16 @@ class TopologyIndex:
         self.interfaces = snap.interfaces
         self.peer_names = {pb.options.get("peer", "") for pb in self.pbs.values()
                            if pb.type in STRUCTURAL_TYPES}
+        self._local_ips_of: tuple[tuple[LocalPort, ...], frozenset[IPAddress]] = ((),
+                                                                                  frozenset())
         self.local_ports = self._local_ports()
         self.attached = self._attached()
 
     # ------------------------------------------------------------ derived
 
     def _local_ports(self) -> tuple[LocalPort, ...]:
-        return local_ports(self.interfaces, self.by_name, self.datapaths, self.chassis)
+        return local_ports(self.interfaces, self.by_name, self.datapaths, self.chassis,
+                           self.port_ips)
 
     def _attached(self) -> frozenset[int]:
         snap = SbSnapshot(MappingProxyType({}), self.datapaths, MappingProxyType({}),
@@ -164,8 +167,11 @@ class TopologyIndex:
         return frozenset(self.datapaths[d].tunnel_key for d in dps if d in self.datapaths)
 
     def _local_ips(self) -> frozenset[IPAddress]:
-        return frozenset(ip for p in self.local_ports
-                         for ip in self.port_ips.get(p.logical_port, ()))
+        ports, ips = self._local_ips_of
+        if ports is not self.local_ports:  # (the tuple is replaced when they change)
+            ips = frozenset(ip for p in self.local_ports for ip in p.ips)
+            self._local_ips_of = (self.local_ports, ips)
+        return ips
 
     def topology(self) -> Topology:
         return Topology(self.local_ports, self.macs, frozenset(self.down), self.attached,
@@ -237,7 +243,13 @@ class TopologyIndex:
         structural = False
         touched: set[MacKey] = set()
         down_before = set(self.down)
-        local_ips_before = self._local_ips()
+        # the local ports depend on the interfaces and on the bindings they
+        # name: looked at again only when one of those changed
+        named = {i.iface_id for i in (*self.interfaces, *(interfaces or ()))}
+        relocal = interfaces is not None or any(
+            pb is not None and pb.logical_port in named
+            for uuid, new in port_bindings.items() for pb in (new, self.pbs.get(uuid)))
+        local_ips_before = self._local_ips() if relocal else frozenset()
         recheck: set[str] = set()  # monitors whose port's addresses changed
         for uuid, new in port_bindings.items():
             old = self.pbs.get(uuid)
@@ -288,13 +300,15 @@ class TopologyIndex:
         changed_ips |= {k[0] for k in down_before.symmetric_difference(self.down)}
         if interfaces is not None:
             self.interfaces = interfaces
-        ports_before = self.local_ports
-        self.local_ports = self._local_ports()
-        ports = self.local_ports != ports_before
-        if ports and ({p.datapath.uuid for p in ports_before}
-                      != {p.datapath.uuid for p in self.local_ports}):
-            structural = True
-        changed_ips |= local_ips_before.symmetric_difference(self._local_ips())
+        ports = False
+        if relocal:
+            ports_before = self.local_ports
+            self.local_ports = self._local_ports()
+            ports = self.local_ports != ports_before
+            if ports and ({p.datapath.uuid for p in ports_before}
+                          != {p.datapath.uuid for p in self.local_ports}):
+                structural = True
+            changed_ips |= local_ips_before.symmetric_difference(self._local_ips())
         return TopologyChange(structural, frozenset(changed_ips), ports)
 
 

@@ -154,10 +154,12 @@ def port_addresses(macs: Iterable[str]) -> frozenset[IPAddress]:
 
 
 def local_ports(interfaces: Iterable[InterfaceRow], by_name: Mapping[str, PortBindingRow],
-                datapaths: Mapping[str, DatapathRow], chassis: str
+                datapaths: Mapping[str, DatapathRow], chassis: str,
+                addresses: Mapping[str, frozenset[IPAddress]] | None = None
                 ) -> tuple[LocalPort, ...]:
     """The interfaces that are local ports of a datapath (``iface-id`` names a
-    Port_Binding not bound to another chassis), by ofport."""
+    Port_Binding not bound to another chassis), by ofport.  ``addresses``:
+    each port's ``port_addresses`` by logical port, where already known."""
     local: dict[int, LocalPort] = {}
     for iface in interfaces:
         pb = by_name.get(iface.iface_id)
@@ -168,7 +170,9 @@ def local_ports(interfaces: Iterable[InterfaceRow], by_name: Mapping[str, PortBi
         dp = datapaths.get(pb.datapath)
         if dp is None:
             continue
-        local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp, port_addresses(pb.macs))
+        ips = addresses.get(pb.logical_port) if addresses is not None else None
+        local[iface.ofport] = LocalPort(iface.ofport, pb.logical_port, dp,
+                                        port_addresses(pb.macs) if ips is None else ips)
     return tuple(local[k] for k in sorted(local))
 
 

@@ -1,10 +1,12 @@
-"""The daemon's one OpenFlow connection to the switch, made when needed.
+"""The daemon's OpenFlow connections to the switch, made when needed.
 
 A pass asks for it with ``ensure`` (a lost connection is replaced, its
 replacement gets the asynchronous messages and the flow monitor the daemon
 relies on); start-up ``wait``s for it, since lbaffd may start before
 ovs-vswitchd; the control socket and the metrics use it only when it is up
-(``live``).
+(``live``).  A second connection carries only audits' dumps
+(``reads``): ovs-vswitchd answers one connection in order, so a change's
+bundle must not queue behind an audit's group dump.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ChannelKeeper:
         self._on_skipped = on_skipped
         self._stopping = stopping
         self.channel: OpenFlowChannel | None = None
+        self._reads: OpenFlowChannel | None = None  # audits' dumps
 
     @property
     def connected(self) -> bool:
@@ -57,7 +60,28 @@ class ChannelKeeper:
         self.channel.enable_async()
         self.channel.monitor_flows()
         log.info("openflow_connected", target=target)
+        self.reads()  # with the main one: the daemon's fds and threads stay constant
         return self.channel
+
+    def reads(self) -> OpenFlowChannel | None:
+        """The second connection, for an audit's dumps (see
+        ``Reconciler.audit_unchanged``); None (the main one is used) when it
+        cannot be had."""
+        ch = self._reads
+        if ch is not None and ch.connected:
+            return ch
+        if ch is not None:
+            ch.close()
+        self._reads = None
+        try:
+            ch = OpenFlowChannel(self._target(), on_skipped=lambda e: None)
+            ch.connect(timeout=2.0)
+        except Exception as exc:
+            log.warning("openflow_read_connection_failed", target=self._target(),
+                        error=str(exc))
+            return None
+        self._reads = ch
+        return ch
 
     def wait(self) -> OpenFlowChannel:
         """The switch, waited for (a daemon may start before ovs-vswitchd);
@@ -80,5 +104,6 @@ class ChannelKeeper:
             ch.packet_out(port, data)
 
     def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
+        for ch in (self.channel, self._reads):
+            if ch is not None:
+                ch.close()

@@ -67,7 +67,10 @@ class PassReport:
         self.vip_by_cookie = {own.owner_cookie(p.owner): key
                                for key, p in empty.items() if p.lb.reject}
 
-    def result(self, r: ReconcileResult, queued: int, sb_read_at: float) -> None:
+    def result(self, r: ReconcileResult, queued: int, sb_read_at: float,
+               arrived_at: float | None = None) -> None:
+        """``arrived_at``: when the SB (or local DB) IDL took the pass's first
+        change in; the line then says how long it waited for the worker."""
         m = self.metrics
         c = r.changes
         m.reconciles.labels("ok").inc()
@@ -96,6 +99,9 @@ class PassReport:
                      groups=len(r.desired.state.groups), foreign_repaired=r.foreign,
                      ms=round(r.seconds * 1000, 1), queued=queued, audit=r.audited,
                      sb_read_at=round(sb_read_at, 3),
+                     **({} if arrived_at is None else {
+                         "arrived_at": round(arrived_at, 4),
+                         "wait_ms": round((sb_read_at - arrived_at) * 1000, 1)}),
                      **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})
 
     def forget_gone_vips(self, plans: tuple[VipPlan, ...]) -> frozenset[tuple[str, str]]:

@@ -17,7 +17,7 @@ Load_Balancer rows may have changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from lbaffd.compile import isolation
@@ -27,7 +27,7 @@ from lbaffd.compile.state import DesiredState, VipCache
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, ParseIssue
 from lbaffd.model.plan import Slot, VipPlan, make_plan, plan_vips
-from lbaffd.model.topology import Topology
+from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import (
     FlowBody,
     FlowId,
@@ -46,16 +46,44 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-def _port_flows(topo: Topology, pipeline: Pipeline
+def _port_flows(ports: Iterable[LocalPort], pipeline: Pipeline
                 ) -> dict[FlowId, tuple[own.OwnerKey, FlowBody]]:
     b = FlowBuilder()
-    for port in topo.local_ports:
+    for port in ports:
         port_flows(b, pipeline, port.ofport, port.logical_port, port.datapath.tunnel_key)
     out: dict[FlowId, tuple[own.OwnerKey, FlowBody]] = {}
     for spec in b.flows.values():
         body = pack_flow(spec)
         out[flow_id(body)] = (b.owners[spec.cookie], body)
     return out
+
+
+class _GroupsTaken(Mapping[int, GroupBody]):
+    """The group ids other VIPs hold while a step compiles: the installed
+    groups less those leaving, plus what the step compiled so far (a view:
+    a step costs O(its VIPs), not a copy of every group id)."""
+
+    def __init__(self, groups: Mapping[int, GroupBody], leaving: set[int]) -> None:
+        self._groups = groups
+        self._leaving = leaving
+        self.added: dict[int, GroupBody] = {}
+
+    def __getitem__(self, gid: int) -> GroupBody:
+        if gid in self.added:
+            return self.added[gid]
+        if gid in self._leaving:
+            raise KeyError(gid)
+        return self._groups[gid]
+
+    def __contains__(self, gid: object) -> bool:
+        return gid in self.added or (gid not in self._leaving and gid in self._groups)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.added
+        yield from (g for g in self._groups if g not in self._leaving and g not in self.added)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _adopted(m: Mapping[_K, _V]) -> dict[_K, _V]:
@@ -111,20 +139,35 @@ class DesiredIndex:
         was = topo if old_topo is None else old_topo
         if ports and pipeline.mode not in PORT_INDEPENDENT_MODES:
             return None
+        templates = cache.templates
+        if templates is None:
+            return self._apply(changed, topo, was, pipeline, cache, max_idle, distribution,
+                               min_slots, ports)
+        learn, templates.learn = templates.learn, False
+        try:
+            return self._apply(changed, topo, was, pipeline, cache, max_idle, distribution,
+                               min_slots, ports)
+        finally:
+            templates.learn = learn
+
+    def _apply(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
+               was: Topology, pipeline: Pipeline, cache: VipCache, max_idle: int,
+               distribution: str, min_slots: int, ports: bool) -> ChangeSet | None:
         new_plans = self._plan(changed, topo, distribution, min_slots)
         if new_plans is None:
             return None
         # a VIP that cannot be compiled is left out by a full pass, which
         # reports it (``isolation``): decline before touching anything
         compiled: list[ParseIssue] = []
+        # (the parts installed now were compiled with the old topology: cached)
         leaving = {gid for uuid in changed for owner in self.by_lb.get(uuid, [])
-                   for gid, _ in cache.get(self.plans[owner], pipeline, max_idle, topo).groups()}
-        taken = {gid: b"" for gid in self.groups if gid not in leaving}
+                   for gid, _ in cache.get(self.plans[owner], pipeline, max_idle, was).groups()}
+        taken = _GroupsTaken(self.groups, leaving)
         for plan in new_plans:
             part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, taken, compiled)
             if part is None:
                 return None
-            taken.update(part.groups())
+            taken.added.update(part.groups())
         touched_flows: set[FlowId] = set()
         touched_groups: set[int] = set()
         old_flows: dict[FlowId, FlowBody] = {}
@@ -199,8 +242,13 @@ class DesiredIndex:
 
     def _swap_ports(self, was: Topology, topo: Topology, pipeline: Pipeline,
                     remember: Callable[[set[FlowId], set[int]], None]) -> None:
-        """The classifier flows of the local ports: out with the old, in with the new."""
-        before, after = _port_flows(was, pipeline), _port_flows(topo, pipeline)
+        """The classifier flows of the local ports that changed: out with the
+        old, in with the new (O(those ports): a port's flows depend on it alone)."""
+        old_ports, new_ports = set(was.local_ports), set(topo.local_ports)
+        # by logical port (its flows share one owner, whichever ofports it has)
+        moved = {p.logical_port for p in old_ports ^ new_ports}
+        before = _port_flows((p for p in was.local_ports if p.logical_port in moved), pipeline)
+        after = _port_flows((p for p in topo.local_ports if p.logical_port in moved), pipeline)
         remember(set(before) | set(after), set())
         for fid, (_, old) in before.items():
             if fid not in after:

@@ -26,6 +26,7 @@ from lbaffd.sb.monitor import (
     read_rows,
     sm_record,
     take_dirty,
+    taken_since,
 )
 from lbaffd.sb.records import (
     DpGroupRow,
@@ -49,6 +50,9 @@ class Delta:
     structural: frozenset[str] = frozenset()  # other SB tables that changed
     dp_groups: Mapping[str, DpGroupRow | None] = field(default_factory=lambda: _EMPTY)
     group_lbs: Mapping[str, LoadBalancerRow] = field(default_factory=dict)
+    # when the IDL took the first of these changes in (time.time(); None: no
+    # change): the start of the change's latency, logged with its pass
+    arrived_at: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -66,12 +70,15 @@ def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
         if local_dirty is None:
             return None
         interfaces = read_local(ovs, bridge)[1] if local_dirty else None
+        local_since = taken_since(ovs)
     with sb.conn.lock:
         dirty = take_dirty(sb)
         if dirty is None:
             return None
         groups = dirty.get("Logical_DP_Group", set())
+        since = [t for t in (local_since, taken_since(sb)) if t is not None]
         return Delta(
+            arrived_at=min(since) if since else None,
             lbs=read_lbs(sb, sorted(dirty.get("Load_Balancer", ()))),
             dp_groups=read_rows(sb, "Logical_DP_Group", groups, dpg_record),
             group_lbs=lbs_of_groups(sb, groups) if groups else {},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -111,6 +112,11 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         # rows changed since the worker last looked, by table; None: unknown
         # (first sync, reconnect), so everything must be read again
         self._dirty: dict[str, set[str]] | None = None
+        # when the oldest change the worker has not taken yet was taken in
+        # (time.time()), and that time for the last ``take_dirty``: where a
+        # change's latency starts (``Delta.arrived_at``)
+        self._since: float | None = None
+        self.taken_since: float | None = None
         self._session_seqno = -1
         self._resyncing = True  # until the first complete sync
 
@@ -139,10 +145,12 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         call with the connection lock held, in the same critical section as
         the read that consumes them."""
         dirty, self._dirty = self._dirty, {}
+        self.taken_since, self._since = self._since, None
         return dirty
 
     def run(self) -> Any:
         before = self.change_seqno
+        at = time.time()
         with self._gc_pause:  # taking in an update builds many acyclic objects
             result = super().run()
         seqno = self._session.get_seqno()
@@ -157,6 +165,8 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             self._resyncing = False
             log.info("ovsdb_synced", db=self._name, session=seqno)
         if self.change_seqno != before:
+            if self._since is None:
+                self._since = at
             self._on_change(self._name)
         return result
 
@@ -271,6 +281,11 @@ def _ref(value: Any) -> str | None:
 def take_dirty(mon: DbMonitor) -> dict[str, set[str]] | None:
     """See ``NotifyingIdl.take_dirty``; call with ``mon.conn.lock`` held."""
     return None if mon.idl is None else mon.idl.take_dirty()
+
+
+def taken_since(mon: DbMonitor) -> float | None:
+    """When the changes of the last ``take_dirty`` began to arrive (None: none)."""
+    return None if mon.idl is None else mon.idl.taken_since
 
 
 def lb_group_columns(mon: DbMonitor) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ everything and compiles everything.
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -52,7 +54,7 @@ class PassRunner:
                  report: PassReport, refuser: Refuser, notifier: Notifier,
                  companion: CompanionRuntime | None, entries: EntryKeeper,
                  sbcond: SbConditions | None,
-                 gc_pause: GcPause, status: Status) -> None:
+                 gc_pause: GcPause, status: Status, kick: threading.Event) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self._ovs, self._sb = ovs, sb
@@ -72,6 +74,12 @@ class PassRunner:
         self.synced = False
         self.queued = 0  # tokens coalesced into the coming pass (set by the loop)
         self._sb_read_at = 0.0
+        self._arrived_at: float | None = None  # the IDL took the pass's first change in
+        self._read_s = 0.0  # the last delta read took
+        self._kick = kick  # set with every input change: an audit's wait applies it
+        self._trimming = threading.Lock()  # a trim after an audit is under way
+        # the last step may have changed which VIPs exist or their LBs' names
+        self._vips_changed = True
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
@@ -103,7 +111,7 @@ class PassRunner:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
                     if audit:  # its dump of the switch, back to the system (see memtrim)
-                        memtrim.trim()
+                        self._trim_aside()
                     return True
         except Exception as exc:
             return self._failed(exc)
@@ -141,6 +149,19 @@ class PassRunner:
         memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
 
+    def _trim_aside(self) -> None:
+        """``memtrim.trim`` on a thread of its own: malloc_trim takes 10-30 ms
+        of madvise calls (the GIL released), and a change that arrived after
+        an audit waited for it on the worker.  One at a time."""
+        if self._trimming.acquire(blocking=False):
+            def run() -> None:
+                try:
+                    memtrim.trim()
+                finally:
+                    self._trimming.release()
+
+            threading.Thread(target=run, name="lbaffd-trim", daemon=True).start()
+
     def _incremental_pass(self, audit: bool) -> bool:
         """True when the pending change was applied incrementally (or there
         was none, or, for an audit, the switch was checked against the state
@@ -155,6 +176,7 @@ class PassRunner:
             return False
         read_at = time.time()
         delta = read_delta(ovs, sb, self.settings.bridge)
+        self._read_s = time.time() - read_at
         if delta is None:
             log.debug("full_pass_needed", reason="resync")
             return False  # the full pass reads everything again
@@ -166,7 +188,8 @@ class PassRunner:
         assert tracker is not None
         # SB changes that arrive meanwhile are applied between the audit's slices
         result = rec.audit_unchanged(self._channels.ensure(),
-                                     lambda: self._incremental_pass(False))
+                                     lambda: self._incremental_pass(False), self._kick,
+                                     self._channels.reads())
         if result is None:
             return False
         self._done(result, tracker.inputs.issues + result.desired.issues)
@@ -177,8 +200,9 @@ class PassRunner:
         needs a full pass (then the tracker is dropped: the full pass makes a
         new one)."""
         rec = self._reconciler
-        self._sb_read_at = read_at
+        self._sb_read_at, self._arrived_at = read_at, delta.arrived_at
         self._changes = None  # until the step is on the switch (see changes.ChangeTracker)
+        t_step = time.monotonic()
         step = tracker.step(delta)
         if step is None:
             log.debug("full_pass_needed", reason="changed",
@@ -200,11 +224,21 @@ class PassRunner:
                 return False
             changed, topo, old_topo = seen
         if not step.no_effect:
+            step_s = time.monotonic() - t_step
             result = rec.reconcile_changed(self._channels.ensure(), changed, topo, old_topo,
                                            step.ports)
             if result is None:
                 return False
+            # the worker's whole time for the change: read, step, reconcile
+            result = replace(result, seconds=result.seconds + self._read_s + step_s,
+                             phases=(("delta", self._read_s), ("step", step_s), *result.phases))
+            # a change of health, ports or MACs keeps every VIP and LB name:
+            # the per-VIP metric series need no look over all VIPs (O(N))
+            c = result.changes
+            self._vips_changed = bool(delta.lbs or delta.dp_groups or c.add_groups
+                                      or c.del_groups)
             self._done(result, step.issues + result.desired.issues)
+            self._vips_changed = True
         tracker.commit(step)
         self._changes = tracker
         if self._sbcond is not None:
@@ -230,7 +264,8 @@ class PassRunner:
         flush_departed(self.status.plans, result, self.pipeline, self._channels.live,
                        self.metrics)
         self._report.issues(issues)
-        self._report.result(result, self.queued, self._sb_read_at)
+        self._report.result(result, self.queued, self._sb_read_at, self._arrived_at)
+        self._arrived_at = None
         self._publish(result, issues)
         if not self.synced:
             self.synced = True
@@ -245,4 +280,5 @@ class PassRunner:
         self.status = bookkeeping.after_pass(self.status, r, issues, self.pipeline.mode, left,
                                              time.time())
         self._report.empty_vips(r.desired.vips)
-        self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
+        if self._vips_changed:
+            self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
