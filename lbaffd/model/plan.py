@@ -183,14 +183,48 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
+Buckets = tuple[tuple[int, Endpoint], ...]
+
+
+class BucketMemo:
+    """The buckets of each (live backends, mode) a pass planned, handed to the
+    next pass: a VIP whose backends did not change gets the very tuple of
+    the previous plan, not an equal new one.
+
+    A balanced VIP has up to 256 buckets (~25 KB of tuples and ints, and 256
+    hashes to make); a full pass held the previous pass's plans and its own
+    until it ended, ~14 MB more at N=1000 (``bench.memprobe``, issue 19),
+    and the Python arenas the new copies took stayed resident.  Keeps only
+    what the latest full pass used, plus what later plans add (as
+    ``compile.state.VipCache``)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[tuple[Endpoint, ...], str], Buckets] = {}
+        self._used: dict[tuple[tuple[Endpoint, ...], str], Buckets] = {}
+
+    def buckets(self, live: tuple[Endpoint, ...], mode: str) -> Buckets:
+        key = (live, mode)
+        got = self._used.get(key) or self._last.get(key)
+        if got is None:
+            got = tuple(group_buckets(live, mode))
+        self._used[key] = got
+        return got
+
+    def end_pass(self) -> None:
+        self._last, self._used = self._used, {}
+
+    def __len__(self) -> int:
+        return len(self._last) + len(self._used)
+
+
 def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
               group_ids: Mapping[own.OwnerKey, int], distribution: str,
-              min_slots: int) -> VipPlan:
+              min_slots: int, memo: BucketMemo | None = None) -> VipPlan:
     owner = own.vip_owner(lb.uuid, vip.key)
     live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
     # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
     hashed = lb.affinity_timeout or lb.selection_fields
     mode = "client-hash" if hashed else lb.distribution or distribution
-    buckets = tuple(group_buckets(live, mode))
+    buckets = memo.buckets(live, mode) if memo is not None else tuple(group_buckets(live, mode))
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
                    _expected_shares(live, buckets, mode, min_slots))

@@ -145,3 +145,34 @@ def test_ovs_slots_memo_is_bounded_and_never_shared() -> None:
     for n in range(1, 3000):
         dist.ovs_slots([1 + n % 5] * (n % 64 + 1) + [n % 3 + 1])
     assert dist._ovs_slots.cache_info().currsize <= 1024
+
+
+def test_bucket_memo_shares_unchanged_buckets_and_keeps_only_the_last_pass() -> None:
+    """A full pass plans every VIP again: an unchanged VIP's plan gets the very
+    buckets tuple of the previous pass (not an equal copy held beside it), and
+    buckets no pass uses any more are let go at the next pass's end."""
+    from lbaffd.model.loadbalancer import Endpoint, parse_endpoint
+    from lbaffd.model.plan import BucketMemo, group_buckets
+
+    def backends(i: int, n: int) -> tuple[Endpoint, ...]:
+        return tuple(parse_endpoint(f"10.{i}.0.{b + 1}:80") for b in range(n))
+
+    memo = BucketMemo()
+    first = {i: memo.buckets(backends(i, 3), "balanced") for i in range(50)}
+    assert all(b == tuple(group_buckets(backends(i, 3), "balanced")) for i, b in first.items())
+    assert len(first[0]) > 3  # balanced: a backend holds many of the 256 slots
+    memo.end_pass()
+    # the next pass: 40 unchanged, 10 with a backend more
+    second = {i: memo.buckets(backends(i, 3 if i < 40 else 4), "balanced") for i in range(50)}
+    assert all(second[i] is first[i] for i in range(40))
+    assert all(second[i] != first[i] for i in range(40, 50))
+    memo.end_pass()
+    memo.buckets(backends(0, 3), "balanced")
+    memo.end_pass()  # a pass that planned one VIP: the others' buckets are gone
+    assert len(memo) == 1
+    # 200 passes each replacing every VIP: bounded by one pass's VIPs
+    for r in range(200):
+        for i in range(50):
+            memo.buckets(backends(i, 2 + r % 5), "client-hash" if i % 2 else "balanced")
+        memo.end_pass()
+    assert len(memo) == 50
