@@ -161,7 +161,7 @@ class ClusterLoad:
         for name, (ip, ofport) in REAL_HOSTS.items():
             self.hosts[name] = sb.add_host(name, ip, mac_of(ip), ofport, iface_id=name)
             sb.nbctl("lsp-add", "ls0", name, "--", "lsp-set-addresses", name,
-                     f"{mac_of(ip)} {ip}")
+                     f"{mac_of(ip)} {ip}", timeout=120)
             if name.startswith("be"):
                 sb.start_server(self.hosts[name], REAL_BACKEND_PORT)
         for ip in CLIENT_IPS:
@@ -174,7 +174,7 @@ class ClusterLoad:
                  {"op": "mutate", "table": "Load_Balancer_Group",
                   "where": [["name", "==", "cluster"]],
                   "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}])
-        sb.nbctl("--wait=sb", "sync")
+        sb.nbctl("--wait=sb", "sync", timeout=600)
         for name in REAL_HOSTS:
             self._port_binding(name)
         self._bind([(name, sb.chassis) for name in REAL_HOSTS])

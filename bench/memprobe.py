@@ -173,6 +173,39 @@ def actions(daemon: Daemon, load: clusterload.ClusterLoad) -> dict[str, Callable
     }
 
 
+class AuditClock:
+    """Where an audit's time goes, in-process: reading the switch (the dump
+    requests until their last reply), converting what it returned (the
+    decode cache's digest lookups, decoding what is new) and comparing it
+    with the compiled state (``diff``); wall seconds, summed over a phase."""
+
+    def __init__(self) -> None:
+        from lbaffd.openflow.channel import OpenFlowChannel
+        from lbaffd.reconcile import reconciler
+
+        self.totals = collections.Counter[str]()
+        for owner, name, kind in ((OpenFlowChannel, "dump_flow_desc", "read"),
+                                  (OpenFlowChannel, "dump_group_desc", "read"),
+                                  (reconciler.DecodeCache, "flows", "convert"),
+                                  (reconciler.DecodeCache, "groups", "convert"),
+                                  (reconciler, "diff", "compare")):
+            setattr(owner, name, self._timed(getattr(owner, name), kind))
+
+    def _timed(self, fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                self.totals[kind] += time.perf_counter() - t
+        return timed
+
+    def take(self) -> dict[str, float]:
+        out = {f"{k}_ms": round(v * 1000, 1) for k, v in self.totals.items()}
+        self.totals.clear()
+        return out
+
+
 class Probe:
     def __init__(self, daemon: Daemon, load: clusterload.ClusterLoad, per_phase: int,
                  top: int, trace: bool) -> None:
@@ -180,13 +213,18 @@ class Probe:
             daemon, load, per_phase, top, trace)
         self.rows: list[dict[str, Any]] = []
         self._snap: tracemalloc.Snapshot | None = None
+        self.clock = AuditClock()
+        self._cpu = sum(os.times()[:2])
 
     def record(self, phase: str, seconds: float) -> dict[str, Any]:
+        cpu = sum(os.times()[:2])
         row: dict[str, Any] = {"phase": phase, "s": round(seconds, 1),
+                               "cpu_s": round(cpu - self._cpu, 2), **self.clock.take(),
                                "rss_mb": round(proc_mb("VmRSS"), 1),
                                "peak_rss_mb": round(proc_mb("VmHWM"), 1),
                                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects()),
                                **mallinfo(), **smaps()}
+        self._cpu = cpu
         if self.trace:
             cur, peak = tracemalloc.get_traced_memory()
             row.update(py_mb=round(cur / 2**20, 1), py_peak_mb=round(peak / 2**20, 1))
@@ -209,6 +247,8 @@ class Probe:
 
     def phase(self, name: str, act: Callable[[], Any]) -> None:
         reset_peak_rss()
+        self.clock.take()
+        self._cpu = sum(os.times()[:2])
         if self.trace:
             tracemalloc.reset_peak()
         t = time.monotonic()

@@ -459,6 +459,11 @@ class Daemon:
             return self._failed(exc)
         assert self._ovs is not None and self._sb is not None
         self._sb_read_at = time.time()
+        # the last pass's inputs and tracker go before this pass reads its
+        # own (a full pass makes a new tracker; one that fails leaves the
+        # next pass a full one): held through the pass they were its peak
+        self._changes = None
+        self._inputs = self._topo = None
         with self._gc_pause:
             inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
             if inputs is None:
