@@ -271,8 +271,13 @@ def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any
     a = read_sample(daemon.pid, t0)
     time.sleep(seconds)
     b = read_sample(daemon.pid, t0)
-    passes = [e for e in daemon.events() if e.get("event") in ("in_sync", "reconciled")
+    logged = daemon.events()
+    passes = [e for e in logged if e.get("event") in ("in_sync", "reconciled")
               and _ts(e) >= since]
+    # what the daemon was doing meanwhile (a window with no audit is suspect)
+    during = [{"event": e.get("event"), "t": round(_ts(e) - since, 1),
+               **{k: v for k, v in e.items() if k.endswith("ms") or k == "audit"}}
+              for e in logged if _ts(e) >= since - IDLE_SETTLE][-12:]
     audits = [e for e in passes if e.get("audit")]
     recompiled = [e for e in passes if "compile_ms" in e]
     cpu = b.cpu_s - a.cpu_s
@@ -282,7 +287,7 @@ def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any
         "passes": len(passes), "audits": len(audits), "recompiles": len(recompiled),
         "audit_ms": [e.get("ms") for e in audits],
         "cpu_s_per_audit": round(cpu / len(audits), 3) if audits else None,
-        "rss_mb": round(b.rss_mb, 1),
+        "rss_mb": round(b.rss_mb, 1), "log_tail": during,
         "pass_log": [{k: v for k, v in e.items() if k.endswith("ms") or k in (
             "event", "audit", "changes", "flows", "timestamp")} for e in passes],
     }
