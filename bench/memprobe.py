@@ -49,6 +49,8 @@ from lbaffd.ops import memtrim
 from lbaffd.ops.metrics import Metrics
 from lbaffd_sandbox.sandbox import free_port, started_sandbox
 
+# the phases whose action always ends in a pass of the worker's (waited for)
+PASSING = ("audit", "recompute", "lb_churn", "service_replace")
 PHASES = ("audit", "recompute", "lb_churn", "health_flip", "remote_port", "local_port",
           "service_replace", "scrape", "vswitchd_restart", "sb_reconnect", "audit")
 
@@ -255,10 +257,15 @@ class Probe:
         count = 1 if name in ("vswitchd_restart", "sb_reconnect") else self.per_phase
         for _ in range(count):
             synced = self.daemon.status().stats.last_sync
+            passes = self.daemon.status().stats.passes
             act()
+            deadline = time.monotonic() + 600
             if name in ("vswitchd_restart", "sb_reconnect"):  # until in sync again
-                deadline = time.monotonic() + 120
                 while (self.daemon.status().stats.last_sync == synced
+                       and time.monotonic() < deadline):
+                    time.sleep(0.1)
+            elif name in PASSING:  # until the pass it causes is done (a busy switch:
+                while (self.daemon.status().stats.passes == passes  # minutes at N=5000)
                        and time.monotonic() < deadline):
                     time.sleep(0.1)
             settle(self.daemon, quiet=1.5)
