@@ -32,7 +32,7 @@ from lbaffd.ops import memtrim
 from lbaffd.ops.control import ControlServer
 from lbaffd.ops.daemonize import ProcessHooks
 from lbaffd.ops.exposition import live_families
-from lbaffd.ops.gcpause import Freezer, GcPause
+from lbaffd.ops.gcpause import Freezer, GcPause, release_frames
 from lbaffd.ops.metrics import LiveCollector, Metrics
 from lbaffd.ops.report import PassReport
 from lbaffd.ops.sdnotify import Notifier
@@ -583,6 +583,7 @@ class Daemon:
         self._status = replace(self._status, stats=replace(st, errors=st.errors + 1))
         log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
                     retry_in=round(self._backoff, 2))
+        release_frames(exc)  # the failed pass's locals, not kept by a cycle (gcpause)
         return False
 
     def _done(self, result: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:
