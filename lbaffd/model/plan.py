@@ -9,13 +9,74 @@ compiler.  A pass plans once (``plan_vips``) and compiles from that.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from lbaffd.model import distribution as dist
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, LoadBalancer, ParseIssue, Vip
 from lbaffd.model.topology import Topology
+
+
+class Buckets(Sequence[tuple[int, Endpoint]]):
+    """A group's buckets in order, (bucket id, backend) each, stored compactly.
+
+    A balanced VIP has up to 256 buckets; as a tuple of pairs that is 256
+    tuples and 256 ints, ~22 KB a VIP, which was 40 % of the daemon's Python
+    objects at N=5000 (realistic SB: 730k of 1.9M, ~60 MB; ``bench.memprobe``,
+    issue 19).  Here the ids are an ``array`` of 32-bit ints and the backends
+    an index per bucket into the distinct backends (~2 KB a VIP); the pairs
+    are made as they are read.  Equal to (and hashed as) the tuple of its
+    pairs."""
+
+    __slots__ = ("_backends", "_hash", "_ids", "_which")
+
+    def __init__(self, pairs: Iterable[tuple[int, Endpoint]] = ()) -> None:
+        index: dict[Endpoint, int] = {}
+        ids, which = array("I"), array("I")
+        for bid, be in pairs:
+            ids.append(bid)
+            which.append(index.setdefault(be, len(index)))
+        self._ids, self._which, self._backends = ids, which, tuple(index)
+        self._hash = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[tuple[int, Endpoint]]:
+        bes = self._backends
+        return zip(self._ids, [bes[i] for i in self._which], strict=True)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, Endpoint]: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[int, Endpoint], ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        return (self._ids[i], self._backends[self._which[i]])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Buckets):
+            if self._ids != other._ids:
+                return False
+            a, b = self._backends, other._backends
+            return all(a[i] == b[j] for i, j in zip(self._which, other._which, strict=True))
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = self._hash = hash(tuple(self)) or 1
+        return h
+
+    def __repr__(self) -> str:
+        return f"Buckets({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +91,7 @@ class VipPlan:
     datapaths: tuple[int, ...]  # tunnel keys
     live_backends: tuple[Endpoint, ...] = ()
     # the group's buckets in order: (bucket id, backend); a backend may have many
-    buckets: tuple[tuple[int, Endpoint], ...] = ()
+    buckets: Sequence[tuple[int, Endpoint]] = ()  # a ``Buckets`` when planned
     distribution: str = dist.OVS_DEFAULT
     expected_shares: tuple[float, ...] = ()  # per live backend, in live_backends order
     # a plan keys the compile cache: hashing it walks the whole LB, so once
@@ -94,7 +155,7 @@ def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
     return out
 
 
-def _expected_shares(live: tuple[Endpoint, ...], buckets: tuple[tuple[int, Endpoint], ...],
+def _expected_shares(live: tuple[Endpoint, ...], buckets: Sequence[tuple[int, Endpoint]],
                      mode: str, min_slots: int) -> tuple[float, ...]:
     """Each live backend's expected share of new connections: from OVS's dp_hash
     slot table for dp_hash groups, even for the client hash."""
@@ -183,9 +244,6 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
-Buckets = tuple[tuple[int, Endpoint], ...]
-
-
 class BucketMemo:
     """The buckets of each (live backends, mode) a pass planned, handed to the
     next pass: a VIP whose backends did not change gets the very tuple of
@@ -206,7 +264,7 @@ class BucketMemo:
         key = (live, mode)
         got = self._used.get(key) or self._last.get(key)
         if got is None:
-            got = tuple(group_buckets(live, mode))
+            got = Buckets(group_buckets(live, mode))
         self._used[key] = got
         return got
 
@@ -225,6 +283,6 @@ def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
     # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
     hashed = lb.affinity_timeout or lb.selection_fields
     mode = "client-hash" if hashed else lb.distribution or distribution
-    buckets = memo.buckets(live, mode) if memo is not None else tuple(group_buckets(live, mode))
+    buckets = memo.buckets(live, mode) if memo is not None else Buckets(group_buckets(live, mode))
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
                    _expected_shares(live, buckets, mode, min_slots))

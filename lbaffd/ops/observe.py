@@ -6,8 +6,9 @@ OpenFlow channel; nothing here changes the switch.
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -152,7 +153,7 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
     # a split VIP's backends are counted in its part groups (``groupsplit``):
     # part j holds slice j of the plan's buckets, in order
     present = {group_id for _, (group_id, _, _) in stats}
-    part_of: dict[int, tuple[VipPlan, tuple[tuple[int, Endpoint], ...]]] = {}
+    part_of: dict[int, tuple[VipPlan, Sequence[tuple[int, Endpoint]]]] = {}
     for big in by_gid.values():
         if not groupsplit.may_split(len(big.buckets)):
             continue
@@ -172,7 +173,7 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
             continue
         c, at = counts[plan.group_id], index(plan)
         # a backend may own many buckets (balanced distribution): add them up
-        for k, (_, be) in enumerate(buckets[:n_buckets]):
+        for k, (_, be) in enumerate(itertools.islice(buckets, n_buckets)):
             i = at.get(be)
             if i is not None:
                 packets, nbytes = BUCKET_COUNTER.unpack_from(raw, at_bucket + k * 16)

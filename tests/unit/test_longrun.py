@@ -176,3 +176,34 @@ def test_bucket_memo_shares_unchanged_buckets_and_keeps_only_the_last_pass() -> 
             memo.buckets(backends(i, 2 + r % 5), "client-hash" if i % 2 else "balanced")
         memo.end_pass()
     assert len(memo) == 50
+
+
+def test_buckets_are_compact_and_behave_as_the_tuple_of_their_pairs() -> None:
+    import sys
+    from dataclasses import replace
+
+    from lbaffd.model.loadbalancer import parse_endpoint
+    from lbaffd.model.plan import Buckets, group_buckets
+
+    bes = tuple(parse_endpoint(f"10.0.0.{b + 1}:80") for b in range(3))
+    pairs = tuple(group_buckets(bes, "balanced"))
+    b = Buckets(pairs)
+    assert len(b) == len(pairs) > 200
+    assert list(b) == list(pairs) and b[0] == pairs[0] and b[-1] == pairs[-1]
+    assert b[10:20] == pairs[10:20]
+    assert b == pairs and pairs == b and hash(b) == hash(pairs)
+    assert b == Buckets(pairs) and hash(b) == hash(Buckets(pairs))
+    assert b != Buckets(pairs[:-1]) and b != pairs[:-1]
+    other = tuple((bid, parse_endpoint("10.0.0.9:80") if be == bes[0] else be)
+                  for bid, be in pairs)
+    assert b != Buckets(other)  # same ids, another backend
+    assert Buckets() == () and len(Buckets()) == 0
+    # ~2 KB where the pairs took ~22 KB (256 tuples and ints)
+    size = sum(sys.getsizeof(x) for x in (b._ids, b._which, b._backends))
+    tuples = sys.getsizeof(pairs) + sum(sys.getsizeof(p) + sys.getsizeof(p[0]) for p in pairs)
+    assert size * 5 < tuples, (size, tuples)
+    # a plan made with them equals (and hashes as) one made with the tuple
+    plan = plans_of(range(1))[0]
+    assert isinstance(plan.buckets, Buckets)
+    as_tuple = replace(plan, buckets=tuple(plan.buckets))
+    assert plan == as_tuple and hash(plan) == hash(as_tuple)
