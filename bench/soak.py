@@ -535,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=1800.0, help="seconds (default 1800)")
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds not judged (default: 1/6 of the run, at most 300)")
-    p.add_argument("--idle", type=float, default=120.0,
-                   help="seconds of no events after the soak (default 120; 0: none)")
+    p.add_argument("--idle", type=float, default=300.0,
+                   help="seconds of no events after the soak (default 300: CPU per idle "
+                        "hour is extrapolated from it; 0: none)")
     p.add_argument("--audit-interval", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=17, help="bench.cluster's seed (default 17, "
                    "as bench.realistic)")
