@@ -115,7 +115,7 @@ dist: venv
 image: venv
 	PY=$(PY) deploy/build-image.sh $(IMAGE)
 
-## make bench-soak: lbaffd for 30 min (then 2 min idle) on a cluster-shaped SB under
+## make bench-soak: lbaffd for 30 min (then 5 min idle) on bench.cluster's realistic SB under
 ## churn; RSS/CPU/fds/threads sampled, graph and figures in README.md.
 ## BENCH_ARGS="--duration 600" for a shorter run (labelled as such).
 bench-soak: deps

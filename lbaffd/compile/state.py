@@ -19,7 +19,7 @@ from lbaffd.compile.vip import VipPart, compile_vip
 from lbaffd.model import distribution as dist
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
-from lbaffd.model.plan import Planned, Slot, VipPlan, make_plan, plan_pass
+from lbaffd.model.plan import BucketMemo, Planned, Slot, VipPlan, make_plan, plan_pass
 from lbaffd.model.topology import Topology
 from lbaffd.openflow.packed import (
     FlowBody,
@@ -72,6 +72,7 @@ class VipCache:
         self._failed_used: dict[tuple[object, ...], Exception] = {}
         # VIPs shaped like one compiled before are filled in from its bytes
         self.templates = VipTemplates(compile_vip) if templates else None
+        self.buckets = BucketMemo()  # plans of unchanged VIPs share their buckets
 
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         key = (plan, p, max_idle, _topo_key(plan, topo, p))
@@ -108,6 +109,7 @@ class VipCache:
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
         self._failed, self._failed_used = self._failed_used, {}
+        self.buckets.end_pass()
 
 
 def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:
@@ -194,7 +196,7 @@ def compile_stream(
     slots: dict[Slot, own.OwnerKey] = {}
     cache = cache or VipCache()
     for lb, vip, dps in planned.vips:
-        plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
+        plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots, cache.buckets)
         # whatever goes wrong with one VIP leaves only that VIP out, before
         # anything of it is handed on (``isolation``)
         part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, groups, issues)

@@ -9,13 +9,81 @@ compiler.  A pass plans once (``plan_vips``) and compiles from that.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from lbaffd.model import distribution as dist
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, LoadBalancer, ParseIssue, Vip
 from lbaffd.model.topology import Topology
+
+
+class Buckets(Sequence[tuple[int, Endpoint]]):
+    """A group's buckets in order, (bucket id, backend) each, stored compactly.
+
+    A balanced VIP has up to 256 buckets; as a tuple of pairs that is 256
+    tuples and 256 ints, ~22 KB a VIP, which was 40 % of the daemon's Python
+    objects at N=5000 (realistic SB: 730k of 1.9M, ~60 MB; ``bench.memprobe``,
+    issue 19).  Here the ids are an ``array`` of 32-bit ints and the backends
+    an index per bucket into the distinct backends (~2 KB a VIP); the pairs
+    are made as they are read.  Equal to (and hashed as) the tuple of its
+    pairs."""
+
+    __slots__ = ("_backends", "_hash", "_ids", "_which")
+
+    def __init__(self, pairs: Iterable[tuple[int, Endpoint]] = ()) -> None:
+        index: dict[Endpoint, int] = {}
+        ids, which = array("I"), array("I")
+        for bid, be in pairs:
+            ids.append(bid)
+            which.append(index.setdefault(be, len(index)))
+        self._ids, self._which, self._backends = ids, which, tuple(index)
+        self._hash = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[tuple[int, Endpoint]]:
+        bes = self._backends
+        return zip(self._ids, [bes[i] for i in self._which], strict=True)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, Endpoint]: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[int, Endpoint], ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        return (self._ids[i], self._backends[self._which[i]])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Buckets):
+            if self._ids != other._ids:
+                return False
+            a, b = self._backends, other._backends
+            return all(a[i] == b[j] for i, j in zip(self._which, other._which, strict=True))
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if not h:
+            h = self._hash = hash(tuple(self)) or 1
+        return h
+
+    def owners(self, live: Sequence[Endpoint]) -> list[int]:
+        """Each bucket's backend as its index in ``live`` (which holds them
+        all): one lookup a distinct backend, not one hash a bucket."""
+        where = {be: i for i, be in enumerate(live)}
+        at = [where[be] for be in self._backends]
+        return [at[w] for w in self._which]
+
+    def __repr__(self) -> str:
+        return f"Buckets({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +98,7 @@ class VipPlan:
     datapaths: tuple[int, ...]  # tunnel keys
     live_backends: tuple[Endpoint, ...] = ()
     # the group's buckets in order: (bucket id, backend); a backend may have many
-    buckets: tuple[tuple[int, Endpoint], ...] = ()
+    buckets: Sequence[tuple[int, Endpoint]] = ()  # a ``Buckets`` when planned
     distribution: str = dist.OVS_DEFAULT
     expected_shares: tuple[float, ...] = ()  # per live backend, in live_backends order
     # a plan keys the compile cache: hashing it walks the whole LB, so once
@@ -58,15 +126,8 @@ def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, 
     ``256 // n`` times, interleaved (see ``distribution``); the bucket id of
     replica r of a backend is derived from both, so ids never shift when
     other backends come or go."""
-    return _group_buckets(backends, mode)[0]
-
-
-def _group_buckets(backends: tuple[Endpoint, ...], mode: str
-                   ) -> tuple[list[tuple[int, Endpoint]], list[int] | None]:
-    """``group_buckets`` and, for a balanced layout, each bucket's backend
-    as its index in ``backends`` (None: one bucket a backend)."""
     if dist.replicas(len(backends), mode) == 1:
-        return sorted(bucket_ids(backends).items()), None
+        return sorted(bucket_ids(backends).items())
     ordered = sorted(backends)
     taken: set[int] = set()
     out: list[tuple[int, Endpoint]] = []
@@ -77,8 +138,6 @@ def _group_buckets(backends: tuple[Endpoint, ...], mode: str
     blake2b, from_bytes = hashlib.blake2b, int.from_bytes
     layout = dist.bucket_layout(len(ordered), mode)
     n = len(ordered)
-    where = {be: i for i, be in enumerate(backends)}
-    position = [where[be] for be in ordered]
     for replica in range(len(layout) // n):
         suffix = str(replica).encode()
         for be_index in layout[replica * n:(replica + 1) * n]:
@@ -88,7 +147,7 @@ def _group_buckets(backends: tuple[Endpoint, ...], mode: str
                 bid = (bid + 1) & 0x7FFFFFFF
             taken.add(bid)
             out.append((bid, ordered[be_index]))
-    return out, [position[b] for b in layout]
+    return out
 
 
 def _bucket_hash(text: str) -> int:
@@ -112,23 +171,17 @@ def bucket_ids(backends: tuple[Endpoint, ...]) -> dict[int, Endpoint]:
     return out
 
 
-def _expected_shares(live: tuple[Endpoint, ...], buckets: tuple[tuple[int, Endpoint], ...],
-                     mode: str, min_slots: int, owners: list[int] | None = None
-                     ) -> tuple[float, ...]:
+def _expected_shares(live: tuple[Endpoint, ...], buckets: Buckets, mode: str,
+                     min_slots: int) -> tuple[float, ...]:
     """Each live backend's expected share of new connections: from OVS's dp_hash
-    slot table for dp_hash groups, even for the client hash.  ``owners``:
-    each bucket's backend as an index in ``live``, when the caller has it
-    (256 buckets a VIP: no endpoint hashed for each)."""
+    slot table for dp_hash groups, even for the client hash."""
     slots = dist.ovs_slots([1] * len(buckets), min_slots) if mode != "client-hash" else None
     if not live:
         return ()
     if slots is None:
         return tuple(1 / len(live) for _ in live)
-    if owners is None:
-        where = {be: i for i, be in enumerate(live)}
-        owners = [where[be] for _, be in buckets]
     per = [0] * len(live)
-    for i, n in zip(owners, slots, strict=True):
+    for i, n in zip(buckets.owners(live), slots, strict=True):
         per[i] += n
     total = sum(per)
     return tuple(p / total for p in per)
@@ -207,15 +260,45 @@ def vip_owners(lbs: tuple[LoadBalancer, ...], topo: Topology,
     return [own.vip_owner(lb.uuid, vip.key) for lb, vip, _ in planned]
 
 
+class BucketMemo:
+    """The buckets of each (live backends, mode) a pass planned, handed to the
+    next pass: a VIP whose backends did not change gets the very tuple of
+    the previous plan, not an equal new one.
+
+    A balanced VIP has up to 256 buckets (~25 KB of tuples and ints, and 256
+    hashes to make); a full pass held the previous pass's plans and its own
+    until it ended, ~14 MB more at N=1000 (``bench.memprobe``, issue 19),
+    and the Python arenas the new copies took stayed resident.  Keeps only
+    what the latest full pass used, plus what later plans add (as
+    ``compile.state.VipCache``)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[tuple[Endpoint, ...], str], Buckets] = {}
+        self._used: dict[tuple[tuple[Endpoint, ...], str], Buckets] = {}
+
+    def buckets(self, live: tuple[Endpoint, ...], mode: str) -> Buckets:
+        key = (live, mode)
+        got = self._used.get(key) or self._last.get(key)
+        if got is None:
+            got = Buckets(group_buckets(live, mode))
+        self._used[key] = got
+        return got
+
+    def end_pass(self) -> None:
+        self._last, self._used = self._used, {}
+
+    def __len__(self) -> int:
+        return len(self._last) + len(self._used)
+
+
 def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
               group_ids: Mapping[own.OwnerKey, int], distribution: str,
-              min_slots: int) -> VipPlan:
+              min_slots: int, memo: BucketMemo | None = None) -> VipPlan:
     owner = own.vip_owner(lb.uuid, vip.key)
     live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
     # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
     hashed = lb.affinity_timeout or lb.selection_fields
     mode = "client-hash" if hashed else lb.distribution or distribution
-    listed, owners = _group_buckets(live, mode)
-    buckets = tuple(listed)
+    buckets = memo.buckets(live, mode) if memo is not None else Buckets(group_buckets(live, mode))
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
-                   _expected_shares(live, buckets, mode, min_slots, owners))
+                   _expected_shares(live, buckets, mode, min_slots))

@@ -1,5 +1,5 @@
-"""Framing of OF1.5 group-desc replies: where each entry and bucket starts
-and ends, and the entries OVS reports with wrapped 16-bit lengths.  Decoding
+"""Framing of OF1.5 group-desc and group-stats replies: where each entry and
+bucket starts and ends, and the entries OVS reports with wrapped 16-bit lengths.  Decoding
 an entry is ``messages.decode_group`` (``oskenfallback`` for the ones it
 declines).
 """
@@ -12,6 +12,7 @@ from typing import Final
 
 from lbaffd.openflow.flowdesc import MULTIPART_REPLY_SIZE, DecodeError
 
+OFPT_MULTIPART_REPLY: Final = 19
 OFPGPT_EXPERIMENTER: Final = 0xFFFF
 GROUP_DESC = struct.Struct("!HBxIH6x")  # length, type, group_id, bucket_array_len
 BUCKET = struct.Struct("!HHI")  # len, action_array_len, bucket_id
@@ -30,6 +31,31 @@ def iter_group_entries(buf: bytes, offset: int = MULTIPART_REPLY_SIZE
             raise DecodeError(f"bad group-desc entry length {length} at offset {offset}")
         yield offset, group_id, bytes(buf[offset:offset + length])
         offset += length
+
+
+# OpenFlow 1.5 ``ofp_group_stats`` (40 bytes: length, pad, group_id, ref_count,
+# pad, packet_count, byte_count, duration) and its ``ofp_bucket_counter``s
+# (16 bytes: packet_count, byte_count); OVS: ofputil_encode_group_stats_reply
+GROUP_STATS = struct.Struct("!H2xI8xQQ8x")
+BUCKET_COUNTER = struct.Struct("!QQ")
+
+
+def iter_group_stats(raw: bytes) -> Iterator[tuple[int, int, int]]:
+    """(group id, offset of its first bucket counter, how many) of each
+    ``ofp_group_stats`` in one multipart reply, without decoding the buckets.
+
+    os-ken made an object of every bucket counter: a balanced VIP has 256
+    buckets, and a scrape at N=1000 (realistic SB) took ~17 MB of Python
+    objects at once for them, which left the RSS ~15 MB higher (issue 19)."""
+    offset = MULTIPART_REPLY_SIZE
+    while offset + GROUP_STATS.size <= len(raw):
+        length, group_id, _, _ = GROUP_STATS.unpack_from(raw, offset)
+        if length < GROUP_STATS.size or offset + length > len(raw):
+            raise ValueError(f"bad group-stats entry length {length} at offset {offset}")
+        yield (group_id, offset + GROUP_STATS.size,
+               (length - GROUP_STATS.size) // BUCKET_COUNTER.size)
+        offset += length
+
 
 
 WRAP = 1 << 16  # OpenFlow lengths are 16-bit

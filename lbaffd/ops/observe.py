@@ -6,7 +6,8 @@ OpenFlow channel; nothing here changes the switch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from lbaffd.model.loadbalancer import Endpoint
 from lbaffd.model.plan import VipPlan
 from lbaffd.openflow import messages, oskenfallback
 from lbaffd.openflow.flowdesc import iter_entries
+from lbaffd.openflow.groupdesc import BUCKET_COUNTER, OFPT_MULTIPART_REPLY, iter_group_stats
 from lbaffd.openflow.oskenfallback import RawFlow, decode_entry
 from lbaffd.openflow.oxm import canonical_match
 
@@ -93,11 +95,6 @@ def read_affinity_entries(channel: Channel) -> list[AffinityEntry]:
     return sorted(entries, key=lambda e: (e.vip_id, e.datapath, e.client))
 
 
-def _body(reply: Any) -> list[Any]:
-    msg = reply.parse()
-    return list(msg.body) if msg is not None else []
-
-
 def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
                         pipeline: Pipeline) -> dict[int, list[int]]:
     """group id -> ``[packets, bytes]`` of each backend of the VIP, flat, in
@@ -115,12 +112,13 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
             found = where[plan.group_id] = {be: i for i, be in enumerate(plan.vip.backends)}
         return found
 
-    stats = [g for reply in channel.request(oskenfallback.group_stats_request())
-             for g in _body(reply)]
+    replies = [r.raw for r in channel.request(oskenfallback.group_stats_request())
+               if r.msg_type == OFPT_MULTIPART_REPLY]
+    stats = [(raw, entry) for raw in replies for entry in iter_group_stats(raw)]
     # a split VIP's backends are counted in its part groups (``groupsplit``):
     # part j holds slice j of the plan's buckets, in order
-    present = {g.group_id for g in stats}
-    part_of: dict[int, tuple[VipPlan, tuple[tuple[int, Endpoint], ...]]] = {}
+    present = {group_id for _, (group_id, _, _) in stats}
+    part_of: dict[int, tuple[VipPlan, Sequence[tuple[int, Endpoint]]]] = {}
     for big in by_gid.values():
         if not groupsplit.may_split(len(big.buckets)):
             continue
@@ -129,22 +127,23 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
         for gid, (start, end) in zip(ids, groupsplit.part_slices(len(big.buckets), n),
                                      strict=False):
             part_of[gid] = (big, big.buckets[start:end])
-    for g in stats:
-        plan = by_gid.get(g.group_id)
+    for raw, (group_id, at_bucket, n_buckets) in stats:
+        plan = by_gid.get(group_id)
         buckets = plan.buckets if plan is not None else ()
-        if g.group_id in part_of:
-            plan, buckets = part_of[g.group_id]
+        if group_id in part_of:
+            plan, buckets = part_of[group_id]
         elif plan is not None and groupsplit.part_group_id(plan.group_id, 0) in part_of:
             continue  # a split VIP's top group: a bucket per part, not per backend
         if plan is None:
             continue
         c, at = counts[plan.group_id], index(plan)
         # a backend may own many buckets (balanced distribution): add them up
-        for (_, be), bc in zip(buckets, g.bucket_stats, strict=False):
+        for k, (_, be) in enumerate(itertools.islice(buckets, n_buckets)):
             i = at.get(be)
             if i is not None:
-                c[2 * i] += bc.packet_count
-                c[2 * i + 1] += bc.byte_count
+                packets, nbytes = BUCKET_COUNTER.unpack_from(raw, at_bucket + k * BUCKET_COUNTER.size)
+                c[2 * i] += packets
+                c[2 * i + 1] += nbytes
     for f in _flows(channel, own.MANAGED_COOKIE, own.MAGIC_MASK, pipeline.lb,
                     with_actions=False):
         if f.priority != PRIO_HIT:

@@ -23,7 +23,7 @@ from lbaffd.model import loadbalancer as model
 from lbaffd.model.topology import Topology, build_topology
 from lbaffd.openflow.connect import ChannelKeeper
 from lbaffd.ops import memtrim
-from lbaffd.ops.gcpause import Freezer, GcPause
+from lbaffd.ops.gcpause import Freezer, GcPause, release_frames
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ops.report import PassReport
 from lbaffd.ops.sdnotify import Notifier
@@ -116,6 +116,11 @@ class PassRunner:
         except Exception as exc:
             return self._failed(exc)
         self._sb_read_at = time.time()
+        # the last pass's inputs and tracker go before this pass reads its
+        # own (a full pass makes a new tracker; one that fails leaves the
+        # next pass a full one): held through the pass they were its peak
+        self._changes = None
+        self._inputs = self._topo = None
         with self._gc_pause:
             inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
             if inputs is None:
@@ -256,6 +261,7 @@ class PassRunner:
         self.status = bookkeeping.after_error(self.status)
         log.warning("reconcile_failed", error=str(exc), error_type=type(exc).__name__,
                     retry_in=round(delay, 2))
+        release_frames(exc)  # the failed pass's locals, not kept by a cycle (gcpause)
         return False
 
     def _done(self, result: ReconcileResult, issues: tuple[model.ParseIssue, ...]) -> None:

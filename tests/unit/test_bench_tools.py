@@ -75,18 +75,21 @@ def test_soak_analysis_leaks_of_fds_and_threads_are_seen() -> None:
     assert got["targets"]["threads_constant"] and got["targets"]["fds_constant"]
 
 
-def test_soak_generator_is_seeded_and_cluster_shaped() -> None:
-    import random
+def test_soak_endpoint_change_keeps_the_service_shape() -> None:
+    """The soak's endpoint churn writes the NB ``vips`` of ``bench.cluster``'s
+    services with one backend replaced: same VIPs and ports, that pod in."""
+    from bench import cluster
+    from bench.clusterload import _vips
 
-    from bench.soak import lb_rows, make_pod
-
-    pods = [make_pod(i, i % 10 != 0) for i in range(2000)]
-    a = lb_rows(500, pods, random.Random(7))
-    assert a == lb_rows(500, pods, random.Random(7))
-    slots = [len(b.split(",")) for _, _, vips, _ in a for b in vips.values()]
-    assert min(slots) >= 1 and max(slots) <= 100 and 3 < sum(slots) / len(slots) < 15
-    assert any(proto == "udp" for _, proto, _, _ in a)
-    assert any(v.startswith("[") for _, _, vips, _ in a for v in vips)
-    assert any(len(vips) == 2 for _, _, vips, _ in a)
-    assert any("affinity_timeout" in o for _, _, _, o in a)
-    assert any("hairpin_snat_ip" in o for _, _, _, o in a)
+    c = cluster.generate(200, seed=17, nodes=5)
+    for svc in c.services:
+        assert _vips(svc, c.pods, list(svc.backends)) == svc.vips(c.pods)
+    svc = next(s for s in c.services if len(s.backends) > 1 and len(s.vip_ports) > 1)
+    other = next(p for p in c.remote_pods if p.name not in svc.backends)
+    names = [other.name, *svc.backends[1:]]
+    got = _vips(svc, c.pods, names)
+    assert got.keys() == svc.vips(c.pods).keys()
+    addr = other.ip6 if svc.ipv6 else other.ip4
+    for (_vport, bport), bes in zip(svc.vip_ports, got.values(), strict=True):
+        assert bes.split(",")[0] in (f"{addr}:{bport}", f"[{addr}]:{bport}")
+        assert len(bes.split(",")) == len(svc.backends)

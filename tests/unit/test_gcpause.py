@@ -94,3 +94,49 @@ def test_frozen_cycles_are_freed_at_the_next_full_sweep() -> None:
         assert ref() is None and freezer.full_sweeps == 2
     finally:
         gc.unfreeze()
+
+
+class _Waiter:
+    """As the OpenFlow channel's: keeps the error it is woken with."""
+
+    error: Exception | None = None
+
+
+class _Inputs:
+    """Stands for a pass's inputs (weakly referenceable)."""
+
+
+def _request(w: _Waiter) -> None:
+    w.error = ConnectionError("no echo reply")
+    raise w.error  # this frame holds ``w``, ``w`` the error, the error this frame
+
+
+def _full_pass(inputs: _Inputs) -> None:
+    w = _Waiter()
+    try:
+        _request(w)
+    except ConnectionError as exc:
+        raise TimeoutError("pass failed") from exc  # chained, as the channel does
+
+
+def test_a_failed_pass_keeps_its_locals_only_until_its_frames_are_released() -> None:
+    """The worker catches a pass's failure and logs it; the frames of the
+    traceback (and of the chained one) hold the pass's inputs through a
+    cycle, which ``release_frames`` undoes without any collection."""
+    from lbaffd.ops.gcpause import release_frames
+
+    gc.disable()
+    try:
+        for release, alive in ((False, True), (True, False)):
+            inputs = _Inputs()
+            ref = weakref.ref(inputs)
+            try:
+                _full_pass(inputs)
+            except TimeoutError as exc:
+                if release:
+                    release_frames(exc)
+            del inputs
+            assert (ref() is not None) is alive
+    finally:
+        gc.enable()
+        gc.collect()

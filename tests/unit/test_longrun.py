@@ -145,3 +145,65 @@ def test_ovs_slots_memo_is_bounded_and_never_shared() -> None:
     for n in range(1, 3000):
         dist.ovs_slots([1 + n % 5] * (n % 64 + 1) + [n % 3 + 1])
     assert dist._ovs_slots.cache_info().currsize <= 1024
+
+
+def test_bucket_memo_shares_unchanged_buckets_and_keeps_only_the_last_pass() -> None:
+    """A full pass plans every VIP again: an unchanged VIP's plan gets the very
+    buckets tuple of the previous pass (not an equal copy held beside it), and
+    buckets no pass uses any more are let go at the next pass's end."""
+    from lbaffd.model.loadbalancer import Endpoint, parse_endpoint
+    from lbaffd.model.plan import BucketMemo, group_buckets
+
+    def backends(i: int, n: int) -> tuple[Endpoint, ...]:
+        return tuple(parse_endpoint(f"10.{i}.0.{b + 1}:80") for b in range(n))
+
+    memo = BucketMemo()
+    first = {i: memo.buckets(backends(i, 3), "balanced") for i in range(50)}
+    assert all(b == tuple(group_buckets(backends(i, 3), "balanced")) for i, b in first.items())
+    assert len(first[0]) > 3  # balanced: a backend holds many of the 256 slots
+    memo.end_pass()
+    # the next pass: 40 unchanged, 10 with a backend more
+    second = {i: memo.buckets(backends(i, 3 if i < 40 else 4), "balanced") for i in range(50)}
+    assert all(second[i] is first[i] for i in range(40))
+    assert all(second[i] != first[i] for i in range(40, 50))
+    memo.end_pass()
+    memo.buckets(backends(0, 3), "balanced")
+    memo.end_pass()  # a pass that planned one VIP: the others' buckets are gone
+    assert len(memo) == 1
+    # 200 passes each replacing every VIP: bounded by one pass's VIPs
+    for r in range(200):
+        for i in range(50):
+            memo.buckets(backends(i, 2 + r % 5), "client-hash" if i % 2 else "balanced")
+        memo.end_pass()
+    assert len(memo) == 50
+
+
+def test_buckets_are_compact_and_behave_as_the_tuple_of_their_pairs() -> None:
+    import sys
+    from dataclasses import replace
+
+    from lbaffd.model.loadbalancer import parse_endpoint
+    from lbaffd.model.plan import Buckets, group_buckets
+
+    bes = tuple(parse_endpoint(f"10.0.0.{b + 1}:80") for b in range(3))
+    pairs = tuple(group_buckets(bes, "balanced"))
+    b = Buckets(pairs)
+    assert len(b) == len(pairs) > 200
+    assert list(b) == list(pairs) and b[0] == pairs[0] and b[-1] == pairs[-1]
+    assert b[10:20] == pairs[10:20]
+    assert b == pairs and pairs == b and hash(b) == hash(pairs)
+    assert b == Buckets(pairs) and hash(b) == hash(Buckets(pairs))
+    assert b != Buckets(pairs[:-1]) and b != pairs[:-1]
+    other = tuple((bid, parse_endpoint("10.0.0.9:80") if be == bes[0] else be)
+                  for bid, be in pairs)
+    assert b != Buckets(other)  # same ids, another backend
+    assert Buckets() == () and len(Buckets()) == 0
+    # ~2 KB where the pairs took ~22 KB (256 tuples and ints)
+    size = sum(sys.getsizeof(x) for x in (b._ids, b._which, b._backends))
+    tuples = sys.getsizeof(pairs) + sum(sys.getsizeof(p) + sys.getsizeof(p[0]) for p in pairs)
+    assert size * 5 < tuples, (size, tuples)
+    # a plan made with them equals (and hashes as) one made with the tuple
+    plan = plans_of(range(1))[0]
+    assert isinstance(plan.buckets, Buckets)
+    as_tuple = replace(plan, buckets=tuple(plan.buckets))
+    assert plan == as_tuple and hash(plan) == hash(as_tuple)
