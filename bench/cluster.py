@@ -124,6 +124,17 @@ class Cluster:
         }
 
 
+def local_port_args(names: Iterable[str]) -> list[str]:
+    """``ovs-vsctl`` arguments that plug local pods into br-int: an internal
+    port ``lp<i>`` each, with the pod's ``iface-id``."""
+    args: list[str] = []
+    for name in names:
+        port = "lp" + name.rsplit("-", 1)[1]
+        args += ["--", "add-port", "br-int", port, "--", "set", "Interface", port,
+                 "type=internal", f"external_ids:iface-id={name}"]
+    return args
+
+
 def chassis_name(node: int) -> str:
     return f"node-{node}"
 

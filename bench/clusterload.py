@@ -87,14 +87,8 @@ class ClusterLoad:
 
     def add_ports(self, names: list[str]) -> None:
         """OVS internal ports for local pods, each with its ``iface-id``."""
-        if not names:
-            return
-        args: list[str] = []
-        for name in names:
-            port = "lp" + name.rsplit("-", 1)[1]
-            args += ["--", "add-port", "br-int", port, "--", "set", "Interface", port,
-                     "type=internal", f"external_ids:iface-id={name}"]
-        self.sb.vsctl(*args)
+        if names:
+            self.sb.vsctl(*cl.local_port_args(names))
 
     def _new_pod(self, node: int) -> cl.Pod:
         base = max(p.index for p in self.c.pods.values() if p.node == node) + 1

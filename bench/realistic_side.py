@@ -223,14 +223,8 @@ class Side:
 
     def add_ports(self, names: list[str]) -> None:
         """OVS interfaces for local pods (internal ports named ``lp<i>``)."""
-        if not names:
-            return
-        args: list[str] = []
-        for name in names:
-            port = "lp" + name.rsplit("-", 1)[1]
-            args += ["--", "add-port", "br-int", port, "--", "set", "Interface", port,
-                     "type=internal", f"external_ids:iface-id={name}"]
-        self.sb.vsctl(*args)
+        if names:
+            self.sb.vsctl(*cl.local_port_args(names))
 
     # ------------------------------------------------------------ cold
 

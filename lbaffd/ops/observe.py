@@ -141,7 +141,8 @@ def read_backend_counts(channel: Channel, plans: Iterable[VipPlan],
         for k, (_, be) in enumerate(itertools.islice(buckets, n_buckets)):
             i = at.get(be)
             if i is not None:
-                packets, nbytes = BUCKET_COUNTER.unpack_from(raw, at_bucket + k * BUCKET_COUNTER.size)
+                packets, nbytes = BUCKET_COUNTER.unpack_from(
+                    raw, at_bucket + k * BUCKET_COUNTER.size)
                 c[2 * i] += packets
                 c[2 * i + 1] += nbytes
     for f in _flows(channel, own.MANAGED_COOKIE, own.MAGIC_MASK, pipeline.lb,
