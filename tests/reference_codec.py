@@ -2,7 +2,7 @@
 
 lbaffd encodes its messages itself (``lbaffd.openflow.messages``, ``oxm``,
 ``actions``); these are os-ken's encoders of the same messages, kept here as
-what that codec is checked against byte for byte (``test_wire_encode``,
+what that codec is checked against byte for byte (``test_encode_vs_osken``,
 ``test_codec_reference``), os-ken's quirks worked around as lbaffd's own
 encoder reproduces them (``PaddedNAT``, ``SelectionMethodProperty``, ``move``
 as OF1.5 copy_field).

@@ -5,7 +5,7 @@ A group-desc entry of a group lbaffd wrote differs from the group-mod body
 it sent only in its 16-byte header: OVS parses the buckets and properties and
 encodes them again for the reply (``ofputil_append_group_desc_reply``,
 lib/ofp-group.c), which for lbaffd's encoding gives back the very bytes
-(``tests/integration/test_fastdecode.py`` holds this against ovs-vswitchd),
+(``tests/integration/test_decode_vs_ovs.py`` holds this against ovs-vswitchd),
 so the body of an entry is a byte conversion (``group_body``).  When that equals
 the desired body the group *is* the desired one (``messages`` encodes canonically and its
 decoders are the inverse: decoding those bytes and encoding them again gives

@@ -43,7 +43,7 @@ from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.fakeswitch import FakeSwitch
 from tests.switchstate import SwitchState, specs
-from tests.unit.test_wire_encode import DPS, ROWS, STATES, TOPO
+from tests.unit.test_encode_vs_osken import DPS, ROWS, STATES, TOPO
 
 pytestmark = pytest.mark.integration
 

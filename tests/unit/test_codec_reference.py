@@ -1,6 +1,6 @@
 """The codec against its references on random flows and groups.
 
-``test_wire_encode`` holds ``messages`` byte-identical to os-ken's encoders
+``test_encode_vs_osken`` holds ``messages`` byte-identical to os-ken's encoders
 (``tests/reference_codec.py``) for everything the compiler emits; here the
 same holds for random values of every action and match field lbaffd writes
 (all of them at once, in any order and combination), and each encoded flow or
@@ -49,8 +49,8 @@ from lbaffd.openflow.flowspec import (
 from lbaffd.openflow.packed import pack_flow, pack_group, unpack_flow, unpack_group
 from tests import reference_codec
 from tests.unit import fuzzprofile
-from tests.unit.test_fastdecode import entry, group_entry
-from tests.unit.test_wire_encode import os_ken_bytes, raw_bytes
+from tests.unit.test_decode_vs_fallback import entry, group_entry
+from tests.unit.test_encode_vs_osken import os_ken_bytes, raw_bytes
 
 fuzzprofile.load()
 

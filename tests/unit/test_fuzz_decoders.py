@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit import fuzzprofile
-from tests.unit.test_fastdecode import FOREIGN, entry, group_entry, groups, varied
+from tests.unit.test_decode_vs_fallback import FOREIGN, entry, group_entry, groups, varied
 
 fuzzprofile.load()
 

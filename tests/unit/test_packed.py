@@ -35,7 +35,7 @@ from lbaffd.openflow.packed import (
     unpack_group,
 )
 from tests.switchstate import specs as unpacked
-from tests.unit.test_wire_encode import STATES
+from tests.unit.test_encode_vs_osken import STATES
 
 C1 = 0x1BAF000000000001
 

@@ -46,7 +46,7 @@ from tests.unit.test_companion import LAYOUT, PORTS
 from tests.unit.test_companion import SNAP as COMPANION_SNAP
 from tests.unit.test_companion import TOPO as COMPANION_TOPO
 from tests.unit.test_companion import lb as companion_lb
-from tests.unit.test_wire_encode import DPS, ROWS, TOPO
+from tests.unit.test_encode_vs_osken import DPS, ROWS, TOPO
 
 LBS, _ = parse_all(ROWS, DPS, {})
 AFF_VIP = ("lb-aff4", "10.0.0.100:80")

@@ -24,8 +24,8 @@ from lbaffd.openflow.packed import PackedState
 from lbaffd.reconcile.reconciler import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.switchstate import specs
-from tests.unit.test_fastdecode import EXTRA_FLOWS
-from tests.unit.test_wire_encode import STATES
+from tests.unit.test_decode_vs_fallback import EXTRA_FLOWS
+from tests.unit.test_encode_vs_osken import STATES
 
 pytestmark = pytest.mark.integration
 

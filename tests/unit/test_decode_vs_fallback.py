@@ -6,7 +6,7 @@ a flow mod's match and instructions are laid out exactly as in an
 ``ofp_flow_desc`` (OF1.5 7.3.5.2), to which an OVS-like stats block is added.
 OVS's own re-encodings (``xreg`` pairs, NXM ``ct_mark``, copy_field for
 every move, ...) are covered against a real switch by
-``tests/integration/test_fastdecode.py``; the few that are trivial to write by
+``tests/integration/test_decode_vs_ovs.py``; the few that are trivial to write by
 hand are checked here too.  Anything outside lbaffd's subset must take the
 os-ken path and decode exactly as before (``Opaque`` included).
 """
@@ -47,7 +47,7 @@ from lbaffd.openflow.oxm import ipv6_text
 from lbaffd.openflow.packed import PackedState
 from lbaffd.reconcile.reconciler import DecodeCache
 from tests.switchstate import specs
-from tests.unit.test_wire_encode import EXTRA_GROUPS, STATES
+from tests.unit.test_encode_vs_osken import EXTRA_GROUPS, STATES
 
 FLOW_MOD_FIXED = 40  # messages.FLOW_MOD after the 8-byte header: match and instructions follow
 # duration, idle_time, packet_count, byte_count (OXS, as OVS sends them)
