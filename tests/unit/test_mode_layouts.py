@@ -3,7 +3,7 @@ modes became descriptions (``layout.ModeLayout``): a varied input (the
 randomized LBs of ``test_templates``, on ports that are clients and
 backends, with OVN's output stage known) compiled in standalone, embedded
 and companion mode, with and without templates, against bodies recorded
-from the branch-per-mode code (``tests/unit/data/mode_golden.json.gz``,
+from the branch-per-mode code (``tests/unit/mode_golden.json``: a digest per mode,
 made by ``python -m tests.unit.test_mode_layouts``)."""
 
 from __future__ import annotations
