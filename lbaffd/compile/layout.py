@@ -212,6 +212,9 @@ class ModeLayout:
     static: tuple[Static, ...]
     port_stages: tuple[PortStage, ...]
     min_base: int = 0  # companion: table 0 belongs to ovn-controller
+    # a VIP's flows depend on the local ports (companion: the interceptions
+    # and reply hooks follow them), so a port change is no local-only step
+    vips_follow_ports: bool = False
 
 
 _BALANCE = (Table.DISPATCH, Table.AFFINITY, Table.LB, Table.LEARN, Table.FORWARD, Table.HAIRPIN)
@@ -236,7 +239,7 @@ COMPANION_LAYOUT = ModeLayout(
     COMPANION_MODE, (*_BALANCE, Table.REPLY), Entry.INTERCEPT,
     exit=Exit.OVN, hairpin_exit=Exit.IN_PORT, zone=Zone.OWN,
     static=(Static.TRACKED, Static.HAIRPIN, Static.REPLY),
-    port_stages=(PortStage.REPLY_HOOK,), min_base=1)
+    port_stages=(PortStage.REPLY_HOOK,), min_base=1, vips_follow_ports=True)
 
 MODE_LAYOUTS = {m.name: m for m in (STANDALONE_LAYOUT, EMBEDDED_LAYOUT, COMPANION_LAYOUT)}
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from lbaffd.compile import isolation
-from lbaffd.compile.layout import EMBEDDED_MODE, STANDALONE_MODE, Pipeline
+from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.stages import FlowBuilder, port_flows
 from lbaffd.compile.state import DesiredState, VipCache
 from lbaffd.model import ownership as own
@@ -39,9 +39,6 @@ from lbaffd.openflow.packed import (
 )
 from lbaffd.reconcile.diff import ChangeSet, diff
 
-# pipelines whose VIP flows do not depend on the local ports (a port change
-# swaps only its classifier flows)
-PORT_INDEPENDENT_MODES = frozenset({STANDALONE_MODE, EMBEDDED_MODE})
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -137,7 +134,7 @@ class DesiredIndex:
         classifier flows are swapped; a pipeline whose VIP flows depend on
         the local ports declines)."""
         was = topo if old_topo is None else old_topo
-        if ports and pipeline.mode not in PORT_INDEPENDENT_MODES:
+        if ports and pipeline.layout.vips_follow_ports:
             return None
         templates = cache.templates
         if templates is None:
