@@ -31,8 +31,29 @@ before it has sent the rows the new condition matches (seen at 1000 LBs:
 the acknowledged first pass had no LB yet and removed every flow, which the
 next pass put back).  Later widenings (a datapath becoming local) just bring
 rows in, which arrive as changes; narrowing removes rows that compiled to
-nothing here.  The IDL keeps the conditions across reconnects.
-``--monitor-all`` switches all of this off."""
+nothing here.  ``--monitor-all`` switches all of this off.
+
+A reconnect (SB ovsdb-server restart, failover, a dropped connection) asks
+with the last narrow conditions from its first request, so nothing of a
+datapath that is not local is received again and nothing here resets them
+(``self._current`` stays: the IDL already holds what it stands for).  In
+python-ovs 3.1 (Debian's python3-openvswitch 3.1.0, ``ovs/db/idl.py``):
+``Idl.run`` calls ``restart_fsm`` for every new connection (lines 441-445),
+which calls ``sync_conditions`` (403-409); that marks every table's condition
+acknowledged (``request()`` + ``ack()``, 390-397: a change still in flight,
+or set while disconnected, becomes the acknowledged one), or, when a
+``monitor_cond_since`` transaction id is known, turns a change in flight back
+into a new one and forgets the id (398-401, ``ConditionState.reset`` 133-141:
+the reconnect then asks with the previous acknowledged condition and sends the
+new one after the reply);
+``__send_monitor_request`` then puts each table's acknowledged condition in
+the ``where`` of the ``monitor_cond``/``monitor_cond_since`` request (847-851).
+The reply carries the matching rows in full (it is not acknowledged before
+them, unlike a ``monitor_cond_change``); a reply without history clears the
+old rows first (``__clear``, 491-498 and 760-771, which also sets
+``cond_seqno`` to 0).  ``tests/integration/test_sb_reconnect.py`` restarts the
+SB under a narrowed daemon: the new connection brings and holds only the
+local rows."""
 
 from __future__ import annotations
 
