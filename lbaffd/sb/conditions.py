@@ -124,7 +124,6 @@ class SbConditions:
         self.chassis = chassis
         self._chassis_uuid: str | None = None
         self._current: dict[str, Condition] | None = None
-        self._seqno = 0
 
     def _chassis(self) -> str | None:
         """This chassis's Chassis row (the Chassis table is received whole);
@@ -134,6 +133,25 @@ class SbConditions:
                 if r.name == self.chassis:
                     self._chassis_uuid = str(r.uuid)
         return self._chassis_uuid
+
+    def _acknowledged(self, idl: Any) -> bool:
+        """The server has every table's current condition: the IDL holds it
+        as acknowledged, with nothing newer pending.  Read from the IDL's
+        ``ConditionState`` rather than counted in ``cond_seqno``: a reconnect
+        acknowledges the conditions without a ``monitor_cond_change``
+        (``sync_conditions``) and a reply without history sets ``cond_seqno``
+        back to 0 (``__clear``), so a number taken before it was never reached
+        again; and python-ovs 3.1's ``cond_change`` returns a number one too
+        high (it tests ``request``, a method, for ``requested``)."""
+        assert self._current is not None
+        for table, cond in self._current.items():
+            t = idl.tables.get(table)
+            if t is None:
+                continue
+            state = t.condition_state
+            if state.new is not None or state.requested is not None or state.acked != cond:
+                return False
+        return True
 
     def update(self, snap: SbSnapshot, topo: Topology) -> bool:
         """Ask for the conditions of what ``snap``/``topo`` make local if they
@@ -149,19 +167,14 @@ class SbConditions:
             if conds != self._current:
                 # one monitor_cond_change carries every table's new condition;
                 # it is sent after the one in flight, if any, is acknowledged.
-                # (``cond_change``'s own return value counts one request too
-                # many in python-ovs 3.1: it tests ``request``, a method.)
-                in_flight = any(t.condition_state.requested is not None
-                                for t in idl.tables.values())
                 for table, cond in conds.items():
                     if table in idl.tables:
                         idl.cond_change(table, cond)
-                seqno = idl.cond_seqno + 1 + int(in_flight)
-                self._current, self._seqno, changed = conds, seqno, True
+                self._current, changed = conds, True
                 log.info("sb_conditions", datapaths=len(want.datapaths),
                          groups=len(want.groups), ports=len(want.iface_ids),
                          clauses=sum(len(c) for c in conds.values()))
-            acked = bool(idl.cond_seqno >= self._seqno)
+            acked = self._acknowledged(idl)
         if changed:  # outside the lock: the connection thread takes it to send
             with contextlib.suppress(queue.Full):  # a wake-up already pending will do
                 self.mon.conn.txns.put_nowait(_Wake())

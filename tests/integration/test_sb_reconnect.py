@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from lbaffd.model.topology import build_topology
+from lbaffd.sb.conditions import SbConditions
+from lbaffd.sb.inputs import read_all
+from lbaffd.sb.monitor import OVS_COLUMNS, OVS_TABLES, SB_COLUMNS, SB_TABLES, DbMonitor
 from lbaffd_sandbox.sandbox import LbSpec, Sandbox
 from tests.integration.lbaffd_proc import LbaffdProcess, wait_until
 
@@ -151,3 +155,46 @@ def test_reconnect_receives_only_the_local_rows(sandbox: Sandbox,
     finally:
         stop.set()
         d.stop()
+
+
+def test_conditions_count_as_acknowledged_after_a_reconnect(sandbox: Sandbox,
+                                                           world: dict[str, str]) -> None:
+    """``SbConditions.update`` says True once the server has the conditions.
+    A reconnect sends them in its first monitor request, and the IDL's reply
+    without history resets its ``cond_seqno`` to 0: counted in sequence
+    numbers, conditions asked before a reconnect never counted as
+    acknowledged again (until the next change).  The monitors and the
+    conditions in this process, on the real SB."""
+    sb = sandbox
+    ovs = DbMonitor(sb.ovs_db_remote, "Open_vSwitch", OVS_TABLES, lambda _: None,
+                    columns=OVS_COLUMNS)
+    sbm = DbMonitor(sb.sb_remote, "OVN_Southbound", SB_TABLES, lambda _: None,
+                    columns=SB_COLUMNS)
+    ovs.start()
+    sbm.start()
+    try:
+        cond = SbConditions(sbm, sb.chassis)
+
+        def update() -> bool:
+            inputs = read_all(ovs, sbm, "br-int", sb.chassis)
+            return inputs is not None and cond.update(inputs.snapshot,
+                                                      build_topology(inputs.snapshot))
+
+        def lbs() -> int:
+            with sbm.conn.lock:
+                return len(list(sbm.rows("Load_Balancer")))
+
+        wait_until(update, timeout=10, what="the narrow conditions acknowledged")
+        wait_until(lambda: lbs() < FAR_LBS, timeout=10, what="the far LBs gone")
+        narrow = lbs()
+        assert sbm.idl is not None
+        session = sbm.idl._session.get_seqno()
+        sb.restart_ovsdb("sb", down_for=0.5)
+        wait_until(lambda: sbm.connected and sbm.idl._session.get_seqno() != session,
+                   timeout=20, what="the SB monitor resynced on a new connection")
+        assert lbs() == narrow
+        assert update()  # the same conditions, acknowledged: nothing asked again
+        assert lbs() == narrow
+    finally:
+        sbm.stop()
+        ovs.stop()
