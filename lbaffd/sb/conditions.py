@@ -31,8 +31,29 @@ before it has sent the rows the new condition matches (seen at 1000 LBs:
 the acknowledged first pass had no LB yet and removed every flow, which the
 next pass put back).  Later widenings (a datapath becoming local) just bring
 rows in, which arrive as changes; narrowing removes rows that compiled to
-nothing here.  The IDL keeps the conditions across reconnects.
-``--monitor-all`` switches all of this off."""
+nothing here.  ``--monitor-all`` switches all of this off.
+
+A reconnect (SB ovsdb-server restart, failover, a dropped connection) asks
+with the last narrow conditions from its first request, so nothing of a
+datapath that is not local is received again and nothing here resets them
+(``self._current`` stays: the IDL already holds what it stands for).  In
+python-ovs 3.1 (Debian's python3-openvswitch 3.1.0, ``ovs/db/idl.py``):
+``Idl.run`` calls ``restart_fsm`` for every new connection (lines 441-445),
+which calls ``sync_conditions`` (403-409); that marks every table's condition
+acknowledged (``request()`` + ``ack()``, 390-397: a change still in flight,
+or set while disconnected, becomes the acknowledged one), or, when a
+``monitor_cond_since`` transaction id is known, turns a change in flight back
+into a new one and forgets the id (398-401, ``ConditionState.reset`` 133-141:
+the reconnect then asks with the previous acknowledged condition and sends the
+new one after the reply);
+``__send_monitor_request`` then puts each table's acknowledged condition in
+the ``where`` of the ``monitor_cond``/``monitor_cond_since`` request (847-851).
+The reply carries the matching rows in full (it is not acknowledged before
+them, unlike a ``monitor_cond_change``); a reply without history clears the
+old rows first (``__clear``, 491-498 and 760-771, which also sets
+``cond_seqno`` to 0).  ``tests/integration/test_sb_reconnect.py`` restarts the
+SB under a narrowed daemon: the new connection brings and holds only the
+local rows."""
 
 from __future__ import annotations
 
@@ -103,7 +124,6 @@ class SbConditions:
         self.chassis = chassis
         self._chassis_uuid: str | None = None
         self._current: dict[str, Condition] | None = None
-        self._seqno = 0
 
     def _chassis(self) -> str | None:
         """This chassis's Chassis row (the Chassis table is received whole);
@@ -113,6 +133,25 @@ class SbConditions:
                 if r.name == self.chassis:
                     self._chassis_uuid = str(r.uuid)
         return self._chassis_uuid
+
+    def _acknowledged(self, idl: Any) -> bool:
+        """The server has every table's current condition: the IDL holds it
+        as acknowledged, with nothing newer pending.  Read from the IDL's
+        ``ConditionState`` rather than counted in ``cond_seqno``: a reconnect
+        acknowledges the conditions without a ``monitor_cond_change``
+        (``sync_conditions``) and a reply without history sets ``cond_seqno``
+        back to 0 (``__clear``), so a number taken before it was never reached
+        again; and python-ovs 3.1's ``cond_change`` returns a number one too
+        high (it tests ``request``, a method, for ``requested``)."""
+        assert self._current is not None
+        for table, cond in self._current.items():
+            t = idl.tables.get(table)
+            if t is None:
+                continue
+            state = t.condition_state
+            if state.new is not None or state.requested is not None or state.acked != cond:
+                return False
+        return True
 
     def update(self, snap: SbSnapshot, topo: Topology) -> bool:
         """Ask for the conditions of what ``snap``/``topo`` make local if they
@@ -128,19 +167,14 @@ class SbConditions:
             if conds != self._current:
                 # one monitor_cond_change carries every table's new condition;
                 # it is sent after the one in flight, if any, is acknowledged.
-                # (``cond_change``'s own return value counts one request too
-                # many in python-ovs 3.1: it tests ``request``, a method.)
-                in_flight = any(t.condition_state.requested is not None
-                                for t in idl.tables.values())
                 for table, cond in conds.items():
                     if table in idl.tables:
                         idl.cond_change(table, cond)
-                seqno = idl.cond_seqno + 1 + int(in_flight)
-                self._current, self._seqno, changed = conds, seqno, True
+                self._current, changed = conds, True
                 log.info("sb_conditions", datapaths=len(want.datapaths),
                          groups=len(want.groups), ports=len(want.iface_ids),
                          clauses=sum(len(c) for c in conds.values()))
-            acked = bool(idl.cond_seqno >= self._seqno)
+            acked = self._acknowledged(idl)
         if changed:  # outside the lock: the connection thread takes it to send
             with contextlib.suppress(queue.Full):  # a wake-up already pending will do
                 self.mon.conn.txns.put_nowait(_Wake())

@@ -159,11 +159,14 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             self._session_seqno = seqno
             self._dirty = None
             self._resyncing = True
-        if self._resyncing and self.in_sync:
+        if self._resyncing and self._synced_this_session(seqno):
             # a (re)sync is complete: said once per session, so that an operator
-            # (and a test) sees when a reconnected DB has been read again
+            # (and a test) sees when a reconnected DB has been read again, and
+            # with how many rows (what the monitor reply brought: under SB
+            # conditions, only what is local)
             self._resyncing = False
-            log.info("ovsdb_synced", db=self._name, session=seqno)
+            log.info("ovsdb_synced", db=self._name, session=seqno,
+                     rows={name: len(t.rows) for name, t in self.tables.items()})
         if self.change_seqno != before:
             if self._since is None:
                 self._since = at
@@ -173,6 +176,18 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     @property
     def in_sync(self) -> bool:
         return bool(self.state == ovs_idl.Idl.IDL_S_MONITORING)
+
+    def _synced_this_session(self, seqno: int) -> bool:
+        """The monitor reply of connection ``seqno`` is in.  ``in_sync`` alone
+        is not that: the session's seqno also moves when the connection drops
+        and at every connection attempt (``Session.__disconnect`` and
+        ``__connect`` in ovs/jsonrpc.py), while the IDL stays MONITORING on its
+        old rows until it is connected again and ``Idl.run`` restarts its FSM
+        for the new seqno (``restart_fsm``, which records ``_last_seqno``).
+        Without this, ``ovsdb_synced`` was logged at the disconnect and at each
+        failed attempt, with the old rows."""
+        return (self.in_sync and bool(self._session.is_connected())
+                and self._last_seqno == seqno)
 
 
 class DbMonitor:
