@@ -147,8 +147,12 @@ class OpenFlowChannel:
     def __init__(self, target: str, *, on_async: Callable[[Reply], None] | None = None,
                  on_disconnect: Callable[[], None] | None = None, echo_interval: float = 5.0,
                  request_timeout: float = 30.0,
-                 on_skipped: Callable[[SkippedEntry], None] | None = None) -> None:
+                 on_skipped: Callable[[SkippedEntry], None] | None = None,
+                 group_desc_window: int = 0) -> None:
         self.target = target
+        # >0: ``dump_group_desc`` asks for lbaffd's groups by id, this many
+        # requests in flight (see there); 0: one request for every group
+        self.group_desc_window = group_desc_window
         self._on_async = on_async
         self._on_disconnect = on_disconnect
         self._on_skipped = on_skipped
@@ -549,8 +553,20 @@ class OpenFlowChannel:
         reply ``ofpmp_postappend()`` asserts and ovs-vswitchd aborts.  So the
         groups are listed with group *stats* first (40 + 16 bytes a bucket:
         readable up to 4093 buckets) and, if a foreign group has more than
-        ``SAFE_FOREIGN_BUCKETS`` buckets, only lbaffd's own are asked for, one
-        id at a time; the skipped ones are reported."""
+        ``SAFE_FOREIGN_BUCKETS`` buckets, only lbaffd's own are asked for, by
+        id; the skipped ones are reported.
+
+        With ``group_desc_window`` set (the audits' connection) lbaffd's own
+        groups are always asked for by id, that many requests in flight.
+        ovs-vswitchd builds a whole group-desc reply in one go in its main
+        thread (``handle_group_desc_stats_request`` -> ``handle_group_request``
+        walks every group, ofproto/ofproto.c): at 5,000 VIPs (1.3M buckets)
+        that is ~3-5 s in which it reads no other connection, so a change's
+        bundle on the main connection waited for it (send 2.3-3.2 s seen
+        during audits at N=5000).  A request for one group is one lookup,
+        and between two rounds of a connection's messages (``ofconn_run``
+        handles at most 50 per round, ofproto/connmgr.c) the switch serves
+        the others."""
         stats = self.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL))
         sizes = group_bucket_counts(stats)
         risky = tuple(sorted(g for g, n in sizes.items()
@@ -562,14 +578,32 @@ class OpenFlowChannel:
                             reason="group-desc of the switch cannot report groups this large; "
                                    "lbaffd reads its own groups one by one")
             self.skipped_groups = risky
-        if not risky:
+        if not risky and not self.group_desc_window:
             return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+        return self._group_descs(sorted(g for g in sizes if own.is_lbaffd_group(g)),
+                                 max(1, self.group_desc_window))
+
+    def _group_descs(self, ids: list[int], window: int) -> list[Reply]:
+        """The group-desc replies of ``ids``, ``window`` requests in flight;
+        a group deleted since it was listed is left out."""
         replies: list[Reply] = []
-        for gid in sorted(g for g in sizes if own.is_lbaffd_group(g)):
+        for start in range(0, len(ids), window):
+            waiting: list[tuple[int, _Waiter]] = []
             try:
-                replies += self.request(parser.OFPGroupDescStatsRequest(DP, 0, gid))
-            except OpenFlowError:
-                continue  # deleted since the stats were taken
+                for gid in ids[start:start + window]:
+                    xid, w = self._register()
+                    waiting.append((xid, w))
+                    self.send(parser.OFPGroupDescStatsRequest(DP, 0, gid), xid)
+            except ConnectionLost:
+                with self._waiters_lock:
+                    for xid, _ in waiting:
+                        self._waiters.pop(xid, None)
+                raise
+            for xid, w in waiting:
+                try:
+                    replies += self._wait(xid, w, None)
+                except OpenFlowError:
+                    continue  # deleted since the stats were taken
         return replies
 
 

@@ -6,7 +6,9 @@ relies on); start-up ``wait``s for it, since lbaffd may start before
 ovs-vswitchd; the control socket and the metrics use it only when it is up
 (``live``).  A second connection carries only audits' dumps
 (``reads``): ovs-vswitchd answers one connection in order, so a change's
-bundle must not queue behind an audit's group dump.
+bundle must not queue behind an audit's group dump; that connection asks
+for the groups by id (``OpenFlowChannel.group_desc_window``), so the switch
+is never busy with one reply for seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import structlog
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply, SkippedEntry
 
 log = structlog.get_logger("lbaffd")
+
+# group-desc requests in flight on the audits' connection: enough to keep
+# the switch busy, few enough that it serves other connections in between
+GROUP_DESC_WINDOW = 32
 
 
 class ChannelKeeper:
@@ -74,7 +80,8 @@ class ChannelKeeper:
             ch.close()
         self._reads = None
         try:
-            ch = OpenFlowChannel(self._target(), on_skipped=lambda e: None)
+            ch = OpenFlowChannel(self._target(), on_skipped=lambda e: None,
+                                 group_desc_window=GROUP_DESC_WINDOW)
             ch.connect(timeout=2.0)
         except Exception as exc:
             log.warning("openflow_read_connection_failed", target=self._target(),

@@ -123,3 +123,24 @@ def test_foreign_actions_take_the_os_ken_path(channel: OpenFlowChannel,
         else:  # nat with a flag lbaffd never sets, a resubmit with an in_port: declined too
             assert fast is None or fast == old
     assert opaque >= 4
+
+
+def test_groups_read_by_id_equal_the_whole_dump(channel: OpenFlowChannel,
+                                                sandbox: Sandbox) -> None:
+    """The audits' connection asks for lbaffd's groups by id, a few requests
+    in flight (``group_desc_window``): the same entries, byte for byte, as one
+    request for every group, and another controller's group is not asked for."""
+    state = specs(STATES[0].state)
+    channel.bundle([messages.group_add(g) for g in state.groups.values()])
+    sandbox.ofctl("add-group", "br-int", "group_id=7,type=all,bucket=actions=output:2")
+    whole = sorted(entry for p in channel.dump_group_desc()
+                   for _, gid, entry in iter_group_entries(p.raw) if own.is_lbaffd_group(gid))
+    reads = OpenFlowChannel(channel.target, group_desc_window=4)
+    reads.connect(timeout=2.0)
+    try:
+        parts = reads.dump_group_desc()
+    finally:
+        reads.close()
+    by_id = sorted(entry for p in parts for _, _, entry in iter_group_entries(p.raw))
+    assert len(parts) == len(whole) == len(state.groups) > 10  # one reply a group
+    assert by_id == whole
