@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import cluster as cl
+from bench.common import ovsdb_select
 from lbaffd_sandbox.sandbox import Host, Sandbox, ovsdb_transact
 from lbaffd_sandbox.topology import mac_of
 
@@ -64,10 +65,7 @@ class ClusterLoad:
 
     def select(self, remote: str, db: str, table: str, columns: list[str],
                where: list[Any] | None = None) -> list[dict[str, Any]]:
-        res = ovsdb_transact(remote, db, [{"op": "select", "table": table,
-                                           "where": where or [], "columns": columns}])
-        first = res[0]
-        return list(first["rows"]) if isinstance(first, dict) else []
+        return ovsdb_select(remote, db, table, columns, where)
 
     def _bind(self, bindings: list[tuple[str, str]]) -> None:
         self.sb.transact(cl.sb_bind_ops(self.pb_uuids, self.chassis_uuids, bindings))

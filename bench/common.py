@@ -15,7 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lbaffd_sandbox.sandbox import LbSpec, Sandbox, free_port, run, started_sandbox
+from lbaffd_sandbox.sandbox import (
+    LbSpec,
+    Sandbox,
+    free_port,
+    ovsdb_transact,
+    run,
+    started_sandbox,
+)
 from tests.integration.lbaffd_proc import LbaffdProcess
 
 RUNDIR_PREFIX = "lbbench-"
@@ -50,6 +57,15 @@ def wait_for(pred: Callable[[], T | None], timeout: float, what: str,
 
 
 # ------------------------------------------------------------------ the LB set
+
+
+def ovsdb_select(remote: str, db: str, table: str, columns: list[str],
+                 where: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``table`` (only ``columns``) that match ``where``."""
+    res = ovsdb_transact(remote, db, [{"op": "select", "table": table,
+                                       "where": where or [], "columns": columns}])
+    first = res[0]
+    return list(first["rows"]) if isinstance(first, dict) else []
 
 
 def vip_ip(i: int) -> str:

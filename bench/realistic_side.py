@@ -35,6 +35,7 @@ from bench.common import (
     count_groups,
     count_lbaffd_flows,
     event_time,
+    ovsdb_select,
     percentile,
     proc_status_mb,
     wait_for,
@@ -123,10 +124,7 @@ class Side:
 
     def select(self, remote: str, db: str, table: str, columns: list[str],
                where: list[Any] | None = None) -> list[dict[str, Any]]:
-        res = ovsdb_transact(remote, db, [{"op": "select", "table": table,
-                                           "where": where or [], "columns": columns}])
-        first = res[0]
-        return list(first["rows"]) if isinstance(first, dict) else []
+        return ovsdb_select(remote, db, table, columns, where)
 
     def nb_bump(self, ops: list[dict[str, Any]], timeout: float = 300) -> int:
         """An NB transaction with an nb_cfg bump; the new nb_cfg (read in the
