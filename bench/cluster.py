@@ -103,6 +103,16 @@ class Cluster:
     def remote_pods(self) -> list[Pod]:
         return [p for p in self.pods.values() if not p.local]
 
+    def new_pod(self, node: int, next_index: dict[int, int]) -> Pod:
+        """A pod added on ``node`` after the generated ones (``next_index``:
+        the caller's count per node, advanced), kept in ``pods``."""
+        base = max(p.index for p in self.pods.values() if p.node == node) + 1
+        idx = next_index.get(node, base)
+        next_index[node] = idx + 1
+        pod = make_pod(node, idx)
+        self.pods[pod.name] = pod
+        return pod
+
     def stats(self) -> dict[str, Any]:
         """What the SB will hold, for the results file."""
         s = self.services

@@ -89,12 +89,7 @@ class ClusterLoad:
             self.sb.vsctl(*cl.local_port_args(names))
 
     def _new_pod(self, node: int) -> cl.Pod:
-        base = max(p.index for p in self.c.pods.values() if p.node == node) + 1
-        idx = self.next_pod.get(node, base)
-        self.next_pod[node] = idx + 1
-        pod = cl.make_pod(node, idx)
-        self.c.pods[pod.name] = pod
-        return pod
+        return self.c.new_pod(node, self.next_pod)
 
     def _lsp_add(self, pod: cl.Pod) -> None:
         self.nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",

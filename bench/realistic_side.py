@@ -361,11 +361,7 @@ class Side:
         return out
 
     def _new_pod(self, node: int) -> cl.Pod:
-        base = max(p.index for p in self.c.pods.values() if p.node == node) + 1
-        idx = self.next_pod.get(node, base)
-        self.next_pod[node] = idx + 1
-        pod = cl.make_pod(node, idx)
-        self.c.pods[pod.name] = pod
+        pod = self.c.new_pod(node, self.next_pod)
         self.nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
                   "row": cl.lsp_row(pod)},
                  {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==",
