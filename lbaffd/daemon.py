@@ -22,6 +22,7 @@ from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.model.distribution import min_slots_for_version
 from lbaffd.openflow.channel import OpenFlowChannel, Reply
 from lbaffd.openflow.connect import ChannelKeeper
+from lbaffd.ops import memtrim
 from lbaffd.ops.control import ControlServer
 from lbaffd.ops.daemonize import ProcessHooks
 from lbaffd.ops.exposition import live_families
@@ -140,6 +141,9 @@ class Daemon:
 
     def _start(self) -> None:
         s = self.settings
+        # one malloc arena for every thread, before they start (see memtrim)
+        if memtrim.limit_arenas(1):
+            log.info("malloc_arenas_limited", arenas=1)
         os.makedirs(s.rundir, mode=0o700, exist_ok=True)
         os.chmod(s.rundir, 0o700)  # the control socket is local-only by default
         ctl = os.path.join(s.rundir, "lbaffd.ctl")

@@ -3,6 +3,9 @@ seen: services come and go, and only the current ones may stay in memory."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import MappingProxyType
@@ -130,6 +133,40 @@ def test_trim_returns_what_a_thread_freed_to_the_system() -> None:
     after = _rss_mb()
     assert before - after > 100, (before, after)  # most of the ~195 MB freed
     assert len(kept) == 1563
+
+
+_ARENA_PROBE = """
+import sys, threading
+from lbaffd.ops import memtrim
+limited = memtrim.limit_arenas(1) if sys.argv[1] == "limit" else False
+kept = []
+t = threading.Thread(target=lambda: kept.extend(bytes(2048) for _ in range(30_000)))
+t.start(); t.join()
+heap = 0
+for line in open("/proc/self/maps"):
+    if line.rstrip().endswith("[heap]"):
+        lo, hi = line.split()[0].split("-")
+        heap += int(hi, 16) - int(lo, 16)
+print(limited, heap // 2**20)
+"""
+
+
+def _arena_probe(mode: str, **env: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", _ARENA_PROBE, mode], check=True, text=True,
+                         capture_output=True, env={**os.environ, **env}).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_one_malloc_arena_keeps_a_threads_memory_in_the_main_heap() -> None:
+    """``limit_arenas(1)``: 60 MB a thread allocates comes from the main heap
+    (brk, ``[heap]``), not from an arena of the thread's own; without it the
+    heap stays small.  An operator's ``MALLOC_ARENA_MAX`` is left alone."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    limited, heap = _arena_probe("limit", **env)
+    assert limited == "True" and heap >= 55, heap
+    _, heap = _arena_probe("none", **env)
+    assert heap < 20, heap
+    assert memtrim.limit_arenas(1, environ={"MALLOC_ARENA_MAX": "4"}) is False
 
 
 def test_ovs_slots_memo_is_bounded_and_never_shared() -> None:
