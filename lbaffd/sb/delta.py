@@ -4,8 +4,9 @@ The SB IDL records the uuids of the rows each update touched
 (``NotifyingIdl.notify``); a reconnect or resync records "unknown" (None)
 and everything is read again.  ``read_delta`` copies just the changed rows
 of the tables lbaffd follows row by row (Load_Balancer, Port_Binding,
-Service_Monitor) and, when the local DB changed at all, the integration
-bridge's interfaces (a few hundred rows at most).  Changes to the other SB
+Service_Monitor) and, when the local DB changed, the integration bridge's
+interfaces (``BridgeReader``: only its changed Port and Interface rows are
+converted again).  Changes to the other SB
 tables (Datapath_Binding, Logical_DP_Group, Chassis) are only named: they
 reshape which datapaths are local or which LBs are where, and the caller
 runs a full pass for them."""
@@ -16,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import (
     DbMonitor,
     dpg_record,
     lbs_of_groups,
     pb_record,
     read_lbs,
-    read_local,
     read_rows,
     sm_record,
     take_dirty,
@@ -60,7 +61,8 @@ class Delta:
                     or self.dp_groups or self.interfaces is not None)
 
 
-def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
+def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str, local: BridgeReader
+               ) -> Delta | None:
     """The rows changed since the last read (or since ``read_all``), or None
     when unknown (not connected, reconnected, resyncing): read everything."""
     if not (ovs.connected and sb.connected):
@@ -69,7 +71,7 @@ def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str) -> Delta | None:
         local_dirty = take_dirty(ovs)
         if local_dirty is None:
             return None
-        interfaces = read_local(ovs, bridge)[1] if local_dirty else None
+        interfaces = local.read(ovs, bridge, local_dirty) if local_dirty else None
         local_since = taken_since(ovs)
     with sb.conn.lock:
         dirty = take_dirty(sb)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lbaffd.model import loadbalancer as model
+from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import (
     DbMonitor,
-    read_local,
     read_sb,
     read_service_monitors,
     take_dirty,
@@ -68,14 +68,15 @@ class Inputs:
         return Inputs(self.snapshot, parsed, issues, MappingProxyType(labels))
 
 
-def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str) -> Inputs | None:
+def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str,
+             local: BridgeReader) -> Inputs | None:
     """Everything, when both IDLs are in sync (else None: keep what is installed)."""
     if not (ovs.idl is not None and ovs.idl.in_sync and sb.idl is not None
             and sb.idl.in_sync):
         return None
     with ovs.conn.lock:
         take_dirty(ovs)  # everything is read: what changed so far is covered
-        _, interfaces = read_local(ovs, bridge)
+        interfaces = local.read(ovs, bridge)
     with sb.conn.lock:
         take_dirty(sb)
         lbs_rows, dps, groups, pbs = read_sb(sb)

@@ -31,7 +31,6 @@ from lbaffd.ops.gcpause import GcPause
 from lbaffd.sb.records import (
     DatapathRow,
     DpGroupRow,
-    InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
     ServiceMonitorRow,
@@ -62,7 +61,7 @@ SB_COLUMNS = {
     "Service_Monitor": ("ip", "port", "protocol", "logical_port", "status"),
 }
 OVS_TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
-# Only the columns read_local uses: Interface statistics and the like change
+# Only the columns read_ovs_external_ids and sb.bridge use: Interface statistics and the like change
 # every few seconds and must not wake the worker.
 OVS_COLUMNS = {
     "Open_vSwitch": ("external_ids", "ovs_version", "bridges"),
@@ -425,30 +424,15 @@ def read_rows(mon: DbMonitor, table: str, uuids: Iterable[str],
     return out
 
 
-def read_local(mon: DbMonitor, bridge: str) -> tuple[dict[str, str], tuple[InterfaceRow, ...]]:
-    """``Open_vSwitch.external_ids`` (plus ``ovs_version`` under that key) and
-    the interfaces on ``bridge``."""
+def read_ovs_external_ids(mon: DbMonitor) -> dict[str, str]:
+    """``Open_vSwitch.external_ids``, plus ``ovs_version`` under that key;
+    lock held.  The bridge's interfaces: ``sb.bridge.BridgeReader``."""
     ext: dict[str, str] = {}
     for r in mon.rows("Open_vSwitch"):
         ext = dict(r.external_ids)
         version = r.ovs_version[0] if isinstance(r.ovs_version, list) and r.ovs_version else ""
         ext["ovs_version"] = str(version or "")
-    ifaces: list[InterfaceRow] = []
-    for br in mon.rows("Bridge"):
-        if br.name != bridge:
-            continue
-        for port in br.ports:
-            # ovn-controller's patch port to a provider bridge names the localnet
-            # logical port it carries (``controller/patch.c``): where traffic from
-            # the physical network enters, e.g. for a gateway router's VIPs
-            localnet = dict(port.external_ids).get("ovn-localnet-port")
-            for iface in port.interfaces:
-                ofport = iface.ofport[0] if iface.ofport else -1
-                ids = dict(iface.external_ids)
-                iface_id = ids.get("iface-id") or ids.get("ovn-localnet-port") or localnet
-                if iface_id:
-                    ifaces.append(InterfaceRow(iface.name, int(ofport), iface_id))
-    return ext, tuple(sorted(ifaces, key=lambda i: i.name))
+    return ext
 
 
 def read_service_monitors(mon: DbMonitor) -> tuple[ServiceMonitorRow, ...]:

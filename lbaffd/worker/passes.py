@@ -34,6 +34,7 @@ from lbaffd.reconcile.changes import ChangeTracker
 from lbaffd.reconcile.entries import EntryKeeper
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.reconcile.reconciler import Reconciler, ReconcileResult
+from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.conditions import SbConditions
 from lbaffd.sb.delta import Delta, read_delta
 from lbaffd.sb.inputs import Inputs, read_all
@@ -78,6 +79,7 @@ class PassRunner:
         self._read_s = 0.0  # the last delta read took
         self._kick = kick  # set with every input change: an audit's wait applies it
         self._trimming = threading.Lock()  # a trim after an audit is under way
+        self._bridge = BridgeReader()  # the bridge's interfaces, read again row by row
         # the last step may have changed which VIPs exist or their LBs' names
         self._vips_changed = True
         # the last full read, kept up to date by incremental passes
@@ -122,7 +124,8 @@ class PassRunner:
         self._changes = None
         self._inputs = self._topo = None
         with self._gc_pause:
-            inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis)
+            inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis,
+                              self._bridge)
             if inputs is None:
                 return False
             try:
@@ -180,7 +183,7 @@ class PassRunner:
         if tracker is None:
             return False
         read_at = time.time()
-        delta = read_delta(ovs, sb, self.settings.bridge)
+        delta = read_delta(ovs, sb, self.settings.bridge, self._bridge)
         self._read_s = time.time() - read_at
         if delta is None:
             log.debug("full_pass_needed", reason="resync")

@@ -17,7 +17,12 @@ from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.runtime import CompanionRuntime
-from lbaffd.sb.monitor import DbMonitor, configure_ssl, read_bridge_external_ids, read_local
+from lbaffd.sb.monitor import (
+    DbMonitor,
+    configure_ssl,
+    read_bridge_external_ids,
+    read_ovs_external_ids,
+)
 
 log = structlog.get_logger("lbaffd")
 
@@ -72,8 +77,7 @@ def wait_local_external_ids(ovs: DbMonitor, bridge: str,
         idl = ovs.idl
         if idl is not None and idl.in_sync:
             with ovs.conn.lock:
-                ext, _ = read_local(ovs, bridge or "br-int")
-            return ext
+                return read_ovs_external_ids(ovs)
         time.sleep(0.05)
     raise SystemExit(0)
 

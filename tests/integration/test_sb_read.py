@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from lbaffd.sb.monitor import SB_COLUMNS, SB_TABLES, DbMonitor, column, read_sb
+from lbaffd.sb.bridge import BridgeReader
+from lbaffd.sb.monitor import (
+    OVS_COLUMNS,
+    OVS_TABLES,
+    SB_COLUMNS,
+    SB_TABLES,
+    DbMonitor,
+    column,
+    read_sb,
+    take_dirty,
+)
+from lbaffd.sb.records import InterfaceRow
 from lbaffd_sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -58,5 +70,62 @@ def test_column_equals_the_idl_row_attribute(sandbox: Sandbox) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert changed.count("Load_Balancer") == 1, changed
+    finally:
+        mon.stop()
+
+
+def test_bridge_reader_converts_only_changed_ports(sandbox: Sandbox) -> None:
+    """``BridgeReader`` on the real local DB: after each change (a port
+    plugged, its ofport assigned, an iface-id changed, a localnet patch
+    port, a port unplugged) what it reads from the changed rows alone equals
+    a full read, and only the changed Port rows were converted again."""
+    sb = sandbox
+    mon = DbMonitor(sb.ovs_db_remote, "Open_vSwitch", OVS_TABLES, lambda _: None,
+                    threading.Event(), columns=OVS_COLUMNS)
+    mon.start()
+    reader = BridgeReader()
+
+    def settle(check: Callable[[tuple[InterfaceRow, ...]], bool]) -> tuple[InterfaceRow, ...]:
+        deadline = time.monotonic() + 10
+        while True:
+            with mon.conn.lock:
+                dirty = take_dirty(mon)
+                if dirty:
+                    got = reader.read(mon, "br-int", dirty)
+                    full = BridgeReader().read(mon, "br-int")
+                    assert got == full
+                    if check(got):
+                        return got
+            assert time.monotonic() < deadline, "change not seen"
+            time.sleep(0.05)
+
+    try:
+        deadline = time.monotonic() + 10
+        while not (mon.connected and mon.idl.in_sync):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with mon.conn.lock:
+            take_dirty(mon)
+            first = reader.read(mon, "br-int")
+        assert reader.converted >= len(first)
+        args: list[str] = []
+        for i in range(20):
+            args += ["--", "add-port", "br-int", f"brd{i}", "--", "set", "Interface", f"brd{i}",
+                     "type=internal", f"external_ids:iface-id=brd-pod-{i}"]
+        sb.vsctl(*args)
+        got = settle(lambda r: sum(i.iface_id.startswith("brd-pod-") for i in r) == 20)
+        assert all(i.ofport > 0 for i in got if i.iface_id.startswith("brd-pod-"))
+        sb.vsctl("set", "Interface", "brd3", "external_ids:iface-id=brd-moved")
+        got = settle(lambda r: any(i.iface_id == "brd-moved" for i in r))
+        assert reader.converted == 1
+        sb.vsctl("add-port", "br-int", "patch-brd-ln", "--", "set", "Interface", "patch-brd-ln",
+                 "type=patch", "options:peer=nowhere", "--", "set", "Port", "patch-brd-ln",
+                 "external_ids:ovn-localnet-port=ln-brd")
+        got = settle(lambda r: any(i.iface_id == "ln-brd" for i in r))
+        assert reader.converted == 1
+        sb.vsctl("del-port", "br-int", "brd7")
+        got = settle(lambda r: not any(i.name == "brd7" for i in r))
+        assert reader.converted == 0  # the bridge's port list alone changed
+        assert {i.iface_id for i in got} >= {"brd-moved", "ln-brd", "brd-pod-19"}
     finally:
         mon.stop()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from lbaffd.model.topology import build_topology
+from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.conditions import SbConditions
 from lbaffd.sb.inputs import read_all
 from lbaffd.sb.monitor import OVS_COLUMNS, OVS_TABLES, SB_COLUMNS, SB_TABLES, DbMonitor
@@ -176,7 +177,7 @@ def test_conditions_count_as_acknowledged_after_a_reconnect(sandbox: Sandbox,
         cond = SbConditions(sbm, sb.chassis)
 
         def update() -> bool:
-            inputs = read_all(ovs, sbm, "br-int", sb.chassis)
+            inputs = read_all(ovs, sbm, "br-int", sb.chassis, BridgeReader())
             return inputs is not None and cond.update(inputs.snapshot,
                                                       build_topology(inputs.snapshot))
 

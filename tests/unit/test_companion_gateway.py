@@ -64,7 +64,7 @@ PBS = (
     # a localnet port is bound to no chassis: it is on every chassis that maps its network
     _pb("ln-ext", "dp-ext", 2, "localnet", macs=("unknown",), network_name="physnet"),
 )
-# read_local: the patch port's iface_id comes from its Port's external_ids:ovn-localnet-port
+# sb.bridge: the patch port's iface_id comes from its Port's external_ids:ovn-localnet-port
 IFACES = (InterfaceRow("lxcli1", 11, "cli1"), InterfaceRow("lxbe1", 21, "be1"),
           InterfaceRow("patch-br-int-to-ln-ext", PATCH_OFPORT, "ln-ext"))
 SNAP = SbSnapshot(load_balancers=MappingProxyType({}), datapaths=MappingProxyType(DPS),
