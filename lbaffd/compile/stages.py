@@ -295,6 +295,16 @@ def hairpin_reply(b: FlowBuilder, p: Pipeline, tk: int, vip_ip: str) -> None:
            (Move("eth_src", "eth_dst", 48), SetField("eth_src", vip_mac(vip_ip)), *_back_in(p)))
 
 
+def hairpin_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan,
+                  local_ips: frozenset[IPAddress]) -> None:
+    """The VIP's hairpin SNAT flows: one per datapath and live backend that
+    is a local port (only a local port can connect to its own VIP here)."""
+    for tk in plan.datapaths:
+        for be in plan.live_backends:
+            if be.ip in local_ips:
+                _hairpin_snat(b, p, plan, tk, be)
+
+
 def _hairpin_snat(b: FlowBuilder, p: Pipeline, plan: VipPlan, tk: int, be: Endpoint) -> None:
     """A backend balanced to itself: source-NAT to the VIP (or the LB's
     ``hairpin_snat_ip``) so its kernel sees a peer that is not itself.  The
@@ -351,10 +361,7 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
         b.flow(owner, p.dispatch, PRIO_NO_BACKEND if not plan.live_backends else PRIO_VIP,
                match, dispatch)
 
-    for tk in plan.datapaths:
-        for be in plan.live_backends:
-            if be.ip in local_ips:  # only a local port can connect to its own VIP here
-                _hairpin_snat(b, p, plan, tk, be)
+    hairpin_flows(b, p, plan, local_ips)
     # one DNAT action per backend, shared by its bucket(s) and its hit flow
     commit = {be: _commit_to(p, be, gid) for be in plan.live_backends}
     # a group too large for group-desc goes in parts (last: the VIP's own)

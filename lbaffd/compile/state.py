@@ -15,7 +15,7 @@ from lbaffd.compile.entry import entry_of, local_port_flows
 from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.shapes import VipTemplates
 from lbaffd.compile.stages import FlowBuilder, static_flows
-from lbaffd.compile.vip import VipPart, compile_vip
+from lbaffd.compile.vip import VipPart, compile_vip, relocated
 from lbaffd.model import distribution as dist
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
@@ -73,6 +73,7 @@ class VipCache:
         # VIPs shaped like one compiled before are filled in from its bytes
         self.templates = VipTemplates(compile_vip) if templates else None
         self.buckets = BucketMemo()  # plans of unchanged VIPs share their buckets
+        self.relocated = 0  # parts derived from another locality's (``relocate``)
 
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         key = (plan, p, max_idle, _topo_key(plan, topo, p))
@@ -96,6 +97,26 @@ class VipCache:
                 part = faults.inject(plan, p, part)
         self._used[key] = part
         return _without(part, topo.foreign) if topo.foreign else part
+
+    def relocate(self, plan: VipPlan, p: Pipeline, max_idle: int, was: Topology,
+                 topo: Topology) -> bool:
+        """Derive the VIP's part under ``topo`` from its cached part under
+        ``was`` when the two differ only in which backends are local ports
+        (``vip.relocated``: its hairpin flows, not a compile).  True when the
+        part under ``topo`` is cached now."""
+        old_key, new_key = _topo_key(plan, was, p), _topo_key(plan, topo, p)
+        if old_key == new_key or old_key[0] != new_key[0] or old_key[2:] != new_key[2:]:
+            return False
+        key = (plan, p, max_idle, new_key)
+        if key in self._parts or key in self._used:
+            return True
+        part = self._used.get((plan, p, max_idle, old_key)) or self._parts.get(
+            (plan, p, max_idle, old_key))
+        if part is None:
+            return False
+        self._used[key] = relocated(part, plan, p, was.local_ips, topo.local_ips)
+        self.relocated += 1
+        return True
 
     def forget(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> None:
         """Drop a VIP's part that an incremental pass replaced (full passes

@@ -15,11 +15,13 @@ from lbaffd.compile.stages import (
     FlowBuilder,
     addr_text,
     forward_flow,
+    hairpin_flows,
     hairpin_reply,
     hairpin_unsnat,
     vip_flows,
 )
 from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import IPAddress
 from lbaffd.model.plan import VipPlan
 from lbaffd.model.topology import Topology
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, flow_id, pack_flow, pack_group
@@ -73,3 +75,28 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
 
 def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
     return owner, flow_id(body), body
+
+
+def relocated(part: VipPart, plan: VipPlan, p: Pipeline, was_local: frozenset[IPAddress],
+              now_local: frozenset[IPAddress]) -> VipPart:
+    """``part``, compiled when ``was_local`` were the local ports' addresses,
+    as ``compile_vip`` makes it when they are ``now_local``, all else equal.
+
+    Of everything a VIP puts on the switch only its hairpin SNAT flows
+    depend on which backends are local ports (``stages.vip_flows``): a pod
+    plugged in here that backs 20 VIPs changed one flow of each, and
+    compiling the 20 VIPs again (groups of up to 256 buckets) was most of
+    that change's time at N=5000 (issue 17).  The hairpin flows follow the
+    VIP's dispatch flows, one per datapath (``vip_flows``' order, which
+    ``tests/unit/test_relocate.py`` holds equal to ``compile_vip``)."""
+    before, after = FlowBuilder(), FlowBuilder()
+    hairpin_flows(before, p, plan, was_local)
+    hairpin_flows(after, p, plan, now_local)
+    gone = {flow_id(b) for b in map(pack_flow, before.flows.values())}
+    kept = [(fid, body) for fid, body in zip(part.flow_ids, part.flows, strict=True)
+            if fid not in gone]
+    at = len(plan.datapaths)  # after the dispatch flows
+    new = [(flow_id(body), body) for body in map(pack_flow, after.flows.values())]
+    flows = (*kept[:at], *new, *kept[at:])
+    return VipPart(tuple(fid for fid, _ in flows), tuple(body for _, body in flows),
+                   part.group_id, part.group, part.shared, part.parts)

@@ -302,3 +302,19 @@ def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
     buckets = memo.buckets(live, mode) if memo is not None else Buckets(group_buckets(live, mode))
     return VipPlan(lb, vip, owner, group_ids[owner], dps, live, buckets, mode,
                    _expected_shares(live, buckets, mode, min_slots))
+
+
+def replan(old: VipPlan | None, lb: LoadBalancer, vip: Vip, dps: tuple[int, ...],
+           topo: Topology, group_ids: Mapping[own.OwnerKey, int], distribution: str,
+           min_slots: int) -> VipPlan:
+    """``make_plan``, or ``old`` itself when it would equal it: the same LB
+    and VIP objects (an LB recompiled because of the topology only), the same
+    datapaths and group, the same backends live.  A local port plugged in or
+    a MAC learned then keeps the plan, its buckets and its cached hash, and
+    the compile cache finds its part from the old one (``VipCache.relocate``)."""
+    if (old is not None and old.lb is lb and old.vip is vip and old.datapaths == dps
+            and old.group_id == group_ids[old.owner]
+            and old.live_backends == tuple(be for be in vip.backends
+                                           if not topo.is_down(be, vip.protocol))):
+        return old
+    return make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)

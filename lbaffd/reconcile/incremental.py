@@ -26,7 +26,7 @@ from lbaffd.compile.stages import FlowBuilder, port_flows
 from lbaffd.compile.state import DesiredState, VipCache
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, ParseIssue
-from lbaffd.model.plan import Slot, VipPlan, make_plan, plan_vips
+from lbaffd.model.plan import Slot, VipPlan, plan_vips, replan
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import (
     FlowBody,
@@ -160,6 +160,9 @@ class DesiredIndex:
         leaving = {gid for uuid in changed for owner in self.by_lb.get(uuid, [])
                    for gid, _ in cache.get(self.plans[owner], pipeline, max_idle, was).groups()}
         taken = _GroupsTaken(self.groups, leaving)
+        if was is not topo:  # a VIP whose backends' locality alone changed: not compiled
+            for plan in new_plans:
+                cache.relocate(plan, pipeline, max_idle, was, topo)
         for plan in new_plans:
             part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, taken, compiled)
             if part is None:
@@ -293,6 +296,6 @@ class DesiredIndex:
                 owner = own.vip_owner(lb.uuid, vip.key)
                 if owner not in self.group_ids:
                     self.group_ids[owner] = own.allocate_one(owner, self.taken)
-                plans.append(make_plan(lb, vip, dps, topo, self.group_ids, distribution,
-                                       min_slots))
+                plans.append(replan(self.plans.get(owner), lb, vip, dps, topo,
+                                    self.group_ids, distribution, min_slots))
         return plans

@@ -137,3 +137,50 @@ def test_split_groups_change_incrementally_as_a_full_compile() -> None:
                 changes.del_groups) <= 2 * (groupsplit.MAX_PARTS + 1), step
     finally:
         groupsplit.set_limit(groupsplit.GROUP_BODY_LIMIT)
+
+
+def test_locality_and_health_changes_match_a_full_compile() -> None:
+    """Backends becoming local ports or not (their VIPs' parts relocated,
+    not compiled: ``VipCache.relocate``), going down or up, MACs learned:
+    the LBs using the changed backends applied with the old topology give
+    what a full compile under the new one gives."""
+    rnd = random.Random(11)
+    lbs = {f"lb-{n}": lb(n, rnd.sample(range(20, 32), rnd.randint(1, 5)),
+                         **({"affinity_timeout": "30"} if n % 2 else {}))
+           for n in range(40)}
+
+    def compiled(topo: Topology, ids: dict[own.OwnerKey, int]):  # type: ignore[no-untyped-def]
+        t = tuple(lbs.values())
+        ids = own.allocate_group_ids(vip_owners(t, topo), ids)
+        return compile_state(t, topo, ids, P), ids
+
+    topo = TOPO
+    desired, ids = compiled(topo, {})
+    index, cache = DesiredIndex(desired, ids), VipCache()
+    for plan in index.plans.values():  # the cache holds what the full pass compiled
+        cache.get(plan, P, 65535, topo)
+    for step in range(40):
+        addr = ipaddress.ip_address(f"10.0.0.{rnd.randrange(20, 32)}")
+        kind = rnd.choice(("local", "local", "down", "mac"))
+        if kind == "local":
+            new_topo = Topology(topo.local_ports, topo.macs, topo.down, topo.attached,
+                                topo.local_ips ^ {addr})
+        elif kind == "down":
+            new_topo = Topology(topo.local_ports, topo.macs, topo.down ^ {(addr, 8080, "tcp")},
+                                topo.attached, topo.local_ips)
+        else:
+            macs = dict(topo.macs)
+            macs[(1, addr)] = f"02:00:00:00:01:{step:02x}"
+            new_topo = Topology(topo.local_ports, MappingProxyType(macs), topo.down,
+                                topo.attached, topo.local_ips)
+        users = {u: x for u, x in lbs.items()
+                 if any(be.ip == addr for v in x.vips for be in v.backends)}
+        if not users:
+            continue
+        changes = index.apply(users, new_topo, P, cache, 65535, "balanced", 1, old_topo=topo)
+        assert changes is not None, step
+        topo = new_topo
+        want, _ = compiled(topo, index.group_ids)
+        assert index.flows == dict(want.state.flows), (step, kind)
+        assert index.groups == dict(want.state.groups), (step, kind)
+    assert cache.relocated >= 5
