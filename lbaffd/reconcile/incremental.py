@@ -117,6 +117,9 @@ class DesiredIndex:
         self.issues = desired.issues
         self.group_ids: dict[own.OwnerKey, int] = dict(group_ids)
         self.taken: set[int] = set(self.group_ids.values())
+        # the plans the last ``apply`` took out, each with its successor (None:
+        # the VIP went): whose backends may have left (``ctflush``)
+        self.replaced: tuple[tuple[VipPlan, VipPlan | None], ...] = ()
 
     def desired(self) -> DesiredState:
         """The current state as a DesiredState (the dicts are shared, not copied)."""
@@ -232,6 +235,7 @@ class DesiredIndex:
                 self.slots[(tk, plan.vip.endpoint, plan.vip.protocol)] = plan.owner
         if ports:
             self._swap_ports(was, topo, pipeline, remember)
+        self.replaced = tuple((plan, self.plans.get(plan.owner)) for plan in removed)
         new_set = set(new_plans)
         for plan in removed:
             if plan not in new_set or was is not topo:

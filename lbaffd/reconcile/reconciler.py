@@ -32,7 +32,7 @@ from lbaffd.compile.state import (
 from lbaffd.model import ownership as own
 from lbaffd.model.distribution import BALANCED
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
-from lbaffd.model.plan import plan_pass
+from lbaffd.model.plan import VipPlan, plan_pass
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
 from lbaffd.openflow.channel import OpenFlowError
@@ -90,6 +90,9 @@ class ReconcileResult:
     # an audit of unchanged inputs (audit_unchanged): every change it sent put
     # back what someone else removed or changed on the switch
     repair: bool = False
+    # an incremental pass: the plans it replaced, each with its successor
+    # (None: the VIP went); None: a full pass, any plan may have changed
+    replaced: tuple[tuple[VipPlan, VipPlan | None], ...] | None = None
 
 
 def _group_ref(spec: FlowSpec) -> int:
@@ -675,6 +678,7 @@ class Reconciler:
             # (named apart from a full pass's: ``compile_ms`` says a full pass ran)
             phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled),
                     ("ack", t_end - t_committed)),
+            replaced=index.replaced,
         )
 
 

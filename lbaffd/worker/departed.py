@@ -26,7 +26,8 @@ def flush_departed(before: tuple[VipPlan, ...], result: ReconcileResult, pipelin
     c = result.changes
     if not before or not (c.mod_groups or c.del_groups or c.del_flows):
         return
-    gone = ctflush.departures(before, result.desired.vips, pipeline)
+    gone = (ctflush.departures(before, result.desired.vips, pipeline)
+            if result.replaced is None else ctflush.replaced_departures(result.replaced, pipeline))
     if not gone:
         return
     try:

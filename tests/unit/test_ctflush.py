@@ -9,17 +9,28 @@ import socket
 import struct
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
 from lbaffd.compile.layout import Pipeline, companion
-from lbaffd.model.loadbalancer import LoadBalancer, parse_endpoint, parse_load_balancer, parse_vip
-from lbaffd.model.plan import VipPlan
+from lbaffd.compile.state import VipCache, compile_state
+from lbaffd.model import ownership as own
+from lbaffd.model.loadbalancer import (
+    LoadBalancer,
+    parse_all,
+    parse_endpoint,
+    parse_load_balancer,
+    parse_vip,
+)
+from lbaffd.model.plan import VipPlan, vip_owners
+from lbaffd.model.topology import Topology
 from lbaffd.openflow.ctflush import CtFlush, CtTuple
-from lbaffd.reconcile.ctflush import departures
-from lbaffd.sb.records import LoadBalancerRow
+from lbaffd.reconcile.ctflush import departures, replaced_departures
+from lbaffd.reconcile.incremental import DesiredIndex
+from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 ip = ipaddress.ip_address
 
@@ -165,3 +176,35 @@ def test_ip_only_vip_flushes_every_protocol() -> None:
     (gone,) = departures([old], [plan("10.0.0.21", key="10.0.0.100")], Pipeline())
     assert gone.flushes == (CtFlush(1, 0, CtTuple(dst=ip("10.0.0.100")),
                                     CtTuple(src=ip("10.0.0.22"))),)
+
+
+def test_an_incremental_pass_flushes_what_a_scan_of_every_plan_finds() -> None:
+    """An incremental pass names the plans it replaced (``DesiredIndex.replaced``):
+    the departures found from them alone equal those a scan of every plan
+    finds, for a health flip and a backend removed."""
+    dp = DatapathRow("dp-1", 1, "ls1")
+    rows = [LoadBalancerRow(f"u{n}", f"lb{n}", MappingProxyType(
+        {f"10.1.0.{n}:53": ",".join(f"10.0.0.{20 + (n + k) % 6}:53" for k in range(3))}),
+        protocol="udp" if n % 3 else "tcp", datapaths=("dp-1",)) for n in range(1, 30)]
+    lbs, _ = parse_all(rows, {"dp-1": dp}, {})
+    topo = Topology((), MappingProxyType({}), attached=frozenset({1}))
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    index = DesiredIndex(compile_state(lbs, topo, ids, Pipeline()), ids)
+    cache = VipCache()
+    before = tuple(index.plans.values())
+    down = replace(topo, down=frozenset({(ip("10.0.0.22"), 53, "udp")}))
+    users = {lb.uuid: lb for lb in lbs
+             if any(be.ip == ip("10.0.0.22") for v in lb.vips for be in v.backends)}
+    assert index.apply(users, down, Pipeline(), cache, 65535, "default", 16,
+                       old_topo=topo) is not None
+    found = replaced_departures(index.replaced, Pipeline())
+    assert found == departures(before, index.plans.values(), Pipeline())
+    assert {str(d.backend) for d in found} == {"10.0.0.22:53"} and len(found) >= 5
+    before = tuple(index.plans.values())
+    (one,) = (lb for lb in lbs if lb.name == "lb1")
+    fewer = parse_all([replace(rows[0], vips=MappingProxyType({"10.1.0.1:53": "10.0.0.21:53"}))],
+                      {"dp-1": dp}, {})[0][0]
+    assert index.apply({one.uuid: fewer}, down, Pipeline(), cache, 65535, "default",
+                       16) is not None
+    found = replaced_departures(index.replaced, Pipeline())
+    assert found == departures(before, index.plans.values(), Pipeline()) != []
