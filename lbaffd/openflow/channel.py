@@ -1,10 +1,11 @@
 """A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp).
 
-os-ken is the codec (bulk flow and group mods come pre-encoded from
-``messages``); this module owns the socket (os-ken's ``Datapath`` sets
-TCP_NODELAY and fails on a unix socket, and without its app manager nobody
-answers echo requests).  One reader thread answers echoes, routes replies to
-waiters by xid and hands asynchronous messages to a callback; callers block on
+Flow and group mods come encoded from ``messages``; the few control
+messages and OpenFlow's constants come from ``oskenfallback``.  This module
+owns the socket (os-ken's ``Datapath`` sets TCP_NODELAY and fails on a unix
+socket, and without its app manager nobody answers echo requests).  One
+reader thread answers echoes, routes replies to waiters by xid and hands
+asynchronous messages to a callback; callers block on
 ``request``/``bundle``/``barrier`` from any thread.
 """
 
@@ -23,17 +24,14 @@ from typing import Any
 
 import structlog
 import tenacity
-from os_ken.ofproto import ofproto_parser
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
-from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from lbaffd.model import ownership as own
 from lbaffd.openflow import groupdesc, messages
+from lbaffd.openflow import oskenfallback as fallback
+from lbaffd.openflow.oskenfallback import constants as ofp
 
 log = structlog.get_logger("lbaffd.openflow")
 
-DP = ProtocolDesc(version=ofp.OFP_VERSION)
 HEADER = struct.Struct("!BBHI")
 SEND_CHUNK = 256 * 1024  # bundle adds are written in batches of about this many bytes
 OFPMPF_REPLY_MORE = 1
@@ -65,7 +63,7 @@ class OpenFlowError(Exception):
 
     def __init__(self, err_type: int, code: int, xid: int, data: bytes = b"") -> None:
         self.err_type, self.code, self.xid, self.data = err_type, code, xid, data
-        super().__init__(f"OpenFlow error {_error_name(err_type, code)} (xid {xid})")
+        super().__init__(f"OpenFlow error {fallback.error_name(err_type, code)} (xid {xid})")
 
 
 class ConnectionLost(Exception):
@@ -74,21 +72,6 @@ class ConnectionLost(Exception):
 
 class OpenFlowTimeout(Exception):
     """No reply in time."""
-
-
-def _error_name(err_type: int, code: int) -> str:
-    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
-    tname = types.get(err_type, str(err_type))
-    suffix = {"OFPET_BAD_REQUEST": "OFPBRC_", "OFPET_BAD_ACTION": "OFPBAC_",
-              "OFPET_BAD_MATCH": "OFPBMC_", "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
-              "OFPET_GROUP_MOD_FAILED": "OFPGMFC_", "OFPET_BUNDLE_FAILED": "OFPBFC_",
-              "OFPET_BAD_INSTRUCTION": "OFPBIC_"}.get(tname)
-    cname = str(code)
-    if suffix:
-        codes = {v: k for k, v in vars(ofp).items()
-                 if k.startswith(suffix) and isinstance(v, int)}
-        cname = codes.get(code, cname)
-    return f"{tname}/{cname}"
 
 
 @dataclass
@@ -106,11 +89,7 @@ class Reply:
 
     def parse(self) -> Any:
         """The os-ken object, or None where os-ken cannot parse it."""
-        try:
-            return ofproto_parser.msg(DP, ofp.OFP_VERSION, self.msg_type, len(self.raw),
-                                      self.xid, self.raw)
-        except Exception:
-            return None
+        return fallback.parse_message(self.msg_type, self.xid, self.raw)
 
 
 @dataclass
@@ -220,10 +199,7 @@ class OpenFlowChannel:
                 raise OSError(f"expected HELLO, got message type {msg_type}")
             if version < ofp.OFP_VERSION:
                 raise OpenFlowError(ofp.OFPET_HELLO_FAILED, ofp.OFPHFC_INCOMPATIBLE, 0)
-            feat = parser.OFPFeaturesRequest(DP)
-            feat.xid = 0xFFFFFFF0
-            feat.serialize()
-            sock.sendall(feat.buf)
+            sock.sendall(fallback.features_request(0xFFFFFFF0))
             while True:
                 raw = _read_msg(sock)
                 if raw[1] == ofp.OFPT_FEATURES_REPLY:
@@ -481,7 +457,7 @@ class OpenFlowChannel:
                 raise w.error
 
     def barrier(self, timeout: float | None = None) -> None:
-        self.request(parser.OFPBarrierRequest(DP), timeout)
+        self.request(fallback.barrier_request(), timeout)
 
     def open_bundle(self, timeout: float | None = None) -> Bundle:
         """A bundle written while it is built; ``with channel.open_bundle() as
@@ -499,35 +475,18 @@ class OpenFlowChannel:
         """Ask for FLOW_REMOVED, PACKET_IN (reject flows) and REQUESTFORWARD
         (group mods by others) on this (service) connection: OVS sends none of
         them to a management-socket connection until its async config asks."""
-        removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
-                   | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
-        forward = (1 << ofp.OFPRFR_GROUP_MOD) | (1 << ofp.OFPRFR_METER_MOD)
-        packet_in = 1 << ofp.OFPR_APPLY_ACTION  # reject flows' output:CONTROLLER
-        props = [parser.OFPAsyncConfigPropReasons(type_=t, mask=mask)
-                 for t, mask in ((ofp.OFPACPT_FLOW_REMOVED_MASTER, removed),
-                                 (ofp.OFPACPT_FLOW_REMOVED_SLAVE, removed),
-                                 (ofp.OFPACPT_PACKET_IN_MASTER, packet_in),
-                                 (ofp.OFPACPT_PACKET_IN_SLAVE, packet_in),
-                                 (ofp.OFPACPT_REQUESTFORWARD_MASTER, forward),
-                                 (ofp.OFPACPT_REQUESTFORWARD_SLAVE, forward))]
-        self.send(parser.OFPSetAsync(DP, properties=props))
+        self.send(fallback.async_config_request())
         self.barrier()
 
     def packet_out(self, out_port: int, data: bytes) -> None:
         """Send ``data`` out of ``out_port`` (as if from the controller)."""
-        self.send(parser.OFPPacketOut(
-            DP, buffer_id=ofp.OFP_NO_BUFFER, match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
-            actions=[parser.OFPActionOutput(out_port, 0)], data=data))
+        self.send(fallback.packet_out(out_port, data))
 
     def monitor_flows(self) -> None:
         """Start an OF1.5 flow monitor on every table: flows other controllers
         add, modify or remove are reported to ``on_async`` as multipart replies
         (this connection's own changes arrive abbreviated)."""
-        req = parser.OFPFlowMonitorRequest(
-            DP, flags=0, monitor_id=1, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-            monitor_flags=ofp.OFPFMF_ADD | ofp.OFPFMF_REMOVED | ofp.OFPFMF_MODIFY,
-            table_id=ofp.OFPTT_ALL, command=ofp.OFPFMC_ADD, match=parser.OFPMatch())
-        self.request(req)
+        self.request(fallback.flow_monitor_request())
 
     # ------------------------------------------------------------ dumps
 
@@ -536,10 +495,7 @@ class OpenFlowChannel:
                        out_port: int = ofp.OFPP_ANY) -> list[Reply]:
         """Raw flow-desc reply parts for flows whose cookie matches (and, with
         ``out_port``, that output to that port)."""
-        req = parser.OFPFlowDescStatsRequest(
-            DP, 0, table_id, out_port, ofp.OFPG_ANY, cookie, cookie_mask,
-            parser.OFPMatch())
-        return self.request(req)
+        return self.request(fallback.flow_desc_request(cookie, cookie_mask, table_id, out_port))
 
     def dump_group_desc(self) -> list[Reply]:
         """lbaffd's groups as group-desc reports them (foreign ones too when
@@ -567,7 +523,7 @@ class OpenFlowChannel:
         and between two rounds of a connection's messages (``ofconn_run``
         handles at most 50 per round, ofproto/connmgr.c) the switch serves
         the others."""
-        stats = self.request(parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL))
+        stats = self.request(fallback.group_stats_request())
         sizes = group_bucket_counts(stats)
         risky = tuple(sorted(g for g, n in sizes.items()
                              if n > SAFE_FOREIGN_BUCKETS and not own.is_lbaffd_group(g)))
@@ -579,7 +535,7 @@ class OpenFlowChannel:
                                    "lbaffd reads its own groups one by one")
             self.skipped_groups = risky
         if not risky and not self.group_desc_window:
-            return self.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+            return self.request(fallback.group_desc_request())
         return self._group_descs(sorted(g for g in sizes if own.is_lbaffd_group(g)),
                                  max(1, self.group_desc_window))
 
@@ -593,7 +549,7 @@ class OpenFlowChannel:
                 for gid in ids[start:start + window]:
                     xid, w = self._register()
                     waiting.append((xid, w))
-                    self.send(parser.OFPGroupDescStatsRequest(DP, 0, gid), xid)
+                    self.send(fallback.group_desc_request(gid), xid)
             except ConnectionLost:
                 with self._waiters_lock:
                     for xid, _ in waiting:
@@ -707,8 +663,7 @@ class Bundle:
 
     def _ctrl(self, kind: int) -> None:
         assert self._id is not None
-        self._ch.request(parser.OFPBundleCtrlMsg(DP, self._id, kind, self._flags, []),
-                         self._timeout)
+        self._ch.request(fallback.bundle_control(self._id, kind, self._flags), self._timeout)
 
     def add(self, m: Any) -> None:
         ch = self._ch

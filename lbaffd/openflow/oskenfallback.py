@@ -12,7 +12,10 @@ lbaffd encodes and decodes what it writes itself (``oxm``, ``actions``,
   lbaffd's (``decode_actions``), anything else into ``Opaque`` so that the
   entry never equals a desired one and is repaired;
 - the replies the daemon reads but does not decode itself (group stats,
-  the learned entries' loads for ``ovs-appctl``).
+  the learned entries' loads for ``ovs-appctl``, asynchronous messages);
+- the channel's few control messages (features, barrier, bundle control,
+  async config, packet-out, flow monitor, dump requests) and OpenFlow's
+  constants (``constants``): the channel imports no os-ken of its own.
 
 os-ken 4.2's ``OFPActionCopyField.parser`` slices past the end of the action
 (it reads ``len_`` bytes *after* the fixed part), and OVS reports every
@@ -28,7 +31,7 @@ from typing import Any
 
 from os_ken import utils
 from os_ken.lib import type_desc
-from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import nicira_ext, ofproto_parser
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
@@ -54,6 +57,8 @@ from lbaffd.openflow.flowspec import (
 from lbaffd.openflow.groupdesc import BUCKET, GROUP_DESC, PROP, entry_framed
 
 DP = ProtocolDesc(version=ofp.OFP_VERSION)
+# OpenFlow 1.5's numbers (os-ken's ofproto_v1_5) for modules that import no os-ken
+constants: Any = ofp
 
 NX_NAT_F_SRC = 1
 NX_NAT_F_DST = 2
@@ -357,9 +362,103 @@ def decode_group_entry(buf: bytes, offset: int) -> RawGroup:
     return RawGroup(group_id, gtype, tuple(buckets), tuple(props), bytes(buf[offset:end]))
 
 
+# ------------------------------------------------------------------ the channel's own messages
+# The few control messages ``channel`` sends, built by os-ken: none is sent
+# often enough for its encoding to matter, and none carries lbaffd's actions.
+
+
 def group_stats_request() -> Any:
     """OFPMP_GROUP_STATS of every group (its reply is parsed by os-ken)."""
     return parser.OFPGroupStatsRequest(DP, 0, ofp.OFPG_ALL)
+
+
+def group_desc_request(group_id: int = ofp.OFPG_ALL) -> Any:
+    """OFPMP_GROUP_DESC of one group, or of every group."""
+    return parser.OFPGroupDescStatsRequest(DP, 0, group_id)
+
+
+def flow_desc_request(cookie: int, cookie_mask: int, table_id: int = ofp.OFPTT_ALL,
+                      out_port: int = ofp.OFPP_ANY) -> Any:
+    """OFPMP_FLOW_DESC of the flows whose cookie matches (and that output to
+    ``out_port``, unless it is OFPP_ANY)."""
+    return parser.OFPFlowDescStatsRequest(DP, 0, table_id, out_port, ofp.OFPG_ANY,
+                                          cookie, cookie_mask, parser.OFPMatch())
+
+
+def features_request(xid: int) -> bytes:
+    """OFPT_FEATURES_REQUEST, encoded (sent before the reader thread runs)."""
+    feat = parser.OFPFeaturesRequest(DP)
+    feat.xid = xid
+    feat.serialize()
+    return bytes(feat.buf)
+
+
+def barrier_request() -> Any:
+    return parser.OFPBarrierRequest(DP)
+
+
+def bundle_control(bundle_id: int, kind: int, flags: int) -> Any:
+    """OFPT_BUNDLE_CONTROL (open, commit or discard) of bundle ``bundle_id``."""
+    return parser.OFPBundleCtrlMsg(DP, bundle_id, kind, flags, [])
+
+
+def async_config_request() -> Any:
+    """OFPT_SET_ASYNC asking for FLOW_REMOVED (every reason), PACKET_IN of
+    ``output:CONTROLLER`` actions (the reject flows) and REQUESTFORWARD of
+    group and meter mods, as master and as slave."""
+    removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
+               | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+    forward = (1 << ofp.OFPRFR_GROUP_MOD) | (1 << ofp.OFPRFR_METER_MOD)
+    packet_in = 1 << ofp.OFPR_APPLY_ACTION
+    props = [parser.OFPAsyncConfigPropReasons(type_=t, mask=mask)
+             for t, mask in ((ofp.OFPACPT_FLOW_REMOVED_MASTER, removed),
+                             (ofp.OFPACPT_FLOW_REMOVED_SLAVE, removed),
+                             (ofp.OFPACPT_PACKET_IN_MASTER, packet_in),
+                             (ofp.OFPACPT_PACKET_IN_SLAVE, packet_in),
+                             (ofp.OFPACPT_REQUESTFORWARD_MASTER, forward),
+                             (ofp.OFPACPT_REQUESTFORWARD_SLAVE, forward))]
+    return parser.OFPSetAsync(DP, properties=props)
+
+
+def packet_out(out_port: int, data: bytes) -> Any:
+    """OFPT_PACKET_OUT of ``data`` through ``out_port``, as from the controller."""
+    return parser.OFPPacketOut(
+        DP, buffer_id=ofp.OFP_NO_BUFFER, match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
+        actions=[parser.OFPActionOutput(out_port, 0)], data=data)
+
+
+def flow_monitor_request() -> Any:
+    """An OF1.5 flow monitor (id 1) of additions, removals and modifications
+    in every table."""
+    return parser.OFPFlowMonitorRequest(
+        DP, flags=0, monitor_id=1, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        monitor_flags=ofp.OFPFMF_ADD | ofp.OFPFMF_REMOVED | ofp.OFPFMF_MODIFY,
+        table_id=ofp.OFPTT_ALL, command=ofp.OFPFMC_ADD, match=parser.OFPMatch())
+
+
+def parse_message(msg_type: int, xid: int, raw: bytes) -> Any:
+    """The os-ken object of a whole message, or None where os-ken cannot
+    parse it (asynchronous messages, the learned entries' loads)."""
+    try:
+        return ofproto_parser.msg(DP, ofp.OFP_VERSION, msg_type, len(raw), xid, raw)
+    except Exception:
+        return None
+
+
+def error_name(err_type: int, code: int) -> str:
+    """``OFPET_…/OFPxxC_…`` of an OFPT_ERROR, numbers where os-ken has no name."""
+    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
+    tname = types.get(err_type, str(err_type))
+    suffix = {"OFPET_BAD_REQUEST": "OFPBRC_", "OFPET_BAD_ACTION": "OFPBAC_",
+              "OFPET_BAD_MATCH": "OFPBMC_", "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+              "OFPET_GROUP_MOD_FAILED": "OFPGMFC_", "OFPET_BUNDLE_FAILED": "OFPBFC_",
+              "OFPET_BAD_INSTRUCTION": "OFPBIC_"}.get(tname)
+    cname = str(code)
+    if suffix:
+        codes = {v: k for k, v in vars(ofp).items()
+                 if k.startswith(suffix) and isinstance(v, int)}
+        cname = codes.get(code, cname)
+    return f"{tname}/{cname}"
 
 
 # ------------------------------------------------------------------ os-ken actions -> lbaffd's

@@ -25,10 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from os_ken.ofproto import ofproto_v1_5 as ofp
-from os_ken.ofproto import ofproto_v1_5_parser as parser
 
-from lbaffd.openflow.channel import DP, OpenFlowChannel, SkippedEntry
+from lbaffd.openflow import oskenfallback
+from lbaffd.openflow.channel import OpenFlowChannel, SkippedEntry
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
@@ -105,7 +104,7 @@ def test_foreign_group_too_large_to_report_is_skipped(sandbox: Sandbox, topo: To
         ch = OpenFlowChannel(f"unix:{sandbox.mgmt_socket}", on_skipped=skipped.append)
         ch.connect(5)
         try:
-            replies = ch.request(parser.OFPGroupDescStatsRequest(DP, 0, ofp.OFPG_ALL))
+            replies = ch.request(oskenfallback.group_desc_request())
             ids = {g for r in replies for _, g, _ in iter_group_entries(r.raw)}
             assert gid not in ids and ids  # lbaffd's groups are there, the big one left out
             assert [(e.group_id, e.buckets, e.kind) for e in skipped] == [
