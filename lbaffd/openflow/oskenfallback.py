@@ -182,11 +182,7 @@ def parse_actions(buf: bytes, offset: int, length: int) -> tuple[Any, ...]:
         raise DecodeError(f"actions past the buffer ({end} > {len(buf)})")
     out: list[Any] = []
     while offset < end:
-        if offset + 4 > end:
-            raise DecodeError(f"truncated action header at offset {offset}")
-        type_, len_ = struct.unpack_from("!HH", buf, offset)
-        if len_ < 8 or len_ % 8 or offset + len_ > end:
-            raise DecodeError(f"bad action length {len_} at offset {offset}")
+        type_, len_ = _action_header(buf, offset, end, "action")
         _check_nested(buf, offset, len_, type_)
         try:
             if type_ == ofp.OFPAT_COPY_FIELD:
@@ -209,13 +205,20 @@ def _check_nested(buf: bytes, offset: int, len_: int, type_: int) -> None:
         return
     pos, end = offset + fixed, offset + len_
     while pos < end:
-        if pos + 4 > end:
-            raise DecodeError(f"truncated nested action at offset {pos}")
-        ntype, nlen = struct.unpack_from("!HH", buf, pos)
-        if nlen < 8 or nlen % 8 or pos + nlen > end:
-            raise DecodeError(f"bad nested action length {nlen} at offset {pos}")
+        ntype, nlen = _action_header(buf, pos, end, "nested action")
         _check_nested(buf, pos, nlen, ntype)
         pos += nlen
+
+
+def _action_header(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """Type and length of the action at ``pos``, framed within ``end`` (a
+    length that is short, unaligned or past the list would loop or overrun)."""
+    if pos + 4 > end:
+        raise DecodeError(f"truncated {what} header at offset {pos}")
+    type_, len_ = struct.unpack_from("!HH", buf, pos)
+    if len_ < 8 or len_ % 8 or pos + len_ > end:
+        raise DecodeError(f"bad {what} length {len_} at offset {pos}")
+    return type_, len_
 
 
 def _parse_copy_field(buf: bytes, offset: int, len_: int) -> Any:
