@@ -24,46 +24,49 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable, Mapping
-
-_trim: Callable[[int], int] | None = None
-_mallopt: Callable[[int, int], int] | None = None
-_loaded = False
+from dataclasses import dataclass
 
 M_ARENA_MAX = -8  # glibc malloc.h
 
 
-def _load() -> Callable[[int], int] | None:
-    global _trim, _mallopt, _loaded
-    if not _loaded:
-        _loaded = True
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-            fn = getattr(libc, "malloc_trim", None)
-            opt = getattr(libc, "mallopt", None)
-        except OSError:
-            fn = opt = None
-        if fn is not None:  # glibc (musl has none)
-            fn.argtypes = [ctypes.c_size_t]
-            fn.restype = ctypes.c_int
-            _trim = fn
-        if opt is not None:
-            opt.argtypes = [ctypes.c_int, ctypes.c_int]
-            opt.restype = ctypes.c_int
-            _mallopt = opt
-    return _trim
+@dataclass(frozen=True)
+class _Glibc:
+    """glibc's allocator controls, where this C library has them."""
+
+    trim: Callable[[int], int] | None
+    mallopt: Callable[[int, int], int] | None
+
+
+@functools.cache
+def _glibc() -> _Glibc:
+    """Looked up once: the C library does not change under a process."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        fn = getattr(libc, "malloc_trim", None)
+        opt = getattr(libc, "mallopt", None)
+    except OSError:
+        fn = opt = None
+    if fn is not None:  # glibc (musl has none)
+        fn.argtypes = [ctypes.c_size_t]
+        fn.restype = ctypes.c_int
+    if opt is not None:
+        opt.argtypes = [ctypes.c_int, ctypes.c_int]
+        opt.restype = ctypes.c_int
+    return _Glibc(fn, opt)
 
 
 def available() -> bool:
     """This C library has ``malloc_trim`` (glibc; musl has none)."""
-    return _load() is not None
+    return _glibc().trim is not None
 
 
 def trim() -> bool:
     """Release the free memory of every malloc arena; True when any was."""
-    fn = _load()
+    fn = _glibc().trim
     return bool(fn(0)) if fn is not None else False
 
 
@@ -76,5 +79,5 @@ def limit_arenas(arenas: int = 1, environ: Mapping[str, str] | None = None) -> b
     env = os.environ if environ is None else environ
     if "MALLOC_ARENA_MAX" in env:
         return False
-    _load()
-    return _mallopt is not None and _mallopt(M_ARENA_MAX, arenas) == 1
+    opt = _glibc().mallopt
+    return opt is not None and opt(M_ARENA_MAX, arenas) == 1
