@@ -291,11 +291,16 @@ class BucketMemo:
         return len(self._last) + len(self._used)
 
 
+def live_backends(vip: Vip, topo: Topology) -> tuple[Endpoint, ...]:
+    """The backends of ``vip`` that no health check reports down."""
+    return tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
+
+
 def make_plan(lb: LoadBalancer, vip: Vip, dps: tuple[int, ...], topo: Topology,
               group_ids: Mapping[own.OwnerKey, int], distribution: str,
               min_slots: int, memo: BucketMemo | None = None) -> VipPlan:
     owner = own.vip_owner(lb.uuid, vip.key)
-    live = tuple(be for be in vip.backends if not topo.is_down(be, vip.protocol))
+    live = live_backends(vip, topo)
     # hash(ip_src) (affinity) is rendezvous hashing: no slot table to fill
     hashed = lb.affinity_timeout or lb.selection_fields
     mode = "client-hash" if hashed else lb.distribution or distribution
@@ -314,7 +319,6 @@ def replan(old: VipPlan | None, lb: LoadBalancer, vip: Vip, dps: tuple[int, ...]
     the compile cache finds its part from the old one (``VipCache.relocate``)."""
     if (old is not None and old.lb is lb and old.vip is vip and old.datapaths == dps
             and old.group_id == group_ids[old.owner]
-            and old.live_backends == tuple(be for be in vip.backends
-                                           if not topo.is_down(be, vip.protocol))):
+            and old.live_backends == live_backends(vip, topo)):
         return old
     return make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots)
