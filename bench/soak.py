@@ -60,6 +60,9 @@ PERIODS = {  # event -> seconds between two of them
 DISRUPTIONS = (("vswitchd_restart", 0.4), ("sb_reconnect", 0.6))  # at this share of the run
 TARGET_SLOPE_PCT_PER_10MIN = 1.0
 IDLE_SETTLE = 10.0  # seconds between the last event and the idle window
+# seconds after a disruption during which the daemon may hold one socket
+# less (the connection it lost) or one thread more (the reconnect)
+RECONNECT_GRACE = 15.0
 
 
 # ------------------------------------------------------------------ sampling
@@ -175,10 +178,17 @@ def analyse(samples: list[Sample], warmup: float,
     # a scrape, a control command or a reconnect holds a thread or a socket
     # while it runs (a scrape at N=1000 takes seconds: samples often meet one):
     # what must not drift is the baseline, the least seen early against late
-    fds_early = min(s.fds for s in first_quarter)
-    fds_late = min(s.fds for s in last_quarter)
-    threads_early = min(s.threads for s in first_quarter)
-    threads_late = min(s.threads for s in last_quarter)
+    # (and a disruption closes a connection until the daemon is back: samples
+    # taken within RECONNECT_GRACE of one do not set the baseline)
+    def settled(quarter: list[Sample]) -> list[Sample]:
+        kept = [s for s in quarter
+                if not any(t <= s.t < t + RECONNECT_GRACE for t, _ in disruptions)]
+        return kept or quarter
+    early, late = settled(first_quarter), settled(last_quarter)
+    fds_early = min(s.fds for s in early)
+    fds_late = min(s.fds for s in late)
+    threads_early = min(s.threads for s in early)
+    threads_late = min(s.threads for s in late)
     steps = rss_steps(samples, disruptions)
     peaks = [s.peak_mb for s in steady if s.peak_mb]
     return {

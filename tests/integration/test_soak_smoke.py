@@ -32,7 +32,9 @@ def test_short_soak_runs_every_event_and_is_analysed(tmp_path: Path) -> None:
     assert analysis["judged"] and set(analysis["targets"]) == {
         "rss_slope_lt_1pct_per_10min", "fds_constant", "threads_constant",
         "every_step_came_back"}
-    assert analysis["targets"]["fds_constant"] and analysis["targets"]["threads_constant"]
+    assert analysis["targets"]["fds_constant"] and analysis["targets"]["threads_constant"], (
+        analysis["fds_early_late"], analysis["threads_early_late"], result["disruptions"],
+        [(s["t"], s["fds"], s["threads"]) for s in samples])
     # the idle window: audits only, none recompiled
     idle = result["idle"]
     assert idle["audits"] >= 1 and idle["recompiles"] == 0, idle

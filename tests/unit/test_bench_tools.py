@@ -73,6 +73,14 @@ def test_soak_analysis_leaks_of_fds_and_threads_are_seen() -> None:
                       9 if i % 3 == 0 or (i > 150 and i % 7) else 8) for i in range(240)]
     got = analyse(samples, warmup=0.0, disruptions=[])
     assert got["targets"]["threads_constant"] and got["targets"]["fds_constant"]
+    # a connection the daemon lost to a disruption, while it reconnects, sets no baseline
+    samples = [Sample(i * 5.0, 100.0, 0.0, 12 if 4 <= i < 6 else 13, 8) for i in range(40)]
+    got = analyse(samples, warmup=0.0, disruptions=[(20.0, "vswitchd_restart")])
+    assert got["fds_early_late"] == [13, 13] and got["targets"]["fds_constant"]
+    # ... but one lost for good is seen
+    samples = [Sample(i * 5.0, 100.0, 0.0, 12 if i >= 30 else 13, 8) for i in range(40)]
+    got = analyse(samples, warmup=0.0, disruptions=[(150.0, "sb_reconnect")])
+    assert not got["targets"]["fds_constant"]
 
 
 def test_soak_endpoint_change_keeps_the_service_shape() -> None:
