@@ -586,10 +586,12 @@ class FakeBundle:
         return None
 
     def commit(self) -> None:
+        """As ``channel.Bundle.commit``: a barrier follows the commit."""
         self._check_open()
         self._closed = True
         if self._msgs:
             self._switch.commit(self._msgs)
+            self._switch.barrier()
 
     def discard(self) -> None:
         self._check_open()

@@ -3,7 +3,8 @@
 The switch is the source of truth for what is installed (as in ovn-controller's
 ofctrl): every pass reads lbaffd's flows (by cookie magic) and groups (by id
 range) back from ovs-vswitchd, diffs, and sends the changes as one atomic,
-ordered bundle followed by a barrier.  After a daemon restart the diff is
+ordered bundle whose commit returns once a barrier sent after it is
+answered (``channel.Bundle``).  After a daemon restart the diff is
 empty, so nothing is removed or re-added and learned affinity entries live on.
 """
 
@@ -52,7 +53,9 @@ _V = TypeVar("_V")
 
 class BundleWriter(Protocol):
     """An atomic bundle written while it is built (``channel.Bundle``); as a
-    context manager it commits when its block ends and discards on an error."""
+    context manager it commits when its block ends and discards on an error.
+    ``commit`` returns once a barrier sent after the commit is answered: the
+    change is on the switch (what ``audit.ChangeLedger`` counts on)."""
 
     count: int
 
@@ -71,7 +74,6 @@ class Channel(Protocol):
     def dump_group_desc(self) -> list[Any]: ...
     def bundle(self, msgs: list[Any]) -> None: ...
     def open_bundle(self) -> BundleWriter: ...
-    def barrier(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,9 @@ class ReconcileResult:
     foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
     audited: bool = True  # installed state read back from the switch this pass
     # where a full pass spent its time, in seconds: reading the switch back,
-    # compiling (and streaming the bundle), committing it, the barrier; an
-    # incremental one: the step's compile (``apply``), its bundle, the barrier
+    # compiling (and streaming the bundle), committing it (until the barrier
+    # after the commit is answered); an incremental one: the step's compile
+    # (``apply``), its bundle until that barrier (``send``)
     phases: tuple[tuple[str, float], ...] = ()
     # an audit of unchanged inputs (audit_unchanged): every change it sent put
     # back what someone else removed or changed on the switch
@@ -474,11 +477,8 @@ class Reconciler:
                 bundle.add(messages.group_delete(gid))
             self._attempt = (bundle, ledger, desired)
             t_compiled = time.monotonic()
-        t_committed = time.monotonic()
-        if bundle.count:
-            channel.barrier()
+        t_committed = time.monotonic()  # the commit returned: its barrier is answered
         self._attempt = None  # (its ledger is ~1 MB after a cold pass)
-        t_end = time.monotonic()
         if audit:
             self._decoded.adopt(desired.state.flows)
         # the index takes the compiled dicts (no copy of 80k entries at 5000
@@ -493,7 +493,7 @@ class Reconciler:
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
             foreign=foreign, audited=audit,
             phases=(("read", t_read - start), ("compile", t_compiled - t_read),
-                    ("commit", t_committed - t_compiled), ("barrier", t_end - t_committed)),
+                    ("commit", t_committed - t_compiled)),
         )
 
     def _compile_then_read_groups(
@@ -617,8 +617,7 @@ class Reconciler:
         if changes.empty:
             return total
         self._index = self._installed = None  # unknown if the bundle fails
-        self._send(channel, changes)
-        channel.barrier()
+        self._send(channel, changes)  # (its commit returns after a barrier)
         self.ledger.record(changes)
         self._index = index
         self._installed = PackedState(index.flows, index.groups)
@@ -663,10 +662,8 @@ class Reconciler:
                 if self._blame(exc, {u: lb for u, lb in changed.items() if lb is not None}):
                     return None  # a full pass runs now, without the refused VIP
                 raise
-            t_committed = time.monotonic()
-            channel.barrier()
+            t_committed = time.monotonic()  # (after the commit's barrier)
             self.ledger.record(changes)
-        t_end = time.monotonic()
         self._index = index
         self._group_ids = index.group_ids
         desired = index.desired()
@@ -676,8 +673,7 @@ class Reconciler:
             installed_groups=len(desired.state.groups), seconds=time.monotonic() - start,
             foreign=0, audited=False,
             # (named apart from a full pass's: ``compile_ms`` says a full pass ran)
-            phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled),
-                    ("ack", t_end - t_committed)),
+            phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled)),
             replaced=index.replaced,
         )
 
@@ -690,5 +686,4 @@ def cleanup(channel: Channel) -> int:
                        messages.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
     msgs += [messages.group_delete(gid) for gid in sorted(installed.groups)]
     channel.bundle(msgs)
-    channel.barrier()
     return len(installed.groups)

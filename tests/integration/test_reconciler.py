@@ -13,8 +13,10 @@ from lbaffd.compile.layout import STANDALONE
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
+from lbaffd.openflow import oskenfallback as fallback
 from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowError
 from lbaffd.openflow.flowspec import FlowSpec, Group, Match, Output
+from lbaffd.openflow.oskenfallback import constants as ofp
 from lbaffd.openflow.packed import flow_id
 from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
@@ -169,6 +171,33 @@ def test_open_bundle_streams_and_stays_atomic(channel: OpenFlowChannel,
     empty = channel.open_bundle()
     empty.commit()  # nothing added: nothing sent
     assert empty.count == 0 and sandbox.dump_flows("table=9") == []
+
+
+def test_bundle_is_one_round_trip_ending_in_a_barrier(channel: OpenFlowChannel,
+                                                     sandbox: Sandbox) -> None:
+    """The open request is not waited for, the commit is followed by a
+    barrier at once: the bundle is applied when ``commit`` returns.  An open
+    the switch refuses is the error raised, not the adds' or the commit's
+    that follow from it (here a bundle id already open on the connection:
+    ovs-vswitchd puts the adds in that bundle, so the flow is applied, and
+    the caller's next pass, a full one, reads it back)."""
+    cookie = 0x1BAF00000000000C
+    f = FlowSpec(9, 20, Match.of(in_port=6), (Output(2),), cookie)
+    before = dict(channel.sent_counts)
+    channel.bundle([messages.flow_add(f)])
+    sent = {k: v - before.get(k, 0) for k, v in channel.sent_counts.items()}
+    assert sent == {"OFPBundleCtrlMsg": 2, "OFPBundleAddMsg": 1, "OFPBarrierRequest": 1}
+    assert len(sandbox.dump_flows("table=9,in_port=6")) == 1
+
+    x = channel.next_xid()  # the next bundle's id will be x + 2 (x + 1: this request)
+    channel.request(fallback.bundle_control(x + 2, ofp.OFPBCT_OPEN_REQUEST, ofp.OFPBF_ATOMIC))
+    b = channel.open_bundle()
+    b.add(messages.flow_delete(f))
+    with pytest.raises(OpenFlowError) as err:
+        b.commit()
+    assert (err.value.err_type, err.value.code) == (ofp.OFPET_BUNDLE_FAILED, ofp.OFPBFC_BAD_ID)
+    assert b.position(err.value.xid) is None  # the open's, not an add's
+    assert not channel._waiters  # nothing of the bundle is waited for any more
 
 
 def test_channel_keepalive_and_disconnect(sandbox: Sandbox) -> None:
