@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class OvsdbWatch:
     db: str
     columns: dict[str, list[str]]  # table -> columns
     updates: list[Update] = field(default_factory=list)
+    # called on the watch's thread for each update as it is recorded
+    on_update: Callable[[Update], None] | None = None
     _sock: socket.socket | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -129,11 +132,16 @@ class OvsdbWatch:
                 self._record(now, msg["params"][1])
 
     def _record(self, at: float, table_updates: dict[str, Any]) -> None:
+        got: list[Update] = []
+        for table, rows in table_updates.items():
+            for row, change in rows.items():
+                new = change.get("new")
+                if new is not None:
+                    got.append(Update(at, table, row, new))
+                elif change.get("old") is not None:
+                    got.append(Update(at, table, row, change["old"], True))
         with self._lock:
-            for table, rows in table_updates.items():
-                for row, change in rows.items():
-                    new = change.get("new")
-                    if new is not None:
-                        self.updates.append(Update(at, table, row, new))
-                    elif change.get("old") is not None:
-                        self.updates.append(Update(at, table, row, change["old"], True))
+            self.updates += got
+        if self.on_update is not None:
+            for u in got:
+                self.on_update(u)

@@ -126,6 +126,7 @@ class Runner:
         from bench.cold import raw_ofctl
         from bench.common import RUNDIR_PREFIX
         from bench.ovsdb_watch import OvsdbWatch
+        from bench.switch_probe import SwitchProbe
         from lbaffd_sandbox.sandbox import started_sandbox
 
         a = self.args
@@ -141,10 +142,14 @@ class Runner:
                 "Load_Balancer": ["name", "vips"], "Service_Monitor": ["status"]})
             watch.start()
             # when the local DB got a new interface's ofport (local_port_added's input)
+            # and, at that moment, how long ovs-vswitchd takes to answer a barrier
+            probe = SwitchProbe(str(sb.mgmt_socket))
+            probe.start()
             local = OvsdbWatch(sb.ovs_db_remote.removeprefix("unix:"), "Open_vSwitch",
-                               {"Interface": ["name", "ofport"]})
+                               {"Interface": ["name", "ofport"]}, on_update=probe.on_update)
             local.start()
-            s = rs.Side(side, sb, c, watch, local_watch=local, event_types=a.event_list)
+            s = rs.Side(side, sb, c, watch, local_watch=local, switch_probe=probe,
+                        event_types=a.event_list)
             try:
                 start = rs.lbaffd_start if side == "lbaffd" else rs.ovn_controller_start
                 label = f"run {r + 1} {side}"
@@ -180,6 +185,7 @@ class Runner:
             finally:
                 watch.stop()
                 local.stop()
+                probe.stop()
                 if s.daemon is not None:
                     s.daemon.stop(timeout=300)
         return out
@@ -215,7 +221,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "events_audit_rss_mb": ("events_audit", "rss_peak_mb"),
 }
 EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max",
-                "worker_p50_ms", "worker_p99_ms", "input_p50_ms", "input_p99_ms", "samples")
+                "worker_p50_ms", "worker_p99_ms", "input_p50_ms", "input_p99_ms",
+                "switch_p50_ms", "switch_p99_ms", "samples")
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -352,6 +359,10 @@ def markdown(res: dict[str, Any]) -> str:
                            f"{_fmt(d.get(p + 'input_p50_ms'), ' ms')}, p99 "
                            f"{_fmt(d.get(p + 'input_p99_ms'), ' ms')})"
                            if p + "input_p99_ms" in d else "")
+                        + (f"; ovs-vswitchd's own answer to a barrier sent then p50 "
+                           f"{_fmt(d.get(p + 'switch_p50_ms'), ' ms')}, p99 "
+                           f"{_fmt(d.get(p + 'switch_p99_ms'), ' ms')}"
+                           if p + "switch_p99_ms" in d else "")
                         + f"; {_fmt(d.get(p + 'samples'))} samples; CPU p99 "
                         f"{_fmt(d.get(p + 'cpu_p99_ms'), ' ms')}"
                         + (f"; worker p50/p99 {_fmt(d.get(p + 'worker_p50_ms'), ' ms')} / "

@@ -41,6 +41,7 @@ from bench.common import (
     wait_for,
 )
 from bench.ovsdb_watch import OvsdbWatch
+from bench.switch_probe import SwitchProbe
 from lbaffd_sandbox.sandbox import Sandbox, ovsdb_transact, run
 
 NB = "OVN_Northbound"
@@ -108,6 +109,7 @@ class Side:
     next_pod: dict[int, int] = field(default_factory=dict)
     extra_lbs: int = 0
     local_watch: OvsdbWatch | None = None  # the local Open_vSwitch DB's Interface rows
+    switch_probe: SwitchProbe | None = None  # ovs-vswitchd's own answer time at an ofport
     event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
 
     # ------------------------------------------------------------ plumbing
@@ -405,6 +407,8 @@ class Side:
             seen = None if self.local_watch is None else self.local_watch.first_after(
                 mark, "Interface", lambda u: u.new.get("name") == port
                 and isinstance(u.new.get("ofport"), int) and u.new["ofport"] > 0)
+            if self.switch_probe is not None:
+                out["switch_ms"] = self.switch_probe.rtt_ms(port)
             return self._from_input(out, t0, seen.at if seen is not None else None)
         return self._finish(t0, k, cpu0, sent0)
 
@@ -528,6 +532,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = [r["cpu_ms"] for r in rows]
     worker = [r["worker_ms"] for r in rows if r.get("worker_ms") is not None]
     inputs = [r["input_ms"] for r in rows if r.get("input_ms") is not None]
+    switch = [r["switch_ms"] for r in rows if r.get("switch_ms") is not None]
     changes = [r["changes"] for r in rows if r["changes"] is not None]
     out: dict[str, Any] = {"samples": len(rows), "with_switch_changes": len(lat)}
     if lat:
@@ -537,6 +542,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if inputs:
         out.update(input_p50_ms=round(percentile(inputs, 50), 1),
                    input_p99_ms=round(percentile(inputs, 99), 1))
+    if switch:  # ovs-vswitchd's answer to a barrier sent as the input arrived
+        out.update(switch_p50_ms=round(percentile(switch, 50), 1),
+                   switch_p99_ms=round(percentile(switch, 99), 1))
     if worker:
         out.update(worker_p50_ms=round(percentile(worker, 50), 2),
                    worker_p99_ms=round(percentile(worker, 99), 2))
