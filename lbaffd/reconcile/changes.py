@@ -67,8 +67,12 @@ class ChangeTracker:
         self.index = TopologyIndex(inputs.snapshot)
         self.backends = backend_index(inputs.lbs)
 
+    def bulk_limit(self) -> int:
+        """More changed LBs than this make a step a full pass (see ``BULK_MIN``)."""
+        return max(BULK_MIN, len(self.inputs.parsed) // 4)
+
     def step(self, delta: Delta) -> Step | None:
-        if delta.structural:
+        if delta.structural or delta.bulk_lbs:
             return None
         last = self.inputs
         lb_rows = dict(delta.lbs)
@@ -76,6 +80,9 @@ class ChangeTracker:
             last, moved = self._regroup(delta)
             lb_rows = {**{u: r for u, r in delta.group_lbs.items() if moved & r.groups},
                        **lb_rows}
+        bulk = self.bulk_limit()
+        if len(lb_rows) > bulk:
+            return None  # (before parsing them: the full pass parses every LB anyway)
         if lb_rows:
             changed, issues = last.parse_change(lb_rows)
             inputs = last.with_change(lb_rows, changed, issues)
@@ -101,7 +108,7 @@ class ChangeTracker:
             ports = tc.ports
         else:
             ports = False
-        if len(changed) > max(BULK_MIN, len(last.parsed) // 4):
+        if len(changed) > bulk:
             return None  # a bulk change: the full pass streams its bundle as it compiles
         return Step(changed, topo, self.topo, ports, inputs, issues)
 

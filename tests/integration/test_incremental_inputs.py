@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lbaffd_sandbox.sandbox import Sandbox
+from lbaffd_sandbox.sandbox import LbSpec, Sandbox
 from tests.integration.lbaffd_proc import LbaffdProcess, free_port, scrape, wait_until
 
 pytestmark = pytest.mark.integration
@@ -156,3 +156,35 @@ def test_datapath_group_membership_moves_only_its_lbs(
     passes = wait_until(lambda: incremental_passes(daemon, seen))
     assert passes and all("compile_ms" not in p for p in passes)
     assert [f for f in sb.dump_flows() if vip not in f] == [f for f in flows if vip not in f]
+
+
+def test_a_bulk_change_of_load_balancers_is_one_full_pass(
+        setup: tuple[Sandbox, LbaffdProcess, dict[str, str]]) -> None:
+    """More LBs in one SB transaction than an incremental step takes
+    (``changes.BULK_MIN``): the worker reads none of their rows for a step
+    and runs one full pass, which streams its bundle while it compiles;
+    removing them all again is the same."""
+    sb, daemon, pbs = setup
+    vips = [f"172.17.{n // 200}.{n % 200 + 1}" for n in range(150)]
+    seen = len(daemon.events())
+    uuids = sb.add_load_balancers(
+        [LbSpec(f"bulk{n}", {f"{vip}:80": "10.0.0.31:8080"}) for n, vip in enumerate(vips)],
+        [pbs["ls1"]], group_column=None)
+    assert len(uuids) == 150
+
+    def installed() -> int:
+        text = "\n".join(sb.dump_flows())
+        return sum(1 for vip in vips if f"nw_dst={vip}," in text)
+
+    assert wait_until(lambda: installed() == 150, timeout=60), installed()
+    passes = incremental_passes(daemon, seen)
+    full = [p for p in passes if "compile_ms" in p]
+    assert len(full) == 1 and "inputs_ms" in full[0], passes
+    assert all("compile_ms" in p for p in passes if int(p["changes"]) > 0), passes  # type: ignore[call-overload]
+
+    seen = len(daemon.events())
+    sb.transact([{"op": "delete", "table": "Load_Balancer",
+                  "where": [["_uuid", "==", ["uuid", u]]]} for u in uuids])
+    assert wait_until(lambda: installed() == 0, timeout=60)
+    full = [p for p in incremental_passes(daemon, seen) if "compile_ms" in p]
+    assert len(full) == 1, incremental_passes(daemon, seen)

@@ -255,3 +255,30 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
         if s.no_effect:
             assert changes.empty, step
     assert quiet > 30  # other switches' pods and unrelated flips cost nothing
+
+
+def test_a_bulk_change_of_load_balancers_is_left_to_a_full_pass_unparsed(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """More changed LBs than ``BULK_MIN`` (and a quarter of them): ``step``
+    declines before parsing any (the full pass parses every LB again)."""
+    from lbaffd.reconcile import changes
+
+    pbs = {**patches(), "pb0": replace(rand_pb(random.Random(1), 0, "ls1"), chassis=ME)}
+    snap = snapshot(pbs, {}, (InterfaceRow("if0", 10, "p0"),))
+    inputs = Inputs(snap, {}, ())
+    tracker = ChangeTracker(inputs, build_topology(snap))
+    parsed: list[int] = []
+    real = Inputs.parse_change
+
+    def counting(self: Inputs, rows):  # type: ignore[no-untyped-def]
+        parsed.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(Inputs, "parse_change", counting)
+    few = {f"lb-{n}": lb_row(n + 6, [20], False) for n in range(changes.BULK_MIN)}
+    assert tracker.step(Delta(lbs=few)) is not None and parsed == [changes.BULK_MIN]
+    many = {f"lb-{n}": lb_row(n + 6, [20], False) for n in range(changes.BULK_MIN + 1)}
+    assert tracker.step(Delta(lbs=many)) is None and parsed == [changes.BULK_MIN]
+    # read_delta leaves more rows than the limit unread: only their number
+    bulk = Delta(bulk_lbs=tracker.bulk_limit() + 1)
+    assert not bulk.empty and tracker.step(bulk) is None and parsed == [changes.BULK_MIN]
