@@ -124,6 +124,7 @@ class PassRunner:
         self._changes = None
         self._inputs = self._topo = None
         with self._gc_pause:
+            t_read = time.monotonic()
             inputs = read_all(self._ovs, self._sb, self.settings.bridge, self.settings.chassis,
                               self._bridge)
             if inputs is None:
@@ -139,9 +140,14 @@ class PassRunner:
                         log.error("ct_zone_in_use", zone=self.pipeline.ct_zone,
                                   hint="ovn-controller assigned lbaffd's zone to a port; "
                                   "restart lbaffd with another --ct-zone")
+                inputs_s = time.monotonic() - t_read
                 result = self._reconciler.reconcile(channel, lbs, topo, audit)
             except Exception as exc:
                 return self._failed(exc)
+            # the worker's whole time for the pass: the inputs read, parsed and
+            # made a topology (``inputs``), then the reconcile's own phases
+            result = replace(result, seconds=result.seconds + inputs_s,
+                             phases=(("inputs", inputs_s), *result.phases))
             self._inputs, self._topo = inputs, topo
             self._done(result, inputs.issues + result.desired.issues)
             # for the changes that follow (the switch is in sync already); it
@@ -183,7 +189,7 @@ class PassRunner:
         if tracker is None:
             return False
         read_at = time.time()
-        delta = read_delta(ovs, sb, self.settings.bridge, self._bridge)
+        delta = read_delta(ovs, sb, self.settings.bridge, self._bridge, tracker.bulk_limit())
         self._read_s = time.time() - read_at
         if delta is None:
             log.debug("full_pass_needed", reason="resync")
@@ -214,7 +220,8 @@ class PassRunner:
         step = tracker.step(delta)
         if step is None:
             log.debug("full_pass_needed", reason="changed",
-                      port_bindings=len(delta.port_bindings), lbs=len(delta.lbs))
+                      port_bindings=len(delta.port_bindings),
+                      lbs=len(delta.lbs) or delta.bulk_lbs)
             return False
         if step.no_effect:  # e.g. a pod on another chassis that is no backend here
             log.debug("input_change_no_effect", port_bindings=len(delta.port_bindings),
