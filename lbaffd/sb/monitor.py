@@ -358,9 +358,9 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
     lbs = {str(r.uuid): lb_record(mon, r, cols) for r in mon.rows("Load_Balancer")}
     dps: dict[str, DatapathRow] = {}
     for r in mon.rows("Datapath_Binding"):
-        ext = dict(r.external_ids)
+        ext = dict(column(r, "external_ids"))
         dps[str(r.uuid)] = DatapathRow(
-            uuid=str(r.uuid), tunnel_key=int(r.tunnel_key), name=ext.get("name", ""),
+            uuid=str(r.uuid), tunnel_key=int(column(r, "tunnel_key")), name=ext.get("name", ""),
             is_router="logical-router" in ext,
         )
     groups_ = {str(r.uuid): dpg_record(r) for r in mon.rows("Logical_DP_Group")}
@@ -379,18 +379,20 @@ def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
 
 def pb_record(r: Any) -> PortBindingRow:
     """One Port_Binding row -> record; call with the lock held."""
-    chassis = r.chassis[0].name if r.chassis else None
+    bound = column(r, "chassis")
     return PortBindingRow(
-        uuid=str(r.uuid), logical_port=r.logical_port, datapath=_ref([r.datapath]) or "",
-        tunnel_key=int(r.tunnel_key), macs=tuple(r.mac), chassis=chassis, type=r.type,
-        options=MappingProxyType(dict(r.options)),
+        uuid=str(r.uuid), logical_port=column(r, "logical_port"),
+        datapath=_ref([column(r, "datapath")]) or "",
+        tunnel_key=int(column(r, "tunnel_key")), macs=tuple(column(r, "mac")),
+        chassis=column(bound[0], "name") if bound else None, type=column(r, "type"),
+        options=MappingProxyType(dict(column(r, "options"))),
     )
 
 
 def dpg_record(r: Any) -> DpGroupRow:
     """One Logical_DP_Group row -> record; call with the lock held."""
     return DpGroupRow(uuid=str(r.uuid),
-                      datapaths=tuple(sorted(str(d.uuid) for d in r.datapaths)))
+                      datapaths=tuple(sorted(str(d.uuid) for d in column(r, "datapaths"))))
 
 
 def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow]:
@@ -405,11 +407,12 @@ def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow
 
 def sm_record(r: Any) -> ServiceMonitorRow:
     """One Service_Monitor row -> record; call with the lock held."""
-    status = r.status[0] if isinstance(r.status, list) and r.status else r.status or ""
-    protocol = (r.protocol[0] if isinstance(r.protocol, list) and r.protocol
-                else r.protocol or "tcp")
-    return ServiceMonitorRow(str(r.uuid), r.ip, int(r.port), protocol, r.logical_port,
-                             str(status))
+    status = column(r, "status")
+    status = status[0] if isinstance(status, list) and status else status or ""
+    protocol = column(r, "protocol")
+    protocol = (protocol[0] if isinstance(protocol, list) and protocol else protocol or "tcp")
+    return ServiceMonitorRow(str(r.uuid), column(r, "ip"), int(column(r, "port")), protocol,
+                             column(r, "logical_port"), str(status))
 
 
 def read_rows(mon: DbMonitor, table: str, uuids: Iterable[str],

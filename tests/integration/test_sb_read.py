@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 
 import pytest
 
@@ -18,9 +19,10 @@ from lbaffd.sb.monitor import (
     DbMonitor,
     column,
     read_sb,
+    read_service_monitors,
     take_dirty,
 )
-from lbaffd.sb.records import InterfaceRow
+from lbaffd.sb.records import InterfaceRow, PortBindingRow, ServiceMonitorRow
 from lbaffd_sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -35,25 +37,57 @@ def test_column_equals_the_idl_row_attribute(sandbox: Sandbox) -> None:
                               options={"affinity_timeout": "30", "reject": "true"},
                               groups={"datapath_group": [ls]})
     sandbox.add_load_balancer("lb-empty", {}, protocol="sctp", datapaths=[])
+    # ports: bound here, bound elsewhere, unbound, typed with options, several addresses
+    sandbox.sbctl("chassis-add", "read-other", "geneve", "127.0.0.9")
+    sandbox.add_port_binding("pb-here", ls, 1, "02:00:00:00:09:01", "10.9.1.1",
+                             chassis=sandbox.chassis)
+    sandbox.add_port_binding("pb-there", ls, 2, "02:00:00:00:09:02", "10.9.1.2",
+                             chassis="read-other")
+    sandbox.add_port_binding("pb-nowhere", ls, 3)
+    sandbox.add_port_binding("pb-patch", lr, 4, type="patch", options={"peer": "pb-here"})
+    sandbox.sbctl("set", "Port_Binding", "pb-there",
+                  'mac="02:00:00:00:09:02 10.9.1.2 fd00::2","02:00:00:00:09:03 10.9.1.3"')
+    sandbox.sbctl("create", "Service_Monitor", "ip=10.9.1.1", "port=8080", "protocol=udp",
+                  "logical_port=pb-here", "status=offline")
+    sandbox.sbctl("create", "Service_Monitor", "ip=10.9.1.2", "port=8080",
+                  "logical_port=pb-there")
     changed: list[str] = []
     mon = DbMonitor(sandbox.sb_remote, "OVN_Southbound", SB_TABLES, changed.append,
                     threading.Event(), columns=SB_COLUMNS)  # as the daemon monitors it
     mon.start()
     try:
         deadline = time.monotonic() + 10
-        while not (mon.connected and len(mon.idl.tables["Load_Balancer"].rows) >= 3):
+        while not (mon.connected and len(mon.idl.tables["Load_Balancer"].rows) >= 3
+                   and len(mon.idl.tables["Service_Monitor"].rows) >= 2):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with mon.conn.lock:
             checked = 0
-            for table in ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group"):
+            for table in ("Load_Balancer", "Datapath_Binding", "Logical_DP_Group",
+                          "Port_Binding", "Service_Monitor", "Chassis"):
                 t = mon.idl.tables[table]
                 for r in t.rows.values():
                     for name in t.columns:
                         assert column(r, name) == getattr(r, name), (table, name)
                         checked += 1
-            lbs, _, _, _ = read_sb(mon)
-        assert checked > 20
+            lbs, _, _, pbs = read_sb(mon)
+            monitors = {m.uuid: m for m in read_service_monitors(mon)}
+            # the records equal what the IDL's own attributes give
+            for r in mon.idl.tables["Port_Binding"].rows.values():
+                assert pbs[str(r.uuid)] == PortBindingRow(
+                    uuid=str(r.uuid), logical_port=r.logical_port,
+                    datapath=str(r.datapath.uuid), tunnel_key=r.tunnel_key, macs=tuple(r.mac),
+                    chassis=r.chassis[0].name if r.chassis else None, type=r.type,
+                    options=MappingProxyType(dict(r.options)))
+            for r in mon.idl.tables["Service_Monitor"].rows.values():
+                status = r.status[0] if r.status else ""
+                assert monitors[str(r.uuid)] == ServiceMonitorRow(
+                    str(r.uuid), r.ip, r.port, r.protocol[0] if r.protocol else "tcp",
+                    r.logical_port, status)
+        assert checked > 60
+        assert {p.logical_port: p.chassis for p in pbs.values()} == {
+            "pb-here": sandbox.chassis, "pb-there": "read-other", "pb-nowhere": None,
+            "pb-patch": None}
         by_name = {lb.name: lb for lb in lbs.values()}
         assert by_name["lb-udp"].protocol == "udp" and by_name["lb-empty"].protocol == "sctp"
         assert dict(by_name["lb-udp"].options) == {"affinity_timeout": "30", "reject": "true"}
