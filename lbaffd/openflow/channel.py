@@ -435,8 +435,7 @@ class OpenFlowChannel:
             if not w.done.wait(self._timeout if timeout is None else timeout):
                 raise OpenFlowTimeout(f"xid {xid}")
         finally:
-            with self._waiters_lock:
-                self._waiters.pop(xid, None)
+            self._forget(xid)
         if w.error is not None:
             raise w.error
         return w.replies
@@ -735,10 +734,15 @@ class Bundle:
         self._ch.send_batch(batch, "OFPBundleAddMsg")
 
     def _release(self) -> None:
+        """Nothing of the bundle is waited for any more: the adds' span (its
+        first error kept) and the open request, if its reply was not read."""
         if self._span is not None:
             self._error = self._span.error
             self._ch.unwatch_errors(self._span)
             self._span = None
+        if self._opened is not None:
+            self._opened.drop()
+            self._opened = None
 
     def _open_error(self) -> Exception | None:
         """The open request's error, if it failed (its reply is in by the time
@@ -778,9 +782,6 @@ class Bundle:
             barrier.wait(self._timeout)
             open_error = self._open_error()
         finally:
-            if self._opened is not None:
-                self._opened.drop()
-                self._opened = None
             self._release()
         for error in (open_error, self._error, commit_error):
             if error is not None:
@@ -795,9 +796,6 @@ class Bundle:
         except (OpenFlowError, OpenFlowTimeout, ConnectionLost):
             pass
         finally:
-            if self._opened is not None:
-                self._opened.drop()
-                self._opened = None
             self._release()
 
     def __enter__(self) -> Bundle:

@@ -145,7 +145,8 @@ class PassRunner:
             except Exception as exc:
                 return self._failed(exc)
             # the worker's whole time for the pass: the inputs read, parsed and
-            # made a topology (``inputs``), then the reconcile's own phases
+            # made a topology (and, next to ovn-controller, companion mode's view
+            # of them: ``inputs``), then the reconcile's own phases
             result = replace(result, seconds=result.seconds + inputs_s,
                              phases=(("inputs", inputs_s), *result.phases))
             self._inputs, self._topo = inputs, topo
