@@ -17,7 +17,8 @@ import threading
 import time
 
 from bench.ovsdb_watch import Update
-from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowTimeout
+from lbaffd.openflow.channel import OpenFlowChannel
+from lbaffd.openflow.replies import ConnectionLost, OpenFlowTimeout
 
 
 class SwitchProbe:

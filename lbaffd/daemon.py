@@ -20,8 +20,9 @@ import structlog
 from lbaffd.compile.layout import STANDALONE, STANDALONE_MODE, Pipeline
 from lbaffd.config import AUTO_MODE, Settings
 from lbaffd.model.distribution import min_slots_for_version
-from lbaffd.openflow.channel import OpenFlowChannel, Reply
+from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.connect import ChannelKeeper
+from lbaffd.openflow.replies import Reply
 from lbaffd.ops import memtrim
 from lbaffd.ops.control import ControlServer
 from lbaffd.ops.daemonize import ProcessHooks

@@ -71,7 +71,6 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from lbaffd.model import ownership as own
 from lbaffd.openflow import messages
 from lbaffd.openflow.actions import LEARN, NX_EXPERIMENTER, NXAST_LEARN
-from lbaffd.openflow.channel import OpenFlowError, Reply
 from lbaffd.openflow.flowspec import (
     FlowSpec,
     Learn,
@@ -82,6 +81,7 @@ from lbaffd.openflow.flowspec import (
     Match,
 )
 from lbaffd.openflow.oxm import encode_match
+from lbaffd.openflow.replies import OpenFlowError, Reply
 
 U16: Final = struct.Struct("!H")
 U32: Final = struct.Struct("!I")

@@ -6,7 +6,8 @@ owns the socket (os-ken's ``Datapath`` sets TCP_NODELAY and fails on a unix
 socket, and without its app manager nobody answers echo requests).  One
 reader thread answers echoes, routes replies to waiters by xid and hands
 asynchronous messages to a callback; callers block on
-``request``/``bundle``/``barrier`` from any thread.
+``request``/``bundle``/``barrier`` from any thread.  What it hands back
+(``Reply``) and the errors a wait ends in are ``replies``'.
 """
 
 from __future__ import annotations
@@ -29,12 +30,18 @@ from lbaffd.model import ownership as own
 from lbaffd.openflow import groupdesc, messages
 from lbaffd.openflow import oskenfallback as fallback
 from lbaffd.openflow.oskenfallback import constants as ofp
+from lbaffd.openflow.replies import (
+    ConnectionLost,
+    OpenFlowError,
+    OpenFlowTimeout,
+    Reply,
+    SkippedEntry,
+)
 
 log = structlog.get_logger("lbaffd.openflow")
 
 HEADER = struct.Struct("!BBHI")
 SEND_CHUNK = 256 * 1024  # bundle adds are written in batches of about this many bytes
-OFPMPF_REPLY_MORE = 1
 OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
 # Unsolicited messages for on_async; a multipart reply with no waiter is a
 # flow-monitor update (they keep the monitor request's xid).
@@ -45,51 +52,6 @@ ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
 
 MAX_WRAPS = 64  # an entry of up to 4 MiB (~50k buckets) can be skipped
 WRAP_READ_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedEntry:
-    """An entry of a reply that the channel left out because OpenFlow cannot
-    carry it (reported to ``on_skipped``)."""
-
-    kind: str  # "group"
-    group_id: int
-    size: int  # its true length in bytes
-    buckets: int
-
-
-class OpenFlowError(Exception):
-    """The switch answered with OFPT_ERROR."""
-
-    def __init__(self, err_type: int, code: int, xid: int, data: bytes = b"") -> None:
-        self.err_type, self.code, self.xid, self.data = err_type, code, xid, data
-        super().__init__(f"OpenFlow error {fallback.error_name(err_type, code)} (xid {xid})")
-
-
-class ConnectionLost(Exception):
-    """The OpenFlow connection went away while waiting."""
-
-
-class OpenFlowTimeout(Exception):
-    """No reply in time."""
-
-
-@dataclass
-class Reply:
-    """One message of a reply: raw bytes (always) and its header fields."""
-
-    msg_type: int
-    xid: int
-    raw: bytes
-
-    @property
-    def more(self) -> bool:
-        return (self.msg_type == OFPT_MULTIPART_REPLY and len(self.raw) >= 12
-                and bool(struct.unpack_from("!H", self.raw, 10)[0] & OFPMPF_REPLY_MORE))
-
-    def parse(self) -> Any:
-        """The os-ken object, or None where os-ken cannot parse it."""
-        return fallback.parse_message(self.msg_type, self.xid, self.raw)
 
 
 @dataclass

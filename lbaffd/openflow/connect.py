@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import structlog
 
-from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, Reply, SkippedEntry
+from lbaffd.openflow.channel import OpenFlowChannel
+from lbaffd.openflow.replies import ConnectionLost, Reply, SkippedEntry
 
 log = structlog.get_logger("lbaffd")
 

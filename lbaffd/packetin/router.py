@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from lbaffd.compile.stages import vip_mac
 from lbaffd.model import ownership as own
-from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowdesc import monitor_update_cookies
+from lbaffd.openflow.replies import Reply
 from lbaffd.packetin.neighbor import neighbor_advert
 from lbaffd.packetin.reject import Refuser, TokenBucket
 from lbaffd.reconcile.entries import ExpectedDeletes, removed_entry, removed_managed_flow

@@ -20,9 +20,9 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint
 from lbaffd.model.plan import VipPlan
 from lbaffd.openflow import messages
-from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
 from lbaffd.openflow.oxm import canonical_match
+from lbaffd.openflow.replies import Reply
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn.flushrecovery import Restore
 from lbaffd.reconcile.longidle import LongIdle, RemovedEntry

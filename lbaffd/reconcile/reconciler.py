@@ -36,11 +36,11 @@ from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, P
 from lbaffd.model.plan import VipPlan, plan_pass
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
-from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
+from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.reconcile import audit, readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
 from lbaffd.reconcile.incremental import DesiredIndex

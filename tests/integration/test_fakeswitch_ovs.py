@@ -25,7 +25,7 @@ from lbaffd.compile.layout import REG_VIP_ID, STANDALONE
 from lbaffd.model import ownership as own
 from lbaffd.openflow import messages
 from lbaffd.openflow.actions import encode_all
-from lbaffd.openflow.channel import OpenFlowChannel, OpenFlowError, Reply
+from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
     Action,
@@ -39,6 +39,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.oxm import encode_match
+from lbaffd.openflow.replies import OpenFlowError, Reply
 from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.fakeswitch import FakeSwitch

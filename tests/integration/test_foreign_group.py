@@ -27,8 +27,9 @@ from collections.abc import Iterator
 import pytest
 
 from lbaffd.openflow import oskenfallback
-from lbaffd.openflow.channel import OpenFlowChannel, SkippedEntry
+from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.groupdesc import iter_group_entries
+from lbaffd.openflow.replies import SkippedEntry
 from lbaffd_sandbox.sandbox import Sandbox
 from lbaffd_sandbox.topology import Topology, build_demo_topology
 from tests.integration.lbaffd_proc import LbaffdProcess, free_port, wait_until

@@ -14,10 +14,11 @@ from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow import oskenfallback as fallback
-from lbaffd.openflow.channel import ConnectionLost, OpenFlowChannel, OpenFlowError
+from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowspec import FlowSpec, Group, Match, Output
 from lbaffd.openflow.oskenfallback import constants as ofp
 from lbaffd.openflow.packed import flow_id
+from lbaffd.openflow.replies import ConnectionLost, OpenFlowError
 from lbaffd.reconcile.reconciler import Reconciler
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd_sandbox.sandbox import Sandbox

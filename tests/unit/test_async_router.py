@@ -13,9 +13,9 @@ from os_ken.lib.packet import icmpv6 as icmp6
 
 from lbaffd.compile.stages import vip_mac
 from lbaffd.model import ownership as own
-from lbaffd.openflow.channel import Reply
 from lbaffd.openflow.flowspec import FlowSpec, Match
 from lbaffd.openflow.oxm import encode_match
+from lbaffd.openflow.replies import Reply
 from lbaffd.packetin.reject import Refuser
 from lbaffd.packetin.router import OFPT_FLOW_REMOVED, OFPT_PACKET_IN, AsyncRouter
 from lbaffd.reconcile.entries import ExpectedDeletes

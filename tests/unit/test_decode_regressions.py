@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback
+from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback, replies
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit.test_fuzz_decoders import bounded, reply
 
@@ -74,7 +74,7 @@ def test_non_ascii_selection_method_name() -> None:
 def test_short_multipart_reply_is_not_more() -> None:
     """A 8-byte multipart reply used to raise struct.error in the reader thread
     (which dropped the connection)."""
-    assert channel.Reply(19, 1, struct.pack("!BBHI", 6, 19, 8, 1)).more is False
+    assert replies.Reply(19, 1, struct.pack("!BBHI", 6, 19, 8, 1)).more is False
 
 
 def test_framing_of_real_group_desc_replies() -> None:
@@ -96,7 +96,7 @@ def test_channel_skips_a_group_too_large_for_openflow(n: int) -> None:
     assert len(whole) == 16 + true_size
     echo = struct.pack("!BBHI", 6, 3, 8, 77)
     a, b = socket.socketpair()
-    seen: list[channel.SkippedEntry] = []
+    seen: list[replies.SkippedEntry] = []
     ch = channel.OpenFlowChannel("unix:/nonexistent", on_skipped=seen.append)
     sender = threading.Thread(target=b.sendall, args=(whole + echo,), daemon=True)
     try:
@@ -112,7 +112,7 @@ def test_channel_skips_a_group_too_large_for_openflow(n: int) -> None:
         a.close()
         b.close()
     assert kept == struct.pack("!BBHIHH4x", 6, 19, 16, 9, 7, 0)
-    assert seen == [channel.SkippedEntry("group", 100, true_size, n)]
+    assert seen == [replies.SkippedEntry("group", 100, true_size, n)]
 
 
 

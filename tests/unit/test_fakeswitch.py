@@ -17,7 +17,6 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from lbaffd.model import ownership as own
 from lbaffd.openflow import messages
 from lbaffd.openflow.actions import encode_all
-from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowspec import (
     FlowSpec,
     Group,
@@ -28,6 +27,7 @@ from lbaffd.openflow.flowspec import (
     Output,
 )
 from lbaffd.openflow.oxm import encode_match
+from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.reconcile.reconciler import DecodeCache
 from tests import reference_codec
 from tests.fakeswitch import FakeSwitch, Message, match_key

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback
+from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback, replies
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit import fuzzprofile
 from tests.unit.test_decode_vs_fallback import FOREIGN, entry, group_entry, groups, varied
@@ -145,7 +145,7 @@ def test_reply_parse_returns_a_message_or_none(raw: bytes, msg_type: int) -> Non
     """``Reply.parse`` (os-ken, for async messages and the rest) never raises."""
     raw = struct.pack("!BBHI", 6, msg_type, len(raw), 1) + raw[8:]
     with bounded():
-        r = channel.Reply(msg_type, 1, raw)
+        r = replies.Reply(msg_type, 1, raw)
         r.parse()
         assert isinstance(r.more, bool)
 
@@ -162,7 +162,7 @@ def test_read_msg_frames_or_fails_with_connection_lost(stream: bytes) -> None:
             while True:
                 try:
                     msg = channel._read_msg(a)
-                except channel.ConnectionLost:
+                except replies.ConnectionLost:
                     break
                 assert len(msg) >= 8 and len(msg) == struct.unpack_from("!H", msg, 2)[0]
                 got += len(msg)
@@ -187,7 +187,7 @@ def test_dispatch_routes_anything_without_raising(
     """The reader thread's routing (replies to waiters, errors, async) takes any
     well-framed message; an exception there would drop the connection.  (Echo
     requests are left out: answering one needs the socket.)"""
-    seen: list[channel.Reply] = []
+    seen: list[replies.Reply] = []
     ch = channel.OpenFlowChannel("unix:/nonexistent", on_async=seen.append)
     xid, waiter = ch._register()
     assert xid == 1
@@ -195,4 +195,4 @@ def test_dispatch_routes_anything_without_raising(
         for msg_type, x, body in msgs:
             ch._dispatch(struct.pack("!BBHI", 6, msg_type, 8 + len(body), x) + body)
     if waiter.error is not None:
-        assert isinstance(waiter.error, channel.OpenFlowError)
+        assert isinstance(waiter.error, replies.OpenFlowError)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from lbaffd.openflow.channel import Reply, group_bucket_counts
+from lbaffd.openflow.channel import group_bucket_counts
+from lbaffd.openflow.replies import Reply
 
 MULTIPART = struct.Struct("!BBHIHH4x")  # OF1.5 header + multipart type, flags
 

@@ -23,7 +23,6 @@ from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
-from lbaffd.openflow.channel import OpenFlowError
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import (
     FlowSpec,
@@ -37,6 +36,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.oxm import encode_match
 from lbaffd.openflow.packed import PackedState
+from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
 from lbaffd.reconcile.reconciler import Reconciler, cleanup, read_installed
