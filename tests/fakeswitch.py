@@ -32,7 +32,7 @@ What is modelled, and the OVS behaviour it follows:
   missing one is fine, ``OFPG_ALL`` deletes all.
 - Bundles (``OFPBF_ATOMIC | OFPBF_ORDERED``): nothing is applied until the
   commit; the commit applies every message in order or, at the first error,
-  none (the error of the failing message is raised, as ``channel.Bundle``
+  none (the error of the failing message is raised, as ``bundle.Bundle``
   raises the add's error before the commit's ``OFPBFC_MSG_FAILED``).
 - Learned entries: ``learn()`` plays a packet through a flow's ``learn``
   action and installs the entry it would learn (cookie with lbaffd's learned
@@ -485,7 +485,7 @@ class Message:
     @classmethod
     def of(cls, msg: Any) -> Message:
         """From a ``messages.RawMessage`` or an os-ken message (serialized here, as
-        ``channel.Bundle.add`` does)."""
+        ``bundle.Bundle.add`` does)."""
         if isinstance(msg, messages.RawMessage):
             return cls(msg.msg_type, msg.body)
         msg.xid = 0
@@ -559,7 +559,7 @@ class _Tables:
 
 
 class FakeBundle:
-    """``channel.Bundle`` against the fake: adds are kept, the commit applies
+    """``bundle.Bundle`` against the fake: adds are kept, the commit applies
     them all or none."""
 
     def __init__(self, switch: FakeSwitch) -> None:
@@ -578,7 +578,7 @@ class FakeBundle:
         self.count += 1
 
     def position(self, xid: int) -> int | None:
-        """Which add ``xid`` was (0-based), as ``channel.Bundle.position``: the
+        """Which add ``xid`` was (0-based), as ``bundle.Bundle.position``: the
         reconciler names the VIP of a refused add by it."""
         for i, (x, _) in enumerate(self._msgs):
             if x == xid:
@@ -586,7 +586,7 @@ class FakeBundle:
         return None
 
     def commit(self) -> None:
-        """As ``channel.Bundle.commit``: a barrier follows the commit."""
+        """As ``bundle.Bundle.commit``: a barrier follows the commit."""
         self._check_open()
         self._closed = True
         if self._msgs:

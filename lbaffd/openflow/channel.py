@@ -1,4 +1,5 @@
-"""A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp).
+"""A thin OpenFlow 1.5 client for ovs-vswitchd (unix mgmt socket or tcp):
+the connection, its requests and its dumps.
 
 Flow and group mods come encoded from ``messages``; the few control
 messages and OpenFlow's constants come from ``oskenfallback``.  This module
@@ -6,8 +7,10 @@ owns the socket (os-ken's ``Datapath`` sets TCP_NODELAY and fails on a unix
 socket, and without its app manager nobody answers echo requests).  One
 reader thread answers echoes, routes replies to waiters by xid and hands
 asynchronous messages to a callback; callers block on
-``request``/``bundle``/``barrier`` from any thread.  What it hands back
-(``Reply``) and the errors a wait ends in are ``replies``'.
+``request``/``bundle``/``barrier`` from any thread.  A bundle itself
+(``open_bundle``) is ``bundle.Bundle``, built over this module's public
+methods; what a request gets back (``Reply``) and the errors a wait ends in
+live in ``replies``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import select
 import socket
 import struct
 import threading
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ import tenacity
 from lbaffd.model import ownership as own
 from lbaffd.openflow import groupdesc, messages
 from lbaffd.openflow import oskenfallback as fallback
+from lbaffd.openflow.bundle import Bundle
 from lbaffd.openflow.oskenfallback import constants as ofp
 from lbaffd.openflow.replies import (
     ConnectionLost,
@@ -41,7 +44,6 @@ from lbaffd.openflow.replies import (
 log = structlog.get_logger("lbaffd.openflow")
 
 HEADER = struct.Struct("!BBHI")
-SEND_CHUNK = 256 * 1024  # bundle adds are written in batches of about this many bytes
 OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
 # Unsolicited messages for on_async; a multipart reply with no waiter is a
 # flow-monitor update (they keep the monitor request's xid).
@@ -612,161 +614,3 @@ def _read_msg(sock: socket.socket) -> bytes:
     if length < 8:
         raise ConnectionLost(f"bad OpenFlow length {length}")
     return head + _read_exact(sock, length - 8)
-
-
-class Bundle:
-    """One OpenFlow bundle (OFPBF_ATOMIC|OFPBF_ORDERED), written while it is
-    being built: opened at the first ``add``, adds go out in batches of about
-    ``SEND_CHUNK`` bytes, so ovs-vswitchd checks them while the caller is
-    still producing the rest; nothing applies until ``commit``.
-
-    Messages are ``messages.RawMessage`` (encoded once, without an xid) or os-ken
-    messages.  Each goes in an OFPT_BUNDLE_ADD_MESSAGE with an xid of its own
-    (the inner message carries the same xid), registered before it is sent so
-    that an error the switch reports for that add is routed back here.  The
-    switch answers an add only when it fails, and then the commit fails too.
-
-    One round trip a bundle: the open request is not waited for before the
-    adds, nor the commit before the barrier that follows it; ``commit``
-    returns when that barrier is answered.  ovs-vswitchd handles one
-    connection's messages in order (``ofconn_run``, ofproto/connmgr.c), so
-    every reply of the bundle has arrived by then.  Waiting for each reply in
-    turn cost up to three of ovs-vswitchd's busy spells instead of one: right
-    after a port is added to a netdev bridge its main thread is busy for
-    tens of milliseconds (the open request of a local port's one-flow bundle
-    waited 4-29 ms for its reply at 5000 LBs, the commit then 0.1-6 ms more).
-    """
-
-    def __init__(self, channel: OpenFlowChannel, timeout: float | None = None) -> None:
-        self._ch = channel
-        self._timeout = timeout
-        self._id: int | None = None
-        self._flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        self._opened: PendingReply | None = None  # the open request, until its reply is read
-        self._span: XidSpan | None = None  # the adds' xids and their first error
-        self._error: Exception | None = None  # kept once the span is released
-        self._batch: list[bytes] = []
-        self._size = 0
-        self.count = 0
-        # each add's xid, in order (4 bytes an add; other threads' requests
-        # may take xids in between, so they are not a plain range)
-        self._add_xids = array("I")
-
-    def position(self, xid: int) -> int | None:
-        """Which add (0-based, in the order added) ``xid`` was, if it is one of
-        this bundle's: the switch names a failing add by its xid (searched
-        only when one failed)."""
-        try:
-            return self._add_xids.index(xid)
-        except ValueError:
-            return None
-
-    def _ctrl(self, kind: int) -> PendingReply:
-        assert self._id is not None
-        return self._ch.start_request(fallback.bundle_control(self._id, kind, self._flags))
-
-    def add(self, m: Any) -> None:
-        ch = self._ch
-        if self._id is None:
-            self._id = ch.next_xid()
-            self._opened = self._ctrl(ofp.OFPBCT_OPEN_REQUEST)
-        xid = ch.next_xid()
-        if isinstance(m, messages.RawMessage):
-            data = m.bundle_add(xid, self._id, self._flags)
-        else:
-            m.xid = xid
-            m.serialize()
-            data = messages.bundle_add(bytes(m.buf), xid, self._id, self._flags)
-        self._add_xids.append(xid)
-        if self._span is None:
-            self._span = ch.watch_errors(xid)
-        else:
-            self._span.last = xid  # before it is sent: its error finds the span
-        self._batch.append(data)
-        self._size += len(data)
-        self.count += 1
-        if self._size >= SEND_CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        batch = self._batch
-        self._batch, self._size = [], 0
-        self._ch.send_batch(batch, "OFPBundleAddMsg")
-
-    def _release(self) -> None:
-        """Nothing of the bundle is waited for any more: the adds' span (its
-        first error kept) and the open request, if its reply was not read."""
-        if self._span is not None:
-            self._error = self._span.error
-            self._ch.unwatch_errors(self._span)
-            self._span = None
-        if self._opened is not None:
-            self._opened.drop()
-            self._opened = None
-
-    def _open_error(self) -> Exception | None:
-        """The open request's error, if it failed (its reply is in by the time
-        a later request's is: read without waiting longer)."""
-        opened, self._opened = self._opened, None
-        if opened is None:
-            return None
-        try:
-            opened.wait(self._timeout)
-        except OpenFlowError as exc:
-            return exc
-        return None
-
-    def commit(self) -> None:
-        """Apply everything added and wait until a barrier sent after the
-        commit is answered (no-op when nothing was added); raises the open's
-        error, else the first error of an add, else the commit's."""
-        if self._id is None:
-            return
-        commit_error: Exception | None = None
-        open_error: Exception | None = None
-        try:
-            self._flush()
-            committed = self._ctrl(ofp.OFPBCT_COMMIT_REQUEST)
-            try:
-                barrier = self._ch.start_request(fallback.barrier_request())
-            except ConnectionLost:
-                committed.drop()
-                raise
-            try:
-                committed.wait(self._timeout)
-            except OpenFlowError as exc:
-                commit_error = exc
-            except BaseException:
-                barrier.drop()
-                raise
-            barrier.wait(self._timeout)
-            open_error = self._open_error()
-        finally:
-            self._release()
-        for error in (open_error, self._error, commit_error):
-            if error is not None:
-                raise error
-
-    def discard(self) -> None:
-        """Drop the bundle (best effort: a lost connection drops it anyway)."""
-        if self._id is None:
-            return
-        try:
-            self._ctrl(ofp.OFPBCT_DISCARD_REQUEST).wait(self._timeout)
-        except (OpenFlowError, OpenFlowTimeout, ConnectionLost):
-            pass
-        finally:
-            self._release()
-
-    def __enter__(self) -> Bundle:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        """``with channel.open_bundle() as b:`` commits what was added when the
-        block ends normally and discards it when the block raises."""
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()

@@ -4,7 +4,7 @@ The switch is the source of truth for what is installed (as in ovn-controller's
 ofctrl): every pass reads lbaffd's flows (by cookie magic) and groups (by id
 range) back from ovs-vswitchd, diffs, and sends the changes as one atomic,
 ordered bundle whose commit returns once a barrier sent after it is
-answered (``channel.Bundle``).  After a daemon restart the diff is
+answered (``bundle.Bundle``).  After a daemon restart the diff is
 empty, so nothing is removed or re-added and learned affinity entries live on.
 """
 
@@ -52,7 +52,7 @@ _V = TypeVar("_V")
 
 
 class BundleWriter(Protocol):
-    """An atomic bundle written while it is built (``channel.Bundle``); as a
+    """An atomic bundle written while it is built (``bundle.Bundle``); as a
     context manager it commits when its block ends and discards on an error.
     ``commit`` returns once a barrier sent after the commit is answered: the
     change is on the switch (what ``audit.ChangeLedger`` counts on)."""

@@ -135,7 +135,7 @@ def test_learned_entries_go_with_the_last_flow_holding_their_learn() -> None:
 def test_a_bundle_is_used_once() -> None:
     fake = FakeSwitch()
     b = fake.open_bundle()
-    b.commit()  # nothing added: nothing sent, as channel.Bundle
+    b.commit()  # nothing added: nothing sent, as bundle.Bundle
     assert fake.counts["bundle_committed"] == 0
     with pytest.raises(OpenFlowError) as err:
         b.add(messages.flow_add(FlowSpec(1, 1, Match(), (), COOKIE)))
