@@ -183,13 +183,13 @@ class AuditClock:
 
     def __init__(self) -> None:
         from lbaffd.openflow.channel import OpenFlowChannel
-        from lbaffd.reconcile import reconciler
+        from lbaffd.reconcile import readback, reconciler
 
         self.totals = collections.Counter[str]()
         for owner, name, kind in ((OpenFlowChannel, "dump_flow_desc", "read"),
                                   (OpenFlowChannel, "dump_group_desc", "read"),
-                                  (reconciler.DecodeCache, "flows", "convert"),
-                                  (reconciler.DecodeCache, "groups", "convert"),
+                                  (readback.DecodeCache, "flows", "convert"),
+                                  (readback.DecodeCache, "groups", "convert"),
                                   (reconciler, "diff", "compare")):
             setattr(owner, name, self._timed(getattr(owner, name), kind))
 

@@ -1,7 +1,11 @@
-"""What the switch reports, brought to the desired state's form without
-decoding it where the bytes already are lbaffd's.
+"""The read-back side of a pass: what the switch reports of lbaffd's flows
+and groups (``read_installed``), brought to the desired state's form
+(``DecodeCache``) without decoding it where the bytes already are lbaffd's.
 
-A group-desc entry of a group lbaffd wrote differs from the group-mod body
+Flows: each distinct entry (known by a digest of its bytes) is decoded
+once and encoded again as lbaffd would (``DecodeCache.flows``).
+
+Groups: a group-desc entry of a group lbaffd wrote differs from the group-mod body
 it sent only in its 16-byte header: OVS parses the buckets and properties and
 encodes them again for the reply (``ofputil_append_group_desc_reply``,
 lib/ofp-group.c), which for lbaffd's encoding gives back the very bytes
@@ -17,14 +21,24 @@ buckets back; decoding and re-encoding them was 20 % of its first pass.
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
 
+from lbaffd.compile.layout import REG_VIP_ID
+from lbaffd.model import ownership as own
 from lbaffd.openflow import messages, packed
-from lbaffd.openflow.groupdesc import GROUP_DESC
-from lbaffd.openflow.packed import GroupBody
+from lbaffd.openflow.flowdesc import iter_entries
+from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
+from lbaffd.openflow.groupdesc import GROUP_DESC, iter_group_entries
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
+from lbaffd.reconcile.prefetch import Dumper
 
 HEADER: Final = GROUP_DESC.size  # == messages.GROUP_MOD.size: both 16 bytes
 assert messages.GROUP_MOD.size == HEADER
+
+TICK_DECODES = 50
+TICK_GROUPS = 500  # groups converted (not decoded) between two ticks
 
 
 def group_body(entry: bytes) -> GroupBody:
@@ -55,3 +69,140 @@ class GroupCanonicalizer:
         out = canonical_group(body)
         self.foreign += packed.is_foreign(out)
         return out
+
+
+def _group_ref(spec: FlowSpec) -> int:
+    """The lbaffd group a flow dispatches to or names as its VIP id (0: none)."""
+    for a in spec.actions:
+        if isinstance(a, Group) and own.is_vip_group(a.group_id):
+            return a.group_id
+        if (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
+                and own.is_vip_group(a.value)):
+            return a.value
+    return 0
+
+
+def _digest(entry: bytes) -> bytes:
+    return hashlib.blake2b(entry, digest_size=16).digest()
+
+
+def drained(parts: list[Any]) -> Iterator[Any]:
+    """``parts`` in order, each let go of once taken: the replies of a dump
+    of 80k flows are ~20 MB, and decoding them all takes a while."""
+    parts.reverse()
+    while parts:
+        yield parts.pop()
+
+
+class DecodeCache:
+    """Installed flows by their wire bytes (stats excluded), in the desired
+    state's form (``packed``: decoded, then encoded as lbaffd would); groups
+    are converted from their bytes on every dump, never decoded unless they
+    differ (``groups``).
+
+    An unchanged flow comes back from OVS byte-identical on every dump, so each
+    distinct entry is converted once; decoding dominates an audit otherwise
+    (~0.2 ms per flow with os-ken; ``messages`` decodes lbaffd's own flows
+    straight from the bytes and leaves only foreign ones to os-ken).  Holds
+    only what the last dump contained, and which lbaffd group each flow
+    points at (to recover the VIP -> group assignment after a restart).
+    Flow entries are known by a 128-bit digest of their bytes: the bytes
+    themselves (~230 each) were ~18 MB at 80k flows for as long as the daemon
+    ran after its first audit.
+    """
+
+    def __init__(self) -> None:
+        self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
+        self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
+
+    def flows(self, parts: Iterable[Any], chunk: int | None = None,
+              tick: Callable[[], object] | None = None) -> list[FlowBody]:
+        """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
+        chunk; each kind of dump keeps its own cache.  ``tick`` runs every
+        ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
+        if chunk is None:
+            self._flows = {k: v for k, v in self._flows.items() if k is None}
+        else:
+            self._flows.pop(None, None)
+        known = self._flows.get(chunk, {})
+        refs = self._refs
+        seen: dict[bytes, FlowBody] = {}
+        decoded = 0
+        for part in parts:
+            for offset, _, entry in iter_entries(part.raw):
+                identity = _digest(entry)
+                body = known.get(identity) or seen.get(identity)
+                if body is None:
+                    spec = messages.decode_flow(part.raw, offset)
+                    body = packed.installed_flow(spec)
+                    gid = _group_ref(spec)
+                    if gid and chunk is None:  # (only a full dump recovers group ids)
+                        refs[identity] = gid
+                    decoded += 1
+                    if tick is not None and decoded % TICK_DECODES == 0:
+                        tick()
+                seen[identity] = body
+        self._flows[chunk] = seen
+        if chunk is None:
+            self._refs = {k: v for k, v in refs.items() if k in seen}
+        return list(seen.values())
+
+    def group_ids(self) -> dict[int, int]:
+        """cookie -> lbaffd group id, from the last dump of all flows."""
+        found: dict[int, int] = {}
+        for identity, body in self._flows.get(None, {}).items():
+            gid = self._refs.get(identity)
+            if gid:
+                found.setdefault(packed.cookie(body), gid)
+        return found
+
+    def adopt(self, flows: Mapping[FlowId, FlowBody]) -> None:
+        """Where a converted entry equals the desired one, keep the desired
+        bytes instead: the cache then costs its keys, not a second copy of
+        the state, and the next audit's diff finds the very same objects
+        (``is``) without comparing them."""
+        for chunk in list(self._flows):
+            self.adopt_flows(flows, chunk)
+
+    def adopt_flows(self, flows: Mapping[FlowId, FlowBody], chunk: int | None) -> None:
+        """``adopt`` for the flows of one kind of dump (an audit adopts each
+        slice as it goes: the whole at once held the worker ~50 ms at 80k
+        flows)."""
+        cached = self._flows.get(chunk, {})
+        for identity, body in cached.items():
+            want = flows.get(packed.flow_id(body))
+            if want is not None and want is not body and want == body:
+                cached[identity] = want
+
+    def groups(self, parts: Iterable[Any], tick: Callable[[], object] | None = None,
+               desired: Mapping[int, GroupBody] | None = None) -> list[GroupBody]:
+        """lbaffd's groups, each as the body of its entry's bytes
+        (``group_body``): decoded only where a diff finds it differs
+        from the desired one (``canonical_group``).  Nothing is
+        kept: converting is a copy of the bytes, and a copy kept here was a
+        second copy of every group (~12 MB at 1000 VIPs) until the pass ended.
+        With the ``desired`` groups known already, one equal to its desired
+        body is that very body (the copy is let go of at once)."""
+        out: list[GroupBody] = []
+        for part in parts:
+            for _, group_id, entry in iter_group_entries(part.raw):
+                if not own.is_lbaffd_group(group_id):
+                    continue
+                body = group_body(entry)
+                want = desired.get(group_id) if desired is not None else None
+                out.append(want if want is not None and want == body else body)
+                if tick is not None and len(out) % TICK_GROUPS == 0:
+                    tick()
+        return out
+
+
+def read_installed(channel: Dumper, cache: DecodeCache | None = None
+                   ) -> tuple[PackedState, int]:
+    """lbaffd's flows and groups as the switch reports them now, and how many
+    of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
+    cache = cache or DecodeCache()
+    flows = cache.flows(drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
+    group_parts = channel.dump_group_desc()
+    groups = cache.groups(drained(group_parts))
+    foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
+    return PackedState.build(flows, groups), foreign

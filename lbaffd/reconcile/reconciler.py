@@ -6,22 +6,26 @@ range) back from ovs-vswitchd, diffs, and sends the changes as one atomic,
 ordered bundle whose commit returns once a barrier sent after it is
 answered (``bundle.Bundle``).  After a daemon restart the diff is
 empty, so nothing is removed or re-added and learned affinity entries live on.
+
+This module holds the passes (``Reconciler``: full, incremental, audit of
+unchanged inputs), the bundle's message order and ``cleanup``; reading the
+switch back and bringing its report to the desired state's form is
+``readback``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from lbaffd.compile import isolation
-from lbaffd.compile.layout import REG_VIP_ID, Pipeline
+from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.state import (
     Compiled,
     CompiledGroup,
@@ -36,10 +40,8 @@ from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, P
 from lbaffd.model.plan import VipPlan, plan_pass
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
-from lbaffd.openflow.flowdesc import iter_entries
-from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
-from lbaffd.openflow.groupdesc import iter_group_entries
-from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState
+from lbaffd.openflow.flowspec import FlowSpec
+from lbaffd.openflow.packed import FlowBody, GroupBody, PackedState
 from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.reconcile import audit, readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
@@ -98,34 +100,11 @@ class ReconcileResult:
     replaced: tuple[tuple[VipPlan, VipPlan | None], ...] | None = None
 
 
-def _group_ref(spec: FlowSpec) -> int:
-    """The lbaffd group a flow dispatches to or names as its VIP id (0: none)."""
-    for a in spec.actions:
-        if isinstance(a, Group) and own.is_vip_group(a.group_id):
-            return a.group_id
-        if (isinstance(a, SetField) and a.field == REG_VIP_ID and isinstance(a.value, int)
-                and own.is_vip_group(a.value)):
-            return a.value
-    return 0
-
-
 def _without(m: Mapping[_K, _V], keys: frozenset[_K]) -> Mapping[_K, _V]:
     """``m`` without ``keys`` (``m`` itself when there are none to leave out)."""
     if not keys:
         return m
     return {k: v for k, v in m.items() if k not in keys}
-
-
-def _digest(entry: bytes) -> bytes:
-    return hashlib.blake2b(entry, digest_size=16).digest()
-
-
-def _drained(parts: list[Any]) -> Iterator[Any]:
-    """``parts`` in order, each let go of once taken: the replies of a dump
-    of 80k flows are ~20 MB, and decoding them all takes a while."""
-    parts.reverse()
-    while parts:
-        yield parts.pop()
 
 
 def _replay(items: list[Compiled], desired: DesiredState
@@ -137,122 +116,6 @@ def _replay(items: list[Compiled], desired: DesiredState
     return desired
 
 
-class DecodeCache:
-    """Installed flows by their wire bytes (stats excluded), in the desired
-    state's form (``packed``: decoded, then encoded as lbaffd would); groups
-    are converted from their bytes on every dump, never decoded unless they
-    differ (``groups``).
-
-    An unchanged flow comes back from OVS byte-identical on every dump, so each
-    distinct entry is converted once; decoding dominates an audit otherwise
-    (~0.2 ms per flow with os-ken; ``messages`` decodes lbaffd's own flows
-    straight from the bytes and leaves only foreign ones to os-ken).  Holds
-    only what the last dump contained, and which lbaffd group each flow
-    points at (to recover the VIP -> group assignment after a restart).
-    Flow entries are known by a 128-bit digest of their bytes: the bytes
-    themselves (~230 each) were ~18 MB at 80k flows for as long as the daemon
-    ran after its first audit.
-    """
-
-    def __init__(self) -> None:
-        self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
-        self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
-
-    def flows(self, parts: Iterable[Any], chunk: int | None = None,
-              tick: Callable[[], object] | None = None) -> list[FlowBody]:
-        """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
-        chunk; each kind of dump keeps its own cache.  ``tick`` runs every
-        ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
-        if chunk is None:
-            self._flows = {k: v for k, v in self._flows.items() if k is None}
-        else:
-            self._flows.pop(None, None)
-        known = self._flows.get(chunk, {})
-        refs = self._refs
-        seen: dict[bytes, FlowBody] = {}
-        decoded = 0
-        for part in parts:
-            for offset, _, entry in iter_entries(part.raw):
-                identity = _digest(entry)
-                body = known.get(identity) or seen.get(identity)
-                if body is None:
-                    spec = messages.decode_flow(part.raw, offset)
-                    body = packed.installed_flow(spec)
-                    gid = _group_ref(spec)
-                    if gid and chunk is None:  # (only a full dump recovers group ids)
-                        refs[identity] = gid
-                    decoded += 1
-                    if tick is not None and decoded % TICK_DECODES == 0:
-                        tick()
-                seen[identity] = body
-        self._flows[chunk] = seen
-        if chunk is None:
-            self._refs = {k: v for k, v in refs.items() if k in seen}
-        return list(seen.values())
-
-    def group_ids(self) -> dict[int, int]:
-        """cookie -> lbaffd group id, from the last dump of all flows."""
-        found: dict[int, int] = {}
-        for identity, body in self._flows.get(None, {}).items():
-            gid = self._refs.get(identity)
-            if gid:
-                found.setdefault(packed.cookie(body), gid)
-        return found
-
-    def adopt(self, flows: Mapping[FlowId, FlowBody]) -> None:
-        """Where a converted entry equals the desired one, keep the desired
-        bytes instead: the cache then costs its keys, not a second copy of
-        the state, and the next audit's diff finds the very same objects
-        (``is``) without comparing them."""
-        for chunk in list(self._flows):
-            self.adopt_flows(flows, chunk)
-
-    def adopt_flows(self, flows: Mapping[FlowId, FlowBody], chunk: int | None) -> None:
-        """``adopt`` for the flows of one kind of dump (an audit adopts each
-        slice as it goes: the whole at once held the worker ~50 ms at 80k
-        flows)."""
-        cached = self._flows.get(chunk, {})
-        for identity, body in cached.items():
-            want = flows.get(packed.flow_id(body))
-            if want is not None and want is not body and want == body:
-                cached[identity] = want
-
-    def groups(self, parts: Iterable[Any], tick: Callable[[], object] | None = None,
-               desired: Mapping[int, GroupBody] | None = None) -> list[GroupBody]:
-        """lbaffd's groups, each as the body of its entry's bytes
-        (``readback.group_body``): decoded only where a diff finds it differs
-        from the desired one (``readback.canonical_group``).  Nothing is
-        kept: converting is a copy of the bytes, and a copy kept here was a
-        second copy of every group (~12 MB at 1000 VIPs) until the pass ended.
-        With the ``desired`` groups known already, one equal to its desired
-        body is that very body (the copy is let go of at once)."""
-        out: list[GroupBody] = []
-        for part in parts:
-            for _, group_id, entry in iter_group_entries(part.raw):
-                if not own.is_lbaffd_group(group_id):
-                    continue
-                body = readback.group_body(entry)
-                want = desired.get(group_id) if desired is not None else None
-                out.append(want if want is not None and want == body else body)
-                if tick is not None and len(out) % TICK_GROUPS == 0:
-                    tick()
-        return out
-
-
-def read_installed(channel: Channel, cache: DecodeCache | None = None
-                   ) -> tuple[PackedState, int]:
-    """lbaffd's flows and groups as the switch reports them now, and how many
-    of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
-    cache = cache or DecodeCache()
-    flows = cache.flows(_drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
-    group_parts = channel.dump_group_desc()
-    groups = cache.groups(_drained(group_parts))
-    foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
-    return PackedState.build(flows, groups), foreign
-
-
-TICK_DECODES = 50
-TICK_GROUPS = 500  # groups converted (not decoded) between two ticks
 MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives up
 
 
@@ -298,7 +161,7 @@ class Reconciler:
         self._max_idle = max_idle
         self._distribution = distribution
         self.min_slots = 1  # set from the switch's OVS version (see distribution)
-        self._decoded = DecodeCache()
+        self._decoded = readback.DecodeCache()
         self._compiled = VipCache()
         self._group_ids: dict[own.OwnerKey, int] = {}
         self._installed: PackedState | None = None  # valid only after a clean pass
@@ -410,12 +273,12 @@ class Reconciler:
         early_flows = prefetched.flows() if prefetched is not None else None
         installed: PackedState | None = None
         if early_flows is not None:
-            flow_bodies = self._decoded.flows(_drained(early_flows))
+            flow_bodies = self._decoded.flows(readback.drained(early_flows))
             del early_flows
             foreign = sum(map(packed.is_foreign, flow_bodies))
         elif audit or self._installed is None:
             prefetched = None
-            installed, foreign = read_installed(channel, self._decoded)
+            installed, foreign = readback.read_installed(channel, self._decoded)
         else:
             installed, foreign = self._installed, 0
         t_read = time.monotonic()
@@ -508,7 +371,7 @@ class Reconciler:
         nothing, so streaming the bundle while compiling gains nothing there."""
         items, desired = collect(compiled)
         group_parts = prefetched.groups()
-        groups = self._decoded.groups(_drained(group_parts if group_parts is not None
+        groups = self._decoded.groups(readback.drained(group_parts if group_parts is not None
                                                else channel.dump_group_desc()),
                                       desired=desired.state.groups)
         installed = PackedState.build(flows, groups)
@@ -584,7 +447,7 @@ class Reconciler:
                         total = self._apply(channel, index, ChangeSet(
                             add_groups=first.add_groups, mod_groups=first.mod_groups), total)
                         continue
-                    flows = self._decoded.flows(_drained(dump.parts), dump.job, tick)
+                    flows = self._decoded.flows(readback.drained(dump.parts), dump.job, tick)
                     if not tick():
                         return None
                     n_flows += len(flows)
@@ -681,7 +544,7 @@ class Reconciler:
 def cleanup(channel: Channel) -> int:
     """Remove exactly lbaffd's flows (managed and learned, by cookie magic) and
     groups (by id range) in one bundle; returns how many groups went."""
-    installed, _ = read_installed(channel)
+    installed, _ = readback.read_installed(channel)
     msgs: list[Any] = [messages.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
                        messages.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
     msgs += [messages.group_delete(gid) for gid in sorted(installed.groups)]

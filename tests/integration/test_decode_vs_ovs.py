@@ -21,7 +21,7 @@ from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import PackedState
-from lbaffd.reconcile.reconciler import DecodeCache
+from lbaffd.reconcile.readback import DecodeCache
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.switchstate import specs
 from tests.unit.test_decode_vs_fallback import EXTRA_FLOWS

@@ -45,7 +45,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.oxm import ipv6_text
 from lbaffd.openflow.packed import PackedState
-from lbaffd.reconcile.reconciler import DecodeCache
+from lbaffd.reconcile.readback import DecodeCache
 from tests.switchstate import specs
 from tests.unit.test_encode_vs_osken import EXTRA_GROUPS, STATES
 

@@ -28,7 +28,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.oxm import encode_match
 from lbaffd.openflow.replies import OpenFlowError
-from lbaffd.reconcile.reconciler import DecodeCache
+from lbaffd.reconcile.readback import DecodeCache
 from tests import reference_codec
 from tests.fakeswitch import FakeSwitch, Message, match_key
 

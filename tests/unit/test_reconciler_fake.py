@@ -39,7 +39,8 @@ from lbaffd.openflow.packed import PackedState
 from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
-from lbaffd.reconcile.reconciler import Reconciler, cleanup, read_installed
+from lbaffd.reconcile.readback import read_installed
+from lbaffd.reconcile.reconciler import Reconciler, cleanup
 from lbaffd.sb.records import LoadBalancerRow
 from tests.fakeswitch import FakeSwitch, Message
 from tests.unit.test_companion import LAYOUT, PORTS
