@@ -8,7 +8,7 @@ from types import MappingProxyType
 from lbaffd.compile.layout import STANDALONE as P
 from lbaffd.compile.state import CompiledGroup, collect, compile_state, compile_stream
 from lbaffd.model import ownership as own
-from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.loadbalancer import Endpoint, LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import (
@@ -250,15 +250,38 @@ def test_compile_stream_yields_every_flow_once_and_each_group_before_its_flows()
             assert any(k == "group" and g == gid for k, g, _ in seen[:first_use]), i
 
 
+def _reference_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, Endpoint]]:
+    """The bucket ids as documented, written plainly: blake2b-32 of
+    "<backend>#r" for replica r of a balanced group, of "<backend>" with one
+    replica (ordered by id then), top bit cleared, the next id on a clash."""
+    import hashlib
+
+    from lbaffd.model.distribution import bucket_layout, replicas
+
+    def h(text: str) -> int:
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(),
+                              "big") & 0x7FFFFFFF
+
+    ordered = sorted(backends)
+    n = len(ordered)
+    out: list[tuple[int, Endpoint]] = []
+    taken: set[int] = set()
+    one = replicas(n, mode) == 1
+    for index, be_index in enumerate(bucket_layout(n, mode)):
+        bid = h(str(ordered[be_index]) if one else f"{ordered[be_index]}#{index // n}")
+        while bid in taken:
+            bid = (bid + 1) & 0x7FFFFFFF
+        taken.add(bid)
+        out.append((bid, ordered[be_index]))
+    return sorted(out) if one else out
+
+
 def test_balanced_bucket_ids_are_the_hash_of_backend_and_replica() -> None:
     """The bucket id of replica r of a backend is blake2b-32 of "<backend>#r"
     (top bit cleared, probing on a clash), whatever code computes it: ids
     that changed would modify every balanced group on the first restart
     after an upgrade."""
-    import hashlib
-
-    from lbaffd.model.distribution import BALANCED, bucket_layout
-    from lbaffd.model.loadbalancer import Endpoint
+    from lbaffd.model.distribution import BALANCED
     from lbaffd.model.plan import group_buckets
 
     for n in (2, 3, 7, 100):
@@ -267,17 +290,30 @@ def test_balanced_bucket_ids_are_the_hash_of_backend_and_replica() -> None:
         if n == 3:  # and one IPv6 backend set
             backends = tuple(Endpoint(ipaddress.ip_address(f"fd00::{i + 1:x}"), 80)
                              for i in range(n))
-        ordered = sorted(backends)
-        want: list[tuple[int, Endpoint]] = []
-        taken: set[int] = set()
-        for index, be_index in enumerate(bucket_layout(n, BALANCED)):
-            text = f"{ordered[be_index]}#{index // n}".encode()
-            bid = int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "big")
-            bid &= 0x7FFFFFFF
-            while bid in taken:
-                bid = (bid + 1) & 0x7FFFFFFF
-            taken.add(bid)
-            want.append((bid, ordered[be_index]))
         got = group_buckets(backends, BALANCED)
-        assert got == want
+        assert list(got) == _reference_buckets(backends, BALANCED)
         assert len(got) == 256 // n * n
+
+
+def test_group_buckets_equal_the_plain_reference_on_random_backends() -> None:
+    """``group_buckets`` builds ``Buckets``' arrays directly (a cold pass's
+    hot spot); on random backend sets of both families, with and without
+    ports, every size and both kinds of group, it gives the reference's
+    buckets, and ``Buckets`` built from the reference's pairs equals it."""
+    import random
+
+    from lbaffd.model.plan import Buckets, group_buckets
+
+    rng = random.Random(7)
+    for case in range(300):
+        n = rng.choice((0, 1, 2, 3, rng.randint(4, 40), rng.randint(41, 300)))
+        v6, port = case % 3 == 0, rng.choice((None, 80, rng.randint(1, 65535)))
+        ips = {ipaddress.ip_address(f"fd00::{rng.getrandbits(16):x}:{rng.getrandbits(16):x}" if v6
+                                    else f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
+                                         f"{rng.randint(1, 254)}") for _ in range(n)}
+        backends = tuple(Endpoint(ip, port) for ip in ips)
+        for mode in ("balanced", "client-hash"):
+            got = group_buckets(backends, mode)
+            want = _reference_buckets(backends, mode)
+            assert list(got) == want, (case, mode)
+            assert got == Buckets(want) and hash(got) == hash(Buckets(want)) == hash(tuple(want))
