@@ -276,6 +276,13 @@ class Reconciler:
             flow_bodies = self._decoded.flows(readback.drained(early_flows))
             del early_flows
             foreign = sum(map(packed.is_foreign, flow_bodies))
+            if not flow_bodies and prefetched is not None:
+                # a switch without lbaffd's flows (a host's first start, or
+                # after ovs-vswitchd lost them): everything is to be sent, so
+                # read the (small) group dump now and stream the bundle while
+                # compiling, as any full pass does
+                installed, foreign_groups = self._read_groups(prefetched, channel, [])
+                foreign += foreign_groups
         elif audit or self._installed is None:
             prefetched = None
             installed, foreign = readback.read_installed(channel, self._decoded)
@@ -367,15 +374,24 @@ class Reconciler:
         (~5 s of its CPU at 5000 VIPs), then read the groups: the compiled
         items replayed in order (the bundle's order is the compiler's), the
         installed state, and how many of its groups are foreign.  Only the
-        first pass after a start has a prefetched dump; it usually sends
-        nothing, so streaming the bundle while compiling gains nothing there."""
+        first pass after a start has a prefetched dump, and it takes this way
+        only when the switch has lbaffd's flows (a restart): it usually sends
+        nothing then, so streaming the bundle while compiling gains nothing."""
         items, desired = collect(compiled)
+        installed, foreign = self._read_groups(prefetched, channel, flows, desired.state.groups)
+        return _replay(items, desired), installed, foreign
+
+    def _read_groups(self, prefetched: Prefetch, channel: Channel, flows: list[FlowBody],
+                     desired: Mapping[int, GroupBody] | None = None) -> tuple[PackedState, int]:
+        """The installed state from the flows read already and the prefetched
+        group dump (dumped again if that failed), and how many of its groups
+        are foreign.  ``desired``: the groups compiled, whose bytes spare
+        decoding the entries equal to them."""
         group_parts = prefetched.groups()
         groups = self._decoded.groups(readback.drained(group_parts if group_parts is not None
-                                               else channel.dump_group_desc()),
-                                      desired=desired.state.groups)
-        installed = PackedState.build(flows, groups)
-        return _replay(items, desired), installed, sum(map(packed.is_foreign, groups))
+                                                       else channel.dump_group_desc()),
+                                      desired=desired)
+        return PackedState.build(flows, groups), sum(map(packed.is_foreign, groups))
 
     def audit_unchanged(self, channel: Channel, between: Callable[[], bool] | None = None,
                         wake: threading.Event | None = None,

@@ -42,7 +42,7 @@ from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
 from lbaffd.reconcile.readback import read_installed
 from lbaffd.reconcile.reconciler import Reconciler, cleanup
 from lbaffd.sb.records import LoadBalancerRow
-from tests.fakeswitch import FakeSwitch, Message
+from tests.fakeswitch import FakeBundle, FakeSwitch, Message
 from tests.unit.test_companion import LAYOUT, PORTS
 from tests.unit.test_companion import SNAP as COMPANION_SNAP
 from tests.unit.test_companion import TOPO as COMPANION_TOPO
@@ -410,6 +410,48 @@ def test_restart_from_prefetched_dumps_sends_zero_mods() -> None:
     assert result.changes.empty and fake.mods == sent and result.foreign == 0
     assert second.group_ids == first.group_ids
     assert result.installed_groups == len(result.desired.state.groups) > 0
+
+
+def test_a_start_on_a_switch_without_lbaffds_flows_streams_its_bundle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass after a start on a switch that has none of lbaffd's
+    flows (a host's first start) sends everything: it reads the prefetched
+    dumps and writes its bundle while it compiles (ovs-vswitchd checks the
+    adds meanwhile), rather than compiling everything first as a restart
+    does.  And a restart still compiles first, then sends nothing."""
+    from lbaffd.reconcile import reconciler
+
+    events: list[str] = []
+
+    def logged(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        inner = compile_stream(*args, **kw)
+        while True:
+            try:
+                item = next(inner)
+            except StopIteration as done:
+                return done.value
+            events.append("compiled")
+            yield item
+
+    compile_stream = reconciler.compile_stream
+    monkeypatch.setattr(reconciler, "compile_stream", logged)
+    add = FakeBundle.add
+    monkeypatch.setattr(FakeBundle, "add",
+                        lambda self, msg: (events.append("sent"), add(self, msg))[1])
+    fake = FakeSwitch()
+    rec = Reconciler(STANDALONE)
+    rec.prefetch(fake)
+    result = rec.reconcile(fake, LBS, TOPO)
+    assert installed(fake) == result.desired.state and result.foreign == 0
+    assert events.count("sent") == events.count("compiled") > 10  # an empty switch: all sent
+    last_compiled = len(events) - 1 - events[::-1].index("compiled")
+    assert events.index("sent") < last_compiled  # sent while the rest still compiled
+
+    events.clear()
+    again = Reconciler(STANDALONE)
+    again.prefetch(fake)
+    assert again.reconcile(fake, LBS, TOPO).changes.empty
+    assert "sent" not in events and events.count("compiled") > 10
 
 
 def test_restart_from_prefetched_dumps_repairs_what_changed_meanwhile() -> None:
