@@ -218,6 +218,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "churn_cpus": ("churn", "cpus_used"), "churn_rss_mb": ("churn", "rss_peak_mb"),
     "restart_s": ("restart", "in_sync_s"), "restart_writes": ("restart", "of_writes"),
     "restart_rss_mb": ("restart", "rss_peak_mb"), "events_rss_mb": ("events", "rss_peak_mb"),
+    # the switch's own share of a restart: ovs-vswitchd building lbaffd's
+    # group dump (asked for at start, beside the SB sync and the compile)
+    "restart_group_dump_ms": ("restart", "prefetch_ms", "groups_ms"),
     "events_audit_rss_mb": ("events_audit", "rss_peak_mb"),
 }
 EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max",
@@ -293,7 +296,9 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     add("churn: LB change lag p99", "<= 100 ms", None if lag is None else f"{lag:.0f} ms",
         None if lag is None else lag <= 100)
     rs, rw = med(lb, "restart_s"), med(lb, "restart_writes")
-    add("restart: in sync", "<= 2 s", None if rs is None else f"{rs:.2f} s",
+    dump = med(lb, "restart_group_dump_ms")
+    floor = "" if dump is None else f" (the switch's group dump alone: {dump / 1000:.2f} s)"
+    add("restart: in sync", "<= 2 s", None if rs is None else f"{rs:.2f} s{floor}",
         None if rs is None else rs <= 2)
     add("restart: flow/group mods", "0", None if rw is None else f"{rw:.0f}",
         None if rw is None else rw == 0)
@@ -341,6 +346,7 @@ def markdown(res: dict[str, Any]) -> str:
             ("churn LB lag p50", "churn_lag_p50_ms", " ms"),
             ("churn LB lag p99", "churn_lag_p99_ms", " ms"), ("churn CPUs", "churn_cpus", ""),
             ("restart -> in sync", "restart_s", " s"),
+            ("restart: the switch's group dump", "restart_group_dump_ms", " ms"),
             ("restart flow/group mods", "restart_writes", ""),
             ("peak RSS after restart", "restart_rss_mb", " MB")]
     for label, key, unit in rows:
