@@ -20,9 +20,13 @@ How it stays exact:
   values and B's bytes the same value of B.  It is kept only if it turns B's
   values into B's bytes exactly and the VIP at hand into its own compiled
   part; else that shape is always compiled.
-- VIPs with an IPv6 address, LBs with ``hairpin_snat_ip`` and VIPs with
-  so many buckets that their group may have to be split (``groupsplit``)
-  are always compiled.
+- Markers are of the VIP's family (IPv4 or IPv6).  An LB's
+  ``hairpin_snat_ip`` is not replaced: it is part of the shape, and so is
+  which of the VIP's addresses equal it (the stages answer ARP/ND for it only
+  when it is not the VIP).  A cluster's LBs share one such address (OVN-
+  Kubernetes: 169.254.169.5), so their shapes still recur.
+- VIPs with so many buckets that their group may have to be split
+  (``groupsplit``) are always compiled.
 
 The group is filled in bucket by bucket (``_GroupTemplate``): its bucket
 order follows hashes of the backends, so each backend has a bucket template
@@ -64,9 +68,18 @@ class _Marks:
     uuid: str
     group_id: int
     first_addr: int
+    tag6: int  # the first byte of each 32-bit word of an IPv6 marker
     mac_prefix: str
 
-    def addr(self, k: int) -> IPAddress:
+    def addr(self, k: int, v6: bool = False) -> IPAddress:
+        """Address ``k`` of the marker set.  An IPv6 one has a distinct 32-bit
+        word at each of its four positions (``tag6 + i``, then ``k``): the
+        stages load an IPv6 address into registers word by word, so each word
+        is a value of its own and must tell its address and position apart."""
+        if v6:
+            return ipaddress.IPv6Address(b"".join(
+                bytes((self.tag6 + i, k >> 16 & 0xFF, k >> 8 & 0xFF, k & 0xFF))
+                for i in range(4)))
         return ipaddress.IPv4Address(self.first_addr + k)
 
     def mac(self, i: int) -> str:
@@ -74,11 +87,13 @@ class _Marks:
 
 
 MARKS_A: Final = _Marks("\x00template-a", 0xB0A1A2A3, int(ipaddress.IPv4Address("198.18.0.1")),
-                        "02:a0:a1")
+                        0xA4, "02:a0:a1")
 MARKS_B: Final = _Marks("\x00template-b", 0xB0B1B2B3, int(ipaddress.IPv4Address("198.19.0.1")),
-                        "02:b0:b1")
+                        0xC4, "02:b0:b1")
 MARKER_VIP_KEY: Final = "vip"
-MAX_SHAPES: Final = 1024  # shapes remembered (a template is a few KB)
+# shapes remembered (a template is a few KB); the realistic SB at N=5000 has
+# ~1100, and at 1024 they were all let go once in the middle of a cold pass
+MAX_SHAPES: Final = 4096
 
 
 def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
@@ -88,17 +103,18 @@ def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _marker_endpoint(marks: _Marks, k: int, port: int | None) -> Endpoint:
+def _marker_endpoint(marks: _Marks, k: int, port: int | None, v6: bool) -> Endpoint:
     """One object per marker endpoint: it remembers its hash (shapes are dict keys)."""
-    return Endpoint(marks.addr(k), port)
+    return Endpoint(marks.addr(k, v6), port)
 
 
 def _marked(plan: VipPlan, addrs: Sequence[IPAddress], marks: _Marks) -> VipPlan:
     """``plan`` with its values replaced by ``marks``' (everything else kept)."""
     index = {int(ip): k for k, ip in enumerate(addrs)}
+    v6 = addrs[0].version == 6
 
     def ep(e: Endpoint) -> Endpoint:
-        return _marker_endpoint(marks, index[int(e.ip)], e.port)
+        return _marker_endpoint(marks, index[int(e.ip)], e.port, v6)
 
     vip = plan.vip
     mvip = Vip(MARKER_VIP_KEY, ep(vip.endpoint), vip.protocol, tuple(map(ep, vip.backends)))
@@ -127,9 +143,10 @@ def _shape(plan: VipPlan, addrs: Sequence[IPAddress], kept: tuple[tuple[str, ...
     (the key is looked up for every VIP compiled); ``kept``: the names of the
     plan's, its LB's and its VIP's fields that are not replaced."""
     index = {int(ip): k for k, ip in enumerate(addrs)}
+    v6 = addrs[0].version == 6
 
     def ep(e: Endpoint) -> Endpoint:
-        return _marker_endpoint(MARKS_A, index[int(e.ip)], e.port)
+        return _marker_endpoint(MARKS_A, index[int(e.ip)], e.port, v6)
 
     lb, vip = plan.lb, plan.vip
     return (tuple(getattr(plan, n) for n in kept[0]), tuple(getattr(lb, n) for n in kept[1]),
@@ -148,6 +165,8 @@ def _values(plan: VipPlan, addrs: Sequence[IPAddress], macs: Sequence[str]) -> l
     vals += [ip.packed for ip in addrs]
     vals += [plan.learned_cookie(be).to_bytes(8, "big") for be in plan.live_backends]
     vals += [_mac_bytes(m) for m in macs]
+    if addrs and addrs[0].version == 6:  # loaded into registers a 32-bit word at a time
+        vals += [ip.packed[i:i + 4] for ip in addrs for i in range(0, 16, 4)]
     return vals
 
 
@@ -208,16 +227,20 @@ class _Body:
                 if b[at:at + len(x)] == y:
                     slots.append((at, at + len(x), ref))
                 at = a.find(x, at + 1)
-        slots.sort()
+        slots.sort(key=lambda s: (s[0], -s[1]))  # the longer first where two start together
         consts: list[bytes] = []
+        refs: list[int] = []
         pos = 0
-        for start, end, _ in slots:
+        for start, end, ref in slots:
             if start < pos:
+                if end <= pos:
+                    continue  # inside the slot before (a word of an IPv6 address): filled by it
                 return None  # overlapping slots: ambiguous
             consts.append(a[pos:start])
+            refs.append(ref)
             pos = end
         consts.append(a[pos:])
-        return cls(tuple(consts), tuple(ref for _, _, ref in slots))
+        return cls(tuple(consts), tuple(refs))
 
 
 MARK_BUCKET_A: Final = 0x0A1A2A00
@@ -329,19 +352,21 @@ class VipTemplates:
                       _kept(Vip, _REPLACED_VIP))
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
-        if plan.lb.hairpin_snat_ip or groupsplit.may_split(len(plan.buckets)):
+        if groupsplit.may_split(len(plan.buckets)):
             # a group that may need parts (``groupsplit``) is built by the stages
             return self._compile(plan, p, max_idle, topo)
         addrs = _addresses(plan)
-        if any(ip.version != 4 for ip in addrs):  # (the model refuses mixed families anyway)
+        if any(ip.version != addrs[0].version for ip in addrs):  # (the model refuses them)
             return self._compile(plan, p, max_idle, topo)
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
         macs = [m for m in mac_of if m is not None]
         if not all(len(m) == 17 and m[2::3] == ":::::" for m in macs):
             return self._compile(plan, p, max_idle, topo)  # as ``messages`` would not take them
+        snat = plan.lb.hairpin_source(plan.vip.endpoint) if plan.lb.hairpin_snat_ip else None
         shape: Shape = (_shape(plan, addrs, self._kept), p, max_idle,
                         tuple(ip in topo.local_ips for ip in addrs),
-                        tuple(m is not None for m in mac_of))
+                        tuple(m is not None for m in mac_of),
+                        None if snat is None else tuple(ip == snat for ip in addrs))
         entry = self._shapes.get(shape)
         if isinstance(entry, _Template):
             self.filled += 1
@@ -366,7 +391,7 @@ class VipTemplates:
                   marks: _Marks) -> tuple[VipPlan, Topology, list[str], list[str]]:
         """The shape with ``marks``' values: plan, topology, MACs, address texts."""
         marked = _marked(plan, addrs, marks)
-        mapped = [marks.addr(k) for k in range(len(addrs))]
+        mapped = [marks.addr(k, addrs[0].version == 6) for k in range(len(addrs))]
         macs: dict[tuple[int, IPAddress], str] = {}
         i = 0
         for tk in plan.datapaths:
@@ -391,8 +416,9 @@ class VipTemplates:
         patterns = [_owner_pattern(o, texts_a) for o, _, _ in part_a.shared]
         if [_owner(pt, texts_b) for pt in patterns] != [o for o, _, _ in part_b.shared]:
             return None
-        va = _values(plan_a, [MARKS_A.addr(k) for k in range(len(addrs))], macs_a)
-        vb = _values(plan_b, [MARKS_B.addr(k) for k in range(len(addrs))], macs_b)
+        v6 = addrs[0].version == 6
+        va = _values(plan_a, [MARKS_A.addr(k, v6) for k in range(len(addrs))], macs_a)
+        vb = _values(plan_b, [MARKS_B.addr(k, v6) for k in range(len(addrs))], macs_b)
         va += _cookies([o for o, _, _ in part_a.shared])
         vb += _cookies([o for o, _, _ in part_b.shared])
         bodies: list[_Body] = []

@@ -45,13 +45,28 @@ PROFILES: list[dict[str, Any]] = [
     dict(proto="tcp", port=80, bport=8080, n=3,
          options={"hairpin_snat_ip": "169.254.0.9", "affinity_timeout": "300"}, dps=("dp-ls",)),
 ]
+# more, for the templates' own tests (``test_mode_layouts`` holds digests of
+# states made from ``PROFILES`` alone): the hairpin source is the VIP itself
+# or a backend shared with other VIPs; IPv6 with hairpin, local and MAC
+MORE_PROFILES: list[dict[str, Any]] = [
+    dict(proto="tcp", port=80, bport=8080, n=2, options={"hairpin_snat_ip": "VIP"},
+         dps=("dp-ls",), local=0),
+    dict(proto="udp", port=53, bport=53, n=3, options={"hairpin_snat_ip": "SHARED"},
+         dps=("dp-ls",), local=1, shared=True),
+    dict(proto="tcp", port=443, bport=8443, n=3, v6=True, local=0, mac=1,
+         options={"hairpin_snat_ip": "169.254.0.9 fd00::a9", "affinity_timeout": "60"},
+         dps=("dp-ls", "dp-lr")),
+    dict(proto="", port=None, bport=None, n=1, v6=True, options={"affinity_timeout": "30"},
+         dps=("dp-ls2",)),
+]
 
 
 def ip(n: int, v6: bool = False) -> IPAddress:
     return ipaddress.ip_address("fd00::" if v6 else "10.0.0.0") + n
 
 
-def random_lbs(rnd: random.Random, n: int) -> tuple[tuple[LoadBalancer, ...], Topology]:
+def random_lbs(rnd: random.Random, n: int, profiles: list[dict[str, Any]] = PROFILES
+               ) -> tuple[tuple[LoadBalancer, ...], Topology]:
     """``n`` LBs of the recurring profiles, with odd ones in between (a backend
     shared with other VIPs, one address twice with two ports)."""
     rows = []
@@ -59,11 +74,11 @@ def random_lbs(rnd: random.Random, n: int) -> tuple[tuple[LoadBalancer, ...], To
     down: set[tuple[IPAddress, int | None, str]] = set()
     local: set[IPAddress] = set()
     for i in range(n):
-        prof = rnd.choice(PROFILES)
+        prof = rnd.choice(profiles)
         v6 = bool(prof.get("v6"))
         port, bport, dps = prof["port"], prof["bport"], prof["dps"]
         addrs = [ip(100_000 + 16 * i + b, v6) for b in range(prof["n"])]
-        if addrs and rnd.random() < 0.1:
+        if addrs and (prof.get("shared") or rnd.random() < 0.1):
             addrs[-1] = ip(1000 + rnd.randrange(5), v6)  # shared with other VIPs
         ends = [(a, bport) for a in addrs]
         if ends and rnd.random() < 0.05:
@@ -79,10 +94,15 @@ def random_lbs(rnd: random.Random, n: int) -> tuple[tuple[LoadBalancer, ...], To
         texts = [(f"[{a}]" if v6 else str(a)) + (f":{bp}" if port else "") for a, bp in ends]
         vip = ip(10 + i, v6)
         vtext = f"[{vip}]" if v6 else str(vip)
+        options = dict(prof["options"])
+        if options.get("hairpin_snat_ip") == "VIP":
+            options["hairpin_snat_ip"] = str(vip)
+        elif options.get("hairpin_snat_ip") == "SHARED":
+            options["hairpin_snat_ip"] = str(addrs[-1])
         rows.append(LoadBalancerRow(
             uuid=f"lb-{i}", name=f"lb{i}",
             vips=MappingProxyType({f"{vtext}:{port}" if port else vtext: ",".join(texts)}),
-            protocol=prof["proto"], options=MappingProxyType(dict(prof["options"])),
+            protocol=prof["proto"], options=MappingProxyType(options),
             datapaths=dps))
     lbs, _ = parse_all(rows, DPS, {})
     topo = Topology((LocalPort(11, "c1", LS), LocalPort(12, "c2", LS2)), MappingProxyType(macs),
@@ -101,7 +121,7 @@ def both(lbs: tuple[LoadBalancer, ...], topo: Topology, p: Pipeline,
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("pipeline", [STANDALONE, embedded(40, 70)], ids=["standalone", "embedded"])
 def test_random_states_equal_with_and_without_templates(seed: int, pipeline: Pipeline) -> None:
-    lbs, topo = random_lbs(random.Random(seed), 300)
+    lbs, topo = random_lbs(random.Random(seed), 300, PROFILES + MORE_PROFILES)
     plain, templated, cache = both(lbs, topo, pipeline)
     assert templated == plain
     assert cache.templates is not None  # not vacuous: most VIPs came from templates
@@ -125,10 +145,44 @@ def test_one_shape_many_values() -> None:
     assert (cache.templates.made, cache.templates.refused, cache.templates.filled) == (1, 0, 198)
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("hairpin", ["", "169.254.169.5 fd00::a9", "VIP"])
+def test_ipv6_and_hairpin_snat_vips_are_filled_in_too(v6: bool, hairpin: str) -> None:
+    """IPv6 VIPs (markers of their family) and LBs with ``hairpin_snat_ip``
+    (one address a cluster shares: part of the shape) come from templates
+    as well; an LB whose hairpin source is its own VIP is a shape of its own
+    (the stages answer ARP/ND once then), compiled the same either way."""
+    rows = []
+    for i in range(60):
+        vip = ip(5000 + i, v6)
+        vtext = f"[{vip}]" if v6 else str(vip)
+        bes = [ip(20000 + 8 * i + b, v6) for b in range(3)]
+        opts = {"affinity_timeout": "300"}
+        if hairpin:
+            opts["hairpin_snat_ip"] = str(vip) if hairpin == "VIP" else hairpin
+        rows.append(LoadBalancerRow(
+            uuid=f"lb-{i}", name=f"lb-{i}",
+            vips=MappingProxyType({f"{vtext}:80": ",".join(
+                (f"[{b}]" if v6 else str(b)) + ":8080" for b in bes)}),
+            protocol="tcp", options=MappingProxyType(opts), datapaths=("dp-ls", "dp-lr")))
+    lbs, _ = parse_all(rows, DPS, {})
+    local = frozenset(ip(20000 + 8 * i, v6) for i in range(60))  # hairpin flows: a local backend
+    macs = MappingProxyType({(1, ip(20000 + 8 * i + 1, v6)): f"02:00:00:00:{i:02x}:01"
+                             for i in range(60)})
+    topo = Topology((LocalPort(11, "c1", LS),), macs, attached=frozenset({2}), local_ips=local)
+    plain, templated, cache = both(lbs, topo, STANDALONE)
+    assert templated == plain
+    assert cache.templates is not None
+    if hairpin == "VIP":  # the marked VIP is never the hairpin source: no template fits
+        assert cache.templates.filled == 0
+    else:
+        assert (cache.templates.made, cache.templates.refused, cache.templates.filled) == (1, 0, 58)
+
+
 def test_templates_outlive_passes() -> None:
     """A later pass with other values (backends gone down, now local)
     compiles as the stages would."""
-    lbs, topo = random_lbs(random.Random(99), 200)
+    lbs, topo = random_lbs(random.Random(99), 200, PROFILES + MORE_PROFILES)
     cache = VipCache()
     for change in range(3):
         plain, templated, cache = both(lbs, topo, STANDALONE, cache)
@@ -142,7 +196,7 @@ def test_equal_shapes_mean_equal_marked_plans() -> None:
     """The shape key is ``_marked`` computed without building it: two VIPs of
     one shape must have the very same marked plan (else a template could be
     applied to a VIP it does not fit)."""
-    lbs, topo = random_lbs(random.Random(3), 400)
+    lbs, topo = random_lbs(random.Random(3), 400, PROFILES + MORE_PROFILES)
     ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
     kept = VipTemplates(lambda *a: None)._kept  # type: ignore[arg-type,return-value]
     marked_by_shape: dict[object, object] = {}
