@@ -5,24 +5,47 @@ Built over the channel's public surface only: ``next_xid``,
 ``start_request`` (a ``PendingReply`` to wait for or drop),
 ``watch_errors``/``unwatch_errors`` (an ``XidSpan`` for the adds, which the
 switch answers only when they fail) and ``send_batch``.
-``OpenFlowChannel.open_bundle`` makes one; the channel is imported here for
-its types only, so the two modules do not import each other at run time.
+``OpenFlowChannel.open_bundle`` makes one; this module types the channel by
+what it needs of it as a Protocol (``BundleChannel``), so ``bundle`` does not
+import ``channel``.
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lbaffd.openflow import messages
 from lbaffd.openflow import oskenfallback as fallback
 from lbaffd.openflow.oskenfallback import constants as ofp
-from lbaffd.openflow.replies import ConnectionLost, OpenFlowError, OpenFlowTimeout
-
-if TYPE_CHECKING:
-    from lbaffd.openflow.channel import OpenFlowChannel, PendingReply, XidSpan
+from lbaffd.openflow.replies import (
+    ConnectionLost,
+    OpenFlowError,
+    OpenFlowTimeout,
+    Reply,
+    XidSpan,
+)
 
 SEND_CHUNK = 256 * 1024  # bundle adds are written in batches of about this many bytes
+
+
+class PendingReply(Protocol):
+    """A request on the wire whose reply is read later (``channel.PendingReply``)."""
+
+    def wait(self, timeout: float | None = None) -> list[Reply]: ...
+    def drop(self) -> None: ...
+
+
+class BundleChannel(Protocol):
+    """What a bundle needs of its connection (``channel.OpenFlowChannel``):
+    typed here so that ``channel``, which makes bundles, is the only one of the
+    two modules to import the other."""
+
+    def next_xid(self) -> int: ...
+    def start_request(self, msg: Any) -> PendingReply: ...
+    def watch_errors(self, first: int) -> XidSpan: ...
+    def unwatch_errors(self, span: XidSpan) -> None: ...
+    def send_batch(self, parts: list[bytes], name: str) -> None: ...
 
 
 class Bundle:
@@ -48,7 +71,7 @@ class Bundle:
     waited 4-29 ms for its reply at 5000 LBs, the commit then 0.1-6 ms more).
     """
 
-    def __init__(self, channel: OpenFlowChannel, timeout: float | None = None) -> None:
+    def __init__(self, channel: BundleChannel, timeout: float | None = None) -> None:
         self._ch = channel
         self._timeout = timeout
         self._id: int | None = None

@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -39,6 +39,8 @@ from lbaffd.openflow.replies import (
     OpenFlowTimeout,
     Reply,
     SkippedEntry,
+    Waiter,
+    XidSpan,
 )
 
 log = structlog.get_logger("lbaffd.openflow")
@@ -56,13 +58,6 @@ MAX_WRAPS = 64  # an entry of up to 4 MiB (~50k buckets) can be skipped
 WRAP_READ_TIMEOUT = 5.0
 
 
-@dataclass
-class _Waiter:
-    done: threading.Event = field(default_factory=threading.Event)
-    replies: list[Reply] = field(default_factory=list)
-    error: Exception | None = None
-
-
 @dataclass(slots=True, eq=False)
 class PendingReply:
     """A request on the wire whose reply has not been waited for
@@ -70,7 +65,7 @@ class PendingReply:
 
     channel: OpenFlowChannel
     xid: int
-    waiter: _Waiter
+    waiter: Waiter
 
     def wait(self, timeout: float | None = None) -> list[Reply]:
         """The reply; raises the switch's error for it, or ``OpenFlowTimeout``."""
@@ -79,29 +74,6 @@ class PendingReply:
     def drop(self) -> None:
         """Stop waiting for it (its reply, if one comes, is ignored)."""
         self.channel._forget(self.xid)
-
-
-@dataclass(slots=True, eq=False)
-class XidSpan:
-    """The xids from ``first`` to ``last`` (wrapping at 2^32) that no request
-    of its own claims: a bundle's adds, which are only ever answered by an
-    error (``OpenFlowChannel.watch_errors``).  One span instead of a waiter
-    entry per add (at 85k adds those were ~7 MB for the length of a bundle).
-    ``last`` moves forward as adds are sent; ``error`` is the first error the
-    switch reported for any of them."""
-
-    first: int
-    last: int
-    waiter: _Waiter = field(default_factory=_Waiter)
-
-    def __contains__(self, xid: int) -> bool:
-        if self.first <= self.last:
-            return self.first <= xid <= self.last
-        return xid >= self.first or xid <= self.last
-
-    @property
-    def error(self) -> Exception | None:
-        return self.waiter.error
 
 
 class OpenFlowChannel:
@@ -121,7 +93,7 @@ class OpenFlowChannel:
         self._timeout = request_timeout
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, Waiter] = {}
         self._spans: list[XidSpan] = []  # under _waiters_lock too
         self._waiters_lock = threading.Lock()
         self._xids = itertools.count(1)
@@ -382,9 +354,9 @@ class OpenFlowChannel:
         with self._waiters_lock:
             self._spans.remove(span)
 
-    def _register(self) -> tuple[int, _Waiter]:
+    def _register(self) -> tuple[int, Waiter]:
         xid = self.next_xid()
-        w = _Waiter()
+        w = Waiter()
         with self._waiters_lock:
             self._waiters[xid] = w
         return xid, w
@@ -394,7 +366,7 @@ class OpenFlowChannel:
         with self._waiters_lock:
             return bool(self._waiters)
 
-    def _wait(self, xid: int, w: _Waiter, timeout: float | None) -> list[Reply]:
+    def _wait(self, xid: int, w: Waiter, timeout: float | None) -> list[Reply]:
         try:
             if not w.done.wait(self._timeout if timeout is None else timeout):
                 raise OpenFlowTimeout(f"xid {xid}")
@@ -432,7 +404,7 @@ class OpenFlowChannel:
         """Send messages the switch answers only when they fail (e.g.
         NXT_CT_FLUSH), then a barrier: once it is answered, every error has
         arrived.  Raises the first ``OpenFlowError`` among them."""
-        sent: list[tuple[int, _Waiter]] = []
+        sent: list[tuple[int, Waiter]] = []
         try:
             for m in msgs:
                 xid, w = self._register()
@@ -535,7 +507,7 @@ class OpenFlowChannel:
         a group deleted since it was listed is left out."""
         replies: list[Reply] = []
         for start in range(0, len(ids), window):
-            waiting: list[tuple[int, _Waiter]] = []
+            waiting: list[tuple[int, Waiter]] = []
             try:
                 for gid in ids[start:start + window]:
                     xid, w = self._register()

@@ -1,7 +1,8 @@
 """What a request to the switch comes back with: ``Reply`` (one message of a
-reply, raw), ``SkippedEntry`` (an entry a reply could not carry), and the
-ways a wait for it ends otherwise (``OpenFlowError``, ``ConnectionLost``,
-``OpenFlowTimeout``).
+reply, raw), ``SkippedEntry`` (an entry a reply could not carry), the ways a
+wait for it ends otherwise (``OpenFlowError``, ``ConnectionLost``,
+``OpenFlowTimeout``), and what is waited on: a ``Waiter`` per request, an
+``XidSpan`` for a bundle's adds.
 
 A module of their own because both ``channel`` (the connection) and
 ``bundle`` (built over it) raise and catch them, and callers that only read
@@ -11,7 +12,8 @@ replies or handle their errors need neither.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbaffd.openflow import oskenfallback as fallback
@@ -63,3 +65,35 @@ class Reply:
     def parse(self) -> Any:
         """The os-ken object, or None where os-ken cannot parse it."""
         return fallback.parse_message(self.msg_type, self.xid, self.raw)
+
+
+@dataclass
+class Waiter:
+    """One request's reply as the channel's reader collects it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    replies: list[Reply] = field(default_factory=list)
+    error: Exception | None = None
+
+
+@dataclass(slots=True, eq=False)
+class XidSpan:
+    """The xids from ``first`` to ``last`` (wrapping at 2^32) that no request
+    of its own claims: a bundle's adds, which are only ever answered by an
+    error (``OpenFlowChannel.watch_errors``).  One span instead of a waiter
+    entry per add (at 85k adds those were ~7 MB for the length of a bundle).
+    ``last`` moves forward as adds are sent; ``error`` is the first error the
+    switch reported for any of them."""
+
+    first: int
+    last: int
+    waiter: Waiter = field(default_factory=Waiter)
+
+    def __contains__(self, xid: int) -> bool:
+        if self.first <= self.last:
+            return self.first <= xid <= self.last
+        return xid >= self.first or xid <= self.last
+
+    @property
+    def error(self) -> Exception | None:
+        return self.waiter.error

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from lbaffd.openflow import messages
-from lbaffd.openflow.channel import XidSpan
 from lbaffd.openflow.flowspec import (
     Bucket,
     FlowSpec,
@@ -34,6 +33,7 @@ from lbaffd.openflow.packed import (
     unpack_flow,
     unpack_group,
 )
+from lbaffd.openflow.replies import XidSpan
 from tests.switchstate import specs as unpacked
 from tests.unit.test_encode_vs_osken import STATES
 

@@ -4,7 +4,7 @@ when one fails; the channel routes such an error to the span that holds it
 
 from __future__ import annotations
 
-from lbaffd.openflow.channel import XidSpan
+from lbaffd.openflow.replies import XidSpan
 
 
 def test_span_grows_as_adds_are_sent_and_starts_without_error() -> None:
