@@ -133,6 +133,21 @@ def test_bridge_reader_converts_only_changed_ports(sandbox: Sandbox) -> None:
             assert time.monotonic() < deadline, "change not seen"
             time.sleep(0.05)
 
+    def quiesce() -> None:
+        """Read until ovs-vswitchd has written nothing for 0.5 s: it writes
+        some columns (a patch port's ofport) a moment after the change that
+        made them, and that late write must not count for the next change."""
+        deadline = time.monotonic() + 10
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 0.5:
+            with mon.conn.lock:
+                dirty = take_dirty(mon)
+                if dirty:
+                    reader.read(mon, "br-int", dirty)
+                    quiet_since = time.monotonic()
+            assert time.monotonic() < deadline, "the bridge never went quiet"
+            time.sleep(0.05)
+
     try:
         deadline = time.monotonic() + 10
         while not (mon.connected and mon.idl.in_sync):
@@ -149,14 +164,17 @@ def test_bridge_reader_converts_only_changed_ports(sandbox: Sandbox) -> None:
         sb.vsctl(*args)
         got = settle(lambda r: sum(i.iface_id.startswith("brd-pod-") for i in r) == 20)
         assert all(i.ofport > 0 for i in got if i.iface_id.startswith("brd-pod-"))
+        quiesce()
         sb.vsctl("set", "Interface", "brd3", "external_ids:iface-id=brd-moved")
         got = settle(lambda r: any(i.iface_id == "brd-moved" for i in r))
         assert reader.converted == 1
+        quiesce()
         sb.vsctl("add-port", "br-int", "patch-brd-ln", "--", "set", "Interface", "patch-brd-ln",
                  "type=patch", "options:peer=nowhere", "--", "set", "Port", "patch-brd-ln",
                  "external_ids:ovn-localnet-port=ln-brd")
         got = settle(lambda r: any(i.iface_id == "ln-brd" for i in r))
         assert reader.converted == 1
+        quiesce()
         sb.vsctl("del-port", "br-int", "brd7")
         got = settle(lambda r: not any(i.name == "brd7" for i in r))
         assert reader.converted == 0  # the bridge's port list alone changed
