@@ -19,7 +19,9 @@ a service replaced by another (NB), Service_Monitor health flips (SB), a
 pod started or stopped on another chassis (NB port, SB binding), a pod
 plugged or unplugged here (NB port, SB binding, OVS port), new connections
 from the client, an ovs-vswitchd restart at 40 % of the run and an SB
-ovsdb-server restart (the daemon reconnects) at 60 %.  After the run, an
+ovsdb-server restart (the daemon reconnects; with ``--sb-cluster 3`` the SB
+is a Raft cluster and the member the daemon is connected to is stopped
+instead) at 60 %.  After the run, an
 idle window with no event at all measures what nothing costs.
 
 Output: ``bench/results/soak-<time>.json`` and, with matplotlib (the
@@ -228,6 +230,7 @@ class Soak:
         self.failures: dict[str, int] = {}
         self.events: list[tuple[float, str]] = []
         self.traffic = {"ok": 0, "failed": 0}
+        self.stopped_members: list[int] = []  # clustered SB: whom sb_reconnect stopped
 
     def do(self, kind: str, t: float) -> None:
         try:
@@ -270,7 +273,21 @@ class Soak:
         self.sb.restart_vswitchd()
 
     def _sb_reconnect(self) -> None:
-        self.sb.restart_ovsdb("sb", down_for=2.0)
+        """Standalone SB: its ovsdb-server restarted (no transaction history
+        survives: the IDL takes the whole local SB again).  Clustered SB: the
+        member the daemon is connected to killed for as long, then started
+        again; the daemon reconnects to another member, as it would in
+        production (``monitor_cond_since`` there has the history)."""
+        if not self.sb.sb_cluster:
+            self.sb.restart_ovsdb("sb", down_for=2.0)
+            return
+        member = self.sb.sb_member_of(self.daemon.pid)
+        if member is None:
+            raise RuntimeError("the daemon holds no connection to an SB member")
+        self.sb.stop_sb_member(member)
+        self.stopped_members.append(member)
+        time.sleep(2.0)
+        self.sb.start_sb_member(member)
 
 
 def idle_window(daemon: BenchDaemon, seconds: float, t0: float) -> dict[str, Any]:
@@ -328,8 +345,9 @@ def pass_costs(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
-         audit_interval: float, nodes: int = OTHER_CHASSIS) -> dict[str, Any]:
-    with started_sandbox(f"{RUNDIR_PREFIX}soak-", nb=True,
+         audit_interval: float, nodes: int = OTHER_CHASSIS, sb_cluster: int = 0
+         ) -> dict[str, Any]:
+    with started_sandbox(f"{RUNDIR_PREFIX}soak-", nb=True, sb_cluster=sb_cluster,
                          prefix="lbs" + secrets.token_hex(2)) as sb:
         t_gen = time.monotonic()
         load = clusterload.load(sb, n, seed, nodes)
@@ -381,7 +399,9 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
             "service_monitors": len(load.monitors),
             "local_pods": len(load.c.local_pods) - len(load.local_spare),
             "remote_pods": stats["remote_pods"], "other_chassis": nodes, "cluster": stats,
-            "sb": "bench.cluster (NB + ovn-northd)",
+            "sb": "bench.cluster (NB + ovn-northd)" + (
+                f", SB a {sb_cluster}-server Raft cluster" if sb_cluster else ""),
+            "sb_cluster": sb_cluster, "sb_members_stopped": s.stopped_members,
             "duration_s": duration, "audit_interval_s": audit_interval, "seed": seed,
             "first_sync_s": round(first_sync_s, 2),
             "event_counts": s.counts, "event_failures": s.failures, "traffic": s.traffic,
@@ -553,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
                    "as bench.realistic)")
     p.add_argument("--nodes", type=int, default=OTHER_CHASSIS,
                    help=f"other chassis (default {OTHER_CHASSIS})")
+    p.add_argument("--sb-cluster", type=int, default=0, metavar="SERVERS",
+                   help="the SB as a Raft cluster of this many servers (default 0: one "
+                        "standalone ovsdb-server); its sb_reconnect then stops the member "
+                        "the daemon is connected to")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--readme", action="store_true", help="put graph and figures in README.md")
     p.add_argument("--render", type=Path, metavar="SOAK_JSON",
@@ -569,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     commit = _commit()  # what runs (the tree may move on during 30 minutes)
     result = soak(args.n, args.duration, warmup, args.idle, args.seed, args.audit_interval,
-                  args.nodes)
+                  args.nodes, args.sb_cluster)
     result.update(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=os.cpu_count(),
                   load=load, commit=commit)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -295,6 +295,14 @@ class Sandbox:
         _wait_for(lambda: not _alive(pid), 10, f"sb{i} to die")
         pidfile.unlink(missing_ok=True)
 
+    def sb_member_of(self, pid: int) -> int | None:
+        """The cluster member process ``pid`` holds an SB connection to (its
+        client port among the members'), or None: which server to stop to make
+        that process reconnect to another member."""
+        res = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,
+                             text=True, env=self.env, timeout=10)
+        return member_of(res.stdout, pid, self._client_ports)
+
     def sb_leader(self) -> int | None:
         for i in range(self.sb_cluster):
             res = subprocess.run(["ovs-appctl", "-t", str(self.rundir / f"sb{i}.ctl"),
@@ -563,7 +571,7 @@ class Sandbox:
         """One OVSDB ``transact`` of any size over JSON-RPC (``ovsdb-client
         transact`` takes the transaction as one argv string, which the kernel
         caps at 128 KiB).  Raises on any operation error."""
-        return ovsdb_transact(remote or self.sb_remote.split(",")[0], db, ops, timeout)
+        return ovsdb_transact(remote or self.sb_remote, db, ops, timeout)
 
     def add_load_balancers(self, lbs: list[LbSpec], datapaths: list[str],
                            group_column: str | None = "datapath_group") -> list[str]:
@@ -605,16 +613,36 @@ class LbSpec:
     options: dict[str, str] = field(default_factory=dict)
 
 
+def member_of(ss_established: str, pid: int, ports: list[int]) -> int | None:
+    """Which of ``ports`` (cluster members' client ports, in member order)
+    process ``pid`` is connected to, from ``ss -tnpH state established``
+    (lines ``Recv-Q Send-Q local peer users:(("name",pid=N,fd=M))``)."""
+    for line in ss_established.splitlines():
+        cols = line.split()
+        if len(cols) < 5 or f"pid={pid}," not in line:
+            continue
+        _, _, port = cols[3].rpartition(":")
+        if port.isdigit() and int(port) in ports:
+            return ports.index(int(port))
+    return None
+
+
 def ovsdb_transact(remote: str, db: str, ops: list[dict[str, object]],
                    timeout: float = 120.0) -> list[object]:
-    """``transact`` on ``remote`` (``unix:``/``tcp:``) through the ovs
-    library's JSON-RPC; the results, or RuntimeError naming the failed ops."""
+    """``transact`` on ``remote`` (``unix:``/``tcp:``; a comma-separated list
+    of a cluster's members: the first that accepts the connection, as an
+    OVSDB client would, so a member that is down is passed over) through the
+    ovs library's JSON-RPC; the results, or RuntimeError naming the failed ops."""
     import ovs.jsonrpc
     import ovs.stream
 
-    error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote),
-                                                 int(timeout * 1000))
-    if error:
+    error, stream = 0, None
+    for one in remote.split(","):
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(one),
+                                                     int(timeout * 1000))
+        if not error:
+            break
+    if error or stream is None:
         raise RuntimeError(f"cannot connect to {remote}: {os.strerror(error)}")
     rpc = ovs.jsonrpc.Connection(stream)
     try:

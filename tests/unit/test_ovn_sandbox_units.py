@@ -22,7 +22,7 @@ from lbaffd_sandbox.ovn_topology import (
     backend_list,
     nb_commands,
 )
-from lbaffd_sandbox.sandbox import ConnResult
+from lbaffd_sandbox.sandbox import ConnResult, member_of
 from lbaffd_sandbox.scenarios import ClientRun, FirstConnections, ScenarioReport, format_reports
 
 
@@ -176,3 +176,22 @@ def test_demo_lines_say_what_happened_to_each_new_client(tmp_path: Path) -> None
                          "   (starting)",
                          " VIP 172.16.0.11:80 (lb-plain, no affinity, OVN's): "
                          "client 10.0.0.11 -> be1 be3  spread"]
+
+
+def test_member_of_finds_the_member_a_process_is_connected_to() -> None:
+    """``ss -tnpH state established`` lines (no State column): the member is
+    the one whose client port is the *peer* of one of the process's sockets;
+    a server's own accepted socket (the port local) and other processes'
+    connections do not count."""
+    out = "\n".join([
+        '0      0      127.0.0.1:40000 127.0.0.1:6641 users:(("ovn-northd",pid=7,fd=9))',
+        '0      0      127.0.0.1:6642 127.0.0.1:40002 users:(("ovsdb-server",pid=8,fd=20))',
+        '0      0      127.0.0.1:40001 127.0.0.1:6643 users:(("python3",pid=42,fd=11))',
+        "garbage",
+    ])
+    ports = [6641, 6642, 6643]
+    assert member_of(out, 42, ports) == 2
+    assert member_of(out, 7, ports) == 0
+    assert member_of(out, 8, ports) is None  # it is a server: its port is the local one
+    assert member_of(out, 4, ports) is None  # pid=4 is no prefix match of pid=42
+    assert member_of("", 42, ports) is None
