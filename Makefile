@@ -68,7 +68,7 @@ $(STAMP): pyproject.toml
 ## make test: lint, type check, unit tests, then integration tests against real OVS.
 test: deps
 	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
-	$(PY) -m mypy lbaffd
+	$(PY) -m mypy lbaffd lbaffd_sandbox bench
 	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
 	exit $$rc
@@ -78,7 +78,7 @@ unit: venv
 
 lint: venv
 	$(PY) -m ruff check lbaffd lbaffd_sandbox tests bench
-	$(PY) -m mypy lbaffd
+	$(PY) -m mypy lbaffd lbaffd_sandbox bench
 
 ## make demo: OVN sandbox (northd + 2 ovn-controllers) + lbaffd --mode companion, OVN native vs
 ## lbaffd for new clients, live (Ctrl-C tears it down); DEMO_ARGS=--standalone: the standalone demo.

@@ -188,7 +188,7 @@ def generate(n: int, seed: int = 17, nodes: int = 50) -> Cluster:
             name = rng.choice(pool)
             if name not in chosen:
                 chosen.append(name)
-        vip_ports = (PORTS[protocol],)
+        vip_ports: tuple[tuple[int, int], ...] = (PORTS[protocol],)
         if protocol == "tcp" and rng.random() < 0.05:
             vip_ports += (SECOND_PORT,)
         hi, lo = divmod(i, 250)

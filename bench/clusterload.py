@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import cluster as cl
 from bench.common import ovsdb_select
-from lbaffd_sandbox.sandbox import Host, Sandbox, ovsdb_transact
+from lbaffd_sandbox.sandbox import ConnResult, Host, Sandbox, ovsdb_transact
 from lbaffd_sandbox.topology import mac_of
 
 NB = "OVN_Northbound"
@@ -257,14 +257,13 @@ class ClusterLoad:
         self.add_ports([name])
         self.local_plugged.append(name)
 
-    def traffic(self) -> tuple[int, int]:
+    def traffic(self) -> list[ConnResult]:
         """Four new connections to the real VIP from rotating client
-        addresses (entries refreshed, others idling out); (ok, failed)."""
+        addresses (entries refreshed, others idling out), each with its
+        outcome (a failed one says why: refused, timed out, ...)."""
         k = self.rng.randrange(len(CLIENT_IPS) - 3)
-        res = self.sb.connect("cli1", REAL_VIP, REAL_PORT, count=4,
-                              src_ips=CLIENT_IPS[k:k + 4], timeout=2.0)
-        ok = sum(1 for r in res if r.ok)
-        return ok, len(res) - ok
+        return self.sb.connect("cli1", REAL_VIP, REAL_PORT, count=4,
+                               src_ips=CLIENT_IPS[k:k + 4], timeout=2.0)
 
 
 def _vips(svc: cl.Service, pods: dict[str, cl.Pod], names: list[str]) -> dict[str, str]:

@@ -121,7 +121,7 @@ def populate(sb: Sandbox, hosts: int, pods: int, lbs: int, rnd: random.Random
     per = 3 + pods
     chassis = [uuids[h * per + 1] for h in range(hosts)]
     dps = [uuids[h * per + 2] for h in range(hosts)]
-    lb_ops = []
+    lb_ops: list[dict[str, object]] = []
     for i in range(lbs):
         h = rnd.randrange(hosts)
         lb_ops.append({"op": "insert", "table": "Load_Balancer", "row": {
@@ -151,6 +151,7 @@ def measure(sb: Sandbox, remote: tuple[str, int] | str, conditional: bool,
     last = list(before)
     for u in range(updates):
         h = rnd.randrange(len(dps))
+        op: dict[str, object]
         if u % 5 == 4:  # an LB backend change
             i = rnd.randrange(len(lb_uuids))
             op = {"op": "update", "table": "Load_Balancer",

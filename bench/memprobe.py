@@ -44,9 +44,10 @@ from typing import Any
 
 from bench import clusterload
 from lbaffd.config import Settings
-from lbaffd.daemon import FOREIGN, Daemon
+from lbaffd.daemon import Daemon
 from lbaffd.ops import memtrim
 from lbaffd.ops.metrics import Metrics
+from lbaffd.worker.tokens import FOREIGN
 from lbaffd_sandbox.sandbox import free_port, started_sandbox
 
 # the phases whose action always ends in a pass of the worker's (waited for)
@@ -185,7 +186,7 @@ class AuditClock:
         from lbaffd.openflow.channel import OpenFlowChannel
         from lbaffd.reconcile import readback, reconciler
 
-        self.totals = collections.Counter[str]()
+        self.totals: collections.defaultdict[str, float] = collections.defaultdict(float)
         for owner, name, kind in ((OpenFlowChannel, "dump_flow_desc", "read"),
                                   (OpenFlowChannel, "dump_group_desc", "read"),
                                   (readback.DecodeCache, "flows", "convert"),

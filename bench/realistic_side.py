@@ -502,15 +502,19 @@ class Side:
         lags = []
         for k, mark, name in sent:
             # when the SB got the LB's row change (northd's transaction)
-            up = wait_for(lambda m=mark, n=name: self.watch.first_after(
-                m, "Load_Balancer", lambda u: u.new.get("name") == n), timeout,
-                f"northd to write {name}")
+            def northd_wrote(m: int = mark, n: str = name) -> Any:
+                return self.watch.first_after(m, "Load_Balancer",
+                                              lambda u: u.new.get("name") == n)
+
+            up = wait_for(northd_wrote, timeout, f"northd to write {name}")
             if self.lbaffd:
                 assert self.tail is not None
                 # our monitor may see the update a little after lbaffd's IDL
                 # did (this process is busy sending): allow 20 ms of skew
-                done = wait_for(lambda t=up.at: next(iter(self.tail.reconciled_since(
-                    t - 0.02)), None), min(timeout, 60), f"lbaffd to apply {name}", step=0.05)
+                def applied(t: float = up.at, tail: Any = self.tail) -> Any:
+                    return next(iter(tail.reconciled_since(t - 0.02)), None)
+
+                done = wait_for(applied, min(timeout, 60), f"lbaffd to apply {name}", step=0.05)
                 lags.append(event_time(done) - up.at)
             else:
                 lags.append(self.reported(k, timeout) - up.at)

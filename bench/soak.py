@@ -65,6 +65,7 @@ IDLE_SETTLE = 10.0  # seconds between the last event and the idle window
 # seconds after a disruption during which the daemon may hold one socket
 # less (the connection it lost) or one thread more (the reconnect)
 RECONNECT_GRACE = 15.0
+MAX_FAILURES_KEPT = 20  # failed connections recorded with their error
 
 
 # ------------------------------------------------------------------ sampling
@@ -230,11 +231,15 @@ class Soak:
         self.failures: dict[str, int] = {}
         self.events: list[tuple[float, str]] = []
         self.traffic = {"ok": 0, "failed": 0}
+        self.traffic_failures: list[dict[str, Any]] = []  # the first ones, with why
         self.stopped_members: list[int] = []  # clustered SB: whom sb_reconnect stopped
 
     def do(self, kind: str, t: float) -> None:
         try:
-            getattr(self, f"_{kind}")()
+            if kind == "traffic":
+                self._traffic(t)
+            else:
+                getattr(self, f"_{kind}")()
             self.counts[kind] = self.counts.get(kind, 0) + 1
         except Exception as exc:  # recorded: a stuck event must not stop the soak
             self.failures[kind] = self.failures.get(kind, 0) + 1
@@ -264,10 +269,12 @@ class Soak:
     def _local_port(self) -> None:
         self.load.local_port()
 
-    def _traffic(self) -> None:
-        ok, failed = self.load.traffic()
-        self.traffic["ok"] += ok
-        self.traffic["failed"] += failed
+    def _traffic(self, t: float) -> None:
+        for r in self.load.traffic():
+            self.traffic["ok" if r.ok else "failed"] += 1
+            if not r.ok and len(self.traffic_failures) < MAX_FAILURES_KEPT:
+                self.traffic_failures.append({"t": round(t, 1), "src": r.src,
+                                              "error": r.error[:200]})
 
     def _vswitchd_restart(self) -> None:
         self.sb.restart_vswitchd()
@@ -405,6 +412,7 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
             "duration_s": duration, "audit_interval_s": audit_interval, "seed": seed,
             "first_sync_s": round(first_sync_s, 2),
             "event_counts": s.counts, "event_failures": s.failures, "traffic": s.traffic,
+            "traffic_failures": s.traffic_failures,
             "disruptions": [{"t": round(t, 1), "event": k} for t, k in s.events],
             "analysis": analyse(soak_samples, warmup, s.events),
             "idle": quiet,
@@ -476,8 +484,10 @@ def render(result: dict[str, Any], png: str | None) -> str:
     if png:
         lines += [f"![RSS and CPU over the soak]({png})", ""]
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result["event_counts"].items()))
+    failures = result.get("traffic_failures") or []
+    why = "; ".join(f"{f['error'] or 'no error text'} at {f['t']:.0f} s" for f in failures[:5])
     lines += [f"Events: {counts or 'none'}; traffic {result['traffic']['ok']} connections ok, "
-              f"{result['traffic']['failed']} failed.", "",
+              f"{result['traffic']['failed']} failed" + (f" ({why})" if why else "") + ".", "",
               "| measure | wanted | measured |", "|---|---|---|"]
     if a.get("judged"):
         lines += _soak_rows(result)

@@ -24,6 +24,9 @@ def test_short_soak_runs_every_event_and_is_analysed(tmp_path: Path) -> None:
     assert result["event_failures"] == {}
     assert [d["event"] for d in result["disruptions"]] == ["vswitchd_restart", "sb_reconnect"]
     assert result["traffic"]["ok"] > 0
+    # a failed connection is kept with its reason (the first ones)
+    assert len(result["traffic_failures"]) == min(result["traffic"]["failed"],
+                                                  soak.MAX_FAILURES_KEPT)
     # sampled throughout, and analysed
     samples = result["samples"]
     assert len(samples) >= 40 / soak.SAMPLE_EVERY
