@@ -91,6 +91,13 @@ class TableChanged(event.RowEvent):  # type: ignore[misc]
         self._on_change(self.table)
 
 
+def is_data_row(tables: Mapping[str, Any], row: Any) -> bool:
+    """``row`` belongs to one of ``tables`` (the IDL's tables of the database
+    it monitors), not to a table of the same name elsewhere (``_Server``'s)."""
+    table = row._table
+    return tables.get(table.name) is table
+
+
 class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[misc]
     """An ovsdbapp IDL that also reports full (re)syncs.
 
@@ -121,8 +128,13 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
-        processes just those rows) and passed on to the RowEvents."""
-        if self._dirty is not None:
+        processes just those rows) and passed on to the RowEvents.  Only the
+        monitored database's rows count: python-ovs also monitors the server's
+        ``_Server`` database and notifies its ``Database`` row, whose ``index``
+        moves with every Raft commit of a clustered SB; counted as a change of
+        a table lbaffd does not follow row by row it made every SB change a
+        full pass (``is_data_row``)."""
+        if self._dirty is not None and is_data_row(self.tables, row):
             self._dirty.setdefault(row._table.name, set()).add(str(row.uuid))
         super().notify(event, row, updates)
 

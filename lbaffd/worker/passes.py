@@ -222,7 +222,9 @@ class PassRunner:
         if step is None:
             log.debug("full_pass_needed", reason="changed",
                       port_bindings=len(delta.port_bindings),
-                      lbs=len(delta.lbs) or delta.bulk_lbs)
+                      lbs=len(delta.lbs) or delta.bulk_lbs, monitors=len(delta.monitors),
+                      dp_groups=len(delta.dp_groups), structural=sorted(delta.structural),
+                      interfaces=delta.interfaces is not None)
             return False
         if step.no_effect:  # e.g. a pod on another chassis that is no backend here
             log.debug("input_change_no_effect", port_bindings=len(delta.port_bindings),

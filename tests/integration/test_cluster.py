@@ -98,6 +98,19 @@ def test_leader_failover_changes_nothing_and_updates_keep_flowing(
         lags.append(wait(lambda b=backends: backends_in_group(cluster) == set(b.split(",")),
                          5.0))
     print(f"update lag after failover: max {max(lags) * 1000:.0f} ms")
+    # each was applied incrementally: on a cluster every commit also moves the
+    # _Server database's index, which once made every SB change a full pass
+    since = daemon.mark()
+    cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.21:8080,10.0.0.22:8080"})
+    wait(lambda: backends_in_group(cluster) == {"10.0.0.21:8080", "10.0.0.22:8080"}, 5.0)
+    cluster.set_lb_vips(topo.lb_uuid, {VIP: sequence[-1]})
+    wait(lambda: backends_in_group(cluster) == set(sequence[-1].split(",")), 5.0)
+    time.sleep(0.5)  # (a late pass would show too)
+    events = daemon.events()[since:]
+    full = [e for e in events if e.get("event") == "full_pass_needed"]
+    assert not full, full
+    stepped = [e for e in events if e.get("event") == "reconciled" and "step_ms" in e]
+    assert len(stepped) >= 2, events  # the two changes, each as an incremental step
     cluster.start_sb_member(leader)  # the old leader rejoins as a follower
 
 

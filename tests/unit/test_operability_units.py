@@ -157,3 +157,20 @@ def test_daemon_imports_without_eventlet() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_only_the_monitored_databases_rows_count_as_changes() -> None:
+    """python-ovs notifies the ``_Server`` database's ``Database`` row too (its
+    ``index`` moves with every Raft commit); a table of that name, or of any
+    name, that is not the IDL's own is no change of the SB."""
+    from types import SimpleNamespace
+
+    from lbaffd.sb.monitor import is_data_row
+
+    lb, pb = SimpleNamespace(name="Load_Balancer"), SimpleNamespace(name="Port_Binding")
+    tables = {"Load_Balancer": lb, "Port_Binding": pb}
+    assert is_data_row(tables, SimpleNamespace(_table=lb))
+    assert is_data_row(tables, SimpleNamespace(_table=pb))
+    assert not is_data_row(tables, SimpleNamespace(_table=SimpleNamespace(name="Database")))
+    # same name, another database's table object
+    assert not is_data_row(tables, SimpleNamespace(_table=SimpleNamespace(name="Load_Balancer")))
