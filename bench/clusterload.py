@@ -168,16 +168,20 @@ class ClusterLoad:
 
     # ------------------------------------------------------------ changes
 
+    def lasting_pods(self) -> list[cl.Pod]:
+        """The pods a service may take as backends: not the ones ``remote_port``
+        started, which it removes again (a backend whose pod is gone made that
+        service's next churn fail: a KeyError in the soak)."""
+        transient = set(self.remote_started)
+        return [p for p in self.c.pods.values() if p.name not in transient]
+
     def lb_churn(self) -> None:
         """One endpoint of one service replaced by another pod (an endpoint
         slice change); the backend set's size stays."""
         # not a health-checked one: its Service_Monitor rows stay those of the start
         name = self.rng.choice(sorted(n for n, s in self.services.items() if not s.health))
         svc, bes = self.services[name], self.backends[name]
-        # not a pod remote_port started: it goes again, and a backend whose pod
-        # is gone made this service's next churn fail (KeyError in the soak)
-        transient = set(self.remote_started)
-        pool = [p for p in self.c.pods.values() if p.name not in bes and p.name not in transient]
+        pool = [p for p in self.lasting_pods() if p.name not in bes]
         new = self.rng.choice(pool).name
         bes[self.rng.randrange(len(bes))] = new
         vips = _vips(svc, self.c.pods, bes)
@@ -195,9 +199,8 @@ class ClusterLoad:
         del self.backends[gone]
         i = self.created
         ip = f"fd00:31::{i:x}" if base.ipv6 else f"172.31.{i // 250 % 250}.{i % 250 + 1}"
-        transient = set(self.remote_started)  # (as lb_churn: pods that go again)
-        bes = tuple(self.rng.sample([p.name for p in self.c.pods.values()
-                                     if p.name not in transient], len(base.backends)))
+        bes = tuple(self.rng.sample([p.name for p in self.lasting_pods()],
+                                    len(base.backends)))
         new = cl.Service(f"svc-new-{i}", base.protocol, base.ipv6, base.vip_ports, ip, bes,
                          base.affinity, base.hairpin_snat, False)
         self.services[new.name], self.backends[new.name] = new, list(bes)

@@ -232,14 +232,13 @@ class Soak:
         self.events: list[tuple[float, str]] = []
         self.traffic = {"ok": 0, "failed": 0}
         self.traffic_failures: list[dict[str, Any]] = []  # the first ones, with why
+        self.at = 0.0  # seconds into the soak of the event being done
         self.stopped_members: list[int] = []  # clustered SB: whom sb_reconnect stopped
 
     def do(self, kind: str, t: float) -> None:
         try:
-            if kind == "traffic":
-                self._traffic(t)
-            else:
-                getattr(self, f"_{kind}")()
+            self.at = t
+            getattr(self, f"_{kind}")()
             self.counts[kind] = self.counts.get(kind, 0) + 1
         except Exception as exc:  # recorded: a stuck event must not stop the soak
             self.failures[kind] = self.failures.get(kind, 0) + 1
@@ -269,11 +268,11 @@ class Soak:
     def _local_port(self) -> None:
         self.load.local_port()
 
-    def _traffic(self, t: float) -> None:
+    def _traffic(self) -> None:
         for r in self.load.traffic():
             self.traffic["ok" if r.ok else "failed"] += 1
             if not r.ok and len(self.traffic_failures) < MAX_FAILURES_KEPT:
-                self.traffic_failures.append({"t": round(t, 1), "src": r.src,
+                self.traffic_failures.append({"t": round(self.at, 1), "src": r.src,
                                               "error": r.error[:200]})
 
     def _vswitchd_restart(self) -> None:
