@@ -102,8 +102,12 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     """An ovsdbapp IDL that also reports full (re)syncs.
 
     A reconnect that needs a full resync clears the IDL's rows without row
-    events (a row deleted while we were away would go unnoticed), so every
-    ``run()`` that advances ``change_seqno`` reports a change too.
+    events (a row deleted while we were away would go unnoticed): then the
+    changed rows are unknown (``_Idl__clear``).  A reconnect the server can
+    answer from its transaction history (``monitor_cond_since`` found the
+    last transaction seen: a clustered SB, another member) brings row events
+    for what changed meanwhile, and those stay row by row.  Every ``run()``
+    that advances ``change_seqno`` reports a change too.
     """
 
     def __init__(self, remote: str, helper: Any, on_change: OnChange, name: str,
@@ -125,6 +129,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         self.taken_since: float | None = None
         self._session_seqno = -1
         self._resyncing = True  # until the first complete sync
+        self._cleared_in = -2  # the session whose monitor reply replaced every row
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
@@ -137,6 +142,17 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         if self._dirty is not None and is_data_row(self.tables, row):
             self._dirty.setdefault(row._table.name, set()).add(str(row.uuid))
         super().notify(event, row, updates)
+
+    def _Idl__clear(self) -> None:  # python-ovs's private ``__clear``
+        """The rows are replaced by a new dump (no transaction history for
+        this client, the first sync): rows gone meanwhile send no event, so
+        which rows changed is unknown until the worker has read everything.
+        ``Idl.__process_reply`` calls it for a ``monitor_cond_since`` reply
+        whose ``found`` is false and for every plain ``monitor`` reply
+        (python-ovs ``ovs/db/idl.py``)."""
+        ovs_idl.Idl._Idl__clear(self)
+        self._dirty = None
+        self._cleared_in = self._session.get_seqno()
 
     def _on_matching(self, event: str, row: Any, updates: Any = None) -> Any:
         """ovsdbapp copies every matching row (``frozen_row``) for its
@@ -166,17 +182,20 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             result = super().run()
         seqno = self._session.get_seqno()
         if seqno != self._session_seqno or not self.in_sync:
-            # (re)connected or resyncing: rows may have vanished without an event
+            # (re)connected or resyncing: the worker waits for the monitor
+            # reply (``DbMonitor.connected``); its rows come as events, or all
+            # anew (``_Idl__clear``)
             self._session_seqno = seqno
-            self._dirty = None
             self._resyncing = True
         if self._resyncing and self._synced_this_session(seqno):
             # a (re)sync is complete: said once per session, so that an operator
-            # (and a test) sees when a reconnected DB has been read again, and
-            # with how many rows (what the monitor reply brought: under SB
-            # conditions, only what is local)
+            # (and a test) sees when a reconnected DB has been read again, with
+            # how many rows (what the monitor reply brought: under SB
+            # conditions, only what is local), and whether the server resumed
+            # from its history (only what changed meanwhile was sent)
             self._resyncing = False
             log.info("ovsdb_synced", db=self._name, session=seqno,
+                     resumed=self._cleared_in != seqno,
                      rows={name: len(t.rows) for name, t in self.tables.items()})
         if self.change_seqno != before:
             if self._since is None:

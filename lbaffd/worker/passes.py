@@ -87,6 +87,8 @@ class PassRunner:
         self._topo: Topology | None = None
         # follows every input between full passes (None: a full pass is due)
         self._changes: ChangeTracker | None = None
+        # a DB away or resyncing (``run``), and a recompute asked meanwhile
+        self._deferred = self._full_due = False
 
     def entries_removed(self, removed: list[RemovedEntry]) -> None:
         """Learned entries the switch removed (``reconcile.entries``)."""
@@ -108,7 +110,20 @@ class PassRunner:
 
         Between audits, a change of any input is applied incrementally
         (O(what it affects), see ``changes``) unless it reshapes the local
-        datapaths or is a bulk change: then a full pass runs."""
+        datapaths or is a bulk change: then a full pass runs.  While a DB is
+        away or resyncing nothing runs and the tracker stays: a reconnect the
+        server answers from its history brings its changes row by row (a
+        clustered SB's other member), one that replaces every row makes the
+        next pass a full one (``NotifyingIdl._Idl__clear``)."""
+        if not (self._ovs.connected and self._sb.connected):
+            if not self._deferred:  # said once per outage (retried every 0.5 s)
+                log.info("pass_deferred", reason="db_not_in_sync",
+                         ovs=self._ovs.connected, sb=self._sb.connected)
+            self._deferred = True
+            self._full_due = self._full_due or full  # a recompute asked meanwhile
+            return False
+        self._deferred = False
+        full, self._full_due = full or self._full_due, False
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
