@@ -18,17 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from lbaffd.sb.bridge import BridgeReader
-from lbaffd.sb.monitor import (
-    DbMonitor,
-    dpg_record,
-    lbs_of_groups,
-    pb_record,
-    read_lbs,
-    read_rows,
-    sm_record,
-    take_dirty,
-    taken_since,
-)
+from lbaffd.sb.monitor import DbMonitor, take_dirty, taken_since
 from lbaffd.sb.records import (
     DpGroupRow,
     InterfaceRow,
@@ -36,6 +26,7 @@ from lbaffd.sb.records import (
     PortBindingRow,
     ServiceMonitorRow,
 )
+from lbaffd.sb.rows import dpg_record, lbs_of_groups, pb_record, read_lbs, read_rows, sm_record
 
 ROW_TABLES = frozenset({"Load_Balancer", "Port_Binding", "Service_Monitor",
                         "Logical_DP_Group"})

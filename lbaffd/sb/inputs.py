@@ -10,13 +10,9 @@ from types import MappingProxyType
 
 from lbaffd.model import loadbalancer as model
 from lbaffd.sb.bridge import BridgeReader
-from lbaffd.sb.monitor import (
-    DbMonitor,
-    read_sb,
-    read_service_monitors,
-    take_dirty,
-)
+from lbaffd.sb.monitor import DbMonitor, take_dirty
 from lbaffd.sb.records import LoadBalancerRow, SbSnapshot
+from lbaffd.sb.rows import read_sb, read_service_monitors
 
 LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)
 

@@ -3,8 +3,8 @@
 ovsdbapp runs each IDL in its own thread.  Per table, a ``RowEvent`` (matcher
 + handler, ovsdbapp's pattern) forwards "table T changed" to the daemon's single
 worker queue; the IDL thread does no other work.  The worker then reads an
-immutable snapshot while holding the connection's lock (the same lock
-ovsdbapp holds around ``idl.run()``), and only when the IDL is in the
+immutable snapshot (``sb.rows``) while holding the connection's lock (the same
+lock ovsdbapp holds around ``idl.run()``), and only when the IDL is in the
 MONITORING state, i.e. after a complete (re)sync.  While the DB is unreachable
 the last snapshot stands and flows stay as they are.
 """
@@ -15,10 +15,8 @@ import importlib.util
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import structlog
@@ -28,13 +26,6 @@ from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
 from lbaffd.ops.gcpause import GcPause
-from lbaffd.sb.records import (
-    DatapathRow,
-    DpGroupRow,
-    LoadBalancerRow,
-    PortBindingRow,
-    ServiceMonitorRow,
-)
 
 log = structlog.get_logger("lbaffd.sb")
 
@@ -311,165 +302,10 @@ def configure_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
     Stream.ssl_set_certificate_file(certificate)
     Stream.ssl_set_ca_cert_file(ca_cert)
 
-
-# ------------------------------------------------------------------ row -> record
-
-
-def _ref(value: Any) -> str | None:
-    """An optional reference column (a 0..1 list of Rows) -> uuid string."""
-    if not value:
-        return None
-    row = value[0] if isinstance(value, list) else value
-    return str(row.uuid)
-
-
 def take_dirty(mon: DbMonitor) -> dict[str, set[str]] | None:
     """See ``NotifyingIdl.take_dirty``; call with ``mon.conn.lock`` held."""
     return None if mon.idl is None else mon.idl.take_dirty()
 
-
 def taken_since(mon: DbMonitor) -> float | None:
     """When the changes of the last ``take_dirty`` began to arrive (None: none)."""
     return None if mon.idl is None else mon.idl.taken_since
-
-
-def lb_group_columns(mon: DbMonitor) -> tuple[str, ...]:
-    """The datapath group columns this SB schema's Load_Balancer has."""
-    return tuple(c for c in ("datapath_group", "ls_datapath_group", "lr_datapath_group")
-                 if mon.has_column("Load_Balancer", c))
-
-
-def column(r: Any, name: str) -> Any:
-    """``getattr(r, name)`` for a row lbaffd only reads, from the row's data.
-
-    The IDL's ``Row.__getattr__`` merges a transaction's pending changes: for
-    every set column it rebuilds the datum from a list first, which was ~40 %
-    of reading 5000 Load_Balancer rows.  lbaffd never writes the SB, so there
-    is nothing to merge; a row that has changes takes the IDL's path."""
-    data = r._data
-    if data is None or r._changes or r._mutations or name not in data:
-        return getattr(r, name)
-    return data[name].to_python(r._uuid_to_row)
-
-
-def lb_record(mon: DbMonitor, r: Any, group_cols: tuple[str, ...] | None = None
-              ) -> LoadBalancerRow:
-    """One Load_Balancer row -> record; call with ``mon.conn.lock`` held."""
-    if group_cols is None:
-        group_cols = lb_group_columns(mon)
-    groups = {c: _ref(column(r, c)) for c in group_cols}
-    protocol = column(r, "protocol")
-    return LoadBalancerRow(
-        uuid=str(r.uuid),
-        name=column(r, "name"),
-        vips=MappingProxyType(dict(column(r, "vips"))),
-        protocol=(protocol[0] if isinstance(protocol, list) and protocol else protocol or ""),
-        options=MappingProxyType(dict(column(r, "options"))),
-        datapaths=tuple(sorted(str(d.uuid) for d in column(r, "datapaths"))),
-        **groups,
-    )
-
-
-def read_lbs(mon: DbMonitor, uuids: Iterable[str]) -> dict[str, LoadBalancerRow | None]:
-    """Just these Load_Balancer rows (None: deleted); with the lock held."""
-    assert mon.idl is not None
-    rows = mon.idl.tables["Load_Balancer"].rows
-    cols = lb_group_columns(mon)
-    out: dict[str, LoadBalancerRow | None] = {}
-    for u in uuids:
-        r = rows.get(uuid.UUID(u))
-        out[u] = None if r is None else lb_record(mon, r, cols)
-    return out
-
-
-def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, DatapathRow],
-                                      dict[str, DpGroupRow], dict[str, PortBindingRow]]:
-    """Copy the SB tables lbaffd uses; call with ``mon.conn.lock`` held."""
-    cols = lb_group_columns(mon)
-    lbs = {str(r.uuid): lb_record(mon, r, cols) for r in mon.rows("Load_Balancer")}
-    dps: dict[str, DatapathRow] = {}
-    for r in mon.rows("Datapath_Binding"):
-        ext = dict(column(r, "external_ids"))
-        dps[str(r.uuid)] = DatapathRow(
-            uuid=str(r.uuid), tunnel_key=int(column(r, "tunnel_key")), name=ext.get("name", ""),
-            is_router="logical-router" in ext,
-        )
-    groups_ = {str(r.uuid): dpg_record(r) for r in mon.rows("Logical_DP_Group")}
-    pbs = {str(r.uuid): pb_record(r) for r in mon.rows("Port_Binding")}
-    return lbs, dps, groups_, pbs
-
-
-def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
-    """``Bridge.external_ids`` of ``bridge`` (ovn-controller records its
-    conntrack zones there as ``ct-zone-<name>``)."""
-    for br in mon.rows("Bridge"):
-        if br.name == bridge:
-            return dict(br.external_ids)
-    return {}
-
-
-def pb_record(r: Any) -> PortBindingRow:
-    """One Port_Binding row -> record; call with the lock held."""
-    bound = column(r, "chassis")
-    return PortBindingRow(
-        uuid=str(r.uuid), logical_port=column(r, "logical_port"),
-        datapath=_ref([column(r, "datapath")]) or "",
-        tunnel_key=int(column(r, "tunnel_key")), macs=tuple(column(r, "mac")),
-        chassis=column(bound[0], "name") if bound else None, type=column(r, "type"),
-        options=MappingProxyType(dict(column(r, "options"))),
-    )
-
-
-def dpg_record(r: Any) -> DpGroupRow:
-    """One Logical_DP_Group row -> record; call with the lock held."""
-    return DpGroupRow(uuid=str(r.uuid),
-                      datapaths=tuple(sorted(str(d.uuid) for d in column(r, "datapaths"))))
-
-
-def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow]:
-    """The Load_Balancer rows that use any of ``groups``; lock held."""
-    cols = lb_group_columns(mon)
-    out: dict[str, LoadBalancerRow] = {}
-    for r in mon.rows("Load_Balancer"):
-        if any(_ref(column(r, c)) in groups for c in cols):
-            out[str(r.uuid)] = lb_record(mon, r, cols)
-    return out
-
-
-def sm_record(r: Any) -> ServiceMonitorRow:
-    """One Service_Monitor row -> record; call with the lock held."""
-    status = column(r, "status")
-    status = status[0] if isinstance(status, list) and status else status or ""
-    protocol = column(r, "protocol")
-    protocol = (protocol[0] if isinstance(protocol, list) and protocol else protocol or "tcp")
-    return ServiceMonitorRow(str(r.uuid), column(r, "ip"), int(column(r, "port")), protocol,
-                             column(r, "logical_port"), str(status))
-
-
-def read_rows(mon: DbMonitor, table: str, uuids: Iterable[str],
-              record: Callable[[Any], _R]) -> dict[str, _R | None]:
-    """Just these rows of ``table`` as records (None: deleted); lock held."""
-    assert mon.idl is not None
-    rows = mon.idl.tables[table].rows
-    out: dict[str, _R | None] = {}
-    for u in uuids:
-        r = rows.get(uuid.UUID(u))
-        out[u] = None if r is None else record(r)
-    return out
-
-
-def read_ovs_external_ids(mon: DbMonitor) -> dict[str, str]:
-    """``Open_vSwitch.external_ids``, plus ``ovs_version`` under that key;
-    lock held.  The bridge's interfaces: ``sb.bridge.BridgeReader``."""
-    ext: dict[str, str] = {}
-    for r in mon.rows("Open_vSwitch"):
-        ext = dict(r.external_ids)
-        version = r.ovs_version[0] if isinstance(r.ovs_version, list) and r.ovs_version else ""
-        ext["ovs_version"] = str(version or "")
-    return ext
-
-
-def read_service_monitors(mon: DbMonitor) -> tuple[ServiceMonitorRow, ...]:
-    """Copy ``Service_Monitor``; call with ``mon.conn.lock`` held."""
-    return tuple(sorted((sm_record(r) for r in mon.rows("Service_Monitor")),
-                        key=lambda m: m.uuid))

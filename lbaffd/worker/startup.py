@@ -17,12 +17,8 @@ from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.runtime import CompanionRuntime
-from lbaffd.sb.monitor import (
-    DbMonitor,
-    configure_ssl,
-    read_bridge_external_ids,
-    read_ovs_external_ids,
-)
+from lbaffd.sb.monitor import DbMonitor, configure_ssl
+from lbaffd.sb.rows import read_bridge_external_ids, read_ovs_external_ids
 
 log = structlog.get_logger("lbaffd")
 

@@ -1,4 +1,4 @@
-"""Reading SB rows past the IDL's change merging (``monitor.column``) gives
+"""Reading SB rows past the IDL's change merging (``rows.column``) gives
 what ``Row.__getattr__`` gives, for every column of the tables lbaffd reads."""
 
 from __future__ import annotations
@@ -11,18 +11,9 @@ from types import MappingProxyType
 import pytest
 
 from lbaffd.sb.bridge import BridgeReader
-from lbaffd.sb.monitor import (
-    OVS_COLUMNS,
-    OVS_TABLES,
-    SB_COLUMNS,
-    SB_TABLES,
-    DbMonitor,
-    column,
-    read_sb,
-    read_service_monitors,
-    take_dirty,
-)
+from lbaffd.sb.monitor import OVS_COLUMNS, OVS_TABLES, SB_COLUMNS, SB_TABLES, DbMonitor, take_dirty
 from lbaffd.sb.records import InterfaceRow, PortBindingRow, ServiceMonitorRow
+from lbaffd.sb.rows import column, read_sb, read_service_monitors
 from lbaffd_sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
