@@ -337,11 +337,20 @@ class Sandbox:
     def sb_ssl_remote(self) -> str:
         return f"ssl:127.0.0.1:{self.sb_ssl_port}"
 
-    def restart_ovsdb(self, name: str, down_for: float = 0.0) -> None:
+    def restart_ovsdb(self, name: str, down_for: float = 0.0,
+                      while_down: list[dict[str, object]] | None = None) -> None:
         """Stop ovsdb-server ``name`` (``db`` or ``sb``) by pid and start it again
-        on the same database file, after ``down_for`` seconds."""
+        on the same database file, after ``down_for`` seconds; ``while_down``:
+        operations written to the file meanwhile (``ovsdb-tool transact``: the
+        database changed while its clients were away)."""
         _kill_pidfile(self.rundir / f"{name}.pid")
         time.sleep(down_for)
+        if while_down:
+            db = "OVN_Southbound" if name == "sb" else "Open_vSwitch"
+            out = run("ovsdb-tool", "transact", str(self.rundir / f"{name}.db"),
+                      json.dumps([db, *while_down]), env=self.env)
+            if "error" in out:
+                raise RuntimeError(f"ovsdb-tool transact: {out}")
         self._ovsdb_server(name)
 
     def restart_vswitchd(self) -> None:

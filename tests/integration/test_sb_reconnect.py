@@ -199,3 +199,34 @@ def test_conditions_count_as_acknowledged_after_a_reconnect(sandbox: Sandbox,
     finally:
         sbm.stop()
         ovs.stop()
+
+
+def test_a_row_deleted_while_the_sb_was_down_goes(sandbox: Sandbox,
+                                                 world: dict[str, str]) -> None:
+    """A standalone SB restarted has no history of what lbaffd missed: its
+    monitor reply is a new dump (``found`` false), python-ovs replaces every
+    row without a row event, and an LB deleted meanwhile (written to the
+    file while the server was down) would go unnoticed by row tracking
+    (``NotifyingIdl._Idl__clear`` makes that resync a full pass)."""
+    sb = sandbox
+    d = LbaffdProcess(sb)
+    d.start(timeout=60)
+    try:
+        # (an earlier test may have added a local LB)
+        wait_until(lambda: sb_rows(d)["Load_Balancer"] < FAR_LBS, timeout=15,
+                   what="conditions narrowed")
+        flows = sb.dump_flows(MANAGED)
+        assert any("172.16.0.2," in f for f in flows) and any("172.16.0.1," in f for f in flows)
+        mark = d.mark()
+        sb.restart_ovsdb("sb", down_for=0.5, while_down=[
+            {"op": "delete", "table": "Load_Balancer", "where": [["name", "==", "here1"]]}])
+        synced = d.wait_event("ovsdb_synced", db="OVN_Southbound", after=mark, timeout=20)
+        assert synced["resumed"] is False
+        wait_until(lambda: not any("172.16.0.2," in f for f in sb.dump_flows(MANAGED)),
+                   timeout=15, what="the deleted LB's flows removed")
+        after = sb.dump_flows(MANAGED)
+        assert any("172.16.0.1," in f for f in after) and any("172.16.1.1," in f for f in after)
+        assert any(e.get("event") == "full_pass_needed" and e.get("reason") == "resync"
+                   for e in d.events()[mark:])
+    finally:
+        d.stop()
