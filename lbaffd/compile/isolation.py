@@ -25,7 +25,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from lbaffd.compile import groupsplit
 from lbaffd.model import ownership as own
@@ -34,7 +34,6 @@ from lbaffd.openflow.packed import GroupBody
 
 if TYPE_CHECKING:
     from lbaffd.compile.layout import Pipeline
-    from lbaffd.compile.state import VipCache
     from lbaffd.compile.vip import VipPart
     from lbaffd.model.plan import VipPlan
     from lbaffd.model.topology import Topology
@@ -49,11 +48,18 @@ INSTALL_REASONS: Final = frozenset({GROUP_TOO_LARGE, ENCODE_ERROR, GROUP_ID_CLAS
                                     SWITCH_ERROR})
 
 
+class PartSource(Protocol):
+    """Where a VIP's part comes from (``compile.state.VipCache``): raises
+    when the VIP cannot be compiled."""
+
+    def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart: ...
+
+
 def failed(plan_lb: LoadBalancer, vip_key: str, reason: str, detail: str) -> ParseIssue:
     return ParseIssue(plan_lb.name or plan_lb.uuid, reason, detail, vip=vip_key)
 
 
-def compile_part(cache: VipCache, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology,
+def compile_part(cache: PartSource, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology,
                  groups: Mapping[int, GroupBody], issues: list[ParseIssue]) -> VipPart | None:
     """The VIP's part, or None (and an issue) when it cannot be installed.
     Nothing of the VIP has been handed on when this returns None."""
