@@ -32,6 +32,7 @@ import ctypes.util
 import gc
 import json
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -120,6 +121,22 @@ def by_type() -> collections.Counter[str]:
     for o in gc.get_objects():
         counts[type(o).__name__] += 1
     return counts
+
+
+def memo_caches() -> dict[str, int]:
+    """Entries held by each ``functools`` memo of lbaffd's modules (bounded
+    ones fill up with every distinct value churn brings, then stay full)."""
+    out: dict[str, int] = {}
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("lbaffd.") or mod is None:
+            continue
+        for attr, fn in list(vars(mod).items()):
+            info = getattr(fn, "cache_info", None)
+            if callable(info) and getattr(fn, "__module__", None) == name:
+                size = info().currsize
+                if size:
+                    out[f"{name.removeprefix('lbaffd.')}.{attr}"] = size
+    return out
 
 
 def proc_mb(key: str) -> float:
@@ -228,6 +245,7 @@ class Probe:
                                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects()),
                                **mallinfo(), **smaps()}
         self._cpu = cpu
+        row["memo_caches"] = memo_caches()
         if self.trace:
             cur, peak = tracemalloc.get_traced_memory()
             row.update(py_mb=round(cur / 2**20, 1), py_peak_mb=round(peak / 2**20, 1))

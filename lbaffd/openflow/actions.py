@@ -448,6 +448,14 @@ def decode(raw: bytes) -> Action:
 _ACTIONS: dict[bytes, Action] = {}
 
 
+def forget() -> None:
+    """Empty the memos of encoded and decoded action values (``compile.memos``)."""
+    set_field_bytes.cache_clear()
+    _encode_ct.cache_clear()
+    _ACTIONS.clear()
+    _LEARN_SPECS.clear()
+
+
 def decode_all(buf: bytes, pos: int, end: int) -> tuple[Action, ...]:
     """The actions in ``buf[pos:end]``; recurring ones decoded once."""
     out: list[Action] = []

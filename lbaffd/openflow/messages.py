@@ -152,6 +152,11 @@ def flow_delete_by_cookie(cookie: int, cookie_mask: int) -> RawMessage:
 # ------------------------------------------------------------------ group mods
 
 
+def forget() -> None:
+    """Empty the group property memo (``compile.memos``)."""
+    selection_method_property.cache_clear()
+
+
 @functools.lru_cache(maxsize=1024)
 def selection_method_property(method: str, param: int, fields: tuple[str, ...]) -> bytes:
     """OVS's NTR selection-method group property (``selection_method=hash,

@@ -299,6 +299,12 @@ def xreg_pairs(n: int, v: int, m: int) -> MatchPairs:
     return tuple(out)
 
 
+def forget() -> None:
+    """Empty the value memos (``compile.memos``): the field tables stay."""
+    _match_entry.cache_clear()
+    _TLVS.clear()
+
+
 def decode_match(buf: bytes, pos: int, end: int) -> Match:
     """The canonical match of the TLVs in ``buf[pos:end]``, built from
     interned pairs as ``Match.of`` builds them (a later TLV for the same name

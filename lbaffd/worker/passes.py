@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import structlog
 
+from lbaffd.compile import memos
 from lbaffd.compile.layout import Pipeline
 from lbaffd.config import Settings
 from lbaffd.model import loadbalancer as model
@@ -128,6 +129,7 @@ class PassRunner:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
                     if audit:  # its dump of the switch, back to the system (see memtrim)
+                        memos.forget()
                         self._trim_aside()
                     return True
         except Exception as exc:
@@ -176,6 +178,7 @@ class PassRunner:
         # random.  Move what this full pass built out of the collector's way
         # (refcounting still frees it); later passes collect only new objects.
         self._freezer.collect_and_freeze()  # frozen cycles swept now and then
+        memos.forget()  # values of the replaced state, not kept until the memos fill
         memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
 
