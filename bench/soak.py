@@ -379,8 +379,8 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
         sampler.start()
         s = Soak(load, daemon)
         due = {k: t0 + p for k, p in PERIODS.items()}
-        disruptions = [(t0 + duration * share + DISRUPTION_OFFSET, kind)
-                       for kind, share in DISRUPTIONS]
+        offset = min(DISRUPTION_OFFSET, duration / 20)  # (a short smoke run: a little)
+        disruptions = [(t0 + duration * share + offset, kind) for kind, share in DISRUPTIONS]
         next_report = t0 + 60
         try:
             while (now := time.monotonic()) < t0 + duration:
