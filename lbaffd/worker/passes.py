@@ -117,7 +117,7 @@ class PassRunner:
         clustered SB's other member), one that replaces every row makes the
         next pass a full one (``NotifyingIdl._Idl__clear``)."""
         if not (self._ovs.connected and self._sb.connected):
-            if not self._deferred:  # said once per outage (retried every 0.5 s)
+            if not self._deferred and self.synced:  # once per outage (retried every 0.5 s)
                 log.info("pass_deferred", reason="db_not_in_sync",
                          ovs=self._ovs.connected, sb=self._sb.connected)
             self._deferred = True
