@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import tenacity
@@ -62,7 +62,6 @@ OVS_COLUMNS = {
 }
 
 OnChange = Callable[[str], None]
-_R = TypeVar("_R")
 
 
 class TableChanged(event.RowEvent):  # type: ignore[misc]
@@ -302,9 +301,11 @@ def configure_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
     Stream.ssl_set_certificate_file(certificate)
     Stream.ssl_set_ca_cert_file(ca_cert)
 
+
 def take_dirty(mon: DbMonitor) -> dict[str, set[str]] | None:
     """See ``NotifyingIdl.take_dirty``; call with ``mon.conn.lock`` held."""
     return None if mon.idl is None else mon.idl.take_dirty()
+
 
 def taken_since(mon: DbMonitor) -> float | None:
     """When the changes of the last ``take_dirty`` began to arrive (None: none)."""

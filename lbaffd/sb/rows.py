@@ -31,10 +31,6 @@ def _ref(value: Any) -> str | None:
     return str(row.uuid)
 
 
-
-
-
-
 def lb_group_columns(mon: DbMonitor) -> tuple[str, ...]:
     """The datapath group columns this SB schema's Load_Balancer has."""
     return tuple(c for c in ("datapath_group", "ls_datapath_group", "lr_datapath_group")
@@ -74,14 +70,8 @@ def lb_record(mon: DbMonitor, r: Any, group_cols: tuple[str, ...] | None = None
 
 def read_lbs(mon: DbMonitor, uuids: Iterable[str]) -> dict[str, LoadBalancerRow | None]:
     """Just these Load_Balancer rows (None: deleted); with the lock held."""
-    assert mon.idl is not None
-    rows = mon.idl.tables["Load_Balancer"].rows
     cols = lb_group_columns(mon)
-    out: dict[str, LoadBalancerRow | None] = {}
-    for u in uuids:
-        r = rows.get(uuid.UUID(u))
-        out[u] = None if r is None else lb_record(mon, r, cols)
-    return out
+    return read_rows(mon, "Load_Balancer", uuids, lambda r: lb_record(mon, r, cols))
 
 
 def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, DatapathRow],
