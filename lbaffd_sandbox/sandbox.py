@@ -349,8 +349,9 @@ class Sandbox:
             db = "OVN_Southbound" if name == "sb" else "Open_vSwitch"
             out = run("ovsdb-tool", "transact", str(self.rundir / f"{name}.db"),
                       json.dumps([db, *while_down]), env=self.env)
-            if "error" in out:
-                raise RuntimeError(f"ovsdb-tool transact: {out}")
+            errors = [r for r in json.loads(out) if isinstance(r, dict) and "error" in r]
+            if errors:
+                raise RuntimeError(f"ovsdb-tool transact: {errors}")
         self._ovsdb_server(name)
 
     def restart_vswitchd(self) -> None:
@@ -547,7 +548,7 @@ class Sandbox:
                           groups: dict[str, list[str]] | None = None) -> str:
         """``groups``: datapath-group column -> datapaths of a new Logical_DP_Group
         (a non-root table: it must be created in the LB's own transaction).
-        Written with ``ovsdb-client transact``, which, unlike ovn-sbctl, knows
+        Written over JSON-RPC (``transact``), which, unlike ovn-sbctl, knows
         the columns of whatever schema the server runs."""
         ops: list[dict[str, object]] = []
         row: dict[str, object] = {
@@ -561,19 +562,9 @@ class Sandbox:
                         "row": {"datapaths": ["set", [["uuid", d] for d in members]]}})
             row[column] = ["named-uuid", f"g{n}"]
         ops.append({"op": "insert", "table": "Load_Balancer", "row": row})
-        txn = json.dumps(["OVN_Southbound", *ops])
-        for remote in self.sb_remote.split(","):  # a cluster member may be down
-            try:
-                out = run("ovsdb-client", "transact", remote, txn, env=self.env)
-                break
-            except RuntimeError:
-                if remote == self.sb_remote.split(",")[-1]:
-                    raise
-        results = json.loads(out)
-        errors = [r for r in results if isinstance(r, dict) and "error" in r]
-        if errors:
-            raise RuntimeError(f"insert Load_Balancer {name}: {errors}")
-        return str(results[-1]["uuid"][1])
+        last = self.transact(ops)[-1]  # (a cluster member that is down is passed over)
+        assert isinstance(last, dict), last
+        return str(last["uuid"][1])
 
     def transact(self, ops: list[dict[str, object]], db: str = "OVN_Southbound",
                  remote: str | None = None, timeout: float = 120.0) -> list[object]:
