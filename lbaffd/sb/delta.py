@@ -1,8 +1,8 @@
 """What changed in the SB and the local OVS DB since the worker last read.
 
 The SB IDL records the uuids of the rows each update touched
-(``NotifyingIdl.notify``); a reconnect or resync records "unknown" (None)
-and everything is read again.  ``read_delta`` copies just the changed rows
+(``NotifyingIdl.notify``); a resync that replaces every row records
+"unknown" (None) and everything is read again.  ``read_delta`` copies just the changed rows
 of the tables lbaffd follows row by row (Load_Balancer, Port_Binding,
 Service_Monitor) and, when the local DB changed, the integration bridge's
 interfaces (``BridgeReader``: only its changed Port and Interface rows are
@@ -58,12 +58,14 @@ class Delta:
 def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str, local: BridgeReader,
                max_lbs: int | None = None) -> Delta | None:
     """The rows changed since the last read (or since ``read_all``), or None
-    when unknown (not connected, reconnected, resyncing): read everything.
+    when unknown (a resync replaced every row): read everything.  A DB that
+    is away still holds its last consistent rows and what changed up to
+    them: the caller defers while one is (``PassRunner.run``), and a
+    connection lost between that check and this read loses nothing (it
+    made every such pass a full one).
     With more than ``max_lbs`` changed Load_Balancer rows no SB row is read
     (``Delta.bulk_lbs``): converting 5000 new LBs only to hand them to a full
     pass cost ~0.3 s of a cold start."""
-    if not (ovs.connected and sb.connected):
-        return None
     with ovs.conn.lock:
         local_dirty = take_dirty(ovs)
         if local_dirty is None:
