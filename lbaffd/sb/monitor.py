@@ -119,7 +119,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         self.taken_since: float | None = None
         self._session_seqno = -1
         self._resyncing = True  # until the first complete sync
-        self._cleared_in = -2  # the session whose monitor reply replaced every row
+        self._cleared = False  # a reply replaced every row since the last sync said so
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
@@ -142,7 +142,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         (python-ovs ``ovs/db/idl.py``)."""
         ovs_idl.Idl._Idl__clear(self)
         self._dirty = None
-        self._cleared_in = self._session.get_seqno()
+        self._cleared = True
 
     def _on_matching(self, event: str, row: Any, updates: Any = None) -> Any:
         """ovsdbapp copies every matching row (``frozen_row``) for its
@@ -183,10 +183,11 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             # how many rows (what the monitor reply brought: under SB
             # conditions, only what is local), and whether the server resumed
             # from its history (only what changed meanwhile was sent)
+            # (a session that was cleared, then lost before it synced, counts)
             self._resyncing = False
-            log.info("ovsdb_synced", db=self._name, session=seqno,
-                     resumed=self._cleared_in != seqno,
+            log.info("ovsdb_synced", db=self._name, session=seqno, resumed=not self._cleared,
                      rows={name: len(t.rows) for name, t in self.tables.items()})
+            self._cleared = False
         if self.change_seqno != before:
             if self._since is None:
                 self._since = at

@@ -72,6 +72,58 @@ def wait(pred, timeout: float) -> float:  # type: ignore[no-untyped-def]
     return time.monotonic() - start
 
 
+def test_reconnect_to_another_member_resumes_from_its_history(
+        cluster: Sandbox, topo: Topology, daemon: LbaffdProcess) -> None:
+    """The member lbaffd is connected to crashes while lbaffd is paused
+    (SIGSTOP, so that the SB changes while it is away: a VIP's backends, an
+    LB deleted, one added).  lbaffd reconnects to another member, which
+    answers ``monitor_cond_since`` from its history: only those rows come,
+    as row events, and they are applied incrementally - no full pass (at
+    1000s of LBs that was seconds of CPU on every chassis at each member's
+    restart) - and the deleted LB's flows are gone.  First in this module:
+    every member has been up since the cluster started, so each has the
+    history (a member restarted moments before may not, and then answers
+    with a full dump: a full pass, rightly)."""
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    wait(lambda: cluster.sb_leader() is not None, 30)
+    gone = cluster.add_load_balancer("lb-gone", {"10.0.0.101:80": "10.0.0.21:8080"},
+                                     datapaths=[topo.datapath_uuid])
+    wait(lambda: any("10.0.0.101" in f for f in cluster.dump_flows(MANAGED)), 10)
+    wait(lambda: cluster.sb_member_of(pid) is not None, 15)
+    member = cluster.sb_member_of(pid)
+    assert member is not None
+    mark = daemon.mark()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        cluster.stop_sb_member(member)
+        wait(lambda: cluster.sb_leader() not in (None, member), 15)
+        cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.22:8080"})
+        cluster.delete_load_balancer(gone)
+        added = cluster.add_load_balancer("lb-added", {"10.0.0.102:80": "10.0.0.23:8080"},
+                                          datapaths=[topo.datapath_uuid])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        wait(lambda: backends_in_group(cluster) == {"10.0.0.22:8080", "10.0.0.23:8080"}, 15)
+        flows = "\n".join(cluster.dump_flows(MANAGED))
+        assert "10.0.0.102" in flows and "10.0.0.101" not in flows
+        events = daemon.events()[mark:]
+        synced = [e for e in events
+                  if e.get("event") == "ovsdb_synced" and e.get("db") == "OVN_Southbound"]
+        assert synced and all(e["resumed"] for e in synced), synced
+        full = [e for e in events if e.get("event") == "full_pass_needed"]
+        assert not full, (full, [e for e in events if e.get("event") in (
+            "ovsdb_synced", "pass_deferred", "openflow_disconnected")])
+        assert any(e.get("event") == "reconciled" and "step_ms" in e for e in events), events
+    finally:
+        cluster.start_sb_member(member)
+        cluster.delete_load_balancer(added)
+        cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.21:8080,10.0.0.22:8080,10.0.0.23:8080"})
+        wait(lambda: backends_in_group(cluster) == {"10.0.0.21:8080", "10.0.0.22:8080",
+                                                    "10.0.0.23:8080"}, 15)
+
+
 def test_leader_failover_changes_nothing_and_updates_keep_flowing(
         cluster: Sandbox, topo: Topology, daemon: LbaffdProcess) -> None:
     cluster.connect("cli1", topo.vip, topo.vip_port, count=3)
@@ -114,54 +166,6 @@ def test_leader_failover_changes_nothing_and_updates_keep_flowing(
     stepped = [e for e in events if e.get("event") == "reconciled" and "step_ms" in e]
     assert len(stepped) >= 2, events  # the two changes, each as an incremental step
     cluster.start_sb_member(leader)  # the old leader rejoins as a follower
-
-
-def test_reconnect_to_another_member_resumes_from_its_history(
-        cluster: Sandbox, topo: Topology, daemon: LbaffdProcess) -> None:
-    """The member lbaffd is connected to crashes while lbaffd is paused
-    (SIGSTOP, so that the SB changes while it is away: a VIP's backends, an
-    LB deleted, one added).  lbaffd reconnects to another member, which
-    answers ``monitor_cond_since`` from its history: only those rows come,
-    as row events, and they are applied incrementally - no full pass (at
-    1000s of LBs that was seconds of CPU on every chassis at each member's
-    restart) - and the deleted LB's flows are gone."""
-    assert daemon.proc is not None
-    pid = daemon.proc.pid
-    wait(lambda: cluster.sb_leader() is not None, 30)
-    gone = cluster.add_load_balancer("lb-gone", {"10.0.0.101:80": "10.0.0.21:8080"},
-                                     datapaths=[topo.datapath_uuid])
-    wait(lambda: any("10.0.0.101" in f for f in cluster.dump_flows(MANAGED)), 10)
-    wait(lambda: cluster.sb_member_of(pid) is not None, 15)
-    member = cluster.sb_member_of(pid)
-    assert member is not None
-    mark = daemon.mark()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        cluster.stop_sb_member(member)
-        wait(lambda: cluster.sb_leader() not in (None, member), 15)
-        cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.22:8080"})
-        cluster.delete_load_balancer(gone)
-        added = cluster.add_load_balancer("lb-added", {"10.0.0.102:80": "10.0.0.23:8080"},
-                                          datapaths=[topo.datapath_uuid])
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    try:
-        wait(lambda: backends_in_group(cluster) == {"10.0.0.22:8080", "10.0.0.23:8080"}, 15)
-        flows = "\n".join(cluster.dump_flows(MANAGED))
-        assert "10.0.0.102" in flows and "10.0.0.101" not in flows
-        events = daemon.events()[mark:]
-        synced = [e for e in events
-                  if e.get("event") == "ovsdb_synced" and e.get("db") == "OVN_Southbound"]
-        assert synced and all(e["resumed"] for e in synced), synced
-        full = [e for e in events if e.get("event") == "full_pass_needed"]
-        assert not full, full
-        assert any(e.get("event") == "reconciled" and "step_ms" in e for e in events), events
-    finally:
-        cluster.start_sb_member(member)
-        cluster.delete_load_balancer(added)
-        cluster.set_lb_vips(topo.lb_uuid, {VIP: "10.0.0.21:8080,10.0.0.22:8080,10.0.0.23:8080"})
-        wait(lambda: backends_in_group(cluster) == {"10.0.0.21:8080", "10.0.0.22:8080",
-                                                    "10.0.0.23:8080"}, 15)
 
 
 def test_all_servers_down_then_back(cluster: Sandbox, topo: Topology,
