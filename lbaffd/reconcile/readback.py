@@ -109,21 +109,31 @@ class DecodeCache:
     Flow entries are known by a 128-bit digest of their bytes: the bytes
     themselves (~230 each) were ~18 MB at 80k flows for as long as the daemon
     ran after its first audit.
+
+    The entries take the form of the dump that reads them (``_regroup``): one
+    dict for a dump of all flows (a full pass), one per cookie slice for an
+    audit's dumps; each kind used to drop the other's, so a full pass after
+    an audit, and the audit after it, decoded every flow again (10k flows,
+    ~0.5 s of CPU at N=1000, at every turn of the soak's mix).  A dump of all
+    flows that finds none of lbaffd's (ovs-vswitchd restarted, or someone
+    deleted them) keeps what it knew until the next one (``_lost``): the pass
+    that follows installs the very flows again, and the audit after it then
+    decoded all of them at once (the burst left RSS 1 MB higher for good,
+    ``bench.memprobe``).
     """
 
     def __init__(self) -> None:
         self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
         self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
+        self._lost = False  # the last dump of all flows found none: its cache is the one before
+        self.decoded = 0  # entries the last ``flows`` call had to decode
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
               tick: Callable[[], object] | None = None) -> list[FlowBody]:
         """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
         chunk; each kind of dump keeps its own cache.  ``tick`` runs every
         ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
-        if chunk is None:
-            self._flows = {k: v for k, v in self._flows.items() if k is None}
-        else:
-            self._flows.pop(None, None)
+        self._regroup(chunk)
         known = self._flows.get(chunk, {})
         refs = self._refs
         seen: dict[bytes, FlowBody] = {}
@@ -142,14 +152,39 @@ class DecodeCache:
                     if tick is not None and decoded % TICK_DECODES == 0:
                         tick()
                 seen[identity] = body
+        self.decoded = decoded
+        if chunk is None and not seen and known and not self._lost:
+            self._lost = True  # the flows will be back as they were: keep them
+            return []
+        self._lost = False
         self._flows[chunk] = seen
         if chunk is None:
             self._refs = {k: v for k, v in refs.items() if k in seen}
         return list(seen.values())
 
+    def _regroup(self, chunk: int | None) -> None:
+        """The cache in the form of the dump about to be read: one dict for
+        a dump of all flows, else one per slice (the same entries, only the
+        dicts that hold them are new)."""
+        flows = self._flows
+        if chunk is None:
+            slices = [k for k in flows if k is not None]
+            if slices:
+                whole = flows.pop(None, {})
+                for k in slices:
+                    whole.update(flows.pop(k))
+                flows[None] = whole
+        elif None in flows:
+            self._lost = False
+            for identity, body in flows.pop(None).items():
+                flows.setdefault(own.audit_chunk(packed.cookie(body)), {})[identity] = body
+
     def group_ids(self) -> dict[int, int]:
-        """cookie -> lbaffd group id, from the last dump of all flows."""
+        """cookie -> lbaffd group id, from the last dump of all flows (none
+        when it found no flow of lbaffd's)."""
         found: dict[int, int] = {}
+        if self._lost:
+            return found
         for identity, body in self._flows.get(None, {}).items():
             gid = self._refs.get(identity)
             if gid:
