@@ -131,8 +131,9 @@ class DecodeCache:
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
               tick: Callable[[], object] | None = None) -> list[FlowBody]:
         """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
-        chunk; each kind of dump keeps its own cache.  ``tick`` runs every
-        ``TICK_DECODES`` decodes (decoding is the slow part of a first audit)."""
+        chunk, the cache first regrouped for it (``_regroup``).  ``tick`` runs
+        every ``TICK_DECODES`` decodes (decoding is the slow part of a first
+        audit)."""
         self._regroup(chunk)
         known = self._flows.get(chunk, {})
         refs = self._refs
