@@ -176,7 +176,6 @@ class DecodeCache:
                     whole.update(flows.pop(k))
                 flows[None] = whole
         elif None in flows:
-            self._lost = False
             for identity, body in flows.pop(None).items():
                 flows.setdefault(own.audit_chunk(packed.cookie(body)), {})[identity] = body
 
