@@ -349,9 +349,7 @@ class Sandbox:
             db = "OVN_Southbound" if name == "sb" else "Open_vSwitch"
             out = run("ovsdb-tool", "transact", str(self.rundir / f"{name}.db"),
                       json.dumps([db, *while_down]), env=self.env)
-            errors = [r for r in json.loads(out) if isinstance(r, dict) and "error" in r]
-            if errors:
-                raise RuntimeError(f"ovsdb-tool transact: {errors}")
+            checked_results(json.loads(out), len(while_down), "ovsdb-tool transact")
         self._ovsdb_server(name)
 
     def restart_vswitchd(self) -> None:
@@ -654,10 +652,15 @@ def ovsdb_transact(remote: str, db: str, ops: list[dict[str, object]],
         raise RuntimeError(f"transact on {remote}: {os.strerror(error)}")
     if reply.error:
         raise RuntimeError(f"transact on {remote}: {reply.error}")
-    results = list(reply.result)
+    return checked_results(list(reply.result), len(ops), f"transact on {remote}")
+
+
+def checked_results(results: list[object], ops: int, where: str) -> list[object]:
+    """An OVSDB transaction's ``results``, or RuntimeError naming the failed
+    operations (an error entry, or fewer results than ``ops``)."""
     errors = [r for r in results if isinstance(r, dict) and "error" in r]
-    if errors or len(results) < len(ops):
-        raise RuntimeError(f"transact on {remote}: {errors[:3]}")
+    if errors or len(results) < ops:
+        raise RuntimeError(f"{where}: {errors[:3]}")
     return results
 
 
