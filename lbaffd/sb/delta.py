@@ -61,8 +61,8 @@ def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str, local: BridgeReader,
     when unknown (a resync replaced every row): read everything.  A DB that
     is away still holds its last consistent rows and what changed up to
     them: the caller defers while one is (``PassRunner.run``), and a
-    connection lost between that check and this read loses nothing (it
-    made every such pass a full one).
+    connection lost between that check and this read loses nothing
+    (returning None there made every such pass a full one).
     With more than ``max_lbs`` changed Load_Balancer rows no SB row is read
     (``Delta.bulk_lbs``): converting 5000 new LBs only to hand them to a full
     pass cost ~0.3 s of a cold start."""
