@@ -48,8 +48,9 @@ from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.stages import addr_text, vip_group, vip_mac
 from lbaffd.compile.vip import VipPart
 from lbaffd.model import ownership as own
+from lbaffd.model.distribution import DEFAULT_WEIGHT
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, LoadBalancer, Vip
-from lbaffd.model.plan import VipPlan
+from lbaffd.model.plan import VipPlan, bucket_weights
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow.groupdesc import BUCKET
@@ -277,21 +278,23 @@ class _GroupTemplate:
     def body(self, plan: VipPlan, addr_vals: Sequence[bytes]) -> bytes:
         gid = plan.group_id.to_bytes(4, "big")
         index = {be: i for i, be in enumerate(plan.live_backends)}
-        # a backend's buckets differ only in their bucket id: each backend's
-        # bytes around it made once, not every one of up to 256 buckets filled
+        # a backend's buckets differ only in their bucket id and weight: each
+        # backend's bytes around the id made once, not filled for each bucket
         vals = [b"", gid, *addr_vals]
         around = [t.around(0, vals) for t in self.buckets]
         split = [a for a in around if a is not None]
-        if len(split) == len(around):
-            parts: list[bytes] = []
-            for bid, be in plan.buckets:
+        weights = bucket_weights(plan.buckets)
+        parts: list[bytes] = []
+        for (bid, be), weight in zip(plan.buckets, weights, strict=True):
+            if len(split) == len(around):
                 before, after = split[index[be]]
-                parts += (before, bid.to_bytes(4, "big"), after)
-            buckets = b"".join(parts)
-        else:
-            buckets = b"".join([self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid,
-                                                              *addr_vals])
-                                for bid, be in plan.buckets])
+                bucket = b"".join((before, bid.to_bytes(4, "big"), after))
+            else:
+                bucket = self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
+            # the marker plans' buckets have the default weight (``_bucketed``)
+            parts.append(bucket if weight == DEFAULT_WEIGHT
+                         else messages.with_bucket_weight(bucket, weight))
+        buckets = b"".join(parts)
         return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
                                    len(buckets), messages.ANY) + buckets + self.props
 

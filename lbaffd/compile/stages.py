@@ -57,7 +57,7 @@ from lbaffd.compile.layout import (
 )
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, Vip, ip_text
-from lbaffd.model.plan import VipPlan
+from lbaffd.model.plan import VipPlan, bucket_weights
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
     LEARN_SEND_FLOW_REM,
@@ -388,14 +388,16 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
 
 def vip_group(p: Pipeline, plan: VipPlan, commit: Mapping[Endpoint, Ct] | None = None
               ) -> GroupSpec:
-    """The VIP's select group: a bucket per entry of ``plan.buckets``, each
-    DNATing to its backend (``commit``: the actions already built for them)."""
+    """The VIP's select group: a bucket per entry of ``plan.buckets``, with its
+    weight, each DNATing to its backend (``commit``: the actions already built
+    for them)."""
     if commit is None:
         commit = {be: _commit_to(p, be, plan.group_id) for be in plan.live_backends}
     fields = hash_fields(plan)
     return GroupSpec(
         group_id=plan.group_id,
-        buckets=tuple(Bucket(bid, (commit[be],)) for bid, be in plan.buckets),
+        buckets=tuple(Bucket(bid, (commit[be],), w) for (bid, be), w
+                      in zip(plan.buckets, bucket_weights(plan.buckets), strict=True)),
         selection_method="hash" if fields else "dp_hash",
         fields=fields,
         owner_cookie=own.owner_cookie(plan.owner),

@@ -7,14 +7,23 @@ power of two holding ``total_weight / min_weight`` slots (OVS >= 3.5: at least
 by Webster's (Sainte-Laguë) method.  With equal weights, 3 backends get 6/5/5
 of 16 slots and 7 get 3/3/2/2/2/2/2: up to 50 % more load on one backend.
 
-``balanced`` distribution gives every backend ``256 // n`` equal buckets,
-interleaved, so the table has 256 slots and no backend has more than one slot
-more than another.  Pure functions; the compiler and the gauges use them.
+``balanced`` distribution fills all 256 slots so that no backend has more than
+one slot more than another, with one bucket per backend and at most one more:
+the backends' buckets weigh ``255 // n`` each and a *filler* bucket (a second
+bucket of the last backend) weighs 1, so ``total / min`` exceeds 128 and OVS
+sizes the table at 256; Webster then gives each backend ``256 // n`` or one
+more, the filler one slot.  (Before, a backend had ``256 // n`` equal buckets:
+the same table from up to 256 buckets a group, 1.3M at 5000 VIPs, which OVS
+had to install, dump and lbaffd to read back.)  A power of two up to 256
+backends divides the table evenly without a filler, and more than 128 equal
+buckets already make a 256-slot table.  Pure functions; the compiler and the
+gauges use them.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 from collections.abc import Sequence
 
@@ -61,26 +70,40 @@ def _ovs_slots(weights: tuple[int, ...], min_slots_per_bucket: int) -> tuple[int
         # pass or restart at thousands of VIPs with ~100 distinct counts.
         q, r = divmod(n_hash, len(weights))
         return (q + 1,) * r + (q,) * (len(weights) - r)
+    # Webster: the bucket with the highest weight / (2 * slots + 1) gets the
+    # next slot; ties go to the first bucket (OVS takes a strictly greater
+    # value only).  A heap of (-value, index): a balanced layout's weights
+    # (n equal and a filler) differ for each n, and a scan per slot cost
+    # ~10 ms a layout at 100 backends.
     slots = [0] * len(weights)
+    heap = [(-float(w), i) for i, w in enumerate(weights)]
+    heapq.heapify(heap)
     for _ in range(n_hash):
-        # Webster: the bucket with the highest weight / (2 * slots + 1) gets
-        # the next slot; ties go to the first bucket.
-        best = max(range(len(weights)), key=lambda i: (weights[i] / (2 * slots[i] + 1), -i))
+        _, best = heapq.heappop(heap)
         slots[best] += 1
+        heapq.heappush(heap, (-(weights[best] / (2 * slots[best] + 1)), best))
     return tuple(slots)
 
 
-def replicas(n_backends: int, mode: str) -> int:
-    """Equal buckets per backend: enough to fill the 256-slot space when balanced."""
-    if mode != BALANCED or n_backends <= 1:
-        return 1
-    return max(1, MAX_SLOTS // n_backends)
+DEFAULT_WEIGHT = 100  # OVN's and ``ovs-ofctl``'s bucket weight
+FILLER_WEIGHT = 1
 
 
-def bucket_layout(n_backends: int, mode: str) -> list[int]:
-    """Backend index of each bucket, interleaved (0,1,2,0,1,2,...), so that the
-    slots left over after an even deal go to different backends."""
-    return [b for _ in range(replicas(n_backends, mode)) for b in range(n_backends)]
+@functools.lru_cache(maxsize=512)
+def bucket_layout(n_backends: int, mode: str) -> tuple[tuple[int, int], ...]:
+    """(backend index, weight) of each bucket, in order: a bucket per backend
+    (index order) and, for ``balanced`` where the table would not divide
+    evenly, the filler, a second bucket of the last backend (weight 1).
+
+    The backends' buckets have equal weights, so Webster gives the slots left
+    after an even deal to the first ones (ties go to the first bucket); the
+    last backend has the fewest and takes the filler's slot."""
+    plain = tuple((i, DEFAULT_WEIGHT) for i in range(n_backends))
+    if mode != BALANCED or n_backends <= 1 or n_backends & (n_backends - 1) == 0 \
+            or n_backends > MAX_SLOTS // 2:
+        return plain
+    weight = (MAX_SLOTS - 1) // n_backends  # total / min = n * weight + 1 > 128
+    return (*((i, weight) for i in range(n_backends)), (n_backends - 1, FILLER_WEIGHT))
 
 
 def expected_shares(n_backends: int, mode: str, min_slots_per_bucket: int = 1) -> list[float]:
@@ -88,12 +111,12 @@ def expected_shares(n_backends: int, mode: str, min_slots_per_bucket: int = 1) -
     if n_backends == 0:
         return []
     layout = bucket_layout(n_backends, mode)
-    slots = ovs_slots([1] * len(layout), min_slots_per_bucket)
+    slots = ovs_slots([w for _, w in layout], min_slots_per_bucket)
     if slots is None:
         return [1.0 / n_backends] * n_backends
     per_backend = [0] * n_backends
-    for bucket, backend in enumerate(layout):
-        per_backend[backend] += slots[bucket]
+    for (backend, _), n in zip(layout, slots, strict=True):
+        per_backend[backend] += n
     total = sum(per_backend)
     return [s / total for s in per_backend]
 

@@ -21,34 +21,44 @@ from lbaffd.model.topology import Topology
 
 
 class Buckets(Sequence[tuple[int, Endpoint]]):
-    """A group's buckets in order, (bucket id, backend) each, stored compactly.
+    """A group's buckets in order, (bucket id, backend) each, with their
+    weights (``weights()``; ``dist.DEFAULT_WEIGHT`` unless given).
 
-    A balanced VIP has up to 256 buckets; as a tuple of pairs that is 256
-    tuples and 256 ints, ~22 KB a VIP, which was 40 % of the daemon's Python
-    objects at N=5000 (realistic SB: 730k of 1.9M, ~60 MB; ``bench.memprobe``,
-    issue 19).  Here the ids are an ``array`` of 32-bit ints and the backends
-    an index per bucket into the distinct backends (~2 KB a VIP); the pairs
-    are made as they are read.  Equal to (and hashed as) the tuple of its
-    pairs."""
+    Stored compactly: the ids an ``array`` of 32-bit ints, the backends an
+    index per bucket into the distinct backends, the pairs made as they are
+    read (a balanced VIP once had 256 buckets, 730k of the daemon's 1.9M
+    objects at N=5000 as tuples of pairs; ``bench.memprobe``, issue 19).
+    Equal to (and hashed as) the tuple of its pairs when every weight is the
+    default; with other weights, only to ``Buckets`` with the same ones."""
 
-    __slots__ = ("_backends", "_hash", "_ids", "_which")
+    __slots__ = ("_backends", "_hash", "_ids", "_weights", "_which")
 
-    def __init__(self, pairs: Iterable[tuple[int, Endpoint]] = ()) -> None:
+    def __init__(self, pairs: Iterable[tuple[int, Endpoint]] = (),
+                 weights: Iterable[int] | None = None) -> None:
         index: dict[Endpoint, int] = {}
         ids, which = array("I"), array("I")
         for bid, be in pairs:
             ids.append(bid)
             which.append(index.setdefault(be, len(index)))
         self._ids, self._which, self._backends = ids, which, tuple(index)
+        self._weights = _weights_or_none(weights)
         self._hash = 0
 
     @classmethod
-    def of(cls, ids: array[int], which: array[int], backends: tuple[Endpoint, ...]
-           ) -> Buckets:
-        """From its parts: bucket ``i`` is ``(ids[i], backends[which[i]])``."""
+    def of(cls, ids: array[int], which: array[int], backends: tuple[Endpoint, ...],
+           weights: array[int] | None = None) -> Buckets:
+        """From its parts: bucket ``i`` is ``(ids[i], backends[which[i]])``
+        with weight ``weights[i]`` (all the default when None)."""
         self = cls.__new__(cls)
-        self._ids, self._which, self._backends, self._hash = ids, which, backends, 0
+        self._ids, self._which, self._backends = ids, which, backends
+        self._weights, self._hash = _weights_or_none(weights), 0
         return self
+
+    def weights(self) -> Sequence[int]:
+        """Each bucket's weight, in order."""
+        if self._weights is None:
+            return (dist.DEFAULT_WEIGHT,) * len(self._ids)
+        return self._weights
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -69,18 +79,20 @@ class Buckets(Sequence[tuple[int, Endpoint]]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Buckets):
-            if self._ids != other._ids:
+            if self._ids != other._ids or self._weights != other._weights:
                 return False
             a, b = self._backends, other._backends
             return all(a[i] == b[j] for i, j in zip(self._which, other._which, strict=True))
         if isinstance(other, tuple):
-            return tuple(self) == other
+            return self._weights is None and tuple(self) == other
         return NotImplemented
 
     def __hash__(self) -> int:
         h = self._hash
         if not h:
-            h = self._hash = hash(tuple(self)) or 1
+            pairs = tuple(self)
+            h = hash(pairs if self._weights is None else (pairs, tuple(self._weights))) or 1
+            self._hash = h
         return h
 
     def owners(self, live: Sequence[Endpoint]) -> list[int]:
@@ -91,7 +103,25 @@ class Buckets(Sequence[tuple[int, Endpoint]]):
         return [at[w] for w in self._which]
 
     def __repr__(self) -> str:
-        return f"Buckets({list(self)!r})"
+        if self._weights is None:
+            return f"Buckets({list(self)!r})"
+        return f"Buckets({list(self)!r}, weights={list(self._weights)!r})"
+
+
+def _weights_or_none(weights: Iterable[int] | None) -> array[int] | None:
+    """The weights as stored: None when every one is the default."""
+    if weights is None:
+        return None
+    got = weights if isinstance(weights, array) else array("H", weights)
+    return None if all(w == dist.DEFAULT_WEIGHT for w in got) else got
+
+
+def bucket_weights(buckets: Sequence[tuple[int, Endpoint]]) -> Sequence[int]:
+    """The weights of a plan's buckets (a plain tuple of pairs has the
+    default ones: marker plans and tests)."""
+    if isinstance(buckets, Buckets):
+        return buckets.weights()
+    return (dist.DEFAULT_WEIGHT,) * len(buckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,48 +160,37 @@ Slot = tuple[int, Endpoint, str]  # (datapath tunnel key, VIP endpoint, protocol
 
 
 def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> Buckets:
-    """The buckets of a VIP's group, in order.  ``balanced``: each backend
-    ``256 // n`` times, interleaved (see ``distribution``); the bucket id of
-    replica r of a backend is derived from both, so ids never shift when
-    other backends come or go.  One replica (the client hash, or a single
-    backend): a bucket per backend, ordered by id.
+    """The buckets of a VIP's group, in order: a bucket per backend, ordered
+    by id, then for ``balanced`` (where the 256-slot table does not divide
+    evenly, see ``distribution``) the filler, a second bucket of the backend
+    whose bucket came last, weighing 1 to the others' ``255 // n``.
 
-    Built straight into ``Buckets``' arrays, not as a pair per bucket hashed
-    into its backend index: a balanced group has 256 buckets, 1.3M at 5000
-    VIPs (realistic SB: 0.92 -> 0.82 s of a ~5.5 s compile; the blake2b
-    calls are most of the rest).  The ids hash ``f"{backend}#{replica}"``
-    (one replica: ``f"{backend}"``), first free id on a clash, in layout
-    order."""
+    Ids: blake2b-32 of ``f"{backend}"`` (the filler's: ``f"{backend}#filler"``),
+    top bit cleared, the next free id on a clash; derived from the backend
+    alone, so ids never shift when other backends come or go."""
     ordered = tuple(sorted(backends))
     n = len(ordered)
-    ids, which = array("I"), array("I")
-    if dist.replicas(n, mode) == 1:
-        taken: dict[int, int] = {}
-        for i, be in enumerate(ordered):
-            bid = _bucket_hash(str(be))
-            while bid in taken:
-                bid = (bid + 1) & 0x7FFFFFFF
-            taken[bid] = i
-        for bid in sorted(taken):
-            ids.append(bid)
-            which.append(taken[bid])
-        return Buckets.of(ids, which, ordered)
-    seen: set[int] = set()
-    texts = [f"{be}#".encode() for be in ordered]  # each backend's text made once
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    add_id, add_which, see = ids.append, which.append, seen.add
     layout = dist.bucket_layout(n, mode)
-    for replica in range(len(layout) // n):
-        suffix = str(replica).encode()
-        for be_index in layout[replica * n:(replica + 1) * n]:
-            bid = from_bytes(blake2b(texts[be_index] + suffix, digest_size=4).digest(),
-                             "big") & 0x7FFFFFFF
-            while bid in seen:
-                bid = (bid + 1) & 0x7FFFFFFF
-            see(bid)
-            add_id(bid)
-            add_which(be_index)
-    return Buckets.of(ids, which, ordered)
+    ids, which = array("I"), array("I")
+    taken: dict[int, int] = {}
+    for i, be in enumerate(ordered):
+        bid = _bucket_hash(str(be))
+        while bid in taken:
+            bid = (bid + 1) & 0x7FFFFFFF
+        taken[bid] = i
+    for bid in sorted(taken):
+        ids.append(bid)
+        which.append(taken[bid])
+    if len(layout) == n:
+        return Buckets.of(ids, which, ordered)
+    last = which[-1]
+    bid = _bucket_hash(f"{ordered[last]}#filler")
+    while bid in taken:
+        bid = (bid + 1) & 0x7FFFFFFF
+    ids.append(bid)
+    which.append(last)
+    weights = array("H", [layout[0][1]] * n + [dist.FILLER_WEIGHT])
+    return Buckets.of(ids, which, ordered, weights)
 
 
 def _bucket_hash(text: str) -> int:
@@ -183,7 +202,8 @@ def _expected_shares(live: tuple[Endpoint, ...], buckets: Buckets, mode: str,
                      min_slots: int) -> tuple[float, ...]:
     """Each live backend's expected share of new connections: from OVS's dp_hash
     slot table for dp_hash groups, even for the client hash."""
-    slots = dist.ovs_slots([1] * len(buckets), min_slots) if mode != "client-hash" else None
+    slots = (dist.ovs_slots(buckets.weights(), min_slots) if mode != "client-hash"
+             else None)
     if not live:
         return ()
     if slots is None:

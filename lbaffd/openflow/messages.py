@@ -215,6 +215,14 @@ def encode_bucket(b: Bucket) -> bytes:
                      _ZEROS[: size - 16 - len(acts)]))
 
 
+def with_bucket_weight(bucket: bytes, weight: int) -> bytes:
+    """An encoded bucket (``encode_bucket``) with another weight: the weight
+    property follows the actions (``action_array_len`` in the header)."""
+    at = BUCKET.size + BUCKET.unpack_from(bucket)[1]
+    assert bucket[at:at + 4] == WEIGHT.pack(OFPGBPT_WEIGHT, 8, 0)[:4], "no weight property"
+    return b"".join((bucket[:at + 4], weight.to_bytes(2, "big"), bucket[at + 6:]))
+
+
 def _group_mod(spec: GroupSpec, command: int) -> RawMessage:
     buckets = b"".join([encode_bucket(b) for b in spec.buckets])
     return RawMessage(OFPT_GROUP_MOD, GROUP_MOD.pack(

@@ -250,13 +250,14 @@ def test_compile_stream_yields_every_flow_once_and_each_group_before_its_flows()
             assert any(k == "group" and g == gid for k, g, _ in seen[:first_use]), i
 
 
-def _reference_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[int, Endpoint]]:
-    """The bucket ids as documented, written plainly: blake2b-32 of
-    "<backend>#r" for replica r of a balanced group, of "<backend>" with one
-    replica (ordered by id then), top bit cleared, the next id on a clash."""
+def _reference_buckets(backends: tuple[Endpoint, ...], mode: str
+                       ) -> tuple[list[tuple[int, Endpoint]], list[int] | None]:
+    """The buckets and weights as documented, written plainly: blake2b-32 of
+    "<backend>" per backend, top bit cleared, the next id on a clash, ordered
+    by id; for a balanced group whose table does not divide evenly, then a
+    filler bucket of the last bucket's backend, id from "<backend>#filler",
+    weight 1, the others 255 // n."""
     import hashlib
-
-    from lbaffd.model.distribution import bucket_layout, replicas
 
     def h(text: str) -> int:
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(),
@@ -266,21 +267,27 @@ def _reference_buckets(backends: tuple[Endpoint, ...], mode: str) -> list[tuple[
     n = len(ordered)
     out: list[tuple[int, Endpoint]] = []
     taken: set[int] = set()
-    one = replicas(n, mode) == 1
-    for index, be_index in enumerate(bucket_layout(n, mode)):
-        bid = h(str(ordered[be_index]) if one else f"{ordered[be_index]}#{index // n}")
+    for be in ordered:
+        bid = h(str(be))
         while bid in taken:
             bid = (bid + 1) & 0x7FFFFFFF
         taken.add(bid)
-        out.append((bid, ordered[be_index]))
-    return sorted(out) if one else out
+        out.append((bid, be))
+    out.sort()
+    if mode != "balanced" or n < 2 or n & (n - 1) == 0 or n > 128:
+        return out, None
+    last = out[-1][1]
+    bid = h(f"{last}#filler")
+    while bid in taken:
+        bid = (bid + 1) & 0x7FFFFFFF
+    return [*out, (bid, last)], [255 // n] * n + [1]
 
 
-def test_balanced_bucket_ids_are_the_hash_of_backend_and_replica() -> None:
-    """The bucket id of replica r of a backend is blake2b-32 of "<backend>#r"
-    (top bit cleared, probing on a clash), whatever code computes it: ids
-    that changed would modify every balanced group on the first restart
-    after an upgrade."""
+def test_balanced_bucket_ids_are_the_hash_of_backend() -> None:
+    """The bucket id of a backend is blake2b-32 of "<backend>" (top bit
+    cleared, probing on a clash), the filler's of "<backend>#filler",
+    whatever code computes them: ids that changed would modify every
+    balanced group on the first restart after an upgrade."""
     from lbaffd.model.distribution import BALANCED
     from lbaffd.model.plan import group_buckets
 
@@ -291,8 +298,10 @@ def test_balanced_bucket_ids_are_the_hash_of_backend_and_replica() -> None:
             backends = tuple(Endpoint(ipaddress.ip_address(f"fd00::{i + 1:x}"), 80)
                              for i in range(n))
         got = group_buckets(backends, BALANCED)
-        assert list(got) == _reference_buckets(backends, BALANCED)
-        assert len(got) == 256 // n * n
+        pairs, weights = _reference_buckets(backends, BALANCED)
+        assert list(got) == pairs
+        assert list(got.weights()) == (weights or [100] * n)
+        assert len(got) == (n if n == 2 else n + 1)
 
 
 def test_group_buckets_equal_the_plain_reference_on_random_backends() -> None:
@@ -314,6 +323,11 @@ def test_group_buckets_equal_the_plain_reference_on_random_backends() -> None:
         backends = tuple(Endpoint(ip, port) for ip in ips)
         for mode in ("balanced", "client-hash"):
             got = group_buckets(backends, mode)
-            want = _reference_buckets(backends, mode)
+            want, weights = _reference_buckets(backends, mode)
             assert list(got) == want, (case, mode)
-            assert got == Buckets(want) and hash(got) == hash(Buckets(want)) == hash(tuple(want))
+            assert list(got.weights()) == (weights or [100] * len(want)), (case, mode)
+            assert got == Buckets(want, weights) and hash(got) == hash(Buckets(want, weights))
+            if weights is None:
+                assert hash(got) == hash(tuple(want)) and got == tuple(want)
+            else:
+                assert got != Buckets(want) and got != tuple(want)

@@ -35,19 +35,32 @@ def test_default_distribution_matches_ovs_commit_figures() -> None:
 
 
 def test_balanced_is_bounded_by_one_slot() -> None:
-    for n in range(1, 65):
-        shares = expected_shares(n, BALANCED)
-        assert abs(sum(shares) - 1) < 1e-9
-        assert (max(shares) - min(shares)) * 256 <= 1 + 1e-9, n
+    for min_slots in (1, 4):
+        for n in range(1, 257):
+            shares = expected_shares(n, BALANCED, min_slots)
+            assert abs(sum(shares) - 1) < 1e-9
+            assert (max(shares) - min(shares)) * 256 <= 1 + 1e-9, n
     avg = sum(spread(expected_shares(n, BALANCED)) for n in range(1, 65)) / 64
     assert avg < 0.12  # ~11 %: the limit of a 256-slot space
 
 
-def test_layout_is_interleaved() -> None:
-    assert bucket_layout(3, BALANCED)[:7] == [0, 1, 2, 0, 1, 2, 0]
-    assert len(bucket_layout(3, BALANCED)) == 255 and len(bucket_layout(7, BALANCED)) == 252
-    assert bucket_layout(3, OVS_DEFAULT) == [0, 1, 2]
-    assert bucket_layout(1, BALANCED) == [0]
+def test_balanced_fills_the_table_with_one_bucket_more() -> None:
+    """A bucket per backend and at most one filler (weight 1, one slot), which
+    makes OVS size the table at 256 slots; a power of two divides its own
+    table evenly without one."""
+    for n in range(2, 129):
+        layout = bucket_layout(n, BALANCED)
+        slots = ovs_slots([w for _, w in layout])
+        assert slots is not None
+        if n & (n - 1) == 0:
+            assert len(layout) == n and len({s for s in slots}) == 1, n
+            continue
+        assert len(layout) == n + 1 and sum(slots) == 256, n
+        assert layout[-1] == (n - 1, 1) and slots[-1] == 1, n
+    assert bucket_layout(3, BALANCED) == ((0, 85), (1, 85), (2, 85), (2, 1))
+    assert bucket_layout(3, OVS_DEFAULT) == ((0, 100), (1, 100), (2, 100))
+    assert bucket_layout(1, BALANCED) == ((0, 100),)
+    assert len(bucket_layout(200, BALANCED)) == 200  # > 128 equal buckets: 256 slots
 
 
 def test_version_switch() -> None:
@@ -79,3 +92,6 @@ def test_equal_weights_deal_as_webster_does() -> None:
             assert ovs_slots([1] * n, min_slots) == _webster([1] * n, min_slots), n
     assert ovs_slots([1, 2, 3], 1) == _webster([1, 2, 3], 1)
     assert ovs_slots([5, 1, 1, 2], 4) == _webster([5, 1, 1, 2], 4)
+    for n in range(2, 129):  # every balanced layout
+        weights = [w for _, w in bucket_layout(n, BALANCED)]
+        assert ovs_slots(weights) == _webster(weights, 1), n

@@ -196,7 +196,7 @@ def test_bucket_memo_shares_unchanged_buckets_and_keeps_only_the_last_pass() -> 
 
     memo = BucketMemo()
     first = {i: memo.buckets(backends(i, 3), "balanced") for i in range(50)}
-    assert all(b == tuple(group_buckets(backends(i, 3), "balanced")) for i, b in first.items())
+    assert all(b == group_buckets(backends(i, 3), "balanced") for i, b in first.items())
     assert len(first[0]) > 3  # balanced: a backend holds many of the 256 slots
     memo.end_pass()
     # the next pass: 40 unchanged, 10 with a backend more
@@ -222,25 +222,32 @@ def test_buckets_are_compact_and_behave_as_the_tuple_of_their_pairs() -> None:
     from lbaffd.model.loadbalancer import parse_endpoint
     from lbaffd.model.plan import Buckets, group_buckets
 
-    bes = tuple(parse_endpoint(f"10.0.0.{b + 1}:80") for b in range(3))
-    pairs = tuple(group_buckets(bes, "balanced"))
+    bes = tuple(parse_endpoint(f"10.0.{b // 200}.{b % 200 + 1}:80") for b in range(250))
+    pairs = tuple(group_buckets(bes, "ovs-default"))
     b = Buckets(pairs)
-    assert len(b) == len(pairs) > 200
+    assert len(b) == len(pairs) == 250
     assert list(b) == list(pairs) and b[0] == pairs[0] and b[-1] == pairs[-1]
     assert b[10:20] == pairs[10:20]
     assert b == pairs and pairs == b and hash(b) == hash(pairs)
     assert b == Buckets(pairs) and hash(b) == hash(Buckets(pairs))
     assert b != Buckets(pairs[:-1]) and b != pairs[:-1]
-    other = tuple((bid, parse_endpoint("10.0.0.9:80") if be == bes[0] else be)
+    other = tuple((bid, parse_endpoint("10.9.0.9:80") if be == bes[0] else be)
                   for bid, be in pairs)
     assert b != Buckets(other)  # same ids, another backend
     assert Buckets() == () and len(Buckets()) == 0
-    # ~2 KB where the pairs took ~22 KB (256 tuples and ints)
-    size = sum(sys.getsizeof(x) for x in (b._ids, b._which, b._backends))
+    # the ids and backend indexes in arrays: a fraction of the pairs' tuples and ints
+    size = sum(sys.getsizeof(x) for x in (b._ids, b._which))
     tuples = sys.getsizeof(pairs) + sum(sys.getsizeof(p) + sys.getsizeof(p[0]) for p in pairs)
     assert size * 5 < tuples, (size, tuples)
+    # weights other than the default: equal only to the same weights
+    three = group_buckets(bes[:3], "balanced")
+    assert list(three.weights()) == [85, 85, 85, 1]
+    assert three != tuple(three) and three != Buckets(tuple(three))
+    assert three == Buckets(tuple(three), [85, 85, 85, 1])
+    assert hash(three) == hash(Buckets(tuple(three), [85, 85, 85, 1]))
+    assert Buckets(pairs, [100] * 250) == b  # the default weight given is no weight
     # a plan made with them equals (and hashes as) one made with the tuple
-    plan = plans_of(range(1))[0]
+    plan = next(p for p in plans_of(range(20)) if len(p.live_backends) in (1, 2, 4))
     assert isinstance(plan.buckets, Buckets)
     as_tuple = replace(plan, buckets=tuple(plan.buckets))
     assert plan == as_tuple and hash(plan) == hash(as_tuple)
