@@ -34,7 +34,8 @@ OPTIONS: list[tuple[str, str]] = [
     ("--audit-interval", "seconds between full audits of the switch against the SB"),
     ("--metrics-address", "host:port for Prometheus /metrics (empty: disabled)"),
     ("--distribution", "dp_hash bucket layout for LBs without options:distribution: balanced "
-                       "(every backend 256//n interleaved buckets) or ovs-default"),
+                       "(a 256-slot dp_hash table: a bucket per backend and a filler) or "
+                       "ovs-default"),
     ("--ssl-private-key", "PEM private key for ssl: DB remotes (as ovn-controller -p)"),
     ("--ssl-certificate", "PEM certificate for ssl: DB remotes (as ovn-controller -c)"),
     ("--ssl-ca-cert", "PEM CA certificate that signed the DB servers' (as ovn-controller -C)"),

@@ -293,9 +293,9 @@ class BucketMemo:
     next pass: a VIP whose backends did not change gets the very tuple of
     the previous plan, not an equal new one.
 
-    A balanced VIP has up to 256 buckets (~25 KB of tuples and ints, and 256
-    hashes to make); a full pass held the previous pass's plans and its own
-    until it ended, ~14 MB more at N=1000 (``bench.memprobe``, issue 19),
+    When a balanced VIP had up to 256 buckets (~25 KB of tuples and ints, and
+    256 hashes to make), a full pass held the previous pass's plans and its
+    own until it ended, ~14 MB more at N=1000 (``bench.memprobe``, issue 19),
     and the Python arenas the new copies took stayed resident.  Keeps only
     what the latest full pass used, plus what later plans add (as
     ``compile.state.VipCache``)."""
