@@ -479,10 +479,12 @@ class OpenFlowChannel:
         groups are always asked for by id, that many requests in flight.
         ovs-vswitchd builds a whole group-desc reply in one go in its main
         thread (``handle_group_desc_stats_request`` -> ``handle_group_request``
-        walks every group, ofproto/ofproto.c): at 5,000 VIPs (1.3M buckets)
-        that is ~3-5 s in which it reads no other connection, so a change's
-        bundle on the main connection waited for it (send 2.3-3.2 s seen
-        during audits at N=5000).  A request for one group is one lookup,
+        walks every group, ofproto/ofproto.c): at 5,000 VIPs (1.3M buckets,
+        before balanced groups had a bucket per backend) that was ~3-5 s in
+        which it read no other connection, so a change's bundle on the main
+        connection waited for it (send 2.3-3.2 s seen during audits at
+        N=5000); with ~45k buckets it is ~0.1 s, still more than a change
+        may wait.  A request for one group is one lookup,
         and between two rounds of a connection's messages (``ofconn_run``
         handles at most 50 per round, ofproto/connmgr.c) the switch serves
         the others."""
