@@ -1,4 +1,7 @@
-"""SIGTERM and SIGINT stop the daemon cleanly (flows stay on the switch).
+"""SIGTERM and SIGINT stop the daemon cleanly (flows stay on the switch);
+SIGUSR1 writes every thread's stack to stderr (``faulthandler``, from C, so it
+answers even when the interpreter is stuck): where a daemon that does not stop
+or does not progress is waiting.
 
 Only the main thread may install handlers (CPython's rule): a daemon run from
 another thread (tests, ``bench.memprobe`` drives it the other way round) is
@@ -6,6 +9,7 @@ stopped by its caller instead."""
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 from collections.abc import Callable
@@ -26,3 +30,4 @@ def install_stop_handlers(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

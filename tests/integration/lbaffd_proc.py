@@ -123,9 +123,12 @@ class LbaffdProcess:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # every thread's stack into the log
+            time.sleep(0.5)
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"lbaffd ignored {sig} for {timeout}s") from None
+            raise AssertionError(f"lbaffd ignored {sig} for {timeout}s; its log ends:\n"
+                                 f"{self.tail(80)}") from None
         return time.monotonic() - start
 
 

@@ -68,6 +68,31 @@ def test_group_modified_by_someone_else_is_repaired(sandbox: Sandbox,
     repaired_within(sandbox, want, 1.0)
 
 
+def test_sigusr1_writes_every_threads_stack_and_goes_on(sandbox: Sandbox,
+                                                       daemon: LbaffdProcess) -> None:
+    """SIGUSR1: the stacks of the daemon's threads in its log (stderr), the
+    worker's among them, and the daemon still answers and repairs."""
+    import signal
+
+    assert daemon.proc is not None and daemon.log_path is not None
+    want = state(sandbox)
+    daemon.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline:
+        text = daemon.log_path.read_text()
+        if "most recent call first" in text:
+            break
+        time.sleep(0.1)
+    assert "most recent call first" in text, daemon.tail()
+    time.sleep(0.5)  # the dump is written a thread at a time
+    text = daemon.log_path.read_text()
+    assert text.count("Thread 0x") >= 3, text[-3000:]  # main/worker, SB and OVS monitors, ...
+    assert daemon.proc.poll() is None
+    sandbox.ofctl("del-flows", "br-int", MANAGED)
+    repaired_within(sandbox, want, 1.0)
+
+
 def test_cleanup_on_exit_removes_exactly_lbaffds_state(sandbox: Sandbox, topo: Topology,
                                                        daemon: LbaffdProcess) -> None:
     sandbox.connect("cli1", topo.vip, topo.vip_port, count=2)
