@@ -283,10 +283,11 @@ class _GroupTemplate:
         vals = [b"", gid, *addr_vals]
         around = [t.around(0, vals) for t in self.buckets]
         split = [a for a in around if a is not None]
+        every_split = len(split) == len(around)
         weights = bucket_weights(plan.buckets)
         parts: list[bytes] = []
         for (bid, be), weight in zip(plan.buckets, weights, strict=True):
-            if len(split) == len(around):
+            if every_split:
                 before, after = split[index[be]]
                 bucket = b"".join((before, bid.to_bytes(4, "big"), after))
             else:

@@ -173,24 +173,24 @@ def group_buckets(backends: tuple[Endpoint, ...], mode: str) -> Buckets:
     layout = dist.bucket_layout(n, mode)
     ids, which = array("I"), array("I")
     taken: dict[int, int] = {}
-    for i, be in enumerate(ordered):
-        bid = _bucket_hash(str(be))
+
+    def free_id(text: str) -> int:
+        bid = _bucket_hash(text)
         while bid in taken:
             bid = (bid + 1) & 0x7FFFFFFF
-        taken[bid] = i
+        return bid
+
+    for i, be in enumerate(ordered):
+        taken[free_id(str(be))] = i
     for bid in sorted(taken):
         ids.append(bid)
         which.append(taken[bid])
     if len(layout) == n:
         return Buckets.of(ids, which, ordered)
     last = which[-1]
-    bid = _bucket_hash(f"{ordered[last]}#filler")
-    while bid in taken:
-        bid = (bid + 1) & 0x7FFFFFFF
-    ids.append(bid)
+    ids.append(free_id(f"{ordered[last]}#filler"))
     which.append(last)
-    weights = array("H", [layout[0][1]] * n + [dist.FILLER_WEIGHT])
-    return Buckets.of(ids, which, ordered, weights)
+    return Buckets.of(ids, which, ordered, array("H", (w for _, w in layout)))
 
 
 def _bucket_hash(text: str) -> int:
