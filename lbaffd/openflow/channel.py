@@ -10,7 +10,8 @@ asynchronous messages to a callback; callers block on
 ``request``/``bundle``/``barrier`` from any thread.  A bundle itself
 (``open_bundle``) is ``bundle.Bundle``, built over this module's public
 methods; what a request gets back (``Reply``) and the errors a wait ends in
-live in ``replies``.
+live in ``replies``; reading whole messages off the socket (and past a
+group too large for OpenFlow's lengths) is ``stream``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import structlog
 import tenacity
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import groupdesc, messages
+from lbaffd.openflow import groupdesc, messages, stream
 from lbaffd.openflow import oskenfallback as fallback
 from lbaffd.openflow.bundle import Bundle
 from lbaffd.openflow.oskenfallback import constants as ofp
@@ -45,8 +46,7 @@ from lbaffd.openflow.replies import (
 
 log = structlog.get_logger("lbaffd.openflow")
 
-HEADER = struct.Struct("!BBHI")
-OFPT_MULTIPART_REPLY = ofp.OFPT_MULTIPART_REPLY
+HEADER = stream.HEADER
 # Unsolicited messages for on_async; a multipart reply with no waiter is a
 # flow-monitor update (they keep the monitor request's xid).
 ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
@@ -54,8 +54,7 @@ ASYNC_TYPES = {ofp.OFPT_FLOW_REMOVED, ofp.OFPT_PORT_STATUS, ofp.OFPT_PACKET_IN,
                ofp.OFPT_MULTIPART_REPLY, ofp.OFPT_ERROR}
 
 
-MAX_WRAPS = 64  # an entry of up to 4 MiB (~50k buckets) can be skipped
-WRAP_READ_TIMEOUT = 5.0
+SAFE_FOREIGN_BUCKETS = 250  # more buckets (of > 256 bytes each) could exceed 16 bits
 
 
 @dataclass(slots=True, eq=False)
@@ -148,14 +147,14 @@ class OpenFlowChannel:
             bitmap = struct.pack("!HHI", 1, 8, 1 << ofp.OFP_VERSION)
             sock.sendall(HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_HELLO, 8 + len(bitmap), 0)
                          + bitmap)
-            version, msg_type, _, _ = HEADER.unpack(_read_msg(sock)[:8])
+            version, msg_type, _, _ = HEADER.unpack(stream.read_msg(sock)[:8])
             if msg_type != ofp.OFPT_HELLO:
                 raise OSError(f"expected HELLO, got message type {msg_type}")
             if version < ofp.OFP_VERSION:
                 raise OpenFlowError(ofp.OFPET_HELLO_FAILED, ofp.OFPHFC_INCOMPATIBLE, 0)
             sock.sendall(fallback.features_request(0xFFFFFFF0))
             while True:
-                raw = _read_msg(sock)
+                raw = stream.read_msg(sock)
                 if raw[1] == ofp.OFPT_FEATURES_REPLY:
                     self.datapath_id = struct.unpack_from("!Q", raw, 8)[0]
                     break
@@ -207,8 +206,8 @@ class OpenFlowChannel:
                                                next(self._xids)), "OFPEchoRequest")
                     continue
                 silent = 0
-                raw = _read_msg(sock)
-                if _last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw):
+                raw = stream.read_msg(sock)
+                if stream.last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw):
                     raw = self._read_oversized_group(sock, raw)
                 self._dispatch(raw)
         except (OSError, ValueError, ConnectionLost, struct.error) as exc:
@@ -221,40 +220,20 @@ class OpenFlowChannel:
                 self._on_disconnect()
 
     def _read_oversized_group(self, sock: socket.socket, raw: bytes) -> bytes:
-        """Resynchronize after a group-desc reply whose last entry is larger
-        than OpenFlow's 16-bit lengths (see ``groupdesc.oversized_entry_fits``):
-        the header announced the true length modulo 2^16, so the rest of the
-        entry, a multiple of 64 KiB, is still in the stream.  Read it (bounded:
-        at most ``MAX_WRAPS`` x 64 KiB, each within ``WRAP_READ_TIMEOUT``),
-        report the entry as skipped and hand on the message without it.  Any
-        other malformation is left to the decoders (framing is intact)."""
-        offset = groupdesc.first_unframed_entry(raw)
-        if offset is None or not groupdesc.looks_wrapped(raw, offset):
-            return raw  # malformed otherwise: framing is intact, the decoders decide
-        _, _, group_id, _ = groupdesc.GROUP_DESC.unpack_from(raw, offset)
-        buf = raw
-        for _ in range(MAX_WRAPS):
-            buf += _read_within(sock, groupdesc.WRAP, WRAP_READ_TIMEOUT)
-            buckets_end = groupdesc.oversized_entry_fits(buf, offset)
-            if buckets_end is not None:
-                break
-        else:
-            raise ConnectionLost(f"group-desc entry of group {group_id} larger than "
-                                 f"{MAX_WRAPS} x 64 KiB: cannot resynchronize")
-        size = len(buf) - offset
-        skipped = SkippedEntry("group", group_id, size,
-                               groupdesc.count_buckets(buf, offset, buckets_end))
+        """``stream.unwrap_oversized_group``, the entry it skipped logged
+        once per connection and reported every time."""
+        raw, skipped = stream.unwrap_oversized_group(sock, raw)
+        if skipped is None:
+            return raw
         key = (skipped.group_id, skipped.size)
         if key not in self._skipped_seen:  # said once per connection, counted every time
             self._skipped_seen.add(key)
             log.warning("openflow_entry_skipped", target=self.target, kind="group",
-                        group_id=group_id, bytes=size, buckets=skipped.buckets,
+                        group_id=skipped.group_id, bytes=skipped.size, buckets=skipped.buckets,
                         reason="longer than 65535 bytes: OpenFlow cannot report it")
         if self._on_skipped is not None:
             self._on_skipped(skipped)
-        kept = bytearray(buf[:offset])
-        struct.pack_into("!H", kept, 2, len(kept))
-        return bytes(kept)
+        return raw
 
     def _dispatch(self, raw: bytes) -> None:
         _, msg_type, _, xid = HEADER.unpack_from(raw)
@@ -489,7 +468,7 @@ class OpenFlowChannel:
         handles at most 50 per round, ofproto/connmgr.c) the switch serves
         the others."""
         stats = self.request(fallback.group_stats_request())
-        sizes = group_bucket_counts(stats)
+        sizes = groupdesc.group_bucket_counts(r.raw for r in stats)
         risky = tuple(sorted(g for g, n in sizes.items()
                              if n > SAFE_FOREIGN_BUCKETS and not own.is_lbaffd_group(g)))
         if risky != self.skipped_groups:
@@ -526,65 +505,3 @@ class OpenFlowChannel:
                 except OpenFlowError:
                     continue  # deleted since the stats were taken
         return replies
-
-
-SAFE_FOREIGN_BUCKETS = 250  # more buckets (of > 256 bytes each) could exceed 16 bits
-GROUP_STATS_ENTRY = struct.Struct("!H2xI")  # length, group_id (then counters, bucket stats)
-GROUP_STATS_FIXED = 40
-BUCKET_STATS_SIZE = 16
-
-
-def group_bucket_counts(replies: Iterable[Reply]) -> dict[int, int]:
-    """group id -> number of buckets, from group stats replies (raw: no
-    objects for 5000 groups)."""
-    out: dict[int, int] = {}
-    for reply in replies:
-        raw, pos = reply.raw, ofp.OFP_MULTIPART_REPLY_SIZE
-        while pos + GROUP_STATS_ENTRY.size <= len(raw):
-            length, gid = GROUP_STATS_ENTRY.unpack_from(raw, pos)
-            if length < GROUP_STATS_FIXED:
-                break
-            out[gid] = (length - GROUP_STATS_FIXED) // BUCKET_STATS_SIZE
-            pos += length
-    return out
-
-
-def _last_group_desc_part(raw: bytes) -> bool:
-    """The last message of a group-desc reply: the only place OVS puts an
-    entry too large for 16-bit lengths (``ofpmp_postappend`` aborts
-    ovs-vswitchd 3.1 when another group would follow it)."""
-    return (len(raw) >= 12 and raw[1] == OFPT_MULTIPART_REPLY
-            and struct.unpack_from("!HH", raw, 8) == (ofp.OFPMP_GROUP_DESC, 0))
-
-
-def _read_within(sock: socket.socket, n: int, timeout: float) -> bytes:
-    """``n`` bytes that the peer has already sent (the rest of a message):
-    ConnectionLost if they do not arrive within ``timeout``."""
-    buf = bytearray()
-    while len(buf) < n:
-        readable, _, _ = select.select([sock], [], [], timeout)
-        if not readable:
-            raise ConnectionLost(f"message cut short: {len(buf)} of {n} bytes")
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionLost("connection closed by peer")
-        buf += chunk
-    return bytes(buf)
-
-
-def _read_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionLost("connection closed by peer")
-        buf += chunk
-    return bytes(buf)
-
-
-def _read_msg(sock: socket.socket) -> bytes:
-    head = _read_exact(sock, 8)
-    length = struct.unpack_from("!H", head, 2)[0]
-    if length < 8:
-        raise ConnectionLost(f"bad OpenFlow length {length}")
-    return head + _read_exact(sock, length - 8)

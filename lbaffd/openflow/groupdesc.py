@@ -7,7 +7,7 @@ declines).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 from lbaffd.openflow.flowdesc import MULTIPART_REPLY_SIZE, DecodeError
@@ -55,6 +55,12 @@ def iter_group_stats(raw: bytes) -> Iterator[tuple[int, int, int]]:
         yield (group_id, offset + GROUP_STATS.size,
                (length - GROUP_STATS.size) // BUCKET_COUNTER.size)
         offset += length
+
+
+def group_bucket_counts(raws: Iterable[bytes]) -> dict[int, int]:
+    """group id -> number of buckets, from group-stats replies (raw: no
+    objects for 5000 groups)."""
+    return {gid: n for raw in raws for gid, _, n in iter_group_stats(raw)}
 
 
 

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback, replies
+from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback, replies, stream
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit.test_fuzz_decoders import bounded, reply
 
@@ -102,11 +102,11 @@ def test_channel_skips_a_group_too_large_for_openflow(n: int) -> None:
     try:
         sender.start()  # a socketpair holds less than the message: send meanwhile
         with bounded(5.0):
-            raw = channel._read_msg(a)
-            assert channel._last_group_desc_part(raw)
+            raw = stream.read_msg(a)
+            assert stream.last_group_desc_part(raw)
             assert not groupdesc.group_desc_framed(raw)
             kept = ch._read_oversized_group(a, raw)
-            assert channel._read_msg(a) == echo  # in step again
+            assert stream.read_msg(a) == echo  # in step again
         sender.join(5.0)
     finally:
         a.close()
@@ -126,7 +126,7 @@ def test_malformed_last_group_desc_part_is_handed_on_as_is(raw: bytes) -> None:
     ch = channel.OpenFlowChannel("unix:/nonexistent")
     a, b = socket.socketpair()
     try:
-        assert channel._last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw)
+        assert stream.last_group_desc_part(raw) and not groupdesc.group_desc_framed(raw)
         with bounded(2.0):
             assert ch._read_oversized_group(a, raw) == raw
     finally:

@@ -26,6 +26,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lbaffd.openflow import channel, flowdesc, groupdesc, messages, oskenfallback, replies
+from lbaffd.openflow import stream as framing
 from lbaffd.openflow.flowdesc import DecodeError
 from tests.unit import fuzzprofile
 from tests.unit.test_decode_vs_fallback import FOREIGN, entry, group_entry, groups, varied
@@ -161,7 +162,7 @@ def test_read_msg_frames_or_fails_with_connection_lost(stream: bytes) -> None:
             got = 0
             while True:
                 try:
-                    msg = channel._read_msg(a)
+                    msg = framing.read_msg(a)
                 except replies.ConnectionLost:
                     break
                 assert len(msg) >= 8 and len(msg) == struct.unpack_from("!H", msg, 2)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from lbaffd.openflow.channel import group_bucket_counts
+from lbaffd.openflow.groupdesc import group_bucket_counts
 from lbaffd.openflow.replies import Reply
 
 MULTIPART = struct.Struct("!BBHIHH4x")  # OF1.5 header + multipart type, flags
@@ -24,8 +24,9 @@ def reply(*entries: bytes) -> Reply:
 
 def test_bucket_counts_of_every_group_in_every_part() -> None:
     parts = [reply(entry(100, 1201), entry(0xB0000001, 5)), reply(entry(0xC0000010, 0))]
-    assert group_bucket_counts(parts) == {100: 1201, 0xB0000001: 5, 0xC0000010: 0}
-    assert group_bucket_counts([reply()]) == {}
+    assert group_bucket_counts(p.raw for p in parts) == {
+        100: 1201, 0xB0000001: 5, 0xC0000010: 0}
+    assert group_bucket_counts([reply().raw]) == {}
 
 
 def test_bucket_counters_read_raw_as_os_ken_reads_them() -> None:
