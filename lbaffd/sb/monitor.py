@@ -21,7 +21,9 @@ from typing import Any
 
 import structlog
 import tenacity
+from ovs import ovsuuid
 from ovs.db import idl as ovs_idl
+from ovs.db import types as ovs_types
 from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
@@ -120,18 +122,63 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         self._session_seqno = -1
         self._resyncing = True  # until the first complete sync
         self._cleared = False  # a reply replaced every row since the last sync said so
+        self._announced: set[str] = set()  # tables passed to the RowEvents this run()
+        self._defaults: dict[str, tuple[tuple[str, Any], ...]] = {}  # see _Idl__add_default
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
-        processes just those rows) and passed on to the RowEvents.  Only the
+        processes just those rows) and passed on to the RowEvents, once per
+        table and ``run()``.  Only the
         monitored database's rows count: python-ovs also monitors the server's
         ``_Server`` database and notifies its ``Database`` row, whose ``index``
         moves with every Raft commit of a clustered SB; counted as a change of
         a table lbaffd does not follow row by row it made every SB change a
-        full pass (``is_data_row``)."""
+        full pass (``is_data_row``).
+
+        The RowEvents (``TableChanged``, the only ones lbaffd watches) say
+        "table T changed" and wake the worker, which reads the rows itself:
+        the second row of a table in the same update adds nothing to the
+        first.  Passed on for every row, an initial sync of
+        22k rows (N=5000) queued 22k notifications to ovsdbapp's notify
+        thread, each matched against every table's event, woken, and run
+        while the IDL thread was still taking the update in."""
+        table = row._table.name
         if self._dirty is not None and is_data_row(self.tables, row):
-            self._dirty.setdefault(row._table.name, set()).add(str(row.uuid))
-        super().notify(event, row, updates)
+            self._dirty.setdefault(table, set()).add(str(row.uuid))
+        if table not in self._announced:
+            self._announced.add(table)
+            super().notify(event, row, updates)
+
+    def _Idl__add_default(self, table: Any, row_update: dict[str, Any]) -> None:
+        """python-ovs's private ``__add_default`` with its work done once per
+        table: it puts the JSON of the default value of every scalar column an
+        ``initial``/``insert`` update left out (the server omits defaults)
+        into the update, so that the row holds a real default (python-ovs
+        3.1's ``Datum.default`` of a scalar reads back as an ``Atom``, not
+        ``""`` or 0).  It worked out which columns and their JSON for every
+        row (a loop over every column, a JSON value built for each default);
+        the same columns, the same values (``ovs/db/idl.py``,
+        ``__add_default``, ``__column_name``)."""
+        defaults = self._defaults.get(table.name)
+        if defaults is None:
+            defaults = self._defaults[table.name] = self._column_defaults(table)
+        for name, value in defaults:
+            if name not in row_update:
+                row_update[name] = value
+
+    def _column_defaults(self, table: Any) -> tuple[tuple[str, Any], ...]:
+        """The (column, default JSON) pairs ``__add_default`` fills in."""
+        readonly = self.readonly.get(table.name)
+        out = []
+        for column in table.columns.values():
+            if readonly is not None and column.name in readonly:
+                continue
+            if column.type.n_min != 0 and not column.type.is_map():
+                default = column.type.key.type.default
+                if column.type.key.type == ovs_types.UuidType:
+                    default = ovsuuid.to_json(default)
+                out.append((column.name, default))
+        return tuple(out)
 
     def _Idl__clear(self) -> None:  # python-ovs's private ``__clear``
         """The rows are replaced by a new dump (no transaction history for
@@ -168,6 +215,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     def run(self) -> Any:
         before = self.change_seqno
         at = time.time()
+        self._announced.clear()
         with self._gc_pause:  # taking in an update builds many acyclic objects
             result = super().run()
         seqno = self._session.get_seqno()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from types import MappingProxyType
 
 import pytest
+from ovs.db import idl as ovs_idl
+from ovsdbapp.backend.ovs_idl import idlutils
 
 from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import OVS_COLUMNS, OVS_TABLES, SB_COLUMNS, SB_TABLES, DbMonitor, take_dirty
@@ -172,3 +174,79 @@ def test_bridge_reader_converts_only_changed_ports(sandbox: Sandbox) -> None:
         assert {i.iface_id for i in got} >= {"brd-moved", "ln-brd", "brd-pod-19"}
     finally:
         mon.stop()
+
+
+def _vanilla_idl(remote: str) -> ovs_idl.Idl:
+    """python-ovs's own IDL on the columns lbaffd monitors."""
+    helper = idlutils.get_schema_helper(remote, "OVN_Southbound")
+    have = helper.schema_json["tables"]
+    for table in SB_TABLES:
+        helper.register_columns(table, [c for c in SB_COLUMNS[table]
+                                        if c in have[table]["columns"]])
+    return ovs_idl.Idl(remote, helper)
+
+
+def _contents(idl: ovs_idl.Idl) -> dict[str, dict[str, dict[str, object]]]:
+    """Every row's every column as JSON (references as uuids), by table."""
+    return {name: {str(u): {c: r._data[c].to_json() for c in t.columns}
+                   for u, r in t.rows.items()}
+            for name, t in idl.tables.items()}
+
+
+def test_rows_taken_in_equal_python_ovs_idl_and_events_coalesce(sandbox: Sandbox) -> None:
+    """``NotifyingIdl`` fills in the defaults an update leaves out from a
+    table's cached list and passes one row per table and update to the
+    RowEvents: the rows it holds are python-ovs's own, through an initial
+    sync, inserts, modifications and deletes of rows that leave columns at
+    their defaults, and a transaction of many rows wakes the worker once."""
+    ls = sandbox.add_datapath("ls-intake", 61)
+    sandbox.add_load_balancer("lb-bare", {"10.61.0.1:80": "10.61.1.1:80"}, datapaths=[ls])
+    sandbox.add_port_binding("pb-bare", ls, 1)  # no mac, chassis, type or options
+    sandbox.sbctl("create", "Service_Monitor", "ip=10.61.1.1", "port=80",
+                  "logical_port=pb-bare")  # no protocol, no status
+    changed: list[str] = []
+    mon = DbMonitor(sandbox.sb_remote, "OVN_Southbound", SB_TABLES, changed.append,
+                    threading.Event(), columns=SB_COLUMNS)
+    mon.start()
+    vanilla = _vanilla_idl(sandbox.sb_remote)
+
+    def settled() -> dict[str, dict[str, dict[str, object]]]:
+        """Both IDLs caught up with the server and holding the same rows."""
+        deadline = time.monotonic() + 10
+        while True:
+            vanilla.run()
+            with mon.conn.lock:
+                ours = _contents(mon.idl) if mon.connected else None
+            theirs = _contents(vanilla) if vanilla.state == vanilla.IDL_S_MONITORING else None
+            if ours is not None and ours == theirs:
+                return ours
+            assert time.monotonic() < deadline, "the IDLs did not agree"
+            time.sleep(0.05)
+
+    try:
+        rows = settled()
+        with mon.conn.lock:
+            bare = next(r for r in mon.idl.tables["Port_Binding"].rows.values()
+                        if r.logical_port == "pb-bare")
+            assert (bare.type, bare.mac, bare.chassis) == ("", [], [])
+        sandbox.sbctl("set", "Load_Balancer", "lb-bare", 'vips:"10.61.0.2:80"="10.61.1.2:80"',
+                      "protocol=udp", "options:affinity_timeout=30")
+        sandbox.sbctl("set", "Port_Binding", "pb-bare", 'mac="02:00:00:00:61:01 10.61.1.1"')
+        sandbox.sbctl("clear", "Port_Binding", "pb-bare", "mac")
+        sandbox.sbctl("--all", "destroy", "Service_Monitor")
+        time.sleep(0.3)
+        changed.clear()
+        # 40 ports in one transaction: one update, one "Port_Binding changed"
+        many: list[str] = []
+        for i in range(40):
+            many += ["--", "create", "Port_Binding", f"logical_port=pb-many-{i}",
+                     f"datapath={ls}", f"tunnel_key={100 + i}"]
+        sandbox.sbctl(*many)
+        rows = settled()
+        assert sum(name.startswith("pb-many-") for name in (
+            r["logical_port"] for r in rows["Port_Binding"].values())) == 40
+        assert changed.count("Port_Binding") == 1, changed
+        assert set(changed) == {"Port_Binding", "OVN_Southbound"}, changed
+    finally:
+        mon.stop()
+        vanilla.close()
