@@ -3,6 +3,7 @@ VIP without backends said once (not every pass), and when it clears."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from lbaffd.model import loadbalancer as model
 from lbaffd.model import ownership as own
 from lbaffd.model.plan import VipPlan
 from lbaffd.ops.metrics import Metrics
-from lbaffd.reconcile.reconciler import ReconcileResult
+from lbaffd.reconcile.reconciler import ReconcileResult, VipChange
 
 log = structlog.get_logger("lbaffd")
 
@@ -26,10 +27,12 @@ class PassReport:
         self.metrics = metrics
         self._reported: set[model.ParseIssue] = set()
         self._empty_vips: set[tuple[str, str]] = set()
+        self._empty: dict[own.OwnerKey, VipPlan] = {}  # the VIPs without a live backend
         # reject flows' cookie -> (lb, vip); replaced whole, read by the reader thread
         self.vip_by_cookie: dict[int, tuple[str, str]] = {}
-        # the (lb, vip) label pairs of the VIPs realized by the last pass
-        self._vip_labels: frozenset[tuple[str, str]] = frozenset()
+        # the (lb, vip) label pairs of the VIPs realized by the last pass, by
+        # how many of them carry each
+        self._vip_labels: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def issues(self, issues: tuple[model.ParseIssue, ...]) -> None:
         """Log each bad input once (not every pass), and its clearing."""
@@ -48,10 +51,22 @@ class PassReport:
             log.info("lb_input_fixed", lb=issue.lb, vip=issue.vip or None, reason=issue.reason)
         self._reported = current
 
-    def empty_vips(self, plans: tuple[VipPlan, ...]) -> None:
+    def empty_vips(self, plans: tuple[VipPlan, ...], change: VipChange | None = None) -> None:
         """Log once when a VIP loses its last live backend (and when it gets
-        one back); count them by action; map reject cookies to their VIP."""
-        empty = {(p.lb.name or p.lb.uuid, p.vip.key): p for p in plans if not p.live_backends}
+        one back); count them by action; map reject cookies to their VIP.
+
+        ``change``: an incremental pass's plans out and in, the only ones
+        looked at; None: every plan (a full pass).  Looking at all 5,219 VIPs
+        after each health flip was ~1.9 ms of a ~18 ms pass at N=5000."""
+        if change is None:
+            self._empty = {p.owner: p for p in plans if not p.live_backends}
+        else:
+            for p in change.out:
+                self._empty.pop(p.owner, None)
+            for p in change.came:
+                if not p.live_backends:
+                    self._empty[p.owner] = p
+        empty = {(p.lb.name or p.lb.uuid, p.vip.key): p for p in self._empty.values()}
         for key in sorted(empty.keys() - self._empty_vips):
             p = empty[key]
             log.warning("vip_without_backends", lb=key[0], vip=key[1],
@@ -104,26 +119,52 @@ class PassReport:
                          "wait_ms": round((sb_read_at - arrived_at) * 1000, 1)}),
                      **{f"{name}_ms": round(sec * 1000, 1) for name, sec in r.phases})
 
-    def forget_gone_vips(self, plans: tuple[VipPlan, ...]) -> frozenset[tuple[str, str]]:
-        """Drop the per-VIP series of VIPs that no pass realizes any more.
+    def forget_gone_vips(self, plans: tuple[VipPlan, ...], change: VipChange | None = None
+                         ) -> frozenset[tuple[str, str]]:
+        """Drop the per-VIP series of VIPs that no pass realizes any more;
+        returns the label pairs that went.
 
         prometheus_client keeps a labelled child for as long as the process
         lives: on a chassis where services come and go for months, every VIP
         ever seen would stay in memory and in every scrape (three counters,
-        plus one per refusal kind).  Returns the label pairs still realized
-        (the set is only rebuilt when the VIPs changed)."""
-        keep = frozenset((name, p.vip.key) for p in plans
-                         for name in {p.lb.name, p.lb.name or p.lb.uuid})
-        if keep == self._vip_labels:
-            return keep
+        plus one per refusal kind).  The label pairs are counted by the plans
+        that carry them (two LBs may share a name); ``change`` as in
+        ``empty_vips``: rebuilding them from all plans after each LB change
+        was ~13 ms of the pass at N=5000."""
+        counts = self._vip_labels
+        if change is None:
+            self._vip_labels = collections.Counter(
+                label for p in plans for label in _vip_labels(p))
+            gone = frozenset(counts.keys() - self._vip_labels.keys())
+        else:
+            for p in change.came:
+                counts.update(_vip_labels(p))
+            left: list[tuple[str, str]] = []
+            for p in change.out:
+                for label in _vip_labels(p):
+                    counts[label] -= 1
+                    if counts[label] <= 0:
+                        del counts[label]
+                        left.append(label)
+            gone = frozenset(left)
         m = self.metrics
-        for labels in self._vip_labels - keep:
+        for labels in gone:
             for counter in (m.entries_expired, m.entries_flushed, m.entries_extended):
                 _remove(counter, *labels)
             for kind in REFUSAL_KINDS:
                 _remove(m.refusals, *labels, kind)
-        self._vip_labels = keep
-        return keep
+        return gone
+
+    @property
+    def vip_labels(self) -> frozenset[tuple[str, str]]:
+        """The (lb, vip) label pairs of the VIPs realized now."""
+        return frozenset(self._vip_labels)
+
+
+def _vip_labels(p: VipPlan) -> frozenset[tuple[str, str]]:
+    """The label pairs a VIP's series may carry: its LB's name, and its
+    uuid where the LB has no name."""
+    return frozenset((name, p.vip.key) for name in {p.lb.name, p.lb.name or p.lb.uuid})
 
 
 REFUSAL_KINDS = ("tcp_rst", "icmp_unreachable", "rate_limited", "ignored")

@@ -117,12 +117,12 @@ class Refuser:
         self._bucket = TokenBucket(rate, burst)
         self._logged: set[tuple[str, str]] = set()
 
-    def keep_only(self, vips: frozenset[tuple[str, str]]) -> None:
+    def forget(self, gone: frozenset[tuple[str, str]]) -> None:
         """Forget that VIPs no longer realized were logged (a daemon that
         runs for months sees many come and go); replaced whole, as the
         reader thread reads it."""
-        if not self._logged <= vips:
-            self._logged = self._logged & vips
+        if not self._logged.isdisjoint(gone):
+            self._logged = self._logged - gone
 
     def handle(self, cookie: int, in_port: int, frame: bytes) -> str:
         """-> what happened: ``tcp_rst``/``icmp_unreachable``, ``unknown``, ``ignored``,

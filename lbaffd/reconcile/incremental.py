@@ -120,6 +120,8 @@ class DesiredIndex:
         # the plans the last ``apply`` took out, each with its successor (None:
         # the VIP went): whose backends may have left (``ctflush``)
         self.replaced: tuple[tuple[VipPlan, VipPlan | None], ...] = ()
+        # the plans it put in: successors and new VIPs (``ReconcileResult.vip_change``)
+        self.came: tuple[VipPlan, ...] = ()
 
     def desired(self) -> DesiredState:
         """The current state as a DesiredState (the dicts are shared, not copied)."""
@@ -236,6 +238,7 @@ class DesiredIndex:
         if ports:
             self._swap_ports(was, topo, pipeline, remember)
         self.replaced = tuple((plan, self.plans.get(plan.owner)) for plan in removed)
+        self.came = tuple(new_plans)
         new_set = set(new_plans)
         for plan in removed:
             if plan not in new_set or was is not topo:

@@ -79,6 +79,15 @@ class Channel(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class VipChange:
+    """Which plans an incremental pass replaced: ``out`` went (a successor,
+    if any, is in ``came``), ``came`` are the plans it put in."""
+
+    out: tuple[VipPlan, ...]
+    came: tuple[VipPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileResult:
     changes: ChangeSet
     desired: DesiredState
@@ -98,6 +107,16 @@ class ReconcileResult:
     # an incremental pass: the plans it replaced, each with its successor
     # (None: the VIP went); None: a full pass, any plan may have changed
     replaced: tuple[tuple[VipPlan, VipPlan | None], ...] | None = None
+    # an incremental pass: the plans it put in (successors and new VIPs)
+    came: tuple[VipPlan, ...] = ()
+
+    def vip_change(self) -> VipChange | None:
+        """The plans an incremental pass took out and put in; None for a
+        full pass or an audit (any plan may have changed): what keeps the
+        per-VIP bookkeeping after a pass O(change) (``report``)."""
+        if self.replaced is None:
+            return None
+        return VipChange(tuple(old for old, _ in self.replaced), self.came)
 
 
 def _without(m: Mapping[_K, _V], keys: frozenset[_K]) -> Mapping[_K, _V]:
@@ -553,7 +572,7 @@ class Reconciler:
             foreign=0, audited=False,
             # (named apart from a full pass's: ``compile_ms`` says a full pass ran)
             phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled)),
-            replaced=index.replaced,
+            replaced=index.replaced, came=index.came,
         )
 
 

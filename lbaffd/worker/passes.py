@@ -81,8 +81,6 @@ class PassRunner:
         self._kick = kick  # set with every input change: an audit's wait applies it
         self._trimming = threading.Lock()  # a trim after an audit is under way
         self._bridge = BridgeReader()  # the bridge's interfaces, read again row by row
-        # the last step may have changed which VIPs exist or their LBs' names
-        self._vips_changed = True
         # the last full read, kept up to date by incremental passes
         self._inputs: Inputs | None = None
         self._topo: Topology | None = None
@@ -268,13 +266,7 @@ class PassRunner:
             # the worker's whole time for the change: read, step, reconcile
             result = replace(result, seconds=result.seconds + self._read_s + step_s,
                              phases=(("delta", self._read_s), ("step", step_s), *result.phases))
-            # a change of health, ports or MACs keeps every VIP and LB name:
-            # the per-VIP metric series need no look over all VIPs (O(N))
-            c = result.changes
-            self._vips_changed = bool(delta.lbs or delta.dp_groups or c.add_groups
-                                      or c.del_groups)
             self._done(result, step.issues + result.desired.issues)
-            self._vips_changed = True
         tracker.commit(step)
         self._changes = tracker
         if self._sbcond is not None:
@@ -316,6 +308,6 @@ class PassRunner:
         left = self.companion.left_to_ovn if self.companion is not None else ()
         self.status = bookkeeping.after_pass(self.status, r, issues, self.pipeline.mode, left,
                                              time.time())
-        self._report.empty_vips(r.desired.vips)
-        if self._vips_changed:
-            self._refuser.keep_only(self._report.forget_gone_vips(r.desired.vips))
+        change = r.vip_change()  # (None: a full pass or an audit, look at every VIP)
+        self._report.empty_vips(r.desired.vips, change)
+        self._refuser.forget(self._report.forget_gone_vips(r.desired.vips, change))

@@ -72,8 +72,9 @@ def test_series_of_gone_vips_are_dropped_and_stay_bounded() -> None:
         current = range(20 * (r + 1), 20 * (r + 1) + 50)
         plans = plans_of(current)
         touch(metrics, plans)
-        kept = report.forget_gone_vips(plans)
-        assert {lb for lb, _ in kept} == {f"svc-{i}" for i in current}
+        gone = report.forget_gone_vips(plans)
+        assert {lb for lb, _ in report.vip_labels} == {f"svc-{i}" for i in current}
+        assert {lb for lb, _ in gone} == {f"svc-{i}" for i in range(20 * r, 20 * (r + 1))}
     assert series(metrics) == per_round  # those of the current 50 only
 
 
@@ -103,7 +104,7 @@ def test_refuser_forgets_vips_that_went() -> None:
     for cookie in (1, 2):
         refuser.handle(cookie, 5, syn)
     assert len(refuser._logged) == 2
-    refuser.keep_only(frozenset({vips[1]}))
+    refuser.forget(frozenset({vips[2], ("svc-9", "10.0.0.9:80")}))
     assert refuser._logged == {vips[1]}
 
 
