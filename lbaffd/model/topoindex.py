@@ -106,6 +106,18 @@ class MacView(Mapping[MacKey, str]):
             return v
         return self._base[key]
 
+    def get(self, key: MacKey, default: str | None = None) -> str | None:  # type: ignore[override]
+        """``Mapping.get`` without its ``__getitem__``/``KeyError`` round:
+        a VIP's compile-cache key asks for every backend on every datapath
+        (~700 lookups in a health flip at N=5000), and a key's hash (an
+        ``ipaddress`` object's is computed in Python) once, not twice, while
+        the overlay is empty."""
+        overlay = self._overlay
+        if overlay and key in overlay:
+            v = overlay[key]
+            return default if v is None else v
+        return self._base.get(key, default)
+
     def __contains__(self, key: object) -> bool:
         if key in self._overlay:
             return self._overlay[key] is not None  # type: ignore[index]

@@ -148,6 +148,11 @@ def test_mac_view_shares_and_flattens() -> None:
     newer = view.updated({key: None, (2, key[1]): "x"})
     assert view[key] == "m3" and key not in newer and newer[(2, key[1])] == "x"
     assert len(newer) == 10 and dict(view) == base
+    missing = (3, key[1])
+    for m in (view, newer):  # get: as Mapping's, through the overlay
+        for k in (key, (2, key[1]), missing):
+            assert m.get(k) == (m[k] if k in m else None)
+            assert m.get(k, "d") == (m[k] if k in m else "d")
     MacView.FLATTEN, saved = 1, MacView.FLATTEN
     try:
         flat = newer.updated({key: "y"})
