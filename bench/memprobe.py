@@ -15,7 +15,8 @@ reports:
   peak, and the allocation sites that grew since the previous phase (by
   size and by count);
 - glibc's view (``mallinfo2``): bytes in use, free inside the heap (what
-  ``malloc_trim`` could give back) and mmapped;
+  ``malloc_trim`` could give back) and mmapped; Python's own allocator's
+  (``pymalloc``): its arenas, and the bytes in used and in free blocks;
 - the objects the collector sees, by type (frozen ones included:
   ``gc.freeze()`` after a full pass moves them out of its sight).
 
@@ -32,7 +33,9 @@ import ctypes.util
 import gc
 import json
 import os
+import re
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -74,6 +77,33 @@ def mallinfo() -> dict[str, float]:
     mb = 1024 * 1024
     return {"arena_mb": round(m.arena / mb, 1), "in_use_mb": round(m.uordblks / mb, 1),
             "free_mb": round(m.fordblks / mb, 1), "mmapped_mb": round(m.hblkhd / mb, 1)}
+
+
+def pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (``sys._debugmallocstats``): its 1 MiB
+    arenas in use, and MB in allocated and in free blocks inside them.  An
+    arena goes back to the system only once every block in it is free: a
+    burst of objects of which a few outlive it leaves arenas mostly empty
+    but resident (fragmentation, not a leak: later objects fill them)."""
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    out: dict[str, float] = {}
+    for key, name, scale in (("arenas allocated current", "py_arenas", 1),
+                             ("bytes in allocated blocks", "py_blocks_mb", 2**20),
+                             ("bytes in available blocks", "py_free_blocks_mb", 2**20)):
+        m = re.search(r"# " + re.escape(key) + r"\s*=\s*([\d,]+)", text)
+        if m:
+            out[name] = round(int(m.group(1).replace(",", "")) / scale, 1)
+    return out
 
 
 def smaps() -> dict[str, float]:
@@ -243,7 +273,7 @@ class Probe:
                                "rss_mb": round(proc_mb("VmRSS"), 1),
                                "peak_rss_mb": round(proc_mb("VmHWM"), 1),
                                "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects()),
-                               **mallinfo(), **smaps()}
+                               **mallinfo(), **smaps(), **pymalloc()}
         self._cpu = cpu
         row["memo_caches"] = memo_caches()
         if self.trace:
