@@ -149,10 +149,11 @@ def test_mac_view_shares_and_flattens() -> None:
     assert view[key] == "m3" and key not in newer and newer[(2, key[1])] == "x"
     assert len(newer) == 10 and dict(view) == base
     missing = (3, key[1])
-    for m in (view, newer):  # get: as Mapping's, through the overlay
+    for m in (view, newer):  # get: as the plain dict of its items, through the overlay
+        items = dict(m.items())
         for k in (key, (2, key[1]), missing):
-            assert m.get(k) == (m[k] if k in m else None)
-            assert m.get(k, "d") == (m[k] if k in m else "d")
+            assert m.get(k) == items.get(k)
+            assert m.get(k, "d") == items.get(k, "d")
     MacView.FLATTEN, saved = 1, MacView.FLATTEN
     try:
         flat = newer.updated({key: "y"})
