@@ -136,10 +136,15 @@ def _intercepts(own: FlowBuilder, shared: FlowBuilder, p: Pipeline, plan: VipPla
                 topo: Topology, snat: str) -> None:
     """The VIP's interceptions on its client ports, and the hairpin un-SNAT
     on those of them that are its live backends."""
-    ports = topo.ports_on(plan.datapaths)
-    intercept_flows(own, p, plan, ports)
+    intercept_flows(own, p, plan, topo.ports_on(plan.datapaths))
+    _hairpin_intercepts(shared, p, plan, topo, snat)
+
+
+def _hairpin_intercepts(shared: FlowBuilder, p: Pipeline, plan: VipPlan, topo: Topology,
+                        snat: str) -> None:
+    """The hairpin un-SNAT on the VIP's client ports that are its live backends."""
     live = frozenset(be.ip for be in plan.live_backends)
-    for port in ports:
+    for port in topo.ports_on(plan.datapaths):
         if port.ips & live:
             hairpin_intercept(shared, p, port, snat)
 
@@ -160,11 +165,19 @@ def _no_unsnat(b: FlowBuilder, p: Pipeline, tk: int, snat: str) -> None:
     """Done per backend port with the interceptions (``hairpin_intercept``)."""
 
 
+def _no_live_flows(shared: FlowBuilder, p: Pipeline, plan: VipPlan, topo: Topology,
+                   snat: str) -> None:
+    """No flow of the entry depends on which backends are live."""
+
+
 @dataclass(frozen=True, slots=True)
 class EntryStages:
     """What one kind of entry adds to a VIP's part, in ``compile_vip``'s order."""
 
     vip: Callable[[FlowBuilder, FlowBuilder, Pipeline, VipPlan, Topology, str], None]
+    # the shared flows ``vip`` adds that depend on which backends are live:
+    # the first of the VIP's shared flows (``vip.derived``)
+    live: Callable[[FlowBuilder, Pipeline, VipPlan, Topology, str], None]
     datapath: Callable[[FlowBuilder, Pipeline, int, str, str], None]  # per datapath (tk, ip, snat)
     unsnat: Callable[[FlowBuilder, Pipeline, int, str], None]  # per datapath (tk, snat)
     # what of the topology a VIP's part depends on beyond its backends (its
@@ -174,9 +187,9 @@ class EntryStages:
 
 
 ENTRIES: Mapping[Entry, EntryStages] = {
-    Entry.PRE_LB: EntryStages(_no_vip_flows, neighbor_responders, unsnat_pre_lb,
+    Entry.PRE_LB: EntryStages(_no_vip_flows, _no_live_flows, neighbor_responders, unsnat_pre_lb,
                               lambda _plan, _topo: (), templates=True),
-    Entry.INTERCEPT: EntryStages(_intercepts, _no_datapath_flows, _no_unsnat,
+    Entry.INTERCEPT: EntryStages(_intercepts, _hairpin_intercepts, _no_datapath_flows, _no_unsnat,
                                  lambda plan, topo: (topo.ports_on(plan.datapaths),),
                                  templates=False),
 }

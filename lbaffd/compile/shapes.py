@@ -53,7 +53,6 @@ from lbaffd.model.loadbalancer import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.model.plan import VipPlan, bucket_weights
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages
-from lbaffd.openflow.groupdesc import BUCKET
 from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
 
 CompileVip = Callable[[VipPlan, Pipeline, int, Topology], VipPart]
@@ -254,18 +253,6 @@ def _bucketed(plan: VipPlan, first_bucket: int) -> VipPlan:
                                        for i, be in enumerate(plan.live_backends)))
 
 
-def _split_group(body: bytes) -> tuple[list[bytes], bytes]:
-    """A group body's buckets and what follows them (its properties)."""
-    bucket_len: int = messages.GROUP_MOD.unpack_from(body)[3]
-    pos, end = messages.GROUP_MOD.size, messages.GROUP_MOD.size + bucket_len
-    buckets = []
-    while pos < end:
-        size: int = BUCKET.unpack_from(body, pos)[0]
-        buckets.append(body[pos:pos + size])
-        pos += size
-    return buckets, body[end:]
-
-
 @dataclass(frozen=True, slots=True)
 class _GroupTemplate:
     """A bucket per live backend (its bucket id, group id and addresses are
@@ -304,8 +291,8 @@ class _GroupTemplate:
              n_live: int) -> _GroupTemplate | None:
         """From the groups of the two marker plans (``_bucketed``); ``va``/``vb``
         are (group id, *addresses)."""
-        buckets_a, props_a = _split_group(a)
-        buckets_b, props_b = _split_group(b)
+        buckets_a, props_a = messages.split_group_mod(a)
+        buckets_b, props_b = messages.split_group_mod(b)
         if props_a != props_b or not len(buckets_a) == len(buckets_b) == n_live:
             return None
         out: list[_Body] = []

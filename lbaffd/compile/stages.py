@@ -368,22 +368,32 @@ def vip_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, max_idle: int,
     b.groups.extend(groupsplit.vip_groups(plan, vip_group(p, plan, commit)))
     if not affinity or not plan.live_backends:
         return
-    timeout = plan.lb.affinity_timeout or 0
     eth = ETH_IP if vip.endpoint.ip.version == 4 else ETH_IP6
     b.flow(owner, p.lb, PRIO_MISS, {REG_VIP_ID: gid, "eth_type": eth},
            (SetField(REG_AFFINITY_HIT, 0), Group(gid)))
     # A backend that is down has no hit and no learn flow: deleting its learn
     # flow deletes its learned entries (delete_learned), so its clients move now.
     for be in plan.live_backends:
-        hit: dict[str, MatchValue] = {REG_VIP_ID: gid, REG_AFFINITY_HIT: 1,
-                                      **backend_regs(be.ip), "eth_type": eth}
-        if be.port is not None:
-            hit[REG_BACKEND_PORT] = be.port
-        b.flow(owner, p.lb, PRIO_HIT, hit, (commit[be],))
-        learn_match = {**new, REG_VIP_ID: gid, REG_AFFINITY_HIT: 0, **l4_match(vip, be),
-                       **ip_match(be.ip, "dst")}
-        b.flow(owner, p.learn, PRIO_LEARN, learn_match,
-               (_learn(p, plan, be, min(timeout, max_idle)), Resubmit(p.forward)))
+        affinity_flows(b, p, plan, be, max_idle, commit[be])
+
+
+def affinity_flows(b: FlowBuilder, p: Pipeline, plan: VipPlan, be: Endpoint, max_idle: int,
+                   commit: Ct | None = None) -> None:
+    """A live backend's two flows of an affinity VIP: its hit (a learned
+    entry chose it) and its learn (a new connection the group sent to it),
+    in that order (``commit``: its DNAT action, when already built)."""
+    vip, gid = plan.vip, plan.group_id
+    eth = ETH_IP if vip.endpoint.ip.version == 4 else ETH_IP6
+    hit: dict[str, MatchValue] = {REG_VIP_ID: gid, REG_AFFINITY_HIT: 1,
+                                  **backend_regs(be.ip), "eth_type": eth}
+    if be.port is not None:
+        hit[REG_BACKEND_PORT] = be.port
+    b.flow(plan.owner, p.lb, PRIO_HIT, hit, (commit or _commit_to(p, be, gid),))
+    learn_match = {"ct_state": ct_state(CS_NEW | CS_TRK), REG_VIP_ID: gid,
+                   REG_AFFINITY_HIT: 0, **l4_match(vip, be), **ip_match(be.ip, "dst")}
+    timeout = plan.lb.affinity_timeout or 0
+    b.flow(plan.owner, p.learn, PRIO_LEARN, learn_match,
+           (_learn(p, plan, be, min(timeout, max_idle)), Resubmit(p.forward)))
 
 
 def vip_group(p: Pipeline, plan: VipPlan, commit: Mapping[Endpoint, Ct] | None = None
@@ -396,12 +406,19 @@ def vip_group(p: Pipeline, plan: VipPlan, commit: Mapping[Endpoint, Ct] | None =
     fields = hash_fields(plan)
     return GroupSpec(
         group_id=plan.group_id,
-        buckets=tuple(Bucket(bid, (commit[be],), w) for (bid, be), w
+        buckets=tuple(vip_bucket(p, plan, bid, be, w, commit[be]) for (bid, be), w
                       in zip(plan.buckets, bucket_weights(plan.buckets), strict=True)),
         selection_method="hash" if fields else "dp_hash",
         fields=fields,
         owner_cookie=own.owner_cookie(plan.owner),
     )
+
+
+def vip_bucket(p: Pipeline, plan: VipPlan, bucket_id: int, be: Endpoint, weight: int,
+               commit: Ct | None = None) -> Bucket:
+    """One bucket of the VIP's group: DNAT to ``be`` (``commit``: that action,
+    when already built)."""
+    return Bucket(bucket_id, (commit or _commit_to(p, be, plan.group_id),), weight)
 
 
 def hash_fields(plan: VipPlan) -> tuple[str, ...]:

@@ -7,23 +7,28 @@ very same parts for VIPs shaped like one compiled before, from bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from lbaffd.compile import groupsplit
 from lbaffd.compile.entry import entry_of
 from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.stages import (
     FlowBuilder,
     addr_text,
+    affinity_flows,
     forward_flow,
     hairpin_flows,
     hairpin_reply,
     hairpin_unsnat,
+    vip_bucket,
     vip_flows,
+    vip_group,
 )
 from lbaffd.model import ownership as own
-from lbaffd.model.loadbalancer import IPAddress
-from lbaffd.model.plan import VipPlan
+from lbaffd.model.loadbalancer import Endpoint, IPAddress
+from lbaffd.model.plan import VipPlan, bucket_weights
 from lbaffd.model.topology import Topology
+from lbaffd.openflow import messages
 from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, flow_id, pack_flow, pack_group
 
 
@@ -86,17 +91,126 @@ def relocated(part: VipPart, plan: VipPlan, p: Pipeline, was_local: frozenset[IP
     depend on which backends are local ports (``stages.vip_flows``): a pod
     plugged in here that backs 20 VIPs changed one flow of each, and
     compiling the 20 VIPs again (groups of up to 256 buckets) was most of
-    that change's time at N=5000 (issue 17).  The hairpin flows follow the
-    VIP's dispatch flows, one per datapath (``vip_flows``' order, which
-    ``tests/unit/test_relocate.py`` holds equal to ``compile_vip``)."""
-    before, after = FlowBuilder(), FlowBuilder()
-    hairpin_flows(before, p, plan, was_local)
-    hairpin_flows(after, p, plan, now_local)
-    gone = {flow_id(b) for b in map(pack_flow, before.flows.values())}
-    kept = [(fid, body) for fid, body in zip(part.flow_ids, part.flows, strict=True)
-            if fid not in gone]
+    that change's time at N=5000 (issue 17).  (``derived`` with the plan
+    unchanged; ``tests/unit/test_relocate.py`` holds it equal to
+    ``compile_vip``.)"""
+    out = derived(part, plan, plan, p, 0, was_local, now_local, None)
+    assert out is not None  # (only a change of the live backends declines)
+    return out
+
+
+def derived(part: VipPart, was: VipPlan, plan: VipPlan, p: Pipeline, max_idle: int,
+            was_local: frozenset[IPAddress], now_local: frozenset[IPAddress],
+            topo: Topology | None) -> VipPart | None:
+    """``part``, compiled for ``was`` when ``was_local`` were the local ports'
+    addresses, as ``compile_vip`` makes it for ``plan`` under ``topo`` (whose
+    ``local_ips`` are ``now_local``), when the two plans differ at most in
+    which backends are live (a health check flipped) and the topologies at
+    most in which addresses are local ports (the caller checks the rest: the
+    compile cache's keys).  None when it cannot be derived: a live set empty
+    before or after (the dispatch flows change), a group that may need parts,
+    a part not laid out as ``compile_vip`` lays it out.
+
+    A health flip of a backend of a 100-backend VIP changes two of its ~200
+    own flows (affinity) and its group; compiling the whole VIP again was
+    most of the flip's time at N=5000 (issue 17).  What depends on which
+    backends are live or local, in ``compile_vip``'s order: the own flows
+    are the dispatch flows (one per datapath), the hairpin SNAT flows
+    (``stages.hairpin_flows``: per datapath, per live backend that is a local
+    port), for an affinity VIP its miss flow then two flows per live backend
+    (``stages.affinity_flows``), then the entry's own flows; the shared flows
+    start with the entry's that follow the live backends (``EntryStages.live``,
+    given ``topo``; with ``topo`` None the live backends must not change).
+    Everything else is taken from ``part``: the flows each of these builders
+    made for ``was`` are found where that order puts them, checked by id."""
+    if was is not plan and replace(plan, live_backends=was.live_backends, buckets=was.buckets,
+                                   expected_shares=was.expected_shares) != was:
+        return None
+    live_changed = was.live_backends != plan.live_backends
+    if live_changed and (
+            topo is None or part.parts or not was.live_backends or not plan.live_backends
+            or groupsplit.may_split(len(plan.buckets))):
+        return None
+    flows = list(zip(part.flow_ids, part.flows, strict=True))
     at = len(plan.datapaths)  # after the dispatch flows
-    new = [(flow_id(body), body) for body in map(pack_flow, after.flows.values())]
-    flows = (*kept[:at], *new, *kept[at:])
-    return VipPart(tuple(fid for fid, _ in flows), tuple(body for _, body in flows),
-                   part.group_id, part.group, part.shared, part.parts)
+    hairpinned = [be for be in was.live_backends if be.ip in was_local]
+    if hairpinned == [be for be in plan.live_backends if be.ip in now_local]:
+        # (the same flows: a health flip of a backend that is no local port)
+        came = gone = flows[at:at + len(plan.datapaths) * len(hairpinned)]
+    else:
+        gone = _hairpins(p, was, was_local)
+        if [fid for fid, _ in flows[at:at + len(gone)]] != [fid for fid, _ in gone]:
+            return None
+        came = _hairpins(p, plan, now_local)
+    out = [*flows[:at], *came]
+    at += len(gone)
+    if live_changed and plan.lb.affinity_timeout is not None:
+        out.append(flows[at])  # the miss flow
+        at += 1
+        pairs = {be: flows[at + 2 * i:at + 2 * i + 2] for i, be in enumerate(was.live_backends)}
+        at += 2 * len(was.live_backends)
+        now_live = set(plan.live_backends)
+        for be in was.live_backends:  # the ones going: are they where they should be?
+            if be not in now_live and pairs[be] != _affinity_pair(p, was, be, max_idle):
+                return None
+        for be in plan.live_backends:
+            out += pairs.get(be) or _affinity_pair(p, plan, be, max_idle)
+    out += flows[at:]
+    group, shared = part.group, part.shared
+    if live_changed:
+        assert topo is not None
+        group = _regrouped(part.group, was, plan, p) or pack_group(vip_group(p, plan))
+        snat = addr_text(plan.lb.hairpin_source(plan.vip.endpoint))
+        before = _live_shared(p, was, topo, snat)
+        if [fid for _, fid, _ in shared[:len(before)]] != [fid for _, fid, _ in before]:
+            return None
+        shared = (*_live_shared(p, plan, topo, snat),
+                  *shared[len(before):])
+    return VipPart(tuple(fid for fid, _ in out), tuple(body for _, body in out),
+                   part.group_id, group, shared, part.parts)
+
+
+def _regrouped(group: GroupBody, was: VipPlan, plan: VipPlan, p: Pipeline) -> GroupBody | None:
+    """The group of ``plan`` made from ``was``'s (``group``): a bucket of the
+    same id and backend keeps its bytes (the same DNAT) with its new weight,
+    the others are encoded; None when ``group`` does not hold ``was``'s
+    buckets.  Encoding every bucket again was most of a derived part's time
+    (a bucket's actions go through the encoder: ~10 us each)."""
+    old, props = messages.split_group_mod(group)
+    if len(old) != len(was.buckets):
+        return None
+    have = dict(zip(was.buckets, old, strict=True))  # (bucket id, backend) -> its bytes
+    out = []
+    for (bid, be), weight in zip(plan.buckets, bucket_weights(plan.buckets), strict=True):
+        bucket = have.get((bid, be))
+        out.append(messages.with_bucket_weight(bucket, weight) if bucket is not None
+                   else messages.encode_bucket(vip_bucket(p, plan, bid, be, weight)))
+    buckets = b"".join(out)
+    return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
+                                   len(buckets), messages.ANY) + buckets + props
+
+
+def _encoded(b: FlowBuilder) -> list[tuple[FlowId, FlowBody]]:
+    return [(flow_id(body), body) for body in map(pack_flow, b.flows.values())]
+
+
+def _hairpins(p: Pipeline, plan: VipPlan, local: frozenset[IPAddress]
+              ) -> list[tuple[FlowId, FlowBody]]:
+    b = FlowBuilder()
+    hairpin_flows(b, p, plan, local)
+    return _encoded(b)
+
+
+def _affinity_pair(p: Pipeline, plan: VipPlan, be: Endpoint, max_idle: int
+                   ) -> list[tuple[FlowId, FlowBody]]:
+    b = FlowBuilder()
+    affinity_flows(b, p, plan, be, max_idle)
+    return _encoded(b)
+
+
+def _live_shared(p: Pipeline, plan: VipPlan, topo: Topology, snat: str
+                 ) -> tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]:
+    """The entry's shared flows that follow the live backends (``EntryStages.live``)."""
+    b = FlowBuilder()
+    entry_of(p).live(b, p, plan, topo, snat)
+    return tuple(_shared(b.owners[f.cookie], pack_flow(f)) for f in b.flows.values())

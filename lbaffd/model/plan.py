@@ -344,7 +344,7 @@ def replan(old: VipPlan | None, lb: LoadBalancer, vip: Vip, dps: tuple[int, ...]
     and VIP objects (an LB recompiled because of the topology only), the same
     datapaths and group, the same backends live.  A local port plugged in or
     a MAC learned then keeps the plan, its buckets and its cached hash, and
-    the compile cache finds its part from the old one (``VipCache.relocate``)."""
+    the compile cache finds its part from the old one (``VipCache.derive``)."""
     if (old is not None and old.lb is lb and old.vip is vip and old.datapaths == dps
             and old.group_id == group_ids[old.owner]
             and old.live_backends == live_backends(vip, topo)):

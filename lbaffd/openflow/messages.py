@@ -223,6 +223,19 @@ def with_bucket_weight(bucket: bytes, weight: int) -> bytes:
     return b"".join((bucket[:at + 4], weight.to_bytes(2, "big"), bucket[at + 6:]))
 
 
+def split_group_mod(body: bytes) -> tuple[list[bytes], bytes]:
+    """A group-mod body's buckets (``encode_bucket``'s bytes, in order) and
+    what follows them (its properties)."""
+    bucket_len: int = GROUP_MOD.unpack_from(body)[3]
+    pos, end = GROUP_MOD.size, GROUP_MOD.size + bucket_len
+    buckets = []
+    while pos < end:
+        size: int = BUCKET.unpack_from(body, pos)[0]
+        buckets.append(body[pos:pos + size])
+        pos += size
+    return buckets, body[end:]
+
+
 def _group_mod(spec: GroupSpec, command: int) -> RawMessage:
     buckets = b"".join([encode_bucket(b) for b in spec.buckets])
     return RawMessage(OFPT_GROUP_MOD, GROUP_MOD.pack(

@@ -141,16 +141,9 @@ class DesiredIndex:
         was = topo if old_topo is None else old_topo
         if ports and pipeline.layout.vips_follow_ports:
             return None
-        templates = cache.templates
-        if templates is None:
+        with cache.step():
             return self._apply(changed, topo, was, pipeline, cache, max_idle, distribution,
                                min_slots, ports)
-        learn, templates.learn = templates.learn, False
-        try:
-            return self._apply(changed, topo, was, pipeline, cache, max_idle, distribution,
-                               min_slots, ports)
-        finally:
-            templates.learn = learn
 
     def _apply(self, changed: Mapping[str, LoadBalancer | None], topo: Topology,
                was: Topology, pipeline: Pipeline, cache: VipCache, max_idle: int,
@@ -165,9 +158,11 @@ class DesiredIndex:
         leaving = {gid for uuid in changed for owner in self.by_lb.get(uuid, [])
                    for gid, _ in cache.get(self.plans[owner], pipeline, max_idle, was).groups()}
         taken = _GroupsTaken(self.groups, leaving)
-        if was is not topo:  # a VIP whose backends' locality alone changed: not compiled
-            for plan in new_plans:
-                cache.relocate(plan, pipeline, max_idle, was, topo)
+        if was is not topo:  # a VIP whose backends' health or locality alone changed:
+            for plan in new_plans:  # derived from its part, not compiled
+                old = self.plans.get(plan.owner)
+                if old is not None:
+                    cache.derive(old, plan, pipeline, max_idle, was, topo)
         for plan in new_plans:
             part = isolation.compile_part(cache, plan, pipeline, max_idle, topo, taken, compiled)
             if part is None:
@@ -239,10 +234,7 @@ class DesiredIndex:
             self._swap_ports(was, topo, pipeline, remember)
         self.replaced = tuple((plan, self.plans.get(plan.owner)) for plan in removed)
         self.came = tuple(new_plans)
-        new_set = set(new_plans)
-        for plan in removed:
-            if plan not in new_set or was is not topo:
-                cache.forget(plan, pipeline, max_idle, was)
+        cache.forget(removed, new_plans, pipeline, max_idle, was, topo)
         new = PackedState({k: self.flows[k] for k in touched_flows if k in self.flows},
                           {g: self.groups[g] for g in touched_groups if g in self.groups})
         return diff(new, PackedState(old_flows, old_groups))

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from dataclasses import replace
 from types import MappingProxyType
 
+import pytest
+
+from lbaffd.compile import state
 from lbaffd.compile.layout import STANDALONE as P
 from lbaffd.compile.state import VipCache, compile_state
 from lbaffd.model import ownership as own
@@ -183,4 +187,39 @@ def test_locality_and_health_changes_match_a_full_compile() -> None:
         want, _ = compiled(topo, index.group_ids)
         assert index.flows == dict(want.state.flows), (step, kind)
         assert index.groups == dict(want.state.groups), (step, kind)
-    assert cache.relocated >= 5
+    assert cache.derived >= 5
+
+
+def test_health_flips_compile_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend of one VIP of a two-VIP LB goes down and comes back: the
+    flipped VIP's part is derived (``vip.derived``) and the other VIP's
+    stays cached, so neither step compiles anything (the second step used to
+    compile the other VIP's old part again, only to take it off), and the
+    index equals a full compile after each."""
+    vips = {"10.2.0.1:80": "10.0.0.20:8080,10.0.0.21:8080",
+            "10.2.0.1:443": "10.0.0.22:8443,10.0.0.23:8443"}
+    row = LoadBalancerRow(uuid="lb-2v", name="two", vips=MappingProxyType(vips),
+                          options=MappingProxyType({"affinity_timeout": "60"}),
+                          datapaths=("dp-1",))
+    (two,), issues = parse_all([row], {"dp-1": DP1}, {})
+    assert not issues
+    lbs = {"lb-2v": two, **{f"lb-{n}": lb(n, [24, 25]) for n in range(3)}}
+    desired, ids = full(lbs, {})
+    index, cache = DesiredIndex(desired, ids), VipCache(templates=False)
+    for plan in index.plans.values():
+        cache.get(plan, P, 65535, TOPO)
+    compiled: list[object] = []
+    real = state.compile_vip
+    monkeypatch.setattr(state, "compile_vip", lambda *a: compiled.append(a) or real(*a))
+    topo = TOPO
+    down = replace(TOPO, down=frozenset({(ipaddress.ip_address("10.0.0.20"), 8080, "tcp")}))
+    for new_topo in (down, TOPO, down):
+        changes = index.apply({"lb-2v": two}, new_topo, P, cache, 65535, "balanced", 1,
+                              old_topo=topo)
+        assert changes is not None and not changes.empty and compiled == []
+        topo = new_topo
+        want = compile_state(tuple(lbs.values()), topo, index.group_ids, P)
+        assert index.flows == dict(want.state.flows)
+        assert index.groups == dict(want.state.groups)
+        compiled.clear()  # (the full compile's own)
+    assert cache.derived == 3
