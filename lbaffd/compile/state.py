@@ -85,8 +85,8 @@ class VipCache:
         under each topology is worked out once.  A step asks for a changed
         VIP's part up to seven times (its groups, derived, compiled, the old
         part out, the new in, forgotten) under two topologies, and a key
-        looks up each backend's MAC on each datapath: ~0.2 ms for a VIP of
-        100 backends, the key alone ~1.5 ms of a health flip at N=5000.  The
+        looks up each backend's MAC on each datapath (hashing an ``ipaddress``
+        is Python code): 18 keys a health flip at N=5000 before, 6 now.  The
         caller holds both topologies for the step, so their ids stay theirs."""
         learn = self.templates is not None and self.templates.learn
         if self.templates is not None:

@@ -553,9 +553,10 @@ class Reconciler:
             self._installed = installed
             return None
         t_compiled = t_committed = time.monotonic()
+        desired = index.desired()  # (a tuple of every plan: made once)
         if not changes.empty:
             try:
-                self._send_keyed(channel, changes, index.desired())
+                self._send_keyed(channel, changes, desired)
             except OpenFlowError as exc:
                 if self._blame(exc, {u: lb for u, lb in changed.items() if lb is not None}):
                     return None  # a full pass runs now, without the refused VIP
@@ -564,7 +565,6 @@ class Reconciler:
             self.ledger.record(changes)
         self._index = index
         self._group_ids = index.group_ids
-        desired = index.desired()
         self._installed = desired.state  # the index's dicts: in sync by construction
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(desired.state.flows),

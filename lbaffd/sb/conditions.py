@@ -125,6 +125,10 @@ class SbConditions:
         self.chassis = chassis
         self._chassis_uuid: str | None = None
         self._current: dict[str, Condition] | None = None
+        # what ``_current`` was made from (by identity: the snapshot's and
+        # topology's parts are immutable, and an LB change or health flip
+        # keeps them; recomputing was ~0.7 ms of each such step at N=5000)
+        self._made_from: tuple[object, ...] = ()
 
     def _chassis(self) -> str | None:
         """This chassis's Chassis row (the Chassis table is received whole);
@@ -163,8 +167,15 @@ class SbConditions:
             return False
         changed = False
         with self.mon.conn.lock:
-            want = interest(snap, topo, self._chassis())
+            chassis = self._chassis()
+            made_from = (snap.datapaths, snap.dp_groups, snap.interfaces, topo.local_ports,
+                         topo.attached, chassis)
+            if len(made_from) == len(self._made_from) and all(
+                    a is b for a, b in zip(made_from, self._made_from, strict=True)):
+                return self._acknowledged(idl)
+            want = interest(snap, topo, chassis)
             conds = conditions(want, lb_group_columns(self.mon))
+            self._made_from = made_from
             if conds != self._current:
                 # one monitor_cond_change carries every table's new condition;
                 # it is sent after the one in flight, if any, is acknowledged.

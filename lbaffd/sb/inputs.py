@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from lbaffd.model import loadbalancer as model
+from lbaffd.model.overlay import Overlay
 from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import DbMonitor, take_dirty
 from lbaffd.sb.records import LoadBalancerRow, SbSnapshot
 from lbaffd.sb.rows import read_sb, read_service_monitors
 
 LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +52,20 @@ class Inputs:
 
     def with_change(self, rows: LbRows, changed: Mapping[str, model.LoadBalancer | None],
                     issues: tuple[model.ParseIssue, ...]) -> Inputs:
-        labels = dict(self.labels)
-        parsed = dict(self.parsed)
-        for uuid, row in rows.items():
-            if row is None:
-                labels.pop(uuid, None)
-            else:
-                labels[uuid] = row.name or row.uuid
-            lb = changed[uuid]
-            if lb is None:
-                parsed.pop(uuid, None)
-            else:
-                parsed[uuid] = lb
-        return Inputs(self.snapshot, parsed, issues, MappingProxyType(labels))
+        """These inputs with ``rows`` changed (``changed``: them parsed), in
+        O(change) (``Overlay``)."""
+        parsed, labels = _overlay(self.parsed), _overlay(self.labels)
+        return Inputs(
+            self.snapshot,
+            parsed.updated({u: lb for u, lb in changed.items() if lb is not None},
+                           [u for u, lb in changed.items() if lb is None]),
+            issues,
+            labels.updated({u: r.name or r.uuid for u, r in rows.items() if r is not None},
+                           [u for u, r in rows.items() if r is None]))
+
+
+def _overlay(m: Mapping[str, _V]) -> Overlay[str, _V]:
+    return m if isinstance(m, Overlay) else Overlay(dict(m))
 
 
 def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str,
@@ -83,5 +87,5 @@ def read_all(ovs: DbMonitor, sb: DbMonitor, bridge: str, chassis: str,
         interfaces=interfaces, chassis_name=chassis, service_monitors=monitors,
     )
     lbs, issues = model.parse_all(lbs_rows.values(), dps, groups)
-    labels = MappingProxyType({u: r.name or r.uuid for u, r in lbs_rows.items()})
-    return Inputs(snap, {lb.uuid: lb for lb in lbs}, tuple(issues), labels)
+    labels = Overlay({u: r.name or r.uuid for u, r in lbs_rows.items()})
+    return Inputs(snap, Overlay({lb.uuid: lb for lb in lbs}), tuple(issues), labels)
