@@ -35,6 +35,8 @@ class OvsdbWatch:
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _buf: str = ""
+    _started: float | None = None  # when the first bytes of the message being read came
 
     def start(self, timeout: float = 10.0) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,10 +47,11 @@ class OvsdbWatch:
                               {t: {"columns": c} for t, c in self.columns.items()}]}
         self._sock.sendall(json.dumps(request).encode())
         self._buf = ""
-        reply = self._next(timeout)
-        if reply is None or reply.get("error"):
+        got = self._next(timeout)
+        reply = got[0] if got is not None else None
+        if got is None or reply is None or reply.get("error"):
             raise RuntimeError(f"monitor {self.db} on {self.path}: {reply}")
-        self._record(time.time(), reply["result"])
+        self._record(got[1], reply["result"])
         self._sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._run, name="ovsdb-watch", daemon=True)
         self._thread.start()
@@ -91,20 +94,30 @@ class OvsdbWatch:
 
     # ------------------------------------------------------------ internals
 
-    def _next(self, timeout: float) -> dict[str, Any] | None:
-        """The next complete JSON-RPC message, or None if none came in time."""
+    def _next(self, timeout: float) -> tuple[dict[str, Any], float] | None:
+        """The next complete JSON-RPC message and when its first bytes were
+        read, or None if none came in time.  The time is the start: a 5000-LB
+        update is megabytes and arrives over seconds here, and stamping it
+        once complete put it after the pass of a daemon that had already
+        read it (the cold phase then waited for a pass forever).  A decode is
+        tried only when a read ends with ``}`` (each attempt parses what has
+        come so far: trying after every 64 KiB read was quadratic)."""
         assert self._sock is not None
         decoder = json.JSONDecoder()
         deadline = time.monotonic() + timeout
+        ready = True
         while True:
             text = self._buf.lstrip()
-            if text:
+            if text and ready:
                 try:
                     msg, end = decoder.raw_decode(text)
                     self._buf = text[end:]
-                    return dict(msg)
+                    at = self._started
+                    # what is left is the next message's start
+                    self._started = time.time() if self._buf.strip() else None
+                    return dict(msg), at if at is not None else time.time()
                 except ValueError:
-                    pass  # incomplete: read more
+                    ready = False  # incomplete: read more
             if time.monotonic() > deadline or self._stop.is_set():
                 return None
             try:
@@ -113,18 +126,21 @@ class OvsdbWatch:
                 continue
             if not chunk:
                 return None
+            if self._started is None:
+                self._started = time.time()
             self._buf += chunk.decode()
+            ready = chunk.rstrip().endswith(b"}")
 
     def _run(self) -> None:
         assert self._sock is not None
         while not self._stop.is_set():
             try:
-                msg = self._next(0.2)
+                got = self._next(0.2)
             except OSError:
                 return
-            if msg is None:
+            if got is None:
                 continue
-            now = time.time()
+            msg, now = got
             if msg.get("method") == "echo":
                 self._sock.sendall(json.dumps({"result": msg["params"], "error": None,
                                                "id": msg["id"]}).encode())

@@ -145,14 +145,18 @@ def derived(part: VipPart, was: VipPlan, plan: VipPlan, p: Pipeline, max_idle: i
     out = [*flows[:at], *came]
     at += len(gone)
     if live_changed and plan.lb.affinity_timeout is not None:
+        if len(flows) < at + 1 + 2 * len(was.live_backends):
+            return None
         out.append(flows[at])  # the miss flow
         at += 1
         pairs = {be: flows[at + 2 * i:at + 2 * i + 2] for i, be in enumerate(was.live_backends)}
         at += 2 * len(was.live_backends)
         now_live = set(plan.live_backends)
-        for be in was.live_backends:  # the ones going: are they where they should be?
-            if be not in now_live and pairs[be] != _affinity_pair(p, was, be, max_idle):
-                return None
+        # the pairs going, or else the first, are where they should be?
+        checked = [be for be in was.live_backends if be not in now_live] or [
+            was.live_backends[0]]
+        if any(pairs[be] != _affinity_pair(p, was, be, max_idle) for be in checked):
+            return None
         for be in plan.live_backends:
             out += pairs.get(be) or _affinity_pair(p, plan, be, max_idle)
     out += flows[at:]
@@ -174,8 +178,8 @@ def _regrouped(group: GroupBody, was: VipPlan, plan: VipPlan, p: Pipeline) -> Gr
     """The group of ``plan`` made from ``was``'s (``group``): a bucket of the
     same id and backend keeps its bytes (the same DNAT) with its new weight,
     the others are encoded; None when ``group`` does not hold ``was``'s
-    buckets.  Encoding every bucket again was most of a derived part's time
-    (a bucket's actions go through the encoder: ~10 us each)."""
+    buckets.  Encoding every bucket again (its actions through the encoder)
+    was most of a derived part's time."""
     old, props = messages.split_group_mod(group)
     if len(old) != len(was.buckets):
         return None
