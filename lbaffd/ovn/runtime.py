@@ -29,7 +29,15 @@ from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.flushrecovery import FlushRecovery
 from lbaffd.ovn.layout import OvnLayout
 from lbaffd.ovn.layout import merge as merge_layout
-from lbaffd.ovn.takeover import Scope, TakeOver, ovn_zones, scopes, take_over, zone_clash
+from lbaffd.ovn.takeover import (
+    Scope,
+    TakeOver,
+    ovn_zones,
+    scopes,
+    take_over,
+    taken_by,
+    zone_clash,
+)
 from lbaffd.reconcile.changes import Step
 from lbaffd.reconcile.entries import EntryKeeper
 from lbaffd.reconcile.longidle import RemovedEntry
@@ -48,6 +56,9 @@ class CompanionRuntime:
         self.flush = FlushRecovery()
         self.scope: Scope | None = None
         self.taken: TakeOver | None = None
+        # the LBs left to OVN on purpose, by uuid: their names, and sorted
+        self._left: dict[str, str] = {}
+        self._left_names: tuple[str, ...] = ()
         self.layout: OvnLayout | None = None  # OVN's output stage, as last seen
         self._retry = 0.0
         self.retry_at = 0.0  # >0: a full pass is due then (ports OVN had not programmed)
@@ -55,7 +66,7 @@ class CompanionRuntime:
 
     @property
     def left_to_ovn(self) -> tuple[str, ...]:
-        return self.taken.left_to_ovn if self.taken is not None else ()
+        return self._left_names
 
     def zone_clash(self, bridge_external_ids: Mapping[str, str]) -> list[str]:
         """Ports to which ovn-controller gave lbaffd's zones (none, normally)."""
@@ -111,8 +122,10 @@ class CompanionRuntime:
         with the last full pass's view of OVN (programmed ports, output stage,
         other controllers' keys).  None when a full pass must run: the local
         ports changed, or which datapaths their clients reach."""
-        if (last is None or self.scope is None or step.ports
-                or scopes(step.inputs.snapshot, step.topo) != self.scope):
+        # (the scope cannot have changed otherwise: what it is made of, the
+        # patch and gateway ports and the datapaths, makes a step structural,
+        # i.e. a full pass; ``topoindex.TopologyIndex.apply``, ``sb.delta``)
+        if last is None or self.scope is None or step.ports:
             return None
         changed = self.realize(step.changed)
         if changed is None:
@@ -122,14 +135,28 @@ class CompanionRuntime:
 
         return changed, view(step.topo), view(step.old_topo)
 
-    def after_change(self, lbs: Iterable[LoadBalancer]) -> None:
-        """The full LB set after an incremental change (what is left to OVN)."""
-        if self.scope is not None:
-            self._set_taken(take_over(lbs, self.scope, self.policy))
+    def after_change(self, changed: Mapping[str, LoadBalancer | None]) -> None:
+        """The LBs an incremental change touched (None: gone): which of them
+        are left to OVN now, in O(change) (a step used to apply the policy
+        to all 5000 LBs again)."""
+        left, moved = self._left, False
+        for uuid, lb in changed.items():
+            was = left.pop(uuid, None)
+            now = lb.name or lb.uuid if lb is not None and not taken_by(self.policy, lb) else None
+            if now is not None:
+                left[uuid] = now
+            moved |= was != now
+        if moved:
+            self._set_left()
 
     def _set_taken(self, taken: TakeOver) -> None:
         self.taken = taken
-        self.metrics.lbs_left_to_ovn.set(len(taken.left_to_ovn))
+        self._left = dict(taken.left)
+        self._set_left()
+
+    def _set_left(self) -> None:
+        self._left_names = tuple(sorted(self._left.values()))
+        self.metrics.lbs_left_to_ovn.set(len(self._left_names))
 
     # ------------------------------------------------------------ flushes
 

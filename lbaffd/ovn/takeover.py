@@ -55,30 +55,39 @@ def scopes(snap: SbSnapshot, topo: Topology) -> Scope:
 @dataclass(frozen=True, slots=True)
 class TakeOver:
     """The LBs lbaffd realizes (datapaths rewritten to client switches) and
-    the names of those it leaves to OVN on purpose (``--take-over``)."""
+    those it leaves to OVN on purpose (``--take-over``), by uuid: their names."""
 
     lbs: tuple[LoadBalancer, ...]
-    left_to_ovn: tuple[str, ...]
+    left: Mapping[str, str]
+
+    @property
+    def left_to_ovn(self) -> tuple[str, ...]:
+        return tuple(sorted(self.left.values()))
+
+
+def taken_by(policy: str, lb: LoadBalancer) -> bool:
+    """Whether ``policy`` takes ``lb`` over: ``affinity`` takes the LBs with an
+    ``affinity_timeout`` (OVN 23.03 drops the first connection of every new
+    client of those), ``all`` every LB."""
+    return policy == TAKE_OVER_ALL or lb.affinity_timeout is not None
 
 
 def take_over(lbs: Iterable[LoadBalancer], scope: Scope, policy: str) -> TakeOver:
-    """The ``--take-over`` policy applied to ``lbs``: ``affinity`` takes the LBs
-    with an ``affinity_timeout`` (OVN 23.03 drops the first connection of every
-    new client of those), ``all`` every LB."""
+    """The ``--take-over`` policy applied to ``lbs`` (``taken_by``)."""
     if policy not in TAKE_OVER:
         raise ValueError(f"--take-over must be one of {', '.join(TAKE_OVER)}")
     taken: list[LoadBalancer] = []
-    left: list[str] = []
+    left: dict[str, str] = {}
     for lb in lbs:
-        if policy == TAKE_OVER_AFFINITY and lb.affinity_timeout is None:
-            left.append(lb.name or lb.uuid)
+        if not taken_by(policy, lb):
+            left[lb.uuid] = lb.name or lb.uuid
             continue
         lb_dps = {dp.tunnel_key for dp in lb.datapaths}
         clients = tuple(scope.switches[s] for s in sorted(scope.applies)
                         if scope.applies[s] & lb_dps)
         if clients:
             taken.append(replace(lb, datapaths=clients))
-    return TakeOver(tuple(taken), tuple(sorted(left)))
+    return TakeOver(tuple(taken), left)
 
 
 def ovn_zones(bridge_external_ids: Mapping[str, str]) -> dict[str, int]:

@@ -273,7 +273,7 @@ class PassRunner:
             self._sbcond.update(step.inputs.snapshot, step.topo)
         self._inputs, self._topo = step.inputs, topo
         if self.companion is not None:
-            self.companion.after_change(step.inputs.lbs)
+            self.companion.after_change(step.changed)
         return True
 
     def _failed(self, exc: Exception) -> bool:

@@ -5,6 +5,7 @@ ports, OVN's output stage read from its flows, and flush recovery."""
 from __future__ import annotations
 
 import ipaddress
+import random
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -25,8 +26,10 @@ from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
 from lbaffd.openflow.packed import flow_id, pack_flow
+from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn.flushrecovery import FlushRecovery
 from lbaffd.ovn.layout import OvnLayout, discover, merge
+from lbaffd.ovn.runtime import CompanionRuntime
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
 from lbaffd.reconcile.longidle import RemovedEntry
 from lbaffd.sb.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
@@ -169,6 +172,41 @@ def test_take_over_affinity_leaves_the_others_to_ovn() -> None:
     assert [d.tunnel_key for d in taken.lbs[0].datapaths] == [1]
     with pytest.raises(ValueError):
         take_over(lbs, scopes(SNAP, TOPO), "some")
+
+
+@pytest.mark.parametrize("policy", ["affinity", "all"])
+def test_left_to_ovn_follows_changes_as_a_full_take_over(policy: str) -> None:
+    """``after_change`` keeps what is left to OVN in O(change): after random
+    LB additions, removals, renames and affinity toggles it equals the
+    policy applied to the whole set again, and the gauge follows."""
+    rnd = random.Random(11)
+    metrics = Metrics()
+    rt = CompanionRuntime(companion(), policy, metrics)
+    current = {f"uuid-l{i}": lb(f"l{i}", ("dp-sw0",), rnd.choice((None, "30")),
+                                f"172.16.1.{i}:80") for i in range(30)}
+    rt.scope = scopes(SNAP, TOPO)
+    rt._set_taken(take_over(current.values(), rt.scope, policy))
+    for _ in range(60):
+        changed: dict[str, LoadBalancer | None] = {}
+        for _ in range(rnd.randrange(1, 4)):
+            i = rnd.randrange(40)
+            if f"uuid-l{i}" in current and rnd.random() < 0.3:
+                changed[f"uuid-l{i}"] = None
+            else:
+                new = lb(f"l{i}", ("dp-sw0",), rnd.choice((None, "30")), f"172.16.1.{i}:80")
+                if rnd.random() < 0.2:
+                    new = replace(new, name=f"renamed{i}")
+                changed[new.uuid] = new
+        for uuid, new in changed.items():
+            if new is None:
+                current.pop(uuid, None)
+            else:
+                current[uuid] = new
+        rt.after_change(changed)
+        want = take_over(current.values(), rt.scope, policy).left_to_ovn
+        assert rt.left_to_ovn == want
+        assert metrics.lbs_left_to_ovn._value.get() == len(want)
+    assert policy == "all" or rt.left_to_ovn  # not vacuous
 
 
 def test_ovn_layout_read_from_output_flows() -> None:
