@@ -86,7 +86,7 @@ class VipCache:
         VIP's part up to seven times (its groups, derived, compiled, the old
         part out, the new in, forgotten) under two topologies, and a key
         looks up each backend's MAC on each datapath (hashing an ``ipaddress``
-        is Python code): 18 keys a health flip at N=5000 before, 6 now.  The
+        is Python code): ~24 keys a health flip at N=5000 before, ~6 now.  The
         caller holds both topologies for the step, so their ids stay theirs."""
         learn = self.templates is not None and self.templates.learn
         if self.templates is not None:
