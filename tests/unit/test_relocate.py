@@ -6,6 +6,7 @@ makes, flow for flow and in order, on randomized VIPs in every mode."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -40,6 +41,19 @@ def _moved(rnd: random.Random, plans: list[VipPlan], topo: Topology) -> Topology
     return replace(topo, local_ips=topo.local_ips ^ flip)
 
 
+def _cached(seed: int, templates: bool,
+            change: Callable[[random.Random, list[VipPlan], Topology], Topology]
+            ) -> tuple[list[VipPlan], Topology, Topology, VipCache]:
+    """The plans of ``seed``, their topology, that topology after ``change``,
+    and a cache holding their parts (standalone) under the first."""
+    plans, was = _plans(seed)
+    now = change(random.Random(seed), plans, was)
+    cache = VipCache(templates=templates)
+    for plan in plans:
+        cache.get(plan, STANDALONE, MAX_IDLE, was)
+    return plans, was, now, cache
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("mode", sorted(PIPELINES))
 def test_relocated_part_equals_the_compiled_one(seed: int, mode: str) -> None:
@@ -61,11 +75,7 @@ def test_cache_relocates_instead_of_compiling(templates: bool) -> None:
     ``relocate`` the part under the new topology is there without a compile,
     equal to the compiled one; a MAC change is not a relocation."""
     p = STANDALONE
-    plans, was = _plans(7)
-    now = _moved(random.Random(7), plans, was)
-    cache = VipCache(templates=templates)
-    for plan in plans:
-        cache.get(plan, p, MAX_IDLE, was)
+    plans, was, now, cache = _cached(7, templates, _moved)
     relocated_parts = 0
     for plan in plans:
         if cache.derive(plan, plan, p, MAX_IDLE, was, now):
@@ -153,11 +163,7 @@ def test_a_plan_that_differs_beyond_its_live_backends_is_not_derived() -> None:
 @pytest.mark.parametrize("templates", [False, True])
 def test_cache_derives_a_health_flip_instead_of_compiling(templates: bool) -> None:
     p = STANDALONE
-    plans, was = _plans(9)
-    down = _flipped(random.Random(9), plans, was)
-    cache = VipCache(templates=templates)
-    for plan in plans:
-        cache.get(plan, p, MAX_IDLE, was)
+    plans, was, down, cache = _cached(9, templates, _flipped)
     flipped = 0
     for before, after in zip(plans, _replanned(plans, down), strict=True):
         if before.live_backends == after.live_backends:
