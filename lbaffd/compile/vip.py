@@ -73,13 +73,14 @@ def compile_vip(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> Vi
     bodies = tuple(map(pack_flow, own_flows.flows.values()))
     *parts, group = own_flows.groups  # the VIP's own group last
     return VipPart(tuple(map(flow_id, bodies)), bodies, group.group_id, pack_group(group),
-                   tuple(_shared(shared.owners[f.cookie], pack_flow(f))
-                         for f in shared.flows.values()),
+                   _shared_flows(shared),
                    tuple((g.group_id, pack_group(g)) for g in parts))
 
 
-def _shared(owner: own.OwnerKey, body: FlowBody) -> tuple[own.OwnerKey, FlowId, FlowBody]:
-    return owner, flow_id(body), body
+def _shared_flows(b: FlowBuilder) -> tuple[tuple[own.OwnerKey, FlowId, FlowBody], ...]:
+    """The shared flows ``b`` holds, encoded, each with its owner and id."""
+    return tuple((b.owners[f.cookie], flow_id(body), body)
+                 for f in b.flows.values() for body in (pack_flow(f),))
 
 
 def relocated(part: VipPart, plan: VipPlan, p: Pipeline, was_local: frozenset[IPAddress],
@@ -217,4 +218,4 @@ def _live_shared(p: Pipeline, plan: VipPlan, topo: Topology, snat: str
     """The entry's shared flows that follow the live backends (``EntryStages.live``)."""
     b = FlowBuilder()
     entry_of(p).live(b, p, plan, topo, snat)
-    return tuple(_shared(b.owners[f.cookie], pack_flow(f)) for f in b.flows.values())
+    return _shared_flows(b)

@@ -31,7 +31,6 @@ from lbaffd.ovn.layout import OvnLayout
 from lbaffd.ovn.layout import merge as merge_layout
 from lbaffd.ovn.takeover import (
     Scope,
-    TakeOver,
     ovn_zones,
     scopes,
     take_over,
@@ -55,7 +54,6 @@ class CompanionRuntime:
         self.metrics = metrics
         self.flush = FlushRecovery()
         self.scope: Scope | None = None
-        self.taken: TakeOver | None = None
         # the LBs left to OVN on purpose, by uuid: their names, and sorted
         self._left: dict[str, str] = {}
         self._left_names: tuple[str, ...] = ()
@@ -84,7 +82,8 @@ class CompanionRuntime:
         layout and the keys of its flows in the tables lbaffd shares."""
         scope = scopes(snap, topo)
         self.scope = scope
-        self._set_taken(take_over(lbs, scope, self.policy))
+        taken = take_over(lbs, scope, self.policy)
+        self._set_left(taken.left)
         ofports = frozenset(p.ofport for p in topo.local_ports)
         layout = self.layout = merge_layout(
             self.layout, ovnchassis.read_layout(channel, sorted(ofports)), ofports)
@@ -100,8 +99,7 @@ class CompanionRuntime:
             self._retry = self.retry_at = 0.0
         ports = tuple(p for p in topo.local_ports if p.ofport in known)
         shared = [0] + ([layout.output_table] if layout is not None else [])
-        assert self.taken is not None
-        return self.taken.lbs, replace(topo, local_ports=ports, ovn=layout,
+        return taken.lbs, replace(topo, local_ports=ports, ovn=layout,
                                        foreign=ovnchassis.foreign_ids(channel, shared))
 
     def realize(self, changed: Mapping[str, LoadBalancer | None]
@@ -142,19 +140,20 @@ class CompanionRuntime:
         left, moved = self._left, False
         for uuid, lb in changed.items():
             was = left.pop(uuid, None)
-            now = lb.name or lb.uuid if lb is not None and not taken_by(self.policy, lb) else None
+            now = ((lb.name or lb.uuid) if lb is not None and not taken_by(self.policy, lb)
+                   else None)
             if now is not None:
                 left[uuid] = now
             moved |= was != now
         if moved:
-            self._set_left()
+            self._names_left()
 
-    def _set_taken(self, taken: TakeOver) -> None:
-        self.taken = taken
-        self._left = dict(taken.left)
-        self._set_left()
+    def _set_left(self, left: Mapping[str, str]) -> None:
+        """What a full pass leaves to OVN."""
+        self._left = dict(left)
+        self._names_left()
 
-    def _set_left(self) -> None:
+    def _names_left(self) -> None:
         self._left_names = tuple(sorted(self._left.values()))
         self.metrics.lbs_left_to_ovn.set(len(self._left_names))
 

@@ -185,7 +185,7 @@ def test_left_to_ovn_follows_changes_as_a_full_take_over(policy: str) -> None:
     current = {f"uuid-l{i}": lb(f"l{i}", ("dp-sw0",), rnd.choice((None, "30")),
                                 f"172.16.1.{i}:80") for i in range(30)}
     rt.scope = scopes(SNAP, TOPO)
-    rt._set_taken(take_over(current.values(), rt.scope, policy))
+    rt._set_left(take_over(current.values(), rt.scope, policy).left)
     for _ in range(60):
         changed: dict[str, LoadBalancer | None] = {}
         for _ in range(rnd.randrange(1, 4)):
