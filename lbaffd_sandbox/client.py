@@ -10,6 +10,7 @@ are printed in connection order.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import random
 import socket
@@ -44,7 +45,8 @@ def one(dst: str, port: int, src: str, proto: str, timeout: float,
             data = sock.recv(256)
             connect_ms = (time.monotonic() - start) * 1000
         name = data.decode().strip()
-        return {"src": src or sock.getsockname()[0], "backend": name,
+        here = sock.getsockname()
+        return {"src": src or here[0], "sport": here[1], "backend": name,
                 "connect_ms": round(connect_ms, 2), "ok": bool(name), "error": ""}
     except OSError as exc:
         return {"src": src, "backend": "", "connect_ms": (time.monotonic() - start) * 1000,
@@ -73,13 +75,20 @@ def main() -> None:
                    help="print one JSON line of counts per backend instead of one per connection")
     args = p.parse_args()
     counts: dict[str, int] = {}
-    # distinct random ports: reusing one soon would meet its TIME_WAIT 4-tuple
-    ports = random.sample(range(1024, 65000), args.count) if args.random_sport else []
+    # distinct random ports, each used once: reusing one soon would meet its
+    # TIME_WAIT 4-tuple.  A port still held by an earlier socket bound without
+    # SO_REUSEADDR (bind: EADDRINUSE) is skipped for the next one.
+    free_ports = iter(random.sample(range(1024, 65000), 65000 - 1024))
 
     def conn(i: int) -> dict[str, object]:
         src = args.src_ip[i % len(args.src_ip)] if args.src_ip else ""
-        return one(args.dst, args.port, src, args.proto, args.timeout,
-                   ports[i] if ports else args.sport)
+        if not args.random_sport:
+            return one(args.dst, args.port, src, args.proto, args.timeout, args.sport)
+        for _ in range(100):
+            res = one(args.dst, args.port, src, args.proto, args.timeout, next(free_ports))
+            if f"[Errno {errno.EADDRINUSE}]" not in str(res["error"]):
+                break
+        return res
 
     if args.parallel:
         with ThreadPoolExecutor(max_workers=max(args.count, 1)) as pool:
