@@ -10,6 +10,7 @@ as OF1.5 copy_field).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +20,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
+from lbaffd.openflow import oxm
 from lbaffd.openflow.flowspec import (
     Action,
     Ct,
@@ -48,7 +50,28 @@ OFPGC15_ADD_OR_MOD = 0x8000  # not defined by os-ken
 
 
 def encode_match(match: Match) -> Any:
-    return parser.OFPMatch(**match.as_dict())
+    """os-ken's OFPMatch of the fields as OVS writes them for OF1.5: the
+    32-bit registers as halves of the xregs (``flow_get_xreg``: reg2N high),
+    os-ken's TLVs put in OVS's order (``oxm.OVS_ORDER``, held against
+    ovs-vswitchd by ``tests/integration/test_decode_vs_ovs.py``)."""
+    fields: dict[str, Any] = {}
+    xregs: dict[int, list[int]] = {}
+    for name, value in match.as_dict().items():
+        if re.fullmatch(r"reg\d+", name) and int(name[3:]) < 16:
+            v, m = value if isinstance(value, tuple) else (value, 0xFFFFFFFF)
+            assert isinstance(v, int) and isinstance(m, int)
+            shift = 32 if int(name[3:]) % 2 == 0 else 0
+            acc = xregs.setdefault(int(name[3:]) // 2, [0, 0])
+            acc[0] |= (v & m) << shift
+            acc[1] |= m << shift
+        else:
+            fields[name] = value
+    for n, (v, m) in xregs.items():
+        fields[f"xreg{n}"] = v if m == (1 << 64) - 1 else (v, m)
+    built = parser.OFPMatch(**fields)
+    rank = {name: i for i, name in enumerate(oxm.OVS_ORDER)}
+    built._fields2.sort(key=lambda kv: rank.get(kv[0], len(rank)))  # stable: os-ken's after
+    return built
 
 
 # ------------------------------------------------------------------ actions
@@ -120,17 +143,28 @@ def _encode_ct(a: Ct) -> Any:
     )
 
 
+def _nxm(name: str) -> str:
+    """os-ken's name of the field's NXM_OF_* header, where it has one (what
+    OVS writes a learn spec's fields with)."""
+    try:
+        ofp.oxm_from_user_header(f"{name}_nxm")
+    except KeyError:
+        return name
+    return f"{name}_nxm"
+
+
 def _encode_learn(a: Learn) -> Any:
     specs: list[Any] = []
     for s in a.specs:
+        dst = (_nxm(s.dst), 0)
         if isinstance(s, LearnMatchField):
-            specs.append(parser.NXFlowSpecMatch(src=(s.src, 0), dst=(s.dst, 0), n_bits=s.n_bits))
+            specs.append(parser.NXFlowSpecMatch(src=(_nxm(s.src), 0), dst=dst, n_bits=s.n_bits))
         elif isinstance(s, LearnMatchValue):
-            specs.append(parser.NXFlowSpecMatch(src=s.value, dst=(s.dst, 0), n_bits=s.n_bits))
+            specs.append(parser.NXFlowSpecMatch(src=s.value, dst=dst, n_bits=s.n_bits))
         elif isinstance(s, LearnLoadValue):
-            specs.append(parser.NXFlowSpecLoad(src=s.value, dst=(s.dst, 0), n_bits=s.n_bits))
+            specs.append(parser.NXFlowSpecLoad(src=s.value, dst=dst, n_bits=s.n_bits))
         else:
-            specs.append(parser.NXFlowSpecLoad(src=(s.src, 0), dst=(s.dst, 0), n_bits=s.n_bits))
+            specs.append(parser.NXFlowSpecLoad(src=(_nxm(s.src), 0), dst=dst, n_bits=s.n_bits))
     return parser.NXActionLearn(
         table_id=a.table, specs=specs, idle_timeout=a.idle_timeout, hard_timeout=a.hard_timeout,
         priority=a.priority, cookie=a.cookie, flags=a.flags,
@@ -175,7 +209,9 @@ def flow_delete_by_cookie(cookie: int, cookie_mask: int) -> Any:
 
 
 def _flow_mod(spec: FlowSpec, command: int, cookie_mask: int = 0) -> Any:
-    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, encode_actions(spec.actions))]
+    # a drop without an (empty) instruction, as OVS reports it
+    inst = ([parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, encode_actions(spec.actions))]
+            if spec.actions else [])
     return parser.OFPFlowMod(
         DP, cookie=spec.cookie, cookie_mask=cookie_mask, table_id=spec.table, command=command,
         idle_timeout=spec.idle_timeout, hard_timeout=spec.hard_timeout, priority=spec.priority,

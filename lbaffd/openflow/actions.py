@@ -298,8 +298,19 @@ _LEARN_SPEC_TYPES: dict[type, int] = {
 
 @functools.cache  # bounded by the field names
 def _subfield(name: str) -> bytes:
-    """A learn spec's field: its header and bit offset 0."""
-    return oxm.header(name) + b"\0\0"
+    """A learn spec's field: its header and bit offset 0.  The NXM header
+    where the field has one (os-ken's ``*_nxm``), as OVS writes a learn
+    action back (``nx_put_mff_header`` with version 0, lib/learn.c)."""
+    return nxm_header(name) + b"\0\0"
+
+
+def nxm_header(name: str) -> bytes:
+    """A whole field's header as NXM writes it: ``NXM_OF_*`` for the
+    fields that have one, else the field's own (NXM_NX_* or OXM)."""
+    try:
+        return oxm.header(f"{name}_nxm")
+    except (KeyError, ValueError):
+        return oxm.header(name)
 
 
 def _encode_learn(a: Learn) -> bytes:

@@ -114,6 +114,10 @@ def bundle_add(message: bytes, xid: int, bundle_id: int, flags: int) -> bytes:
 
 
 def _apply_actions(acts: tuple[Action, ...]) -> bytes:
+    """One apply-actions instruction; none for a flow without actions (a
+    drop), as OVS reports such a flow back."""
+    if not acts:
+        return b""
     body = encode_all(acts)
     return INSTRUCTION.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body  # 8-byte multiples
 

@@ -6,9 +6,10 @@ types agree with os-ken by construction: integers as ints, IPv4/IPv6 as
 their canonical text, MACs as ``aa:bb:..``.  Fields of other types fall back
 to os-ken's encoder (``oskenfallback.oxm_tlv``) and converter.
 
-Encoding is canonical (fields sorted by OXM type number, stable, as os-ken's
-OFPMatch; masked values ANDed with the mask), so equal matches are equal
-bytes.  Decoding gives the canonical ``Match``: full masks folded away, int
+Encoding is canonical, as OVS writes a match for OF1.5 (its field order,
+registers as xregs, masked values ANDed with the mask), so equal matches are
+equal bytes and OVS reports lbaffd's flows back in the bytes lbaffd sent.
+Decoding gives the canonical ``Match``: full masks folded away, int
 values pre-masked, and OVS's ``xregN`` (OXM_OF_PKT_REG, how OF1.5 reports
 ``reg2N``/``reg2N+1``) split back into the 32-bit registers lbaffd matches on.
 
@@ -229,10 +230,36 @@ def value_of(raw: bytes, pos: int) -> tuple[str, Any]:
 # ------------------------------------------------------------------ match: encode
 
 
+# The order OVS writes a match's fields in for OpenFlow 1.5 (``nx_put_raw``
+# and ``nxm_put_ip``, lib/nx-match.c; IP and ARP fields never meet), so that
+# what lbaffd sends is what OVS reports back (``readback.flow_body``).
+OVS_ORDER: Final = (
+    "packet_type", "dp_hash", "recirc_id", "conj_id", "in_port", "actset_output",
+    "eth_src", "eth_dst", "eth_type", "vlan_vid", "vlan_pcp",
+    "mpls_tc", "mpls_bos", "mpls_ttl", "mpls_label",
+    "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_frag", "ip_dscp", "ip_ecn", "nw_ttl",
+    "ipv6_flabel", "ip_proto", "tcp_src", "tcp_dst", "tcp_flags", "udp_src", "udp_dst",
+    "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code",
+    "ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll",
+    "arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha",
+    "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
+    *(f"xreg{i}" for i in range(8)),
+    "pkt_mark", "ct_state", "ct_zone", "ct_mark", "ct_label", "ct_nw_src", "ct_ipv6_src",
+    "ct_nw_dst", "ct_ipv6_dst", "ct_nw_proto", "ct_tp_src", "ct_tp_dst", "metadata")
+_OVS_RANK: Final = {name: i for i, name in enumerate(OVS_ORDER)}
+# OF1.5: OVS writes the 32-bit registers as halves of the 64-bit xregs
+# (``flow_get_xreg``: reg2N is the high half of xregN)
+_REG_HALF: Final = {f"reg{i}": (i // 2, 32 - 32 * (i % 2)) for i in range(16)}
+_FULL32: Final = 0xFFFFFFFF
+_FULL64: Final = (1 << 64) - 1
+
+
 @functools.lru_cache(maxsize=CACHE_LIMIT)
 def _match_entry(item: tuple[str, MatchValue]) -> tuple[int, bytes]:
     name, value = item
-    return field(name).sort_key, tlv(name, value, True)
+    rank = _OVS_RANK.get(name)
+    return (len(OVS_ORDER) + field(name).sort_key if rank is None else rank,
+            tlv(name, value, True))
 
 
 def _sort_key(entry: tuple[int, bytes]) -> int:
@@ -240,9 +267,30 @@ def _sort_key(entry: tuple[int, bytes]) -> int:
 
 
 def encode_match(match: Match) -> bytes:
-    """``ofp_match`` (OXM), padded to 8 bytes; fields in os-ken's order
-    (by OXM type number, stable)."""
-    entries = [_match_entry(item) for item in match.fields]
+    """``ofp_match`` (OXM), padded to 8 bytes, as OVS writes it for OF1.5:
+    fields in its order (``OVS_ORDER``; fields it does not list after them,
+    by OXM type number), registers as xregs (a half-masked xreg for a lone
+    register), masked values ANDed with the mask."""
+    entries = []
+    xregs: dict[int, tuple[int, int]] | None = None
+    for item in match.fields:
+        half = _REG_HALF.get(item[0])
+        value = item[1]
+        if half is None:
+            entries.append(_match_entry(item))
+            continue
+        v, m = value if isinstance(value, tuple) else (value, _FULL32)
+        if not isinstance(v, int) or not isinstance(m, int):
+            entries.append(_match_entry(item))
+            continue
+        n, shift = half
+        if xregs is None:
+            xregs = {}
+        xv, xm = xregs.get(n, (0, 0))
+        xregs[n] = (xv | (v & m & _FULL32) << shift, xm | (m & _FULL32) << shift)
+    if xregs:
+        for n, (xv, xm) in xregs.items():
+            entries.append(_match_entry((f"xreg{n}", xv if xm == _FULL64 else (xv, xm))))
     entries.sort(key=_sort_key)
     body = b"".join([t for _, t in entries])
     size = 4 + len(body)
