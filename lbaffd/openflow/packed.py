@@ -50,10 +50,15 @@ def pack_group(spec: GroupSpec) -> GroupBody:
     return messages.group_add(spec).body
 
 
+def match_length(body: FlowBody) -> int:
+    """The ofp_match's length (header included, padding not)."""
+    length: int = U16.unpack_from(body, MATCH_AT + 2)[0]
+    return length
+
+
 def _match_end(body: bytes) -> int:
     """End of the match without its padding."""
-    length: int = U16.unpack_from(body, MATCH_AT + 2)[0]
-    return MATCH_AT + length
+    return MATCH_AT + match_length(body)
 
 
 def flow_id(body: FlowBody) -> FlowId:

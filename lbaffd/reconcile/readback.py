@@ -3,7 +3,11 @@ and groups (``read_installed``), brought to the desired state's form
 (``DecodeCache``) without decoding it where the bytes already are lbaffd's.
 
 Flows: each distinct entry (known by a digest of its bytes) is decoded
-once and encoded again as lbaffd would (``DecodeCache.flows``).
+once and encoded again as lbaffd would (``DecodeCache.flows``).  A restart,
+which reads all of them before its desired state exists, only converts them
+(``flow_body``: ``messages`` writes a match and its actions as OVS writes
+them back, so an unchanged flow's entry *is* its desired body) and decodes
+after the compile only those that differ (``DecodeCache.settle``).
 
 Groups: a group-desc entry of a group lbaffd wrote differs from the group-mod body
 it sent only in its 16-byte header: OVS parses the buckets and properties and
@@ -22,12 +26,13 @@ buckets back; decoding and re-encoding them was 20 % of its first pass.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from lbaffd.compile.layout import REG_VIP_ID
 from lbaffd.model import ownership as own
-from lbaffd.openflow import messages, packed
+from lbaffd.openflow import actions, messages, packed
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Group, SetField
 from lbaffd.openflow.groupdesc import GROUP_DESC, iter_group_entries
@@ -47,6 +52,68 @@ def group_body(entry: bytes) -> GroupBody:
     _, gtype, gid, bucket_len = GROUP_DESC.unpack_from(entry)
     return messages.GROUP_MOD.pack(messages.OFPGC_ADD, gtype, gid, bucket_len,
                               messages.ANY) + entry[HEADER:]
+
+
+# a flow-desc entry's identity (``iter_entries``) up to its match: table,
+# priority, idle, hard, flags, importance, cookie
+IDENTITY_HEAD: Final = struct.Struct("!2xBxHHHHHQ")
+assert IDENTITY_HEAD.size == messages.FLOW_DESC_SIZE - 2
+ACTION_HEAD: Final = struct.Struct("!HH")
+INSTRUCTIONS_AT: Final = 8  # the apply-actions instruction's header before its actions
+OFPAT_GROUP: Final = 22
+OFPAT_SET_FIELD: Final = 25
+# the set_field of the VIP id as ``messages`` encodes it (OVS echoes it)
+VIP_ID_HEADER: Final = actions.set_field_bytes(REG_VIP_ID, 0)[4:8]
+
+
+def flow_body(identity: bytes) -> FlowBody:
+    """The flow-mod body (command ADD, as ``packed.pack_flow`` writes it) with
+    the very match and instructions of a flow-desc entry (its ``identity``).
+
+    OVS encodes a flow's match and actions again for its reply
+    (``ofputil_append_flow_stats_reply``, lib/ofp-flow.c): for what lbaffd
+    wrote, in the canonical form ``messages`` writes, that gives back the
+    bytes it sent, so when this equals the desired body the flow *is* the
+    desired one.  Where it differs, it is decoded (``canonical_flow``)."""
+    table, priority, idle, hard, flags, importance, cookie = IDENTITY_HEAD.unpack_from(identity)
+    return messages.FLOW_MOD.pack(
+        cookie, 0, table, messages.OFPFC_ADD, idle, hard, priority, messages.ANY,
+        messages.ANY, messages.ANY, flags, importance) + identity[IDENTITY_HEAD.size:]
+
+
+def canonical_flow(body: FlowBody) -> tuple[FlowBody, FlowSpec]:
+    """``body`` (from ``flow_body``) decoded and encoded again, as
+    ``DecodeCache`` makes of an entry it decodes; the decoded flow too."""
+    (cookie, _, table, _, idle, hard, priority, _, _, _, flags,
+     importance) = messages.FLOW_MOD.unpack_from(body)
+    match_end = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8
+    rest = packed.EMPTY_STATS + body[match_end:]
+    entry = messages.FLOW_DESC.pack(
+        messages.FLOW_DESC_SIZE + match_end - packed.MATCH_AT + len(rest), table, priority,
+        idle, hard, flags, importance, cookie) + body[packed.MATCH_AT:match_end] + rest
+    spec = messages.decode_flow(entry, 0)
+    return packed.installed_flow(spec), spec
+
+
+def group_ref_of(body: FlowBody) -> int:
+    """``_group_ref`` of a flow body from its bytes: the top-level actions'
+    group or VIP-id set_field (0: none)."""
+    pos = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8 + INSTRUCTIONS_AT
+    end = len(body)
+    while pos + 8 <= end:
+        atype, length = ACTION_HEAD.unpack_from(body, pos)
+        if length < 8:
+            return 0
+        if atype == OFPAT_GROUP:
+            gid: int = packed.U32.unpack_from(body, pos + 4)[0]
+            if own.is_vip_group(gid):
+                return gid
+        elif atype == OFPAT_SET_FIELD and body[pos + 4:pos + 8] == VIP_ID_HEADER:
+            value: int = packed.U32.unpack_from(body, pos + 8)[0]
+            if own.is_vip_group(value):
+                return value
+        pos += length
+    return 0
 
 
 def canonical_group(body: GroupBody) -> GroupBody:
@@ -126,14 +193,23 @@ class DecodeCache:
         self._flows: dict[int | None, dict[bytes, FlowBody]] = {}
         self._refs: dict[bytes, int] = {}  # entry digest -> group id, for flows naming one
         self._lost = False  # the last dump of all flows found none: its cache is the one before
-        self.decoded = 0  # entries the last ``flows`` call had to decode
+        self._unsettled: list[bytes] = []  # digests of entries converted, not yet checked
+        self.decoded = 0  # entries the last ``flows`` or ``settle`` call had to decode
 
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
-              tick: Callable[[], object] | None = None) -> list[FlowBody]:
+              tick: Callable[[], object] | None = None, defer: bool = False
+              ) -> list[FlowBody]:
         """Convert a dump of all lbaffd flows (``chunk`` None) or of one cookie
         chunk, the cache first regrouped for it (``_regroup``).  ``tick`` runs
         every ``TICK_DECODES`` decodes (decoding is the slow part of a first
-        audit)."""
+        audit).
+
+        ``defer`` (a dump of all flows read before the desired state is
+        known: a restart's): entries not known yet are only converted
+        (``flow_body``), their group ids read off the bytes, and ``settle``
+        must follow once the desired flows are compiled.  A restart at
+        N=5000 decoded 50k flows otherwise (~2 s of its ~11)."""
+        self._forget_unsettled()
         self._regroup(chunk)
         known = self._flows.get(chunk, {})
         refs = self._refs
@@ -143,7 +219,13 @@ class DecodeCache:
             for offset, _, entry in iter_entries(part.raw):
                 identity = _digest(entry)
                 body = known.get(identity) or seen.get(identity)
-                if body is None:
+                if body is None and defer and chunk is None:
+                    body = flow_body(entry)
+                    gid = group_ref_of(body)
+                    if gid:
+                        refs[identity] = gid
+                    self._unsettled.append(identity)
+                elif body is None:
                     spec = messages.decode_flow(part.raw, offset)
                     body = packed.installed_flow(spec)
                     gid = _group_ref(spec)
@@ -162,6 +244,38 @@ class DecodeCache:
         if chunk is None:
             self._refs = {k: v for k, v in refs.items() if k in seen}
         return list(seen.values())
+
+    def settle(self, desired: Mapping[FlowId, FlowBody]) -> list[FlowBody]:
+        """The flows of the last deferred ``flows`` call, each the desired
+        body where its conversion equals it, else decoded (``canonical_flow``),
+        as ``flows`` would have returned them."""
+        cached = self._flows.get(None, {})
+        decoded = 0
+        for identity in self._unsettled:
+            body = cached[identity]
+            want = desired.get(packed.flow_id(body))
+            if want is not None and want == body:
+                cached[identity] = want
+                continue
+            cached[identity], spec = canonical_flow(body)
+            decoded += 1
+            gid = _group_ref(spec)
+            if gid:
+                self._refs[identity] = gid
+            else:
+                self._refs.pop(identity, None)
+        self._unsettled = []
+        self.decoded = decoded
+        return list(cached.values())
+
+    def _forget_unsettled(self) -> None:
+        """Entries converted for a ``settle`` that never came (the pass
+        failed) are decoded when next met: they may not be canonical."""
+        cached = self._flows.get(None, {})
+        for identity in self._unsettled:
+            cached.pop(identity, None)
+            self._refs.pop(identity, None)
+        self._unsettled = []
 
     def _regroup(self, chunk: int | None) -> None:
         """The cache in the form of the dump about to be read: one dict for

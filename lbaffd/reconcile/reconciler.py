@@ -292,9 +292,11 @@ class Reconciler:
         early_flows = prefetched.flows() if prefetched is not None else None
         installed: PackedState | None = None
         if early_flows is not None:
-            flow_bodies = self._decoded.flows(readback.drained(early_flows))
+            # converted only: decoded after the compile, where they differ
+            # from it (``_compile_then_read_groups``)
+            flow_bodies = self._decoded.flows(readback.drained(early_flows), defer=True)
             del early_flows
-            foreign = sum(map(packed.is_foreign, flow_bodies))
+            foreign = 0
             if not flow_bodies and prefetched is not None:
                 # a switch without lbaffd's flows (a host's first start, or
                 # after ovs-vswitchd lost them): everything is to be sent, so
@@ -302,6 +304,7 @@ class Reconciler:
                 # compiling, as any full pass does
                 installed, foreign_groups = self._read_groups(prefetched, channel, [])
                 foreign += foreign_groups
+            del flow_bodies  # (the cache holds them until ``settle``)
         elif audit or self._installed is None:
             prefetched = None
             installed, foreign = readback.read_installed(channel, self._decoded)
@@ -330,8 +333,7 @@ class Reconciler:
         if installed is None:
             assert prefetched is not None
             compiled, installed, foreign_groups = self._compile_then_read_groups(
-                compiled, flow_bodies, prefetched, channel)
-            del flow_bodies
+                compiled, prefetched, channel)
             foreign += foreign_groups
         stream = DiffStream(installed, canonical)
         # one bundle, committed when the block ends, discarded if it raises
@@ -386,19 +388,21 @@ class Reconciler:
         )
 
     def _compile_then_read_groups(
-            self, compiled: Generator[Compiled, None, DesiredState], flows: list[FlowBody],
-            prefetched: Prefetch, channel: Channel
+            self, compiled: Generator[Compiled, None, DesiredState], prefetched: Prefetch,
+            channel: Channel
     ) -> tuple[Generator[Compiled, None, DesiredState], PackedState, int]:
         """Compile everything while ovs-vswitchd still builds its group dump
-        (~5 s of its CPU at 5000 VIPs), then read the groups: the compiled
+        (~5 s of its CPU at 5000 VIPs), then settle the flows read already
+        (``DecodeCache.settle``) and read the groups: the compiled
         items replayed in order (the bundle's order is the compiler's), the
-        installed state, and how many of its groups are foreign.  Only the
+        installed state, and how many of its flows and groups are foreign.  Only the
         first pass after a start has a prefetched dump, and it takes this way
         only when the switch has lbaffd's flows (a restart): it usually sends
         nothing then, so streaming the bundle while compiling gains nothing."""
         items, desired = collect(compiled)
+        flows = self._decoded.settle(desired.state.flows)
         installed, foreign = self._read_groups(prefetched, channel, flows, desired.state.groups)
-        return _replay(items, desired), installed, foreign
+        return _replay(items, desired), installed, foreign + sum(map(packed.is_foreign, flows))
 
     def _read_groups(self, prefetched: Prefetch, channel: Channel, flows: list[FlowBody],
                      desired: Mapping[int, GroupBody] | None = None) -> tuple[PackedState, int]:

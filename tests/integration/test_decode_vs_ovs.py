@@ -15,13 +15,13 @@ from __future__ import annotations
 import pytest
 
 from lbaffd.model import ownership as own
-from lbaffd.openflow import messages
+from lbaffd.openflow import messages, packed
 from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec, Opaque
 from lbaffd.openflow.groupdesc import iter_group_entries
 from lbaffd.openflow.packed import PackedState
-from lbaffd.reconcile.readback import DecodeCache
+from lbaffd.reconcile.readback import DecodeCache, flow_body
 from lbaffd_sandbox.sandbox import Sandbox
 from tests.switchstate import specs
 from tests.unit.test_decode_vs_fallback import EXTRA_FLOWS
@@ -69,6 +69,19 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
     cache = DecodeCache()
     decoded = cache.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK))
     assert PackedState.build(decoded, []).flows == packed_state.flows
+    # OVS reports each flow in the very bytes lbaffd sent: the byte
+    # conversion alone gives the desired body, nothing is decoded
+    for part in channel.dump_flow_desc(0, 0):
+        for _, _, identity in iter_entries(part.raw):
+            body = flow_body(identity)
+            assert packed_state.flows[packed.flow_id(body)] == body
+    deferred = DecodeCache()
+    assert deferred.flows(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK),
+                          defer=True)
+    settled = deferred.settle(packed_state.flows)
+    assert deferred.decoded == 0
+    assert PackedState.build(settled, []).flows == packed_state.flows
+    assert deferred.group_ids() == cache.group_ids() != {}
     groups = 0
     for part in channel.dump_group_desc():
         for offset, _, _ in iter_group_entries(part.raw):
@@ -92,6 +105,18 @@ def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:
         fast, old = both_ways(raw, offset)
         assert fast is not None, old
         assert fast == old == want[old.key]
+    # converted, then settled against a desired state that differs from
+    # each (nothing desired): every entry decoded, as ``flows`` decodes it
+    cache, deferred = DecodeCache(), DecodeCache()
+    decoded = cache.flows(channel.dump_flow_desc(0, 0))
+    deferred.flows(channel.dump_flow_desc(0, 0), defer=True)
+    assert sorted(deferred.settle({})) == sorted(decoded)
+    assert deferred.decoded == len(decoded) == len(want)
+    # a pass that failed before its ``settle``: the next dump decodes them
+    failed = DecodeCache()
+    failed.flows(channel.dump_flow_desc(0, 0), defer=True)
+    assert sorted(failed.flows(channel.dump_flow_desc(0, 0))) == sorted(decoded)
+    assert failed.decoded == len(want)
 
 
 def test_foreign_groups_take_the_os_ken_path(channel: OpenFlowChannel, sandbox: Sandbox) -> None:
