@@ -30,10 +30,10 @@ from lbaffd.model.topology import (
     DOWN_STATES,
     LocalPort,
     Topology,
+    addresses_of,
     attached_datapaths,
     local_ports,
-    parse_mac_column,
-    port_addresses,
+    parsed_macs,
 )
 from lbaffd.sb.records import (
     InterfaceRow,
@@ -57,15 +57,14 @@ class TopologyChange:
     ports: bool  # the local ports (ofport, logical port, datapath) changed
 
 
-def _mac_claims(pb: PortBindingRow, tunnel_key: int) -> dict[MacKey, str]:
+def _mac_claims(pb: PortBindingRow, tunnel_key: int,
+                parsed: list[tuple[str, tuple[IPAddress, ...]]] | None = None
+                ) -> dict[MacKey, str]:
     """The (datapath, IP) -> MAC entries this port contributes; within a
-    port the first entry naming an IP wins (``setdefault`` in build_topology)."""
+    port the first entry naming an IP wins (``setdefault`` in build_topology).
+    ``parsed``: its ``parsed_macs``, when at hand."""
     out: dict[MacKey, str] = {}
-    for entry in pb.macs:
-        parsed = parse_mac_column(entry)
-        if parsed is None:
-            continue
-        mac, ips = parsed
+    for mac, ips in parsed_macs(pb.macs) if parsed is None else parsed:
         for ip in ips:
             out.setdefault((tunnel_key, ip), mac)
     return out
@@ -192,11 +191,12 @@ class TopologyIndex:
     # ------------------------------------------------------------ rows
 
     def _add_port(self, pb: PortBindingRow) -> None:
-        self.port_ips[pb.logical_port] = port_addresses(pb.macs)
+        parsed = parsed_macs(pb.macs)
+        self.port_ips[pb.logical_port] = addresses_of(parsed)
         dp = self.datapaths.get(pb.datapath)
         if dp is None:
             return
-        for key, mac in _mac_claims(pb, dp.tunnel_key).items():
+        for key, mac in _mac_claims(pb, dp.tunnel_key, parsed).items():
             self.claims.setdefault(key, {})[pb.logical_port] = mac
 
     def _remove_port(self, pb: PortBindingRow, touched: set[MacKey]) -> None:

@@ -61,10 +61,13 @@ class Step:
 
 
 class ChangeTracker:
-    def __init__(self, inputs: Inputs, topo: Topology) -> None:
+    def __init__(self, inputs: Inputs, topo: Topology,
+                 index: TopologyIndex | None = None) -> None:
+        """``index``: the ``TopologyIndex`` of ``inputs`` already made (the
+        pass took ``topo`` from it)."""
         self.inputs = inputs
         self.topo = topo
-        self.index = TopologyIndex(inputs.snapshot)
+        self.index = TopologyIndex(inputs.snapshot) if index is None else index
         self.backends = backend_index(inputs.lbs)
 
     def bulk_limit(self) -> int:

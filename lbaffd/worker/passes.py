@@ -21,7 +21,8 @@ from lbaffd.compile import memos
 from lbaffd.compile.layout import Pipeline
 from lbaffd.config import Settings
 from lbaffd.model import loadbalancer as model
-from lbaffd.model.topology import Topology, build_topology
+from lbaffd.model.topoindex import TopologyIndex
+from lbaffd.model.topology import Topology
 from lbaffd.openflow.connect import ChannelKeeper
 from lbaffd.ops import memtrim
 from lbaffd.ops.gcpause import Freezer, GcPause, release_frames
@@ -145,7 +146,10 @@ class PassRunner:
             if inputs is None:
                 return False
             try:
-                topo = build_topology(inputs.snapshot)
+                # the change tracker's index, made once: its topology is
+                # ``build_topology``'s (each port's mac column parsed once)
+                index = TopologyIndex(inputs.snapshot)
+                topo = index.topology()
                 channel = self._channels.ensure()
                 lbs = inputs.lbs
                 raw_topo = topo
@@ -168,7 +172,7 @@ class PassRunner:
             self._done(result, inputs.issues + result.desired.issues)
             # for the changes that follow (the switch is in sync already); it
             # follows the SB's topology, companion mode's view is made from it
-            self._changes = ChangeTracker(inputs, raw_topo)
+            self._changes = ChangeTracker(inputs, raw_topo, index)
             if self._sbcond is not None:  # narrow (or widen) to what is local now
                 self._sbcond.update(inputs.snapshot, raw_topo)
         # The desired state is 100k+ long-lived, acyclic objects at 1000s of
