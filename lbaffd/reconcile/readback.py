@@ -81,25 +81,33 @@ def flow_body(identity: bytes) -> FlowBody:
         messages.ANY, messages.ANY, flags, importance) + identity[IDENTITY_HEAD.size:]
 
 
-def canonical_flow(body: FlowBody) -> tuple[FlowBody, FlowSpec]:
-    """``body`` (from ``flow_body``) decoded and encoded again, as
-    ``DecodeCache`` makes of an entry it decodes; the decoded flow too."""
+def desc_entry(body: FlowBody) -> bytes:
+    """The flow-desc entry (no stats) ``flow_body`` converts to ``body``."""
     (cookie, _, table, _, idle, hard, priority, _, _, _, flags,
      importance) = messages.FLOW_MOD.unpack_from(body)
     match_end = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8
     rest = packed.EMPTY_STATS + body[match_end:]
-    entry = messages.FLOW_DESC.pack(
+    return messages.FLOW_DESC.pack(
         messages.FLOW_DESC_SIZE + match_end - packed.MATCH_AT + len(rest), table, priority,
         idle, hard, flags, importance, cookie) + body[packed.MATCH_AT:match_end] + rest
-    spec = messages.decode_flow(entry, 0)
+
+
+def canonical_flow(body: FlowBody) -> tuple[FlowBody, FlowSpec]:
+    """``body`` (from ``flow_body``) decoded and encoded again, as
+    ``DecodeCache`` makes of an entry it decodes; the decoded flow too."""
+    spec = messages.decode_flow(desc_entry(body), 0)
     return packed.installed_flow(spec), spec
 
 
 def group_ref_of(body: FlowBody) -> int:
     """``_group_ref`` of a flow body from its bytes: the top-level actions'
-    group or VIP-id set_field (0: none)."""
-    pos = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8 + INSTRUCTIONS_AT
+    group or VIP-id set_field (0: none, or not one apply-actions instruction)."""
+    start = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8
     end = len(body)
+    if end < start + INSTRUCTIONS_AT or ACTION_HEAD.unpack_from(body, start) != (
+            messages.OFPIT_APPLY_ACTIONS, end - start):
+        return 0
+    pos = start + INSTRUCTIONS_AT
     while pos + 8 <= end:
         atype, length = ACTION_HEAD.unpack_from(body, pos)
         if length < 8:
