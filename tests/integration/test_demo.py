@@ -36,6 +36,7 @@ def test_demo_shows_sticky_sessions_and_cleans_up() -> None:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{ovs_ns.group(1)}-" not in netns
     assert not (rundir / "sandbox.json").exists()
+    shutil.rmtree(rundir)  # (kept for a look when an assertion above fails)
 
 
 def test_companion_demo_without_daemon_shows_ovn_native_and_the_command() -> None:
