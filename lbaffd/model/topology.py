@@ -187,6 +187,9 @@ def local_ports(interfaces: Iterable[InterfaceRow], by_name: Mapping[str, PortBi
 
 
 def build_topology(snap: SbSnapshot) -> Topology:
+    """The topology of ``snap`` from scratch: the definition
+    ``topoindex.TopologyIndex.topology()`` is held equal to (the passes take
+    theirs from the index, which the changes after them keep up to date)."""
     by_name = {pb.logical_port: pb for pb in snap.port_bindings.values()}
     ports = local_ports(snap.interfaces, by_name, snap.datapaths, snap.chassis_name)
     local = {p.ofport: p for p in ports}

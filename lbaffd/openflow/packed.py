@@ -61,6 +61,11 @@ def _match_end(body: bytes) -> int:
     return MATCH_AT + match_length(body)
 
 
+def instructions_at(body: FlowBody) -> int:
+    """Where the instructions start: after the match and its padding."""
+    return MATCH_AT + (match_length(body) + 7) // 8 * 8
+
+
 def flow_id(body: FlowBody) -> FlowId:
     return body[16:17] + body[22:24] + body[MATCH_AT + 4:_match_end(body)]
 
@@ -97,7 +102,7 @@ def modify_message(body: FlowBody) -> RawMessage:
 
 def delete_message(body: FlowBody) -> RawMessage:
     """OFPFC_DELETE_STRICT of this flow with this cookie (as ``messages.flow_delete``)."""
-    end = MATCH_AT + (_match_end(body) - MATCH_AT + 7) // 8 * 8
+    end = instructions_at(body)
     return RawMessage(messages.OFPT_FLOW_MOD, messages.FLOW_MOD.pack(
         cookie(body), messages.ALL_ONES64, body[16], messages.OFPFC_DELETE_STRICT, 0, 0,
         U16.unpack_from(body, 22)[0], messages.ANY, messages.ANY, messages.ANY, 0, 0)
@@ -142,13 +147,18 @@ def unpack_flow(body: FlowBody) -> FlowSpec:
     without the actions lbaffd did not recognise."""
     if is_foreign(body):
         body = body[: -len(FOREIGN_MARK)]
+    return messages.decode_flow(desc_entry(body), 0)
+
+
+def desc_entry(body: FlowBody) -> bytes:
+    """The flow-desc entry (no stats) the switch reports for the flow of
+    ``body``, as lbaffd encodes it (``readback.flow_body`` is the inverse)."""
     cookie_, _, table, _, idle, hard, priority, _, _, _, flags, importance = (
         messages.FLOW_MOD.unpack_from(body))
-    match_pad = MATCH_AT + (_match_end(body) - MATCH_AT + 7) // 8 * 8
+    match_pad = instructions_at(body)
     rest = body[MATCH_AT:match_pad] + EMPTY_STATS + body[match_pad:]
-    entry = messages.FLOW_DESC.pack(messages.FLOW_DESC_SIZE + len(rest), table, priority,
-                                      idle, hard, flags, importance, cookie_) + rest
-    return messages.decode_flow(entry, 0)
+    return messages.FLOW_DESC.pack(messages.FLOW_DESC_SIZE + len(rest), table, priority,
+                                   idle, hard, flags, importance, cookie_) + rest
 
 
 def unpack_group(body: GroupBody) -> GroupSpec:

@@ -58,10 +58,6 @@ def group_body(entry: bytes) -> GroupBody:
 # priority, idle, hard, flags, importance, cookie
 IDENTITY_HEAD: Final = struct.Struct("!2xBxHHHHHQ")
 assert IDENTITY_HEAD.size == messages.FLOW_DESC_SIZE - 2
-ACTION_HEAD: Final = struct.Struct("!HH")
-INSTRUCTIONS_AT: Final = 8  # the apply-actions instruction's header before its actions
-OFPAT_GROUP: Final = 22
-OFPAT_SET_FIELD: Final = 25
 # the set_field of the VIP id as ``messages`` encodes it (OVS echoes it)
 VIP_ID_HEADER: Final = actions.set_field_bytes(REG_VIP_ID, 0)[4:8]
 
@@ -81,42 +77,32 @@ def flow_body(identity: bytes) -> FlowBody:
         messages.ANY, messages.ANY, flags, importance) + identity[IDENTITY_HEAD.size:]
 
 
-def desc_entry(body: FlowBody) -> bytes:
-    """The flow-desc entry (no stats) ``flow_body`` converts to ``body``."""
-    (cookie, _, table, _, idle, hard, priority, _, _, _, flags,
-     importance) = messages.FLOW_MOD.unpack_from(body)
-    match_end = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8
-    rest = packed.EMPTY_STATS + body[match_end:]
-    return messages.FLOW_DESC.pack(
-        messages.FLOW_DESC_SIZE + match_end - packed.MATCH_AT + len(rest), table, priority,
-        idle, hard, flags, importance, cookie) + body[packed.MATCH_AT:match_end] + rest
-
-
 def canonical_flow(body: FlowBody) -> tuple[FlowBody, FlowSpec]:
     """``body`` (from ``flow_body``) decoded and encoded again, as
     ``DecodeCache`` makes of an entry it decodes; the decoded flow too."""
-    spec = messages.decode_flow(desc_entry(body), 0)
+    spec = packed.unpack_flow(body)
     return packed.installed_flow(spec), spec
 
 
 def group_ref_of(body: FlowBody) -> int:
     """``_group_ref`` of a flow body from its bytes: the top-level actions'
     group or VIP-id set_field (0: none, or not one apply-actions instruction)."""
-    start = packed.MATCH_AT + (packed.match_length(body) + 7) // 8 * 8
+    start = packed.instructions_at(body)
     end = len(body)
-    if end < start + INSTRUCTIONS_AT or ACTION_HEAD.unpack_from(body, start) != (
+    head = actions.U16_U16
+    if end < start + messages.INSTRUCTION.size or head.unpack_from(body, start) != (
             messages.OFPIT_APPLY_ACTIONS, end - start):
         return 0
-    pos = start + INSTRUCTIONS_AT
+    pos = start + messages.INSTRUCTION.size
     while pos + 8 <= end:
-        atype, length = ACTION_HEAD.unpack_from(body, pos)
+        atype, length = head.unpack_from(body, pos)
         if length < 8:
             return 0
-        if atype == OFPAT_GROUP:
+        if atype == actions.OFPAT_GROUP:
             gid: int = packed.U32.unpack_from(body, pos + 4)[0]
             if own.is_vip_group(gid):
                 return gid
-        elif atype == OFPAT_SET_FIELD and body[pos + 4:pos + 8] == VIP_ID_HEADER:
+        elif atype == actions.OFPAT_SET_FIELD and body[pos + 4:pos + 8] == VIP_ID_HEADER:
             value: int = packed.U32.unpack_from(body, pos + 8)[0]
             if own.is_vip_group(value):
                 return value

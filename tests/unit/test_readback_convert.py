@@ -3,7 +3,7 @@
 compiler emits in the reference states (standalone, embedded, ...): an
 entry made of a compiled body converts back to that very body, its group id
 read off the bytes is the decoded flow's, and decoding it gives the body
-again (``desc_entry`` makes the entry: its bytes are OVS's layout, checked
+again (``packed.desc_entry`` makes the entry: its bytes are OVS's layout, checked
 by the framing ``iter_entries`` reading them).  (That ovs-vswitchd reports the same bytes is held in
 ``tests/integration/test_decode_vs_ovs.py``.)"""
 
@@ -14,7 +14,6 @@ from lbaffd.openflow.flowdesc import MULTIPART_REPLY_SIZE, iter_entries
 from lbaffd.reconcile.readback import (
     _group_ref,
     canonical_flow,
-    desc_entry,
     flow_body,
     group_ref_of,
 )
@@ -25,7 +24,7 @@ def test_conversion_gives_back_every_compiled_body() -> None:
     seen = refs = 0
     for desired in STATES:
         for body in desired.state.flows.values():
-            reply = bytes(MULTIPART_REPLY_SIZE) + desc_entry(body)
+            reply = bytes(MULTIPART_REPLY_SIZE) + packed.desc_entry(body)
             [(_, _, identity)] = list(iter_entries(reply))
             assert flow_body(identity) == body
             spec = packed.unpack_flow(body)
