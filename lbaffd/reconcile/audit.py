@@ -53,6 +53,16 @@ from lbaffd.reconcile.diff import ChangeSet
 
 AHEAD = 4  # dumps read ahead of the worker (memory: 4 slices of the flows)
 POLL = 0.05  # seconds between the worker's looks at its inputs while it waits
+# seconds between a dump's last reply and the next request.  ovs-vswitchd
+# reads up to 50 messages of one connection before it turns to the next
+# (``ofconn_run``, ofproto/connmgr.c): a request that is already there when
+# it has sent a reply is served at once, so back-to-back slices (~9 ms of
+# its main thread each at 50k flows) kept it on the audits' connection and
+# a change's bundle on the other one waited 33-46 ms for its reply (realistic
+# SB, N=5000, audits every 1 s: the commit read by ovs-vswitchd only after
+# 4-5 slices, seen with ``perf trace``).  A pause longer than its turnaround
+# (~0.2 ms) makes it find that connection empty and serve the others.
+BREATH = 0.001
 
 
 @dataclass(slots=True)
@@ -115,8 +125,10 @@ class SwitchReader:
     inputs (``between``) while it waits."""
 
     def __init__(self, jobs: Sequence[tuple[int, Callable[[], list[Any]]]],
-                 ledger: ChangeLedger, wake: threading.Event | None = None) -> None:
+                 ledger: ChangeLedger, wake: threading.Event | None = None,
+                 breath: float = BREATH) -> None:
         self._jobs = jobs
+        self._breath = breath
         self._ledger = ledger
         self._wake = wake or threading.Event()
         self._out: queue.Queue[Dump | BaseException] = queue.Queue(maxsize=AHEAD)
@@ -144,8 +156,9 @@ class SwitchReader:
         return False
 
     def _run(self) -> None:
-        for job, dump in self._jobs:
-            if self._cancel.is_set():
+        for n, (job, dump) in enumerate(self._jobs):
+            # (a pause before each request but the first: see BREATH)
+            if self._cancel.wait(self._breath) if n else self._cancel.is_set():
                 return
             mark = self._ledger.done  # before the request goes out (see the module doc)
             try:

@@ -12,7 +12,9 @@ someone else changed.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,7 @@ from lbaffd.model import ownership as own
 from lbaffd.openflow import packed
 from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.openflow.packed import FlowId
-from lbaffd.reconcile.audit import ChangeLedger
+from lbaffd.reconcile.audit import ChangeLedger, SwitchReader
 from lbaffd.reconcile.diff import ChangeSet
 from lbaffd.reconcile.reconciler import Reconciler
 from tests.fakeswitch import FakeSwitch
@@ -234,3 +236,27 @@ def test_an_audit_reads_on_its_own_connection_and_repairs_on_the_main_one() -> N
     assert fake.counts["flow_desc"] - dumps == own.AUDIT_CHUNKS  # all through ReadSide
     assert fake.counts["bundle_committed"] == committed + 1  # the repair, on the main one
     assert installed(fake) == desired
+
+
+def test_the_reader_leaves_the_switch_a_pause_between_dumps() -> None:
+    """ovs-vswitchd serves a connection's next request at once when it is
+    already there after a reply (up to 50 of them, ``ofconn_run``), so the
+    next slice is asked for only ``BREATH`` after the last one came back:
+    the switch then finds the audits' connection empty and serves the main
+    one (a change's bundle) in between."""
+    asked: list[float] = []
+
+    def dump() -> list[Any]:
+        asked.append(time.monotonic())
+        return []
+
+    with SwitchReader([(n, dump) for n in range(6)], ChangeLedger(), breath=0.004) as reader:
+        assert [d.job for d in reader.replies(lambda: True)] == list(range(6))
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert min(gaps) >= 0.004, gaps
+    # an audit that stops (a full pass is due) ends the reader in its pause
+    asked.clear()
+    with SwitchReader([(0, dump), (1, dump)], ChangeLedger(), breath=30) as reader:
+        assert next(reader.replies(lambda: True)).job == 0
+    reader._thread.join(2)
+    assert not reader._thread.is_alive() and len(asked) == 1
