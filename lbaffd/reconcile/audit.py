@@ -44,12 +44,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from lbaffd.openflow.packed import FlowId, flow_id, group_id
-from lbaffd.reconcile.diff import ChangeSet
+from lbaffd.openflow.packed import FlowBody, FlowId, GroupBody, PackedState, flow_id, group_id
+from lbaffd.reconcile.diff import ChangeSet, diff
+from lbaffd.reconcile.readback import GroupCanonicalizer
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 AHEAD = 4  # dumps read ahead of the worker (memory: 4 slices of the flows)
 POLL = 0.05  # seconds between the worker's looks at its inputs while it waits
@@ -187,3 +191,50 @@ class SwitchReader:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+# ------------------------------------------------------------ comparisons
+# What one dump asks to repair, by the rule of the module doc: whatever a
+# change touched after the dump was asked for is left out on both sides.
+
+
+def without(m: Mapping[_K, _V], keys: frozenset[_K]) -> Mapping[_K, _V]:
+    """``m`` without ``keys`` (``m`` itself when there are none to leave out)."""
+    if not keys:
+        return m
+    return {k: v for k, v in m.items() if k not in keys}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRepair:
+    """The groups' dump compared: adds and modifications to send now (flows
+    of later slices may name them); ``stale`` groups, deleted only at the
+    audit's end (a flow still naming one is deleted first, in its slice);
+    how many ``foreign`` entries (actions lbaffd never writes) were met."""
+
+    now: ChangeSet
+    stale: tuple[int, ...]
+    foreign: int
+
+
+def repair_groups(desired: Mapping[int, GroupBody], dumped: Mapping[int, GroupBody],
+                  skip: frozenset[int]) -> GroupRepair:
+    canonical = GroupCanonicalizer()
+    found = diff(PackedState({}, without(desired, skip)),
+                 PackedState({}, without(dumped, skip)), canonical)
+    return GroupRepair(ChangeSet(add_groups=found.add_groups, mod_groups=found.mod_groups),
+                       found.del_groups, canonical.foreign)
+
+
+def repair_flows(desired: Mapping[FlowId, FlowBody], dumped: Mapping[FlowId, FlowBody],
+                 skip: frozenset[FlowId]) -> ChangeSet:
+    """One slice's dump compared with the same slice of the desired flows."""
+    return diff(PackedState(without(desired, skip), {}), PackedState(without(dumped, skip), {}))
+
+
+def stale_groups(stale: Sequence[int], desired: Mapping[int, GroupBody],
+                 touched: frozenset[int]) -> tuple[int, ...]:
+    """The groups stale when read that are still to delete at the audit's
+    end: not desired now and not touched by a change since (a group a change
+    added meanwhile is desired)."""
+    return tuple(g for g in stale if g not in desired and g not in touched)

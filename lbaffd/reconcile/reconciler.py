@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import structlog
 
@@ -44,13 +44,11 @@ from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.openflow.packed import FlowBody, GroupBody, PackedState
 from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.reconcile import audit, readback
-from lbaffd.reconcile.diff import ChangeSet, DiffStream, diff
+from lbaffd.reconcile.diff import ChangeSet, DiffStream
 from lbaffd.reconcile.incremental import DesiredIndex
 from lbaffd.reconcile.prefetch import Prefetch
 
 log = structlog.get_logger("lbaffd.reconcile")
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 class BundleWriter(Protocol):
@@ -117,13 +115,6 @@ class ReconcileResult:
         if self.replaced is None:
             return None
         return VipChange(tuple(old for old, _ in self.replaced), self.came)
-
-
-def _without(m: Mapping[_K, _V], keys: frozenset[_K]) -> Mapping[_K, _V]:
-    """``m`` without ``keys`` (``m`` itself when there are none to leave out)."""
-    if not keys:
-        return m
-    return {k: v for k, v in m.items() if k not in keys}
 
 
 def _replay(items: list[Compiled], desired: DesiredState
@@ -477,14 +468,10 @@ class Reconciler:
                             return None
                         have_groups = {packed.group_id(g): g for g in dumped}
                         foreign += sum(map(packed.is_foreign, dumped))
-                        canonical = readback.GroupCanonicalizer()
-                        first = diff(PackedState({}, _without(index.groups, skip_groups)),
-                                     PackedState({}, _without(have_groups, skip_groups)),
-                                     canonical)
-                        foreign += canonical.foreign
-                        stale_groups, group_mark = first.del_groups, dump.mark
-                        total = self._apply(channel, index, ChangeSet(
-                            add_groups=first.add_groups, mod_groups=first.mod_groups), total)
+                        groups = audit.repair_groups(index.groups, have_groups, skip_groups)
+                        foreign += groups.foreign
+                        stale_groups, group_mark = groups.stale, dump.mark
+                        total = self._apply(channel, index, groups.now, total)
                         continue
                     flows = self._decoded.flows(readback.drained(dump.parts), dump.job, tick)
                     if not tick():
@@ -492,18 +479,13 @@ class Reconciler:
                     n_flows += len(flows)
                     foreign += sum(map(packed.is_foreign, flows))
                     have = PackedState.build(flows, []).flows
-                    changes = diff(
-                        PackedState(_without(index.chunks[dump.job], skip_flows), {}),
-                        PackedState(_without(have, skip_flows), {}))
+                    changes = audit.repair_flows(index.chunks[dump.job], have, skip_flows)
                     total = self._apply(channel, index, changes, total)
                     self._decoded.adopt_flows(index.flows, dump.job)
                 if stopped or self._index is not index:
                     return None
-                # groups that were stale when read and that no change has
-                # touched since (a group a change added meanwhile is desired)
                 _, touched = ledger.since(group_mark)
-                gone = tuple(g for g in stale_groups
-                             if g not in index.groups and g not in touched)
+                gone = audit.stale_groups(stale_groups, index.groups, touched)
                 total = self._apply(channel, index, ChangeSet(del_groups=gone), total)
         finally:
             ledger.stop()

@@ -23,6 +23,7 @@ from lbaffd.model import ownership as own
 from lbaffd.openflow import packed
 from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.openflow.packed import FlowId
+from lbaffd.reconcile import audit
 from lbaffd.reconcile.audit import ChangeLedger, SwitchReader
 from lbaffd.reconcile.diff import ChangeSet
 from lbaffd.reconcile.reconciler import Reconciler
@@ -260,3 +261,39 @@ def test_the_reader_leaves_the_switch_a_pause_between_dumps() -> None:
         assert next(reader.replies(lambda: True)).job == 0
     reader._thread.join(2)
     assert not reader._thread.is_alive() and len(asked) == 1
+
+
+def test_a_dump_is_compared_without_what_changed_after_it() -> None:
+    """The comparisons themselves (``audit.repair_groups``/``repair_flows``/
+    ``stale_groups``): a key a later change touched is neither repaired nor
+    deleted; everything else is brought to the desired state."""
+    fake, _ = programmed()
+    state = installed(fake)
+    gids = sorted(state.groups)
+    g_missing, g_changed, g_touched = gids[0], gids[1], gids[2]
+    stray = own.GROUP_ID_MIN + own.GROUP_ID_SPACE - 7
+    dumped = {g: b for g, b in state.groups.items() if g not in (g_missing, g_touched)}
+    dumped[g_changed] = state.groups[gids[3]][:4] + state.groups[g_changed][4:8] \
+        + state.groups[gids[3]][8:]  # another group's buckets under this id
+    dumped[stray] = state.groups[gids[3]][:4] + stray.to_bytes(4, "big") + state.groups[gids[3]][8:]
+    repair = audit.repair_groups(state.groups, dumped, frozenset({g_touched}))
+    assert [packed.group_id(g) for g in repair.now.add_groups] == [g_missing]
+    assert [packed.group_id(g) for g in repair.now.mod_groups] == [g_changed]
+    assert repair.stale == (stray,) and repair.foreign == 0
+    assert not (repair.now.del_groups or repair.now.add_flows)
+    # stale at the read, deleted at the end unless desired or touched since
+    assert audit.stale_groups(repair.stale, state.groups, frozenset()) == (stray,)
+    assert audit.stale_groups(repair.stale, state.groups, frozenset({stray})) == ()
+    assert audit.stale_groups(repair.stale, {**state.groups, stray: b""}, frozenset()) == ()
+
+    fids = list(state.flows)
+    gone, touched = fids[0], fids[1]
+    have = {f: b for f, b in state.flows.items() if f not in (gone, touched)}
+    changes = audit.repair_flows(state.flows, have, frozenset({touched}))
+    assert [packed.flow_id(f) for f in changes.add_flows] == [gone]
+    assert not (changes.del_flows or changes.mod_flows or changes.add_groups)
+    # a flow the desired state no longer has is deleted, unless a change touched it
+    wanted = {f: b for f, b in state.flows.items() if f != gone}
+    assert [packed.flow_id(f) for f in
+            audit.repair_flows(wanted, state.flows, frozenset()).del_flows] == [gone]
+    assert audit.repair_flows(wanted, state.flows, frozenset({gone})).empty
