@@ -120,3 +120,16 @@ def test_realistic_targets_name_the_switchs_own_group_dump_beside_the_restart() 
     res["summary"] = summary(res)
     row = next(t for t in targets(res) if t["target"] == "restart: in sync")
     assert row["measured"] == "8.20 s"
+
+
+def test_realistic_summary_keeps_every_sample() -> None:
+    from bench.realistic_side import summarize
+
+    rows: list[dict[str, Any]] = [
+        {"latency_ms": float(i), "cpu_ms": 1.0, "changes": 1, "worker_ms": i / 2,
+         "input_ms": i - 0.5} for i in range(1, 51)]
+    rows.append({"latency_ms": None, "cpu_ms": 0.0, "changes": 0, "worker_ms": None})
+    out = summarize(rows)
+    assert out["rows"] == rows and out["samples"] == 51 and out["with_switch_changes"] == 50
+    assert out["p99_ms"] == out["max_ms"] == 50.0  # nearest rank: of 50 samples, the maximum
+    assert out["input_p50_ms"] == 24.5 and out["worker_p99_ms"] == 25.0
