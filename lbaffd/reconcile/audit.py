@@ -62,7 +62,7 @@ POLL = 0.05  # seconds between the worker's looks at its inputs while it waits
 # (``ofconn_run``, ofproto/connmgr.c): a request that is already there when
 # it has sent a reply is served at once, so back-to-back slices (~9 ms of
 # its main thread each at 50k flows) kept it on the audits' connection and
-# a change's bundle on the other one waited 33-46 ms for its reply (realistic
+# a change's bundle on the other one waited 33-52 ms for its reply (realistic
 # SB, N=5000, audits every 1 s: the commit read by ovs-vswitchd only after
 # 4-5 slices, seen with ``perf trace``).  A pause longer than its turnaround
 # (~0.2 ms) makes it find that connection empty and serve the others.
@@ -161,8 +161,9 @@ class SwitchReader:
 
     def _run(self) -> None:
         for n, (job, dump) in enumerate(self._jobs):
-            # (a pause before each request but the first: see BREATH)
-            if self._cancel.wait(self._breath) if n else self._cancel.is_set():
+            if n:  # a pause before each request but the first (see BREATH)
+                self._cancel.wait(self._breath)
+            if self._cancel.is_set():
                 return
             mark = self._ledger.done  # before the request goes out (see the module doc)
             try:
