@@ -250,3 +250,69 @@ def test_rows_taken_in_equal_python_ovs_idl_and_events_coalesce(sandbox: Sandbox
     finally:
         mon.stop()
         vanilla.close()
+
+
+def _idl_state(idl: ovs_idl.Idl) -> dict[str, dict[str, dict[str, object]]]:
+    """Every row's every column as JSON (``_data``, defaults included)."""
+    return {name: {str(u): {c: r._data[c].to_json() for c in t.columns}
+                   for u, r in t.rows.items()}
+            for name, t in idl.tables.items()}
+
+
+def _synced(*idls: ovs_idl.Idl, until: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        for idl in idls:
+            idl.run()
+        if all(i.state == ovs_idl.Idl.IDL_S_MONITORING for i in idls) and until():
+            return
+        assert time.monotonic() < deadline, "not synced"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("db", ["OVN_Southbound", "Open_vSwitch"])
+def test_notifying_idl_holds_what_python_ovs_holds(sandbox: Sandbox, db: str) -> None:
+    """``NotifyingIdl._Idl__row_update`` (``sb.datums``' parser, a default
+    per column) leaves every row as python-ovs's own ``__row_update`` does,
+    for every column of every table of a real SB and Open_vSwitch DB, at the
+    initial sync and for rows inserted after it."""
+    from lbaffd.sb.monitor import NotifyingIdl
+
+    remote = sandbox.sb_remote if db == "OVN_Southbound" else sandbox.ovs_db_remote
+    if db == "OVN_Southbound":
+        ls = sandbox.add_datapath("ls-idl", 51)
+        sandbox.add_load_balancer("lb-idl", {"10.8.0.1:80": "10.8.1.1:8080,10.8.1.2:8080",
+                                             "[fd00::8]:80": "[fd00::9]:80"},
+                                  datapaths=[ls], options={"affinity_timeout": "60"})
+        sandbox.add_port_binding("pb-idl", ls, 9, "02:00:00:00:08:01", "10.8.1.1",
+                                 chassis=sandbox.chassis)
+    helpers = [idlutils.get_schema_helper(remote, db) for _ in range(2)]
+    for h in helpers:
+        h.register_all()
+    stock = ovs_idl.Idl(remote, helpers[0])
+    ours = NotifyingIdl(remote, helpers[1], lambda _: None, db)
+    try:
+        _synced(stock, ours)
+        first = _idl_state(stock)
+        assert sum(len(rows) for rows in first.values()) > 5
+        assert _idl_state(ours) == first
+        # rows inserted after the sync (``insert``, not ``initial``)
+        if db == "OVN_Southbound":
+            sandbox.add_load_balancer("lb-idl-2", {"10.8.0.2:53": "10.8.1.3:53"},
+                                      protocol="udp", datapaths=[ls])
+            table, name = "Load_Balancer", "lb-idl-2"
+        else:
+            sandbox.vsctl("add-port", "br-int", "idl-p1", "--", "set", "Interface", "idl-p1",
+                          "type=internal", "external_ids:iface-id=pb-idl")
+            table, name = "Interface", "idl-p1"
+
+        def inserted() -> bool:
+            return all(any(r._data.get("name") is not None and r.name == name
+                           for r in i.tables[table].rows.values()) for i in (stock, ours))
+        _synced(stock, ours, until=inserted)
+        assert _idl_state(ours) == _idl_state(stock)
+    finally:
+        stock.close()
+        ours.close()
+        if db == "Open_vSwitch":
+            sandbox.vsctl("--if-exists", "del-port", "br-int", "idl-p1")
