@@ -30,7 +30,7 @@ from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
 from lbaffd.ops.gcpause import GcPause
-from lbaffd.sb.datums import DatumParser, datum_parser
+from lbaffd.sb.datums import DatumParser, SharedValues, datum_parser
 
 log = structlog.get_logger("lbaffd.sb")
 
@@ -129,6 +129,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         self._defaults: dict[str, tuple[tuple[str, Any], ...]] = {}  # see _Idl__add_default
         # by table, then column: (column, its parser, its default Datum); see _Idl__row_update
         self._columns: dict[str, dict[str, tuple[Any, DatumParser, Any]]] = {}
+        self._shared = SharedValues()  # emptied after each run()
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
@@ -194,7 +195,8 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         made once per column -- python-ovs read it through
         ``ColumnDefaultDict.__missing__``, which made a new default ``Datum``
         for every column of every new row only to compare it (with the
-        parsing, ~70 % of the Python time of an initial SB sync at N=5000)."""
+        parsing, ~70 % of the Python time of an initial SB sync at N=5000).
+        Rows of one update share equal single-valued datums (``SharedValues``)."""
         columns = self._columns.get(table.name)
         if columns is None:
             columns = self._columns[table.name] = {}
@@ -217,7 +219,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
                 continue
             current = held.get(name)  # (dict.get: no ``__missing__``)
             if datum != (default if current is None else current):
-                held[name] = datum
+                held[name] = self._shared.datum(id(column), datum)
                 if column.alert:
                     changed = True
         return changed
@@ -259,7 +261,10 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         at = time.time()
         self._announced.clear()
         with self._gc_pause:  # taking in an update builds many acyclic objects
-            result = super().run()
+            try:
+                result = super().run()
+            finally:
+                self._shared.clear()
         seqno = self._session.get_seqno()
         if seqno != self._session_seqno or not self.in_sync:
             # (re)connected or resyncing: the worker waits for the monitor

@@ -132,3 +132,26 @@ def test_the_common_values_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(data.Datum, "from_json", refuse)
     for name, j in values.items():
         assert parsers[name](j).values, name
+
+
+def test_shared_values_are_single_valued_and_per_column() -> None:
+    from lbaffd.sb.datums import SharedValues
+
+    by_name = dict(column_types())
+    tunnel_key = by_name["OVN_Southbound.Port_Binding.tunnel_key"]
+    chassis = by_name["OVN_Southbound.Port_Binding.chassis"]
+    mac = by_name["OVN_Southbound.Port_Binding.mac"]
+    u = ["uuid", str(uuid.uuid4())]
+    shared = SharedValues()
+    a, b = (data.Datum.from_json(tunnel_key, 7) for _ in range(2))
+    assert shared.datum(1, a) is a and shared.datum(1, b) is a  # equal, one column: shared
+    other = data.Datum.from_json(tunnel_key, 7)
+    assert shared.datum(2, other) is other  # another column: not
+    c1, c2 = (data.Datum.from_json(chassis, u) for _ in range(2))
+    assert shared.datum(3, c1) is c1 and shared.datum(3, c2) is c1
+    empty = data.Datum.from_json(chassis, ["set", []])
+    assert shared.datum(3, empty) is empty  # empty: python-ovs edits those in place
+    m1, m2 = (data.Datum.from_json(mac, ["set", ["x", "y"]]) for _ in range(2))
+    assert shared.datum(4, m1) is m1 and shared.datum(4, m2) is m2  # sets: never
+    shared.clear()
+    assert shared.datum(1, b) is b  # a new update shares nothing with the last
