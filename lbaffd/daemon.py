@@ -159,6 +159,11 @@ class Daemon:
         self._ovs.start()
         external_ids = startup.wait_local_external_ids(self._ovs, s.bridge, self._stopping)
         self.settings = s = s.resolve(external_ids)
+        startup.check_settings(s)
+        # asked for first: the server builds its reply while the rest starts
+        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
+                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
+        startup.start_in_background(self._sb, self._stopping)
         self.pipeline, companion = startup.choose_pipeline(
             s, self._channels.wait(), external_ids, self._ovs, self.metrics)
         self._control = ControlServer(ctl, self, self.pipeline)
@@ -168,15 +173,12 @@ class Daemon:
                            live=lambda: live_families(self, self.pipeline))
         if self._process is not None:
             self._process.started(self, self.pipeline)  # ovs-appctl -t lbaffd; --detach returns
-        startup.check_and_log_settings(s, self.pipeline, external_ids)
+        startup.log_settings(s, self.pipeline, external_ids)
         reconciler = Reconciler(self.pipeline, s.max_idle_timeout, s.distribution)
         reconciler.on_delete = self._expected_deletes.expect
         reconciler.min_slots = min_slots_for_version(external_ids.get("ovs_version", ""))
         # the switch builds its dumps for the first pass while the SB syncs
         reconciler.prefetch(self._channels.ensure())
-        self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
-                             columns=SB_COLUMNS, gc_pause=self._gc_pause)
-        self._sb.start()
         self._runner = PassRunner(
             s, self.pipeline, self._ovs, self._sb, reconciler, self._channels, self.metrics,
             self._report, self._refuser, self._notifier, companion,

@@ -335,13 +335,15 @@ class DbMonitor:
                 helper.register_columns(table, [c for c in self._columns[table] if c in have])
             elif table in present:
                 helper.register_table(table)
-        self.idl = NotifyingIdl(self.remote, helper, self._on_change, self.schema,
-                                self._gc_pause)
+        idl = NotifyingIdl(self.remote, helper, self._on_change, self.schema, self._gc_pause)
         for table in self._tables:
             if table in present:
-                self.idl.watch_event(TableChanged(table, self._on_change))
-        self.conn = connection.Connection(self.idl, timeout=self._timeout)
-        self.conn.start()
+                idl.watch_event(TableChanged(table, self._on_change))
+        # (the connection first: whoever sees ``idl`` set, from another thread
+        # while this one starts it, finds its lock too)
+        self.conn = connection.Connection(idl, timeout=self._timeout)
+        self.idl = idl
+        self.conn.start()  # returns once the first reply is in (ovsdbapp: wait_for_change)
         parser = json_parser()
         log.info("ovsdb_connected", db=self.schema, remote=self.remote, json_parser=parser)
         if parser != "c":

@@ -78,10 +78,9 @@ def wait_local_external_ids(ovs: DbMonitor, bridge: str,
     raise SystemExit(0)
 
 
-def check_and_log_settings(s: Settings, pipeline: Pipeline, external_ids: dict[str, str]
-                           ) -> None:
-    """The settings the SB connection needs (SystemExit when one is
-    missing or wrong), then logged once as lbaffd will use them."""
+def check_settings(s: Settings) -> None:
+    """The settings the SB connection needs: SystemExit when one is missing
+    or wrong; SSL set up for ``ssl:`` remotes."""
     if not s.sb_db:
         raise SystemExit("no SB remote: pass --sb-db or set external_ids:ovn-remote")
     if s.distribution not in DISTRIBUTIONS:
@@ -91,8 +90,32 @@ def check_and_log_settings(s: Settings, pipeline: Pipeline, external_ids: dict[s
             configure_ssl(s.ssl_private_key, s.ssl_certificate, s.ssl_ca_cert)
         except ValueError as exc:
             raise SystemExit(f"lbaffd: {exc}") from None
+
+
+def log_settings(s: Settings, pipeline: Pipeline, external_ids: dict[str, str]) -> None:
+    """The settings, logged once as lbaffd will use them."""
     log.info("settings", sb_db=s.sb_db, bridge=s.bridge, of_target=s.of_target,
              chassis=s.chassis or "-", ovs_version=external_ids.get("ovs_version", "?"),
              distribution=s.distribution, mode=pipeline.mode,
              tables=f"{pipeline.base}..{pipeline.base + pipeline.stages - 1}",
              next_table=pipeline.next_table if pipeline.embedded else "-")
+
+
+def start_in_background(mon: DbMonitor, stopping: threading.Event) -> threading.Thread:
+    """``mon.start()`` on a thread of its own, so that the rest of the start
+    (OpenFlow, the bridge's checks, the control socket, metrics, the
+    switch's dumps) happens while the server builds its first reply: at
+    N=5000 (realistic) ovsdb-server took 1.0-1.4 s before the first byte of
+    it.  ``start`` retries, with a warning per attempt, until the server
+    answers (the control socket is up meanwhile) or the daemon stops; the
+    worker runs no pass until the monitor is in sync (``DbMonitor.connected``)."""
+    def run() -> None:
+        try:
+            mon.start()
+        except Exception:
+            if not stopping.is_set():
+                raise
+            # stopped while still waiting for the database: not a failure
+    thread = threading.Thread(target=run, name=f"lbaffd-start-{mon.schema}", daemon=True)
+    thread.start()
+    return thread

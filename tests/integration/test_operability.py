@@ -192,6 +192,10 @@ def test_sb_down_at_start_is_waited_for_without_tracebacks(sandbox: Sandbox,
     _kill_pidfile(Path(sandbox.rundir) / "sb.pid")
     daemon.start(wait_sync=False)
     daemon.wait_event("ovsdb_unreachable", db="OVN_Southbound")
+    # the SB is asked for on a thread of its own: the rest started meanwhile
+    daemon.wait_event("control_socket")
+    appctl(daemon, "sb/rows")  # (no rows yet: answered, not an error)
+    appctl(daemon, "reconcile/stats")
     sandbox.restart_ovsdb("sb", down_for=0)
     assert daemon.wait_event("initial_sync_done", timeout=30)["changes"] == 0
     assert daemon.log_path is not None and "Traceback" not in daemon.log_path.read_text()
