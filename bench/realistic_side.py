@@ -300,6 +300,7 @@ class Side:
         lbaffd's passes are those that read the SB after ``t_from`` (the
         trigger was sent; all was idle before it), the last one completes."""
         worker: float | None = None
+        where: dict[str, Any] = {}
         if self.lbaffd:
             self.settle(timeout)
             assert self.tail is not None
@@ -311,6 +312,7 @@ class Side:
             worker = sum(float(e["ms"]) for e in self.tail.poll()
                          if e.get("event") in WORKER_EVENTS and event_time(e) >= since
                          and not e.get("audit"))
+            where = attribution(passes, t0)
         else:
             assert k is not None
             latency = self.reported(k, timeout) - t0
@@ -318,7 +320,7 @@ class Side:
             sent = None
         return {"latency_ms": None if latency is None else round(latency * 1000, 2),
                 "cpu_ms": round((self.daemon_cpu() - cpu0) * 1000, 1), "changes": sent,
-                "worker_ms": worker}
+                "worker_ms": worker, **where}
 
     def _start(self) -> tuple[float, int]:
         return self.daemon_cpu(), self.changes_sent() if self.lbaffd else 0
@@ -528,6 +530,23 @@ class Side:
                 "cpu_s": round(self.daemon_cpu() - cpu0, 2),
                 "cpus_used": round((self.daemon_cpu() - cpu0) / elapsed, 2),
                 "rss_peak_mb": round(self.rss_peak(), 1)}
+
+
+def attribution(passes: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """Where an lbaffd sample's time went, from its passes' log lines: how
+    many passes changed the switch and how many of them were audits (the
+    latency runs to the last one), when lbaffd's IDL had the change
+    (``arrived_ms``, from ``t0``: the SB server's delivery to lbaffd) and
+    how long it then waited for the worker (``wait_ms``), both of the first."""
+    out: dict[str, Any] = {"passes": len(passes),
+                           "audit_passes": sum(1 for e in passes if e.get("audit"))}
+    first = passes[0] if passes else {}
+    if "arrived_at" in first:
+        out["arrived_ms"] = round((float(first["arrived_at"]) - t0) * 1000, 2)
+        out["wait_ms"] = first.get("wait_ms")
+    if len(passes) > 1:
+        out["first_ms"] = round((event_time(first) - t0) * 1000, 2)
+    return out
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ timing, but a refactoring once left ``bench.encode`` encoding the wrong thing)."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -133,3 +134,23 @@ def test_realistic_summary_keeps_every_sample() -> None:
     assert out["rows"] == rows and out["samples"] == 51 and out["with_switch_changes"] == 50
     assert out["p99_ms"] == out["max_ms"] == 50.0  # nearest rank: of 50 samples, the maximum
     assert out["input_p50_ms"] == 24.5 and out["worker_p99_ms"] == 25.0
+
+
+def test_a_sample_says_where_its_time_went() -> None:
+    """``attribution``: an lbaffd sample's passes (and audits among them),
+    the SB's delivery to lbaffd and the wait for the worker, from the log."""
+    from bench.realistic_side import attribution
+
+    t0 = 1_000_000.0
+
+    def line(at: float, **kw: Any) -> dict[str, Any]:
+        stamp = datetime.fromtimestamp(t0 + at, UTC).isoformat().replace("+00:00", "Z")
+        return {"event": "reconciled", "timestamp": stamp, "changes": 1, **kw}
+
+    step = line(0.020, arrived_at=t0 + 0.004, wait_ms=1.5)
+    assert attribution([step], t0) == {"passes": 1, "audit_passes": 0, "arrived_ms": 4.0,
+                                       "wait_ms": 1.5}
+    late_audit = line(0.758, audit=True)
+    got = attribution([step, late_audit], t0)
+    assert got["passes"] == 2 and got["audit_passes"] == 1 and got["first_ms"] == 20.0
+    assert attribution([], t0) == {"passes": 0, "audit_passes": 0}
