@@ -68,6 +68,7 @@ class Daemon:
         # set with every input change: an audit waiting for the switch applies it
         self._kick = threading.Event()
         self._stopping = threading.Event()
+        self._failed: Exception | None = None  # see _fail
         self._ovs: DbMonitor | None = None
         self._sb: DbMonitor | None = None
         self._runner: PassRunner | None = None  # once started
@@ -127,7 +128,15 @@ class Daemon:
             # stopped while still waiting for a database: not a failure
         finally:
             self._shutdown()
+        if self._failed is not None:  # on another thread of the start (startup.start_in_background)
+            raise self._failed
         return 0
+
+    def _fail(self, exc: Exception) -> None:
+        """A failure on another thread of the start: the daemon stops and
+        ``run`` raises it (the process exits non-zero, systemd restarts it)."""
+        self._failed = exc
+        self.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -163,7 +172,7 @@ class Daemon:
         # asked for first: the server builds its reply while the rest starts
         self._sb = DbMonitor(s.sb_db, "OVN_Southbound", SB_TABLES, self._wake, self._stopping,
                              columns=SB_COLUMNS, gc_pause=self._gc_pause)
-        startup.start_in_background(self._sb, self._stopping)
+        startup.start_in_background(self._sb, self._stopping, self._fail)
         self.pipeline, companion = startup.choose_pipeline(
             s, self._channels.wait(), external_ids, self._ovs, self.metrics)
         self._control = ControlServer(ctl, self, self.pipeline)

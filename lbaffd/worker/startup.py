@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -101,21 +102,25 @@ def log_settings(s: Settings, pipeline: Pipeline, external_ids: dict[str, str]) 
              next_table=pipeline.next_table if pipeline.embedded else "-")
 
 
-def start_in_background(mon: DbMonitor, stopping: threading.Event) -> threading.Thread:
+def start_in_background(mon: DbMonitor, stopping: threading.Event,
+                        failed: Callable[[Exception], None]) -> threading.Thread:
     """``mon.start()`` on a thread of its own, so that the rest of the start
     (OpenFlow, the bridge's checks, the control socket, metrics, the
     switch's dumps) happens while the server builds its first reply: at
     N=5000 (realistic) ovsdb-server took 1.0-1.4 s before the first byte of
     it.  ``start`` retries, with a warning per attempt, until the server
     answers (the control socket is up meanwhile) or the daemon stops; the
-    worker runs no pass until the monitor is in sync (``DbMonitor.connected``)."""
+    worker runs no pass until the monitor is in sync (``DbMonitor.connected``).
+    Any other failure (ovsdbapp's first wait timing out, say) goes to
+    ``failed``, which stops the daemon with it, as it did when the main
+    thread started the monitor itself."""
     def run() -> None:
         try:
             mon.start()
-        except Exception:
+        except Exception as exc:
             if not stopping.is_set():
-                raise
-            # stopped while still waiting for the database: not a failure
+                failed(exc)
+            # else: stopped while still waiting for the database: not a failure
     thread = threading.Thread(target=run, name=f"lbaffd-start-{mon.schema}", daemon=True)
     thread.start()
     return thread

@@ -83,3 +83,30 @@ def test_drain_takes_everything_queued() -> None:
         q.put(item)
     assert drain(q, 0.0) == [WAKE, FOREIGN, WAKE]
     assert drain(q, 0.0) == []
+
+
+def test_the_sb_monitor_started_aside_reports_its_failures_unless_stopping() -> None:
+    """``startup.start_in_background``: a monitor whose start fails (not by
+    the daemon stopping) hands the exception to ``failed``, which stops the
+    daemon with it; one that fails because the daemon stopped does not."""
+    import threading
+
+    from lbaffd.worker.startup import start_in_background
+
+    class Failing:
+        schema = "OVN_Southbound"
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def start(self) -> None:
+            raise self.exc
+
+    seen: list[Exception] = []
+    boom = TimeoutError("no reply within 60 s")
+    start_in_background(Failing(boom), threading.Event(), seen.append).join(5)  # type: ignore[arg-type]
+    assert seen == [boom]
+    stopping = threading.Event()
+    stopping.set()
+    start_in_background(Failing(RuntimeError("stopped")), stopping, seen.append).join(5)  # type: ignore[arg-type]
+    assert seen == [boom]
