@@ -49,11 +49,13 @@ new one after the reply);
 ``__send_monitor_request`` then puts each table's acknowledged condition in
 the ``where`` of the ``monitor_cond``/``monitor_cond_since`` request (847-851).
 The reply carries the matching rows in full (it is not acknowledged before
-them, unlike a ``monitor_cond_change``); a reply without history clears the
-old rows first (``__clear``, 491-498 and 760-771, which also sets
-``cond_seqno`` to 0).  ``tests/integration/test_sb_reconnect.py`` restarts the
-SB under a narrowed daemon: the new connection brings and holds only the
-local rows."""
+them, unlike a ``monitor_cond_change``); a reply without history is a new
+dump of the rows under those conditions (python-ovs clears the old rows first,
+``__clear``, 491-498 and 760-771, which also sets ``cond_seqno`` to 0; lbaffd
+compares it with the rows it holds instead: a held row it does not bring is
+deleted, ``NotifyingIdl._Idl__clear``).  ``tests/integration/test_sb_reconnect.py``
+restarts the SB under a narrowed daemon: the new connection brings and holds
+only the local rows."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """What changed in the SB and the local OVS DB since the worker last read.
 
 The SB IDL records the uuids of the rows each update touched
-(``NotifyingIdl.notify``); a resync that replaces every row records
-"unknown" (None) and everything is read again.  ``read_delta`` copies just the changed rows
+(``NotifyingIdl.notify``), a new dump after a reconnect included (it is
+compared with the rows held: ``NotifyingIdl._Idl__clear``); the first sync
+records "unknown" (None) and everything is read.  ``read_delta`` copies just the changed rows
 of the tables lbaffd follows row by row (Load_Balancer, Port_Binding,
 Service_Monitor) and, when the local DB changed, the integration bridge's
 interfaces (``BridgeReader``: only its changed Port and Interface rows are
@@ -58,7 +59,8 @@ class Delta:
 def read_delta(ovs: DbMonitor, sb: DbMonitor, bridge: str, local: BridgeReader,
                max_lbs: int | None = None) -> Delta | None:
     """The rows changed since the last read (or since ``read_all``), or None
-    when unknown (a resync replaced every row): read everything.  A DB that
+    when unknown (the first sync, or a plain ``monitor`` reply that replaced
+    every row): read everything.  A DB that
     is away still holds its last consistent rows and what changed up to
     them: the caller defers while one is (``PassRunner.run``), and a
     connection lost between that check and this read loses nothing

@@ -111,10 +111,11 @@ class PassRunner:
         Between audits, a change of any input is applied incrementally
         (O(what it affects), see ``changes``) unless it reshapes the local
         datapaths or is a bulk change: then a full pass runs.  While a DB is
-        away or resyncing nothing runs and the tracker stays: a reconnect the
-        server answers from its history brings its changes row by row (a
-        clustered SB's other member), one that replaces every row makes the
-        next pass a full one (``NotifyingIdl._Idl__clear``)."""
+        away or resyncing nothing runs and the tracker stays: a reconnect
+        brings its changes row by row, whether the server answers from its
+        history (a clustered SB's other member) or with a new dump (a
+        standalone SB restarted: compared with the rows held,
+        ``NotifyingIdl._Idl__clear``)."""
         if not (self._ovs.connected and self._sb.connected):
             if not self._deferred and self.synced:  # once per outage (retried every 0.5 s)
                 log.info("pass_deferred", reason="db_not_in_sync",
@@ -213,7 +214,7 @@ class PassRunner:
         delta = read_delta(ovs, sb, self.settings.bridge, self._bridge, tracker.bulk_limit())
         self._read_s = time.time() - read_at
         if delta is None:
-            log.debug("full_pass_needed", reason="resync")
+            log.debug("full_pass_needed", reason="resync")  # rows replaced: not known which
             return False  # the full pass reads everything again
         if not delta.empty and not self._apply_step(tracker, delta, read_at):
             return False

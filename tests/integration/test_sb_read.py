@@ -361,3 +361,85 @@ def test_notifying_idl_holds_what_python_ovs_holds(sandbox: Sandbox, db: str) ->
         if db == "Open_vSwitch":
             for port in ("idl-p0", "idl-p1"):
                 sandbox.vsctl("--if-exists", "del-port", "br-int", port)
+
+
+def test_a_new_dump_is_taken_in_place_as_python_ovs_rebuilds(sandbox: Sandbox) -> None:
+    """A standalone SB restarted has no history: its reply is a new dump.
+    python-ovs drops every row and builds all anew; ``NotifyingIdl`` compares
+    the dump with the rows it holds (``_Idl__clear``).  Across a restart
+    with rows inserted, deleted and changed while the server was down
+    (columns set, and columns cleared to their default, which the dump
+    leaves out) it holds what python-ovs's own IDL holds, keeps the row
+    objects the dump brings again, and reports exactly the rows that changed."""
+    from lbaffd.sb.monitor import NotifyingIdl
+
+    remote = sandbox.sb_remote
+    ls = sandbox.add_datapath("ls-dump", 71)
+    lbs = {name: sandbox.add_load_balancer(name, {f"10.71.0.{i}:80": f"10.71.1.{i}:80"},
+                                           datapaths=[ls], options=opts)
+           for i, (name, opts) in enumerate([("lb-same", None), ("lb-gone", None),
+                                             ("lb-edit", {"affinity_timeout": "30"})], 1)}
+    sandbox.add_port_binding("pb-same", ls, 1, "02:00:00:00:71:01", "10.71.1.1")
+    pb_edit = sandbox.add_port_binding("pb-edit", ls, 2, "02:00:00:00:71:02", "10.71.1.2",
+                                       chassis=sandbox.chassis)
+    stock = _vanilla_idl(remote)
+    helper = idlutils.get_schema_helper(remote, "OVN_Southbound")
+    have = helper.schema_json["tables"]
+    for table in SB_TABLES:
+        helper.register_columns(table, [c for c in SB_COLUMNS[table]
+                                        if c in have[table]["columns"]])
+    ours = NotifyingIdl(remote, helper, lambda _: None, "OVN_Southbound")
+
+    def agreed(until: Callable[[], bool]) -> dict[str, dict[str, dict[str, object]]]:
+        deadline = time.monotonic() + 40  # (python-ovs backs off up to 8 s between attempts)
+        while True:
+            stock.run()
+            ours.run()
+            if (stock.state == ours.state == ovs_idl.Idl.IDL_S_MONITORING and until()
+                    and _contents(stock) == _contents(ours)):
+                return _contents(ours)
+            assert time.monotonic() < deadline, "the IDLs did not agree"
+            time.sleep(0.05)
+
+    def named(idl: ovs_idl.Idl, table: str, name: str) -> object:
+        col = "name" if table == "Load_Balancer" else "logical_port"
+        return next((r for r in idl.tables[table].rows.values() if getattr(r, col) == name),
+                    None)
+
+    try:
+        agreed(lambda: named(ours, "Port_Binding", "pb-edit") is not None)
+        ours.take_dirty()  # (None: the first sync) from here on, row by row
+        assert ours.take_dirty() == {}
+        rows_before = {u: r for t in ours.tables.values() for u, r in t.rows.items()}
+        ls_uuid = ["uuid", ls]
+        sandbox.restart_ovsdb("sb", down_for=0.3, while_down=[
+            {"op": "delete", "table": "Load_Balancer", "where": [["name", "==", "lb-gone"]]},
+            {"op": "update", "table": "Load_Balancer", "where": [["name", "==", "lb-edit"]],
+             "row": {"vips": ["map", [["10.71.0.9:80", "10.71.1.9:80"]]], "protocol": "udp",
+                     "options": ["map", []]}},
+            {"op": "insert", "table": "Load_Balancer", "uuid-name": "new",
+             "row": {"name": "lb-new", "vips": ["map", [["10.71.0.4:80", "10.71.1.4:80"]]],
+                     "datapaths": ["set", [ls_uuid]]}},
+            {"op": "update", "table": "Port_Binding", "where": [["_uuid", "==", ["uuid",
+                                                                              pb_edit]]],
+             "row": {"chassis": ["set", []], "mac": ["set", ["02:00:00:00:71:0a 10.71.1.10"]]}},
+        ])
+        after = agreed(lambda: named(ours, "Load_Balancer", "lb-new") is not None
+                       and named(stock, "Load_Balancer", "lb-new") is not None)
+        assert named(ours, "Load_Balancer", "lb-gone") is None
+        edited = named(ours, "Load_Balancer", "lb-edit")
+        assert edited is not None and edited.options == {} and edited.protocol == ["udp"]
+        assert named(ours, "Port_Binding", "pb-edit").chassis == []  # type: ignore[union-attr]
+        # the rows the dump brought again are the same objects, changed or not
+        assert all(ours.tables[t].rows[u] is rows_before[u]
+                   for t in after for u in after[t] if u in rows_before)
+        new = str(named(ours, "Load_Balancer", "lb-new").uuid)  # type: ignore[union-attr]
+        dirty = ours.take_dirty()
+        assert dirty is not None, "the resync was not taken row by row"
+        assert dirty.get("Load_Balancer") == {lbs["lb-gone"], lbs["lb-edit"], new}
+        assert dirty.get("Port_Binding") == {pb_edit}
+        assert not {t: r for t, r in dirty.items()
+                    if r and t not in ("Load_Balancer", "Port_Binding")}
+    finally:
+        stock.close()
+        ours.close()
