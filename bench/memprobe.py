@@ -227,18 +227,21 @@ class AuditClock:
     """Where an audit's time goes, in-process: reading the switch (the dump
     requests until their last reply), converting what it returned (the
     decode cache's digest lookups, decoding what is new) and comparing it
-    with the compiled state (``diff``); wall seconds, summed over a phase."""
+    with the compiled state (``reconcile.audit``'s comparisons, which the
+    reconciler calls through the module); wall seconds, summed over a phase."""
 
     def __init__(self) -> None:
         from lbaffd.openflow.channel import OpenFlowChannel
-        from lbaffd.reconcile import readback, reconciler
+        from lbaffd.reconcile import audit, readback
 
         self.totals: collections.defaultdict[str, float] = collections.defaultdict(float)
         for owner, name, kind in ((OpenFlowChannel, "dump_flow_desc", "read"),
                                   (OpenFlowChannel, "dump_group_desc", "read"),
                                   (readback.DecodeCache, "flows", "convert"),
                                   (readback.DecodeCache, "groups", "convert"),
-                                  (reconciler, "diff", "compare")):
+                                  (audit, "repair_flows", "compare"),
+                                  (audit, "repair_groups", "compare"),
+                                  (audit, "stale_groups", "compare")):
             setattr(owner, name, self._timed(getattr(owner, name), kind))
 
     def _timed(self, fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
@@ -307,9 +310,17 @@ class Probe:
         for _ in range(count):
             synced = self.daemon.status().stats.last_sync
             passes = self.daemon.status().stats.passes
+            sb = self.daemon._sb
+            assert sb is not None and sb.idl is not None
+            session = sb.idl._session_seqno
             act()
             deadline = time.monotonic() + 600
-            if name in ("vswitchd_restart", "sb_reconnect"):  # until in sync again
+            if name == "sb_reconnect":  # until the SB is synced again (a new dump that
+                # changed nothing is taken in place: no pass follows it)
+                while ((sb.idl._session_seqno == session or sb.idl._resyncing
+                        or not sb.connected) and time.monotonic() < deadline):
+                    time.sleep(0.05)
+            elif name == "vswitchd_restart":  # until in sync again
                 while (self.daemon.status().stats.last_sync == synced
                        and time.monotonic() < deadline):
                     time.sleep(0.1)
