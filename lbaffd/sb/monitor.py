@@ -123,7 +123,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     (a row event only if a value differs), a row it does not bring is
     deleted (a row event) once the dump is in.  The rows held after it are
     what python-ovs's own clear-and-rebuild would hold
-    (``test_sb_reconnect.py``), the worker learns exactly what changed
+    (``test_sb_read.py``), the worker learns exactly what changed
     while it was away (no full pass), and the dump's values are parsed only
     to be compared: the held rows, records and compiled state are not built
     a second time beside the first (the one-time RSS step a standalone SB
@@ -232,9 +232,7 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     def _take_in(self, table: Any, row: Any, row_json: dict[str, Any],
                  old: dict[str, Any] | None) -> bool:
         """``_Idl__row_update``; ``old``: where to keep the datums it replaces."""
-        columns = self._columns.get(table.name)
-        if columns is None:
-            columns = self._columns[table.name] = {}
+        columns = self._columns.setdefault(table.name, {})
         held = row._data
         changed = False
         for name, datum_json in row_json.items():
