@@ -298,7 +298,7 @@ def test_notifying_idl_holds_what_python_ovs_holds(sandbox: Sandbox, db: str) ->
     python-ovs's own ``__row_update`` does, for every column of every table of
     a real SB and Open_vSwitch DB: at the initial sync, for rows inserted
     after it, and after one of the rows that share a value changes it."""
-    from lbaffd.sb.monitor import NotifyingIdl
+    from lbaffd.sb.idl import NotifyingIdl
 
     remote = sandbox.sb_remote if db == "OVN_Southbound" else sandbox.ovs_db_remote
     if db == "OVN_Southbound":
@@ -378,7 +378,7 @@ def test_a_new_dump_is_taken_in_place_as_python_ovs_rebuilds(sandbox: Sandbox) -
     (columns set, and columns cleared to their default, which the dump
     leaves out) it holds what python-ovs's own IDL holds, keeps the row
     objects the dump brings again, and reports exactly the rows that changed."""
-    from lbaffd.sb.monitor import NotifyingIdl
+    from lbaffd.sb.idl import NotifyingIdl
 
     remote = sandbox.sb_remote
     ls = sandbox.add_datapath("ls-dump", 71)

@@ -165,7 +165,7 @@ def test_only_the_monitored_databases_rows_count_as_changes() -> None:
     name, that is not the IDL's own is no change of the SB."""
     from types import SimpleNamespace
 
-    from lbaffd.sb.monitor import is_data_row
+    from lbaffd.sb.idl import is_data_row
 
     lb, pb = SimpleNamespace(name="Load_Balancer"), SimpleNamespace(name="Port_Binding")
     tables = {"Load_Balancer": lb, "Port_Binding": pb}
