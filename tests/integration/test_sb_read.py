@@ -85,8 +85,16 @@ def test_column_equals_the_idl_row_attribute(sandbox: Sandbox) -> None:
         assert by_name["lb-udp"].protocol == "udp" and by_name["lb-empty"].protocol == "sctp"
         assert dict(by_name["lb-udp"].options) == {"affinity_timeout": "30", "reject": "true"}
         assert len(by_name["lb-plain"].datapaths) == 2 and by_name["lb-udp"].datapath_group
+        # the initial sync's notifications have all run (ovsdbapp's notify thread,
+        # in order, after the IDL) once a later change's has
+        there = sandbox.sbctl("--bare", "--columns=_uuid", "find", "Service_Monitor",
+                              "ip=10.9.1.2")
+        sandbox.sbctl("set", "Service_Monitor", there, "status=online")
+        deadline = time.monotonic() + 5
+        while "Service_Monitor" not in changed:
+            assert time.monotonic() < deadline, changed
+            time.sleep(0.02)
         # a column lbaffd does not read changes: nothing wakes it
-        time.sleep(0.3)
         changed.clear()
         sandbox.sbctl("set", "Load_Balancer", "lb-plain", "external_ids:owner=someone")
         # then a change it does read: once that one is seen, the first one (earlier
@@ -252,8 +260,17 @@ def test_rows_taken_in_equal_python_ovs_idl_and_events_coalesce(sandbox: Sandbox
         rows = settled()
         assert sum(name.startswith("pb-many-") for name in (
             r["logical_port"] for r in rows["Port_Binding"].values())) == 40
+        # the IDLs agreeing says nothing of ovsdbapp's notify thread, which runs
+        # the RowEvents after the IDL: a later change of another table, once its
+        # notification is in, says every notification of the ports has run
+        # (one thread, in order)
+        sandbox.sbctl("set", "Load_Balancer", "lb-bare", "options:affinity_timeout=31")
+        deadline = time.monotonic() + 10
+        while "Load_Balancer" not in changed:
+            assert time.monotonic() < deadline, changed
+            time.sleep(0.02)
         assert changed.count("Port_Binding") == 1, changed
-        assert set(changed) == {"Port_Binding", "OVN_Southbound"}, changed
+        assert set(changed) == {"Port_Binding", "Load_Balancer", "OVN_Southbound"}, changed
     finally:
         mon.stop()
         vanilla.close()
