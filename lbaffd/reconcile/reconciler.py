@@ -473,7 +473,8 @@ class Reconciler:
                         stale_groups, group_mark = groups.stale, dump.mark
                         total = self._apply(channel, index, groups.now, total)
                         continue
-                    flows = self._decoded.flows(readback.drained(dump.parts), dump.job, tick)
+                    flows = self._decoded.flows(readback.drained(dump.parts), dump.job, tick,
+                                                desired=index.flows)
                     if not tick():
                         return None
                     n_flows += len(flows)

@@ -82,6 +82,15 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
     assert deferred.decoded == 0
     assert PackedState.build(settled, []).flows == packed_state.flows
     assert deferred.group_ids() == cache.group_ids() != {}
+    # an audit's slices, with the desired flows known: nothing decoded either
+    audited, slices = DecodeCache(), []
+    for chunk in range(own.AUDIT_CHUNKS):
+        slices += audited.flows(
+            channel.dump_flow_desc(own.MANAGED_COOKIE | (chunk << own.CHUNK_SHIFT),
+                                   own.MAGIC_MASK | own.CHUNK_MASK), chunk,
+            desired=packed_state.flows)
+        assert audited.decoded == 0
+    assert sorted(slices) == sorted(decoded)
     groups = 0
     for part in channel.dump_group_desc():
         for offset, _, _ in iter_group_entries(part.raw):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lbaffd.compile.layout import REG_VIP_ID
 from lbaffd.model import ownership as own
-from lbaffd.openflow import messages
+from lbaffd.openflow import messages, packed
 from lbaffd.openflow.flowspec import FlowSpec, Match, Output, SetField
 from lbaffd.reconcile.readback import DecodeCache
 from tests.fakeswitch import FakeSwitch
@@ -117,3 +117,30 @@ def test_what_was_lost_is_kept_for_one_empty_dump_only() -> None:
     full(cache, FakeSwitch())
     full(cache, fake)
     assert cache.decoded == len(SLICES) * PER_SLICE
+
+
+def test_an_audit_takes_entries_equal_to_the_desired_flows_without_decoding() -> None:
+    """The first audit after a cold start meets every flow for the first
+    time: each entry whose bytes are its desired flow's is that flow (the
+    very object), only an entry that differs is decoded, and the result is
+    what decoding everything gives."""
+    specs = flows()
+    fake = switch_with(specs)
+    desired = {packed.flow_id(b): b for b in map(packed.pack_flow, specs)}
+    cache = DecodeCache()
+    for c in SLICES:
+        got = cache.flows(fake.dump_flow_desc(own.MANAGED_COOKIE | (c << own.CHUNK_SHIFT),
+                                              own.MAGIC_MASK | own.CHUNK_MASK), c,
+                          desired=desired)
+        assert cache.decoded == 0
+        assert sorted(got) == sliced(DecodeCache(), fake, c)
+        assert all(desired[packed.flow_id(b)] is b for b in got)
+    changed = FlowSpec(1, 100, specs[1].match, (Output(99),), specs[1].cookie)
+    fake.bundle([messages.flow_add(changed)])
+    fresh = DecodeCache()
+    got = fresh.flows(fake.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK), desired=desired)
+    assert fresh.decoded == 1
+    assert sorted(got) == full(DecodeCache(), fake)
+    decoding = DecodeCache()
+    full(decoding, fake)
+    assert fresh.group_ids() == decoding.group_ids() != {}  # (a full dump's group ids too)
