@@ -78,8 +78,8 @@ def flow_body(identity: bytes) -> FlowBody:
 
 
 def _as_desired(body: FlowBody, desired: Mapping[FlowId, FlowBody]) -> FlowBody | None:
-    """The desired flow ``body`` (from ``flow_body``) is, if it is that one
-    byte for byte (None: decode it)."""
+    """The desired flow that ``body`` (from ``flow_body``) is byte for byte,
+    or None (it must be decoded)."""
     want = desired.get(packed.flow_id(body))
     return want if want is not None and want == body else None
 
