@@ -1,7 +1,19 @@
 """SIGTERM and SIGINT stop the daemon cleanly (flows stay on the switch);
-SIGUSR1 writes every thread's stack to stderr (``faulthandler``, from C, so it
-answers even when the interpreter is stuck): where a daemon that does not stop
-or does not progress is waiting.
+SIGUSR1 writes every thread's stack to stderr and goes on: where a daemon that
+does not stop or does not progress is waiting.  A fatal signal (SIGSEGV,
+SIGABRT, ...) writes the same before the process dies (``faulthandler.enable``).
+
+SIGUSR1's dump runs in a Python handler, with the GIL held, not from
+``faulthandler.register``'s C handler: that one walks the other threads'
+frames while they run (CPython 3.11, ``_Py_DumpTracebackThreads`` from a
+signal handler, without the GIL) and reads frames being popped.  It printed
+impossible stacks (``threading.wait`` called from a function that calls no
+wait) and stopped in the middle of a frame, one thread of several written, in
+a CI run; a process with two threads recursing 400 deep died of SIGSEGV on 30
+of 30 runs within 30 signals (``tests/unit/test_signals.py``).  The
+price: the dump waits for the main thread's next bytecode (lock waits and
+sleeps are interrupted on POSIX), so an interpreter stuck in C with the GIL
+held does not answer; ``py-spy dump`` or gdb read that one from outside.
 
 Only the main thread may install handlers (CPython's rule): a daemon run from
 another thread (tests, ``bench.memprobe`` drives it the other way round) is
@@ -45,4 +57,13 @@ def install_stop_handlers(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGUSR1, _dump_stacks)
+    faulthandler.enable(all_threads=True)
+
+
+def _dump_stacks(signum: int, frame: FrameType | None) -> None:
+    """Every thread's stack, written to fd 2 from C while this thread holds
+    the GIL (no other thread's frames move).  An fd, not ``sys.stderr``: a
+    file object would be flushed first, taking its buffer's lock, which this
+    thread may hold where the signal interrupted it."""
+    faulthandler.dump_traceback(2, all_threads=True)

@@ -53,3 +53,61 @@ def test_sigterm_stops_a_main_thread_that_is_logging() -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+RECURSING = textwrap.dedent("""
+    import sys, threading, time
+    from lbaffd.ops.signals import install_stop_handlers
+    sys.setrecursionlimit(5000)
+    stopped = threading.Event()
+    install_stop_handlers(stopped.set)
+
+    def down(n):
+        return n if n == 0 else down(n - 1)
+
+    def spin():
+        while True:
+            down(400)  # frames pushed and popped across the data stack's chunks
+
+    def tick():
+        while True:
+            threading.Event().wait(0.0005)
+
+    for target in (spin, spin, tick, tick, tick):
+        threading.Thread(target=target, daemon=True).start()
+    print("ready", flush=True)
+    stopped.wait()
+""")
+
+
+def test_sigusr1_dumps_every_thread_of_a_busy_process_and_it_goes_on() -> None:
+    """SIGUSR1 on a process whose threads push and pop frames all the time:
+    it lives through 30 signals, each dump it writes is whole (the main
+    thread and the five others), and SIGTERM still stops it.  With
+    ``faulthandler.register``'s C handler this process died of SIGSEGV on 30
+    of 30 runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", RECURSING], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for _ in range(30):
+            for p in procs:
+                p.send_signal(signal.SIGUSR1)
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert [p.poll() for p in procs] == [None] * len(procs), "died of a stack dump"
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            _, err = p.communicate(timeout=10)
+            assert p.returncode == 0, err[-2000:]
+            dumps = err.count("Current thread 0x")  # one per dump, where the others are "Thread 0x"
+            assert dumps, err[-2000:]  # (signals that arrive together are answered once)
+            assert err.count("Thread 0x") == 5 * dumps, err[-2000:]  # the five others, every time
+            assert err.count("(most recent call first):\n  File ") == 6 * dumps  # none empty
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
