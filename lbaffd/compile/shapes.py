@@ -341,8 +341,36 @@ class VipTemplates:
         self.learn = True
         self._kept = (_kept(VipPlan, _REPLACED_PLAN), _kept(LoadBalancer, _REPLACED_LB),
                       _kept(Vip, _REPLACED_VIP))
+        # the shape the last ``part`` call looked up (None: it took none), for
+        # the compile cache to know which shapes its VIPs have (``retain``);
+        # one object per shape (``_canon``), not one per VIP: the cache keeps
+        # one for each of 1000s of VIPs, and a shape is 100s of bytes
+        self.last_shape: Shape | None = None
+        self._canon: dict[Shape, Shape] = {}
+
+    def retain(self, live: set[Shape]) -> None:
+        """Keep the templates and sightings of these shapes only: those of
+        the VIPs the latest full pass kept (``VipCache.end_pass``).
+
+        A shape is also which backend positions are local pods, have a MAC,
+        are the hairpin source: a pod plugged or unplugged, a service made
+        with other pods, gives the VIPs concerned a new one, and the next
+        full pass but one makes its template.  Kept until ``MAX_SHAPES``
+        (4096), the templates of shapes no VIP had any more grew as the
+        cluster changed (issue 19): ~11 KB a template for ``random_lbs``'s
+        VIPs, +1.1 MB over 200 passes with pods plugged in between, against
+        flat now; where pods come and go within a small pool the old set
+        stopped growing once every pattern had been seen (0.46 MB there,
+        0.2-0.3 now).  The price: a pattern that comes back after a pass
+        without it has its template made again (two more compiles of one
+        VIP, in a full pass).  A VIP taken from the compile cache looks
+        nothing up, so the cache hands over the shapes of all the VIPs it
+        kept, not only those looked up in the pass."""
+        self._shapes = {s: e for s, e in self._shapes.items() if s in live}
+        self._canon = {s: c for s, c in self._canon.items() if s in live}
 
     def part(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
+        self.last_shape = None
         if groupsplit.may_split(len(plan.buckets)):
             # a group that may need parts (``groupsplit``) is built by the stages
             return self._compile(plan, p, max_idle, topo)
@@ -358,6 +386,11 @@ class VipTemplates:
                         tuple(ip in topo.local_ips for ip in addrs),
                         tuple(m is not None for m in mac_of),
                         None if snat is None else tuple(ip == snat for ip in addrs))
+        # (an incremental step adds none: steps between two full passes may
+        # be months of them, and only a full pass prunes)
+        shape = (self._canon.setdefault(shape, shape) if self.learn
+                 else self._canon.get(shape, shape))
+        self.last_shape = shape
         entry = self._shapes.get(shape)
         if isinstance(entry, _Template):
             self.filled += 1

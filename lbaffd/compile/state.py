@@ -14,7 +14,7 @@ from typing import NamedTuple
 from lbaffd.compile import faults, isolation
 from lbaffd.compile.entry import entry_of, local_port_flows
 from lbaffd.compile.layout import Pipeline
-from lbaffd.compile.shapes import VipTemplates
+from lbaffd.compile.shapes import Shape, VipTemplates
 from lbaffd.compile.stages import FlowBuilder, static_flows
 from lbaffd.compile.vip import VipPart, compile_vip, derived
 from lbaffd.model import distribution as dist
@@ -77,6 +77,11 @@ class VipCache:
         self.derived = 0  # parts derived from another liveness's or locality's (``derive``)
         # during a ``step``: each plan's topology key, by topology (see there)
         self._keys: dict[tuple[VipPlan, int], tuple[object, ...]] | None = None
+        # the shape each part above was looked up under (filled in from a
+        # template, or compiled and counted towards one), kept and dropped
+        # with its part: the shapes the VIPs kept have (``VipTemplates.retain``)
+        self._shape_of: dict[tuple[object, ...], Shape] = {}
+        self._shape_used: dict[tuple[object, ...], Shape] = {}
 
     @contextmanager
     def step(self) -> Iterator[None]:
@@ -111,7 +116,11 @@ class VipCache:
     def get(self, plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology) -> VipPart:
         key = (plan, p, max_idle, self._key(plan, topo, p))
         part = self._parts.get(key) or self._used.get(key)
-        if part is None:
+        if part is not None:
+            shape = self._shape_of.get(key)
+            if shape is not None:
+                self._shape_used[key] = shape
+        else:
             failed = self._failed.get(key) or self._failed_used.get(key)
             if failed is not None:
                 self._failed_used[key] = failed
@@ -121,6 +130,8 @@ class VipCache:
                 # shapes do not mark
                 if self.templates is not None and entry_of(p).templates:
                     part = self.templates.part(plan, p, max_idle, topo)
+                    if self.templates.last_shape is not None:
+                        self._shape_used[key] = self.templates.last_shape
                 else:
                     part = compile_vip(plan, p, max_idle, topo)
             except Exception as exc:
@@ -173,11 +184,16 @@ class VipCache:
             self._used.pop(key, None)
             self._failed.pop(key, None)
             self._failed_used.pop(key, None)
+            self._shape_of.pop(key, None)
+            self._shape_used.pop(key, None)
 
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
         self._failed, self._failed_used = self._failed_used, {}
+        self._shape_of, self._shape_used = self._shape_used, {}
         self.buckets.end_pass()
+        if self.templates is not None:
+            self.templates.retain(set(self._shape_of.values()))
 
 
 def _without(part: VipPart, foreign: frozenset[FlowId]) -> VipPart:

@@ -192,6 +192,38 @@ def test_templates_outlive_passes() -> None:
                        down=topo.down | {(a, 8080, "tcp") for a in some})
 
 
+def test_templates_keep_only_the_shapes_of_the_vips_a_full_pass_kept() -> None:
+    """Pods of a pool plugged and unplugged between full passes give the VIPs
+    they back new shapes (which positions are local), and the next pass but
+    one makes their templates.  After every full pass the templates hold the
+    shapes of the VIPs in the state and no other: before, those of every
+    locality ever seen stayed until ``MAX_SHAPES`` (4096).  What is compiled
+    stays what the stages compile."""
+    rnd = random.Random(7)
+    lbs, topo = random_lbs(rnd, 300, PROFILES + MORE_PROFILES)
+    ids = own.allocate_group_ids(vip_owners(lbs, topo), {})
+    addrs = sorted({be.ip for lb in lbs for v in lb.vips for be in v.backends}, key=str)
+    pool = rnd.sample(addrs, 40)
+    local = set(topo.local_ips) | set(pool[:20])
+    cache = VipCache()
+    assert cache.templates is not None
+    seen: set[object] = set()
+    for change in range(30):
+        topo = replace(topo, local_ips=frozenset(local))
+        state = compile_state(lbs, topo, ids, STANDALONE, cache=cache)
+        if change % 10 == 0:
+            assert state == compile_state(lbs, topo, ids, STANDALONE,
+                                          cache=VipCache(templates=False)), change
+        live = set(cache._shape_of.values())
+        assert set(cache.templates._shapes) == live, change
+        seen |= live
+        for _ in range(2):  # two pods of the pool out, two others in
+            local.discard(rnd.choice(sorted(local & set(pool), key=str)))
+            local.add(rnd.choice(sorted(set(pool) - local, key=str)))
+    assert cache.templates.made >= 20  # templates were made and used all along
+    assert len(seen - live) >= 10  # and shapes came and went (12 with this seed)
+
+
 def test_equal_shapes_mean_equal_marked_plans() -> None:
     """The shape key is ``_marked`` computed without building it: two VIPs of
     one shape must have the very same marked plan (else a template could be
