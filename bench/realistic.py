@@ -102,7 +102,10 @@ class Runner:
             value = None
         took = time.monotonic() - start
         run.setdefault("phase_seconds", {})[name] = round(took, 1)
-        print(f"[realistic] {name}: {took:.1f} s (load {_loadavg()})", flush=True)
+        # the phase's wall time, setup included (a cold phase's NB transaction and
+        # ovn-northd): not the daemon's figure, which the table reports
+        print(f"[realistic] phase {name} done, {took:.1f} s wall (load {_loadavg()})",
+              flush=True)
         return value
 
     def run(self) -> int:
