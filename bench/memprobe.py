@@ -49,6 +49,7 @@ from typing import Any
 from bench import clusterload
 from lbaffd.config import Settings
 from lbaffd.daemon import Daemon
+from lbaffd.model import ownership
 from lbaffd.ops import memtrim
 from lbaffd.ops.metrics import Metrics
 from lbaffd.worker.tokens import FOREIGN
@@ -166,6 +167,7 @@ def memo_caches() -> dict[str, int]:
                 size = info().currsize
                 if size:
                     out[f"{name.removeprefix('lbaffd.')}.{attr}"] = size
+    out["model.ownership.vip_owner"] = ownership.vip_owners_held()  # interned, not a memo
     return out
 
 

@@ -12,9 +12,10 @@ used since: nothing is re-encoded for it, since the compile cache
 (``compile.state.VipCache``) keeps compiled VIPs and the decode cache
 (``reconcile.readback.DecodeCache``) converted switch entries.
 
-Kept: ``ownership.vip_owner`` (one tuple per VIP, shared by the indexes
-that key on it) and the memos of values that do not churn (field tables,
-exits, ``distribution``'s slot tables, template markers)."""
+Kept: the memos of values that do not churn (field tables, exits,
+``distribution``'s slot tables, template markers).  ``ownership.vip_owner``'s
+interned keys follow the VIPs in the state instead (``VipCache`` drops a
+VIP's key when the VIP leaves it)."""
 
 from __future__ import annotations
 

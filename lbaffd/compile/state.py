@@ -175,8 +175,12 @@ class VipCache:
         change has the same key under both (full passes drop what they did
         not use in ``end_pass``).  Dropping those too made the next change of
         that LB compile its old part again, only to take it off."""
+        kept = list(kept)
         keep = {(plan, p, max_idle, self._key(plan, topo, p)) for plan in kept}
+        owners = {plan.owner for plan in kept}
         for plan in gone:
+            if plan.owner not in owners:
+                own.drop_vip_owners((plan.owner,))
             key = (plan, p, max_idle, self._key(plan, was, p))
             if key in keep:
                 continue
@@ -187,11 +191,24 @@ class VipCache:
             self._shape_of.pop(key, None)
             self._shape_used.pop(key, None)
 
+    def begin_pass(self) -> None:
+        """A full pass starts: what steps added since the last one joins what
+        that pass kept, to be used again or dropped at ``end_pass`` (kept
+        apart, a part a step added for a VIP the next full pass no longer had
+        stayed one full pass more, and its shape's template and its owner
+        key with it)."""
+        self._parts.update(self._used)
+        self._failed.update(self._failed_used)
+        self._shape_of.update(self._shape_used)
+        self._used, self._failed_used, self._shape_used = {}, {}, {}
+
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
         self._failed, self._failed_used = self._failed_used, {}
         self._shape_of, self._shape_used = self._shape_used, {}
         self.buckets.end_pass()
+        own.retain_vip_owners([plan.owner for plan, *_ in (*self._parts, *self._failed)
+                               if isinstance(plan, VipPlan)])
         if self.templates is not None:
             self.templates.retain(set(self._shape_of.values()))
 
@@ -279,6 +296,7 @@ def compile_stream(
     refs: dict[FlowId, tuple[own.OwnerKey, ...]] = {}
     slots: dict[Slot, own.OwnerKey] = {}
     cache = cache or VipCache()
+    cache.begin_pass()
     for lb, vip, dps in planned.vips:
         plan = make_plan(lb, vip, dps, topo, group_ids, distribution, min_slots, cache.buckets)
         # whatever goes wrong with one VIP leaves only that VIP out, before

@@ -78,10 +78,45 @@ def is_vip_group(group_id: int) -> bool:
     return GROUP_ID_MIN <= group_id <= GROUP_ID_MAX
 
 
-@functools.lru_cache(maxsize=1 << 14)
+# The owner key of every VIP in use, interned: one tuple per VIP, shared by
+# the dozen indexes it keys.  Held while the VIP is in the state and dropped
+# when it leaves (``retain_vip_owners`` after a full pass, ``drop_vip_owners``
+# after a step).  An ``lru_cache`` of 16k did this before and kept every VIP
+# churn ever brought until full: ~360 bytes each with the strings it kept
+# alive, ~5.9 MB on a node whose services are replaced for weeks (issue 19).
+# Dropping a key that is still referenced costs only its sharing: the next
+# call makes an equal tuple, and nothing compares owners by identity.
+_VIP_OWNERS: dict[OwnerKey, OwnerKey] = {}
+VIP_OWNERS_MAX = 1 << 15  # a bound all the same (cleared when reached)
+
+
 def vip_owner(lb_uuid: str, vip_key: str) -> OwnerKey:
-    """One tuple per VIP while it is in use (it keys a dozen indexes)."""
-    return ("vip", lb_uuid, vip_key)
+    """The owner key of a VIP: ``("vip", lb_uuid, vip_key)``, one tuple per VIP."""
+    key = ("vip", lb_uuid, vip_key)
+    owner = _VIP_OWNERS.get(key)
+    if owner is None:
+        if len(_VIP_OWNERS) >= VIP_OWNERS_MAX:
+            _VIP_OWNERS.clear()
+        owner = _VIP_OWNERS[key] = key
+    return owner
+
+
+def retain_vip_owners(live: Iterable[OwnerKey]) -> None:
+    """Keep only the interned owners of ``live`` (the VIPs a full pass kept)."""
+    kept = {o: owner for o in live if (owner := _VIP_OWNERS.get(o)) is not None}
+    _VIP_OWNERS.clear()  # (a new table: a dict does not shrink as keys go)
+    _VIP_OWNERS.update(kept)
+
+
+def drop_vip_owners(gone: Iterable[OwnerKey]) -> None:
+    """Forget the interned owners of VIPs that left the state."""
+    for owner in gone:
+        _VIP_OWNERS.pop(owner, None)
+
+
+def vip_owners_held() -> int:
+    """How many owners are interned (``bench.memprobe``)."""
+    return len(_VIP_OWNERS)
 
 
 def allocate_group_ids(

@@ -223,3 +223,45 @@ def test_health_flips_compile_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         assert index.groups == dict(want.state.groups)
         compiled.clear()  # (the full compile's own)
     assert cache.derived == 3
+
+
+def test_vip_owners_are_interned_while_their_vips_are_in_the_state() -> None:
+    """Services replaced (new LB uuids) for hundreds of steps, with a full
+    pass now and then: the interned owner keys are those of the VIPs in the
+    state, not of every VIP churn ever brought (an ``lru_cache`` of 16k kept
+    those until full, ~360 bytes each), and a VIP's key stays one shared
+    tuple while it is in use."""
+    rnd = random.Random(5)
+    lbs = {f"lb-{n}": lb(n, [20 + n % 5, 21 + n % 5]) for n in range(30)}
+    cache = VipCache()
+    t = tuple(lbs.values())
+    ids = own.allocate_group_ids(vip_owners(t, TOPO), {})
+    desired = compile_state(t, TOPO, ids, P, cache=cache)
+    index = DesiredIndex(desired, ids)
+    next_n = 30
+    for step in range(300):
+        if step % 50 == 49:  # a full pass, which also finds two services gone
+            for gone in rnd.sample(sorted(lbs), 2):
+                del lbs[gone]
+            t = tuple(lbs.values())
+            ids = own.allocate_group_ids(vip_owners(t, TOPO), index.group_ids)
+            desired = compile_state(t, TOPO, ids, P, cache=cache)
+            index = DesiredIndex(desired, ids)
+            live = set(vip_owners(t, TOPO))
+            assert set(own._VIP_OWNERS) == live, step
+            continue
+        gone = rnd.choice(sorted(lbs))  # a service replaced: its LB goes, a new one comes
+        del lbs[gone]
+        new = lb(next_n, [20 + next_n % 5])
+        next_n += 1
+        lbs[new.uuid] = new
+        assert index.apply({gone: None, new.uuid: new}, TOPO, P, cache, 65535, "balanced",
+                           1) is not None, step
+        live = set(vip_owners(tuple(lbs.values()), TOPO))
+        assert not {o for o in own._VIP_OWNERS if o[1] == gone}, step
+        assert own.vip_owners_held() <= len(live) + 1, step
+    for lbr in lbs.values():  # one tuple per VIP in use
+        for vip in lbr.vips:
+            assert own.vip_owner(lbr.uuid, vip.key) is own.vip_owner(lbr.uuid, vip.key)
+    owners = {own.vip_owner(u, k) for (_, u, k) in own._VIP_OWNERS}
+    assert all(any(o is held for held in own._VIP_OWNERS.values()) for o in owners)
