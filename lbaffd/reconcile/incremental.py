@@ -107,6 +107,18 @@ class DesiredIndex:
         # tuples, not sets: nearly every shared flow has one user (~200 bytes
         # a flow less at 20k shared flows); users of one flow are few
         self.refs: dict[FlowId, tuple[own.OwnerKey, ...]] = own_(desired.shared_refs)
+        # how many shared flows an owner has, by its cookie, for owners of
+        # more than one (absent: one): the owner's entry in ``owners`` goes
+        # with its last flow, as a full compile would not have it.  Kept, the
+        # owner of every address a VIP or a local backend ever had stayed
+        # until the next full pass (``test_random_changes_match_a_full_compile``).
+        counts: dict[int, int] = {}
+        for fid in self.refs:
+            body = self.flows.get(fid)
+            if body is not None:
+                c = cookie(body)
+                counts[c] = counts.get(c, 0) + 1
+        self._shared_flows = {c: n for c, n in counts.items() if n > 1}
         self.slots: dict[Slot, own.OwnerKey] = own_(desired.slots)
         self.contested: frozenset[Slot] = desired.contested
         self.plans: dict[own.OwnerKey, VipPlan] = {p.owner: p for p in desired.vips}
@@ -203,7 +215,7 @@ class DesiredIndex:
                             self.refs[fid] = users
                         else:
                             del self.refs[fid]
-                            self._drop(fid)
+                            self._drop_shared(fid)
                 for tk in plan.datapaths:
                     self.slots.pop((tk, plan.vip.endpoint, plan.vip.protocol), None)
                 if owner not in keep:
@@ -220,9 +232,12 @@ class DesiredIndex:
                 self.groups[gid] = g
             self.owners[own.owner_cookie(plan.owner)] = plan.owner
             for shared_owner, fid, body in part.shared:
+                c = cookie(body)
                 if fid not in self.flows:
                     self._put(fid, body)
-                self.owners[cookie(body)] = shared_owner
+                    if c in self.owners:  # the owner's second flow or more
+                        self._shared_flows[c] = self._shared_flows.get(c, 1) + 1
+                self.owners[c] = shared_owner
                 users = self.refs.get(fid, ())
                 if plan.owner not in users:
                     self.refs[fid] = (*users, plan.owner)
@@ -264,6 +279,20 @@ class DesiredIndex:
             self.chunks[own.audit_chunk(cookie(old))].pop(fid, None)
         self.flows[fid] = body
         self.chunks[own.audit_chunk(cookie(body))][fid] = body
+
+    def _drop_shared(self, fid: FlowId) -> None:
+        """A shared flow whose last user went: out, and its owner with it when
+        that was the owner's last flow."""
+        body = self.flows.get(fid)
+        self._drop(fid)
+        if body is None:
+            return
+        c = cookie(body)
+        left = self._shared_flows.pop(c, 1) - 1
+        if left > 1:
+            self._shared_flows[c] = left
+        elif left == 0:
+            self.owners.pop(c, None)
 
     def _drop(self, fid: FlowId) -> None:
         old = self.flows.pop(fid, None)

@@ -78,6 +78,7 @@ def test_random_changes_match_a_full_compile() -> None:
         want, _ = full(lbs, index.group_ids)
         assert index.flows == dict(want.state.flows), step
         assert index.groups == dict(want.state.groups), step
+        assert index.owners == dict(want.owners), step  # none of a shared flow gone
         assert len(changes) <= 40  # O(change), not O(N)
 
 

@@ -259,6 +259,7 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
         want, _ = compile_all({lb.uuid: lb for lb in parsed}, fresh, index.group_ids)
         assert index.flows == dict(want.state.flows), step
         assert index.groups == dict(want.state.groups), step
+        assert index.owners == dict(want.owners), step
         if s.no_effect:
             assert changes.empty, step
     assert quiet > 30  # other switches' pods and unrelated flips cost nothing
