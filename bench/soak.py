@@ -13,7 +13,8 @@ this chassis's switch behind a VIP with a short ``affinity_timeout``, so
 entries are learned and expire under real traffic all along.
 
 Events (periods scale with nothing: a shorter run sees fewer of them):
-forced full passes (``recompute``) every 10 s, audits (``--audit-interval``),
+forced full passes (``recompute``) every 10 s (``--recompute-every``; 0: none,
+the daemon's own rhythm of steps and audits), audits (``--audit-interval``),
 ``/metrics`` scrapes every 15 s, an endpoint of a service replaced (NB),
 a service replaced by another (NB), Service_Monitor health flips (SB), a
 pod started or stopped on another chassis (NB port, SB binding), a pod
@@ -357,8 +358,10 @@ def pass_costs(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
-         audit_interval: float, nodes: int = OTHER_CHASSIS, sb_cluster: int = 0
-         ) -> dict[str, Any]:
+         audit_interval: float, nodes: int = OTHER_CHASSIS, sb_cluster: int = 0,
+         recompute_every: float = PERIODS["recompute"]) -> dict[str, Any]:
+    periods = {k: (recompute_every if k == "recompute" else v) for k, v in PERIODS.items()
+               if k != "recompute" or recompute_every > 0}
     with started_sandbox(f"{RUNDIR_PREFIX}soak-", nb=True, sb_cluster=sb_cluster,
                          prefix="lbs" + secrets.token_hex(2)) as sb:
         t_gen = time.monotonic()
@@ -378,7 +381,7 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
         sampler = Sampler(lambda: daemon.pid, t0)
         sampler.start()
         s = Soak(load, daemon)
-        due = {k: t0 + p for k, p in PERIODS.items()}
+        due = {k: t0 + p for k, p in periods.items()}
         offset = min(DISRUPTION_OFFSET, duration / 20)  # (a short smoke run: a little)
         disruptions = [(t0 + duration * share + offset, kind) for kind, share in DISRUPTIONS]
         next_report = t0 + 60
@@ -387,7 +390,7 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
                 for kind, at in list(due.items()):
                     if now >= at:
                         s.do(kind, now - t0)
-                        due[kind] = max(at + PERIODS[kind], time.monotonic())
+                        due[kind] = max(at + periods[kind], time.monotonic())
                 for at, kind in list(disruptions):
                     if now >= at:
                         disruptions.remove((at, kind))
@@ -425,7 +428,7 @@ def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
             "passes": pass_costs(events),
             "reconcile_failed": sum(1 for e in events if e.get("event") == "reconcile_failed"),
             "samples": [vars(x) for x in sampler.samples],
-            "period_s": PERIODS,
+            "period_s": periods,
         }
         daemon.stop(timeout=30)
         return result
@@ -585,6 +588,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of no events after the soak (default 300: CPU per idle "
                         "hour is extrapolated from it; 0: none)")
     p.add_argument("--audit-interval", type=float, default=30.0)
+    p.add_argument("--recompute-every", type=float, default=PERIODS["recompute"],
+                   metavar="SECONDS",
+                   help=f"a forced full pass this often (default {PERIODS['recompute']:.0f}, "
+                        "the issue's; 0: none, only the steps and audits a daemon runs on "
+                        "its own, where anything kept until the next full pass would pile up)")
     p.add_argument("--seed", type=int, default=17, help="bench.cluster's seed (default 17, "
                    "as bench.realistic)")
     p.add_argument("--nodes", type=int, default=OTHER_CHASSIS,
@@ -609,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     commit = _commit()  # what runs (the tree may move on during 30 minutes)
     result = soak(args.n, args.duration, warmup, args.idle, args.seed, args.audit_interval,
-                  args.nodes, args.sb_cluster)
+                  args.nodes, args.sb_cluster, args.recompute_every)
     result.update(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=os.cpu_count(),
                   load=load, commit=commit)
     args.out.mkdir(parents=True, exist_ok=True)
