@@ -260,6 +260,25 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
         assert index.flows == dict(want.state.flows), step
         assert index.groups == dict(want.state.groups), step
         assert index.owners == dict(want.owners), step
+        # and nothing the steps left behind that fresh indexes would not hold
+        # (kept until the next full pass, it would pile up between them)
+        ti, ft = tracker.index, TopologyIndex(s.inputs.snapshot)
+        for name in ("pbs", "by_name", "port_ips", "claims", "monitors", "monitors_of_port",
+                     "down_of", "peer_names"):
+            assert getattr(ti, name) == getattr(ft, name), (step, name)
+        assert dict(ti.down) == dict(ft.down), step  # (no key left at zero)
+        assert dict(ti.macs) == dict(ft.macs), step
+        fi = DesiredIndex(want, index.group_ids)
+        assert {k: set(v) for k, v in index.refs.items()} == {
+            k: set(v) for k, v in fi.refs.items()}, step
+        assert index.slots == fi.slots, step
+        assert {k: set(v) for k, v in index.by_lb.items()} == {
+            k: set(v) for k, v in fi.by_lb.items()}, step
+        assert set(index.plans) == set(fi.plans), step
+        assert index._shared_flows == fi._shared_flows, step
+        assert [dict(c) for c in index.chunks] == [dict(c) for c in fi.chunks], step
+        assert set(index.group_ids) == set(index.plans), step
+        assert index.taken == set(index.group_ids.values()), step
         if s.no_effect:
             assert changes.empty, step
     assert quiet > 30  # other switches' pods and unrelated flips cost nothing
