@@ -154,9 +154,12 @@ class ChangeTracker:
                     continue
                 for vip in lb.vips:
                     for be in vip.backends:
-                        users = self.backends.setdefault(be.ip, set())
                         if add:
-                            users.add(uuid)
-                        else:
+                            self.backends.setdefault(be.ip, set()).add(uuid)
+                            continue
+                        users = self.backends.get(be.ip)
+                        if users is not None:
                             users.discard(uuid)
+                            if not users:  # (kept, every pod IP that ever backed
+                                del self.backends[be.ip]  # a VIP stayed till a full pass)
         self.inputs, self.topo = step.inputs, step.topo

@@ -16,7 +16,7 @@ from lbaffd.compile.state import VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
-from lbaffd.model.topoindex import MacView, TopologyIndex
+from lbaffd.model.topoindex import MacView, TopologyIndex, backend_index
 from lbaffd.model.topology import Topology, build_topology
 from lbaffd.openflow.packed import PackedState, flow_id, group_id
 from lbaffd.reconcile.changes import ChangeTracker
@@ -268,6 +268,7 @@ def test_every_input_applied_incrementally_equals_a_full_compile() -> None:
             assert getattr(ti, name) == getattr(ft, name), (step, name)
         assert dict(ti.down) == dict(ft.down), step  # (no key left at zero)
         assert dict(ti.macs) == dict(ft.macs), step
+        assert tracker.backends == backend_index(tracker.inputs.lbs), step
         fi = DesiredIndex(want, index.group_ids)
         assert {k: set(v) for k, v in index.refs.items()} == {
             k: set(v) for k, v in fi.refs.items()}, step
