@@ -360,8 +360,9 @@ def pass_costs(events: list[dict[str, Any]]) -> dict[str, Any]:
 def soak(n: int, duration: float, warmup: float, idle: float, seed: int,
          audit_interval: float, nodes: int = OTHER_CHASSIS, sb_cluster: int = 0,
          recompute_every: float = PERIODS["recompute"]) -> dict[str, Any]:
-    periods = {k: (recompute_every if k == "recompute" else v) for k, v in PERIODS.items()
-               if k != "recompute" or recompute_every > 0}
+    periods = {**PERIODS, "recompute": recompute_every}
+    if recompute_every <= 0:
+        del periods["recompute"]
     with started_sandbox(f"{RUNDIR_PREFIX}soak-", nb=True, sb_cluster=sb_cluster,
                          prefix="lbs" + secrets.token_hex(2)) as sb:
         t_gen = time.monotonic()
