@@ -44,6 +44,7 @@ class ChannelKeeper:
         self._stopping = stopping
         self.channel: OpenFlowChannel | None = None
         self._reads: OpenFlowChannel | None = None  # audits' dumps
+        self.connects = 0  # connections made (either one): what a reconnect left is swept
 
     @property
     def connected(self) -> bool:
@@ -67,6 +68,7 @@ class ChannelKeeper:
         self.channel = OpenFlowChannel(
             target, on_async=self._on_async, on_disconnect=self._on_disconnect,
             on_skipped=self._on_skipped)
+        self.connects += 1
         self.channel.connect(timeout=2.0)
         self.channel.enable_async()
         self.channel.monitor_flows()
@@ -87,6 +89,7 @@ class ChannelKeeper:
         try:
             ch = OpenFlowChannel(self._target(), on_skipped=lambda e: None,
                                  group_desc_window=GROUP_DESC_WINDOW)
+            self.connects += 1
             ch.connect(timeout=2.0)
         except Exception as exc:
             log.warning("openflow_read_connection_failed", target=self._target(),

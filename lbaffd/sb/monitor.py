@@ -144,6 +144,14 @@ class DbMonitor:
         idl = self.idl
         return idl is not None and idl.in_sync and bool(idl._session.is_connected())
 
+    @property
+    def session(self) -> int:
+        """Moves with every connection made or lost (python-ovs's session
+        seqno); -1 before the first.  What the worker watches to sweep what
+        a replaced connection left (``gcpause.Freezer``)."""
+        idl = self.idl
+        return -1 if idl is None else int(idl._session.get_seqno())
+
     def has_column(self, table: str, column: str) -> bool:
         assert self.idl is not None
         t = self.idl.tables.get(table)

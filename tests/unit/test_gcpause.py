@@ -96,6 +96,28 @@ def test_frozen_cycles_are_freed_at_the_next_full_sweep() -> None:
         gc.unfreeze()
 
 
+def test_a_sweep_asked_for_frees_frozen_cycles_before_the_interval() -> None:
+    """After a reconnect the worker asks for one (``PassRunner._reconnected``):
+    what the replaced connection held is garbage now, not in ten minutes."""
+    freezer = Freezer(interval=600.0)
+    try:
+        t0 = time.monotonic()
+        freezer.collect_and_freeze(now=t0 + 700)  # the interval's own sweep
+        ref = _frozen_cycle()
+        freezer.collect_and_freeze(now=t0 + 710)
+        assert ref() is not None
+        assert freezer.collect_and_freeze(now=t0 + 720, sweep=True) >= 2
+        assert ref() is None and freezer.full_sweeps == 2
+        # an asked-for sweep restarts the interval too
+        ref = _frozen_cycle()
+        freezer.collect_and_freeze(now=t0 + 1300)
+        assert ref() is not None
+        freezer.collect_and_freeze(now=t0 + 1320)
+        assert ref() is None and freezer.full_sweeps == 3
+    finally:
+        gc.unfreeze()
+
+
 class _Waiter:
     """As the OpenFlow channel's: keeps the error it is woken with."""
 
