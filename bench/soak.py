@@ -86,6 +86,11 @@ class Sample:
     fds: int
     threads: int
     peak_mb: float = 0.0  # the highest RSS since the previous sample (VmHWM)
+    # RSS's two parts: the heap (Python's arenas, glibc's heap: what the daemon
+    # allocates) and the mapped files (the libraries' pages, touched as code
+    # runs for the first time); a creep in the second is no leak
+    anon_mb: float = 0.0
+    file_mb: float = 0.0
 
 
 def read_sample(pid: int, t0: float, reset_peak: bool = True) -> Sample:
@@ -101,9 +106,12 @@ def read_sample(pid: int, t0: float, reset_peak: bool = True) -> Sample:
     if reset_peak:
         with contextlib.suppress(OSError):
             Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return Sample(round(time.monotonic() - t0, 2), int(fields["VmRSS"].split()[0]) / 1024,
+    def mb(name: str) -> float:
+        return int(fields[name].split()[0]) / 1024
+
+    return Sample(round(time.monotonic() - t0, 2), mb("VmRSS"),
                   cpu, len(os.listdir(f"/proc/{pid}/fd")), int(fields["Threads"]),
-                  int(fields["VmHWM"].split()[0]) / 1024)
+                  mb("VmHWM"), mb("RssAnon"), mb("RssFile"))
 
 
 class Sampler(threading.Thread):
@@ -210,6 +218,11 @@ def analyse(samples: list[Sample], warmup: float,
         "rss_peak_max_mb": round(max(peaks), 1) if peaks else None,
         "rss_first_quarter_median_mb": round(_median([s.rss_mb for s in first_quarter]), 1),
         "rss_last_quarter_median_mb": round(_median([s.rss_mb for s in last_quarter]), 1),
+        # where a difference between the quarters is: heap or mapped files
+        "anon_first_last_quarter_median_mb": [
+            round(_median([s.anon_mb for s in q]), 1) for q in (first_quarter, last_quarter)],
+        "file_first_last_quarter_median_mb": [
+            round(_median([s.file_mb for s in q]), 1) for q in (first_quarter, last_quarter)],
         "rss_slope_mb_per_10min": round(per_s * 600, 3),
         "rss_slope_pct_per_10min": round(pct_10min, 3),
         "cpu_mean_cores": round(cpu, 4),
@@ -513,13 +526,22 @@ def render(result: dict[str, Any], png: str | None) -> str:
     return "\n".join(lines)
 
 
+def _parts(a: dict[str, Any]) -> str:
+    """The first and last quarters' heap and mapped files (runs that sampled them)."""
+    anon = a.get("anon_first_last_quarter_median_mb")
+    files = a.get("file_first_last_quarter_median_mb")
+    if not anon or not files or not anon[0]:
+        return ""
+    return f": heap {anon[0]} / {anon[1]}, mapped files {files[0]} / {files[1]} MB"
+
+
 def _soak_rows(result: dict[str, Any]) -> list[str]:
     a, p = result["analysis"], result["passes"]
     lines = [f"| RSS slope after {a['warmup_s']:.0f} s warm-up | < 1 % per 10 min | "
               f"{a['rss_slope_pct_per_10min']:+.2f} % per 10 min "
               f"({a['rss_slope_mb_per_10min']:+.2f} MB; mean {a['rss_mean_mb']} MB, first/last "
               f"quarter {a['rss_first_quarter_median_mb']} / {a['rss_last_quarter_median_mb']} "
-              "MB) |",
+              f"MB{_parts(a)}) |",
               *([f"| peak RSS after warm-up | <= 150 MB (issue 17) | {a['rss_peak_max_mb']} MB "
                  "(the highest VmHWM between two samples) |"] if a.get("rss_peak_max_mb")
                 else []),

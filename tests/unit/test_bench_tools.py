@@ -63,6 +63,25 @@ def test_soak_analysis_flags_growth_and_a_step_that_stays() -> None:
     assert not got["targets"]["every_step_came_back"]
 
 
+def test_a_soak_sample_splits_rss_into_heap_and_mapped_files() -> None:
+    """What a creep is made of: the heap (a leak, or the allocator's
+    fragmentation) or the libraries' pages touched for the first time."""
+    import os
+    import time
+
+    from bench.soak import Sample, _parts, analyse, read_sample
+
+    s = read_sample(os.getpid(), time.monotonic(), reset_peak=False)
+    assert s.anon_mb > 0 and s.file_mb > 0
+    assert s.anon_mb + s.file_mb <= s.rss_mb + 0.01  # (RssShmem is the rest)
+    assert s.rss_mb - (s.anon_mb + s.file_mb) < 5.0
+    got = analyse([Sample(i * 5.0, 100.0, 0.0, 13, 8, 100.0, 80.0 + i / 100, 20.0)
+                   for i in range(240)], warmup=60.0, disruptions=[])
+    assert got["anon_first_last_quarter_median_mb"][1] > got["anon_first_last_quarter_median_mb"][0]
+    assert got["file_first_last_quarter_median_mb"] == [20.0, 20.0]
+    assert _parts(got).startswith(": heap 80.")
+
+
 def test_soak_analysis_leaks_of_fds_and_threads_are_seen() -> None:
     from bench.soak import Sample, analyse
 
