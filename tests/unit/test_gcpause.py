@@ -77,43 +77,23 @@ def _frozen_cycle() -> weakref.ref[_Node]:
 
 
 def test_frozen_cycles_are_freed_at_the_next_full_sweep() -> None:
+    """Every ``interval``, and when asked (after a reconnect,
+    ``PassRunner._reconnected``: what the replaced connection held is
+    garbage now, not in ten minutes); either restarts the interval."""
     freezer = Freezer(interval=600.0)
+    t0 = time.monotonic()
+    # (when, sweep asked, a sweep expected)
+    steps = [(10, False, False), (700, False, True), (800, False, False),
+             (1400, False, True), (1410, False, False), (1420, True, True),
+             (2000, False, False), (2020, False, True)]
     try:
-        ref = _frozen_cycle()
-        t0 = time.monotonic()
-        freezer.collect_and_freeze(now=t0 + 10)
-        assert ref() is not None  # hidden by the freeze: a plain collection misses it
-        assert freezer.full_sweeps == 0
-        assert freezer.collect_and_freeze(now=t0 + 700) >= 2
-        assert ref() is None and freezer.full_sweeps == 1
-        # and the interval starts again
-        ref = _frozen_cycle()
-        freezer.collect_and_freeze(now=t0 + 800)
-        assert ref() is not None
-        freezer.collect_and_freeze(now=t0 + 1400)
-        assert ref() is None and freezer.full_sweeps == 2
-    finally:
-        gc.unfreeze()
-
-
-def test_a_sweep_asked_for_frees_frozen_cycles_before_the_interval() -> None:
-    """After a reconnect the worker asks for one (``PassRunner._reconnected``):
-    what the replaced connection held is garbage now, not in ten minutes."""
-    freezer = Freezer(interval=600.0)
-    try:
-        t0 = time.monotonic()
-        freezer.collect_and_freeze(now=t0 + 700)  # the interval's own sweep
-        ref = _frozen_cycle()
-        freezer.collect_and_freeze(now=t0 + 710)
-        assert ref() is not None
-        assert freezer.collect_and_freeze(now=t0 + 720, sweep=True) >= 2
-        assert ref() is None and freezer.full_sweeps == 2
-        # an asked-for sweep restarts the interval too
-        ref = _frozen_cycle()
-        freezer.collect_and_freeze(now=t0 + 1300)
-        assert ref() is not None
-        freezer.collect_and_freeze(now=t0 + 1320)
-        assert ref() is None and freezer.full_sweeps == 3
+        for n, (at, asked, sweeps) in enumerate(steps):
+            ref = _frozen_cycle()
+            found = freezer.collect_and_freeze(now=t0 + at, sweep=asked)
+            # hidden by the freeze: a plain collection misses it
+            assert (ref() is None) == sweeps, (n, at)
+            assert not sweeps or found >= 2
+        assert freezer.full_sweeps == 4
     finally:
         gc.unfreeze()
 
