@@ -44,7 +44,7 @@ class ChannelKeeper:
         self._stopping = stopping
         self.channel: OpenFlowChannel | None = None
         self._reads: OpenFlowChannel | None = None  # audits' dumps
-        self.connects = 0  # connections made (either one): what a reconnect left is swept
+        self.connects = 0  # connections attempted (either one): what a reconnect left is swept
 
     @property
     def connected(self) -> bool:

@@ -129,7 +129,7 @@ class PassRunner:
         try:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
-                    swept = self._reconnected() and self._sweep()
+                    swept = self._collect(always=False)  # only after a reconnect
                     if audit or swept:  # its dump of the switch, back to the system (see memtrim)
                         memos.forget()
                         self._trim_aside()
@@ -182,8 +182,7 @@ class PassRunner:
         # LBs: a cyclic-GC sweep over them stalls the worker for ~1 s at
         # random.  Move what this full pass built out of the collector's way
         # (refcounting still frees it); later passes collect only new objects.
-        # frozen cycles swept now and then, and after a reconnect
-        self._freezer.collect_and_freeze(sweep=self._reconnected())
+        self._collect(always=True)  # frozen cycles swept now and then, and after a reconnect
         memos.forget()  # values of the replaced state, not kept until the memos fill
         memtrim.trim()  # what the pass freed, back to the system (see memtrim)
         return True
@@ -197,14 +196,20 @@ class PassRunner:
         changed, self._connections = seen != self._connections, seen
         return changed
 
-    def _sweep(self) -> bool:
-        """Frozen objects unfrozen, everything collected and frozen again
-        (~0.1 s at 1000 LBs, ~0.5 s at 5000: after reconnects only)."""
+    def _collect(self, always: bool) -> bool:
+        """Collect and freeze (``gcpause.Freezer``): after every full pass
+        (``always``), and after any pass that follows a reconnect, whose
+        collection then sweeps the frozen objects too (one full sweep).
+        True when it followed a reconnect."""
+        reconnected = self._reconnected()
+        if not (always or reconnected):
+            return False
         t0 = time.monotonic()
-        found = self._freezer.collect_and_freeze(sweep=True)
-        log.debug("frozen_objects_swept", unreachable=found, reason="reconnected",
-                  ms=round((time.monotonic() - t0) * 1000, 1))
-        return True
+        found = self._freezer.collect_and_freeze(sweep=reconnected)
+        if reconnected:
+            log.debug("frozen_objects_swept", unreachable=found, reason="reconnected",
+                      ms=round((time.monotonic() - t0) * 1000, 1))
+        return reconnected
 
     def _trim_aside(self) -> None:
         """``memtrim.trim`` on a thread of its own: malloc_trim takes 10-30 ms
