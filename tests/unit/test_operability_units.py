@@ -78,6 +78,22 @@ def test_notifier_speaks_sd_notify(tmp_path: Path) -> None:
     quiet.ready()  # no socket: no-op
 
 
+def test_notifier_never_waits_for_its_reader(tmp_path: Path) -> None:
+    """A reader that does not read (its queue full) or is gone costs
+    dropped notifications, never a blocked worker."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        for _ in range(200):  # far more than a unix datagram queue holds
+            n.watchdog()
+        assert 0 < n.dropped < 200
+        assert sock.recv(100) == b"WATCHDOG=1"
+    gone = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")})
+    gone.stopping()
+    assert gone.dropped == 1
+
+
 def _status() -> Status:
     dp = DatapathRow("dp-1", 1, "ls1")
     topo = Topology((LocalPort(11, "cli1", dp),),
