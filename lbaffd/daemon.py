@@ -115,6 +115,14 @@ class Daemon:
         with sb.conn.lock:
             return {name: len(t.rows) for name, t in sb.idl.tables.items()}
 
+    def memory(self) -> dict[str, int]:
+        """What the daemon holds, counted (``memory/show``, as ovs-vswitchd's
+        and ovn-controller's): a count that keeps growing is a leak."""
+        runner = self._runner
+        out = {} if runner is None else runner.memory()
+        out["sb_rows"] = sum(self.sb_rows().values())
+        return out
+
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> int:

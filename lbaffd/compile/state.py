@@ -202,6 +202,13 @@ class VipCache:
         self._shape_of.update(self._shape_used)
         self._used, self._failed_used, self._shape_used = {}, {}, {}
 
+    def held(self) -> int:
+        """Entries of the two generations (``memory/show``): the parts the
+        last full pass kept and those used since (a part in both counts
+        twice).  Plain ``len``s: the control thread asks while the worker
+        may be adding."""
+        return len(self._parts) + len(self._used)
+
     def end_pass(self) -> None:
         self._parts, self._used = self._used, {}
         self._failed, self._failed_used = self._failed_used, {}

@@ -64,6 +64,10 @@ COMMANDS: tuple[Command, ...] = (
             "Read everything and compile everything now (a full pass)."),
     Command("sb/rows", "", 0, 0, "_sb_rows",
             "How many rows of each SB table this chassis holds (conditional monitoring)."),
+    Command("memory/show", "", 0, 0, "_memory_show",
+            "What lbaffd holds, counted, as key:value pairs (as ovs-vswitchd's memory/show): "
+            "compiled VIP parts, converted switch entries, desired flows and groups, memo "
+            "entries (0 between passes), frozen objects, SB rows."),
     Command("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, "_vlog_set",
             "Change the log level at run time."),
     Command("exit", "", 0, 0, "_exit",
@@ -79,6 +83,7 @@ class DaemonHandle(Protocol):
     def request_recompute(self) -> None: ...
     def stop(self) -> None: ...
     def sb_rows(self) -> dict[str, int]: ...
+    def memory(self) -> dict[str, int]: ...
 
 
 class ControlServer:
@@ -122,6 +127,11 @@ class ControlServer:
         """How much of the SB this chassis holds (conditional monitoring)."""
         rows = self._daemon.sb_rows()
         conn.reply("".join(f"{t}: {n}\n" for t, n in sorted(rows.items())))
+
+    def _memory_show(self, conn: Any, argv: list[str]) -> None:
+        """Counts of what the daemon holds, one line of ``key:value``."""
+        counts = self._daemon.memory()
+        conn.reply(" ".join(f"{k}:{v}" for k, v in sorted(counts.items())) + "\n")
 
     def _lb_list(self, conn: Any, argv: list[str]) -> None:
         conn.reply(format_lb_list(self._daemon.status()))

@@ -197,6 +197,11 @@ class DecodeCache:
         self._unsettled: list[bytes] = []  # digests of entries converted, not yet checked
         self.decoded = 0  # entries the last ``flows`` or ``settle`` call had to decode
 
+    def held(self) -> int:
+        """Converted switch entries held (``memory/show``; asked from the
+        control thread: the dict of slices copied at once, not iterated)."""
+        return sum(map(len, list(self._flows.values())))
+
     def flows(self, parts: Iterable[Any], chunk: int | None = None,
               tick: Callable[[], object] | None = None, defer: bool = False,
               desired: Mapping[FlowId, FlowBody] | None = None) -> list[FlowBody]:

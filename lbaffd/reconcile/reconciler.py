@@ -219,6 +219,14 @@ class Reconciler:
     def group_ids(self) -> Mapping[own.OwnerKey, int]:
         return dict(self._group_ids)
 
+    def memory(self) -> dict[str, int]:
+        """What the reconciler holds, counted (``memory/show``): compiled VIP
+        parts, converted switch entries, the desired flows and groups."""
+        index = self._index
+        return {"compiled_parts": self._compiled.held(), "decoded_flows": self._decoded.held(),
+                "desired_flows": 0 if index is None else len(index.flows),
+                "desired_groups": 0 if index is None else len(index.groups)}
+
     def reconcile(self, channel: Channel, lbs: tuple[LoadBalancer, ...],
                   topo: Topology, audit: bool = True) -> ReconcileResult:
         """A full pass.  When the switch refuses one message of the bundle

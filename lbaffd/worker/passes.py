@@ -11,6 +11,7 @@ everything and compiles everything.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import replace
@@ -91,6 +92,13 @@ class PassRunner:
         # a DB away or resyncing (``run``), and a recompute asked meanwhile
         self._deferred = self._full_due = False
 
+    def memory(self) -> dict[str, int]:
+        """What the passes hold, counted (``memory/show``): the reconciler's,
+        the memos' entries (0 between passes) and the objects frozen out of
+        the collector's sight (``gcpause.Freezer``)."""
+        return {**self._reconciler.memory(), "memo_entries": sum(memos.entries().values()),
+                "frozen_objects": gc.get_freeze_count()}
+
     def entries_removed(self, removed: list[RemovedEntry]) -> None:
         """Learned entries the switch removed (``reconcile.entries``)."""
         if self.companion is not None:  # maybe ovn-controller's flush: kept to be put back
@@ -130,8 +138,8 @@ class PassRunner:
             with self._gc_pause:  # an audit decodes every flow on the switch
                 if not full and self._incremental_pass(audit):
                     swept = self._collect(always=False)  # only after a reconnect
+                    memos.forget()  # what the step encoded: not kept until an audit
                     if audit or swept:  # its dump of the switch, back to the system (see memtrim)
-                        memos.forget()
                         self._trim_aside()
                     return True
         except Exception as exc:

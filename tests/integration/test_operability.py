@@ -201,3 +201,33 @@ def test_sb_down_at_start_is_waited_for_without_tracebacks(sandbox: Sandbox,
     assert daemon.log_path is not None and "Traceback" not in daemon.log_path.read_text()
     assert daemon.stop() < 2.0
     daemon.start()
+
+
+def memory_show(daemon: LbaffdProcess) -> dict[str, int]:
+    line = appctl(daemon, "memory/show").strip()
+    return {k: int(v) for k, v in (pair.split(":") for pair in line.split())}
+
+
+def test_memory_show_counts_what_is_held_and_steps_keep_no_memos(
+        sandbox: Sandbox, topo: Topology, daemon: LbaffdProcess) -> None:
+    """``memory/show`` counts what the daemon holds, as ovs-vswitchd's does;
+    the memos of encoded values are emptied after every pass, an
+    incremental one included (kept until the next audit, what a few steps
+    encoded pinned pymalloc arenas: issue 19)."""
+    held = memory_show(daemon)
+    managed = sandbox.dump_flows("cookie=0x1baf000000000000/0xffff000000000000")
+    assert held["desired_flows"] == len(managed) > 0
+    assert held["desired_groups"] >= 1 and held["compiled_parts"] >= 1
+    assert held["sb_rows"] > 0 and held["frozen_objects"] > 0
+    mark = len(daemon.events())
+    uuid = sandbox.add_load_balancer("lb-memory", {"10.0.0.120:81": "10.0.0.21:8080"},
+                                     datapaths=[topo.datapath_uuid])
+    try:
+        ev = daemon.wait_pass(mark, audit=False)
+        assert ev["event"] == "reconciled" and not ev["audit"]  # a step, not an audit
+        assert not any(e.get("event") == "full_pass_needed" for e in daemon.events()[mark:])
+        wait_until(lambda: memory_show(daemon)["memo_entries"] == 0, timeout=2,
+                   what="the step's memos emptied")
+        assert memory_show(daemon)["compiled_parts"] > held["compiled_parts"]
+    finally:
+        sandbox.delete_load_balancer(uuid)
