@@ -67,7 +67,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("memory/show", "", 0, 0, "_memory_show",
             "What lbaffd holds, counted, as key:value pairs (as ovs-vswitchd's memory/show): "
             "compiled VIP parts, converted switch entries, desired flows and groups, memo "
-            "entries (0 between passes), frozen objects, SB rows."),
+            "entries (emptied after every pass), frozen objects, SB rows."),
     Command("vlog/set", "[module:]LEVEL (dbg|info|warn|err)", 1, 1, "_vlog_set",
             "Change the log level at run time."),
     Command("exit", "", 0, 0, "_exit",

@@ -94,7 +94,7 @@ class PassRunner:
 
     def memory(self) -> dict[str, int]:
         """What the passes hold, counted (``memory/show``): the reconciler's,
-        the memos' entries (0 between passes) and the objects frozen out of
+        the memos' entries (emptied after every pass) and the objects frozen out of
         the collector's sight (``gcpause.Freezer``)."""
         return {**self._reconciler.memory(), "memo_entries": sum(memos.entries().values()),
                 "frozen_objects": gc.get_freeze_count()}
