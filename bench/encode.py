@@ -26,11 +26,11 @@ from lbaffd.compile.state import compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import FlowSpec, GroupSpec
 from lbaffd.openflow.packed import unpack_flow, unpack_group
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from tests import reference_codec
 
 BACKENDS = 5

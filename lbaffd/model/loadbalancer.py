@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
+from lbaffd.model.records import DatapathRow, DpGroupRow, LoadBalancerRow
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -26,6 +26,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from lbaffd.model.loadbalancer import IPAddress, LoadBalancer
+from lbaffd.model.records import (
+    InterfaceRow,
+    PortBindingRow,
+    SbSnapshot,
+    ServiceMonitorRow,
+)
 from lbaffd.model.topology import (
     DOWN_STATES,
     LocalPort,
@@ -34,12 +40,6 @@ from lbaffd.model.topology import (
     attached_datapaths,
     local_ports,
     parsed_macs,
-)
-from lbaffd.sb.records import (
-    InterfaceRow,
-    PortBindingRow,
-    SbSnapshot,
-    ServiceMonitorRow,
 )
 
 # Port_Binding types that join datapaths or make one local (``attached_datapaths``)

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, strict_ip
-from lbaffd.ovn.layout import OvnLayout
-from lbaffd.sb.records import (
+from lbaffd.model.ovnlayout import OvnLayout
+from lbaffd.model.records import (
     DatapathRow,
     InterfaceRow,
     PortBindingRow,

@@ -15,11 +15,11 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from lbaffd.model import ownership as own
+from lbaffd.model.ovnlayout import OvnLayout, discover
 from lbaffd.openflow import messages, packed
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.flowspec import FlowSpec
 from lbaffd.ops.daemonize import process_alive
-from lbaffd.ovn.layout import OvnLayout, discover
 
 OFPTT_ALL = 0xFF
 # ofp_flow_desc: length, pad, table, pad, priority, idle, hard, flags,

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lbaffd.openflow.flowspec import Match
-from lbaffd.reconcile.longidle import RemovedEntry
+from lbaffd.reconcile.longidle import RemovedEntry, Restore
 
 WINDOW = 10.0  # seconds: deletions further apart are not one flush
 
@@ -42,14 +42,6 @@ class EntryAges:
         if age is None:
             return 0
         return age + int(now - self.at)
-
-
-@dataclass(frozen=True, slots=True)
-class Restore:
-    """A learned entry to put back: where it was and how long it has left."""
-
-    entry: RemovedEntry
-    idle_so_far: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,15 +20,16 @@ import structlog
 from lbaffd.compile.layout import HAIRPIN_ZONE, Pipeline
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer
+from lbaffd.model.ovnlayout import OvnLayout
+from lbaffd.model.ovnlayout import merge as merge_layout
 from lbaffd.model.plan import VipPlan
+from lbaffd.model.records import SbSnapshot
 from lbaffd.model.topology import Topology
 from lbaffd.openflow.flowdesc import iter_entries
 from lbaffd.openflow.messages import match_and_idle
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.flushrecovery import FlushRecovery
-from lbaffd.ovn.layout import OvnLayout
-from lbaffd.ovn.layout import merge as merge_layout
 from lbaffd.ovn.takeover import (
     Scope,
     ovn_zones,
@@ -40,7 +41,6 @@ from lbaffd.ovn.takeover import (
 from lbaffd.reconcile.changes import Step
 from lbaffd.reconcile.entries import EntryKeeper
 from lbaffd.reconcile.longidle import RemovedEntry
-from lbaffd.sb.records import SbSnapshot
 
 log = structlog.get_logger("lbaffd.companion")
 

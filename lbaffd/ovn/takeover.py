@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from lbaffd.model.loadbalancer import LoadBalancer
+from lbaffd.model.records import DatapathRow, SbSnapshot
 from lbaffd.model.topology import Topology, closure, patch_neighbours
-from lbaffd.sb.records import DatapathRow, SbSnapshot
 
 TAKE_OVER_AFFINITY = "affinity"  # LBs with options:affinity_timeout (OVN's fails)
 TAKE_OVER_ALL = "all"

@@ -32,11 +32,11 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from lbaffd.model import loadbalancer as model
+from lbaffd.model.records import DpGroupRow
 from lbaffd.model.topoindex import TopologyIndex, backend_index
 from lbaffd.model.topology import Topology
 from lbaffd.sb.delta import Delta
 from lbaffd.sb.inputs import Inputs
-from lbaffd.sb.records import DpGroupRow
 
 # A step that recompiles more LBs than this (and more than a quarter of them)
 # runs as a full pass instead: it sends its bundle while it compiles, so

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -23,11 +23,20 @@ from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import FlowKey, FlowSpec, SetField
 from lbaffd.openflow.oxm import canonical_match
 from lbaffd.openflow.replies import Reply
-from lbaffd.ops.metrics import Metrics
-from lbaffd.ovn.flushrecovery import Restore
-from lbaffd.reconcile.longidle import LongIdle, RemovedEntry
+from lbaffd.reconcile.longidle import LongIdle, RemovedEntry, Restore
 
 log = structlog.get_logger("lbaffd.entries")
+
+
+class EntryCounters(Protocol):
+    """The counters an ``EntryKeeper`` moves (``ops.metrics.Metrics`` has
+    them): restored ones, and by (lb, vip) the flushed, expired and
+    extended ones."""
+
+    entries_restored: Any
+    entries_flushed: Any
+    entries_expired: Any
+    entries_extended: Any
 
 
 def removed_entry(reply: Reply) -> RemovedEntry | None:
@@ -96,7 +105,7 @@ def _by_learned_cookie(plans: Iterable[VipPlan]) -> dict[int, tuple[VipPlan, End
 
 
 class EntryKeeper:
-    def __init__(self, metrics: Metrics, max_idle: int) -> None:
+    def __init__(self, metrics: EntryCounters, max_idle: int) -> None:
         self._metrics = metrics
         self._max_idle = max_idle
         self._long = LongIdle()

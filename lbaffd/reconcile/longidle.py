@@ -36,6 +36,15 @@ class RemovedEntry:
         return self.reason == OFPRR_IDLE_TIMEOUT
 
 
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """A learned entry to put back after someone else deleted it (companion
+    mode: ovn-controller's flush), with the idle time it had used."""
+
+    entry: RemovedEntry
+    idle_so_far: int
+
 class LongIdle:
     """Decides re-installs; holds per-entry idle time accumulated before install."""
 

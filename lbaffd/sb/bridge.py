@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lbaffd.model.records import InterfaceRow
 from lbaffd.sb.monitor import DbMonitor
-from lbaffd.sb.records import InterfaceRow
 from lbaffd.sb.rows import column
 
 # per Port row: the uuids of its Interface rows and their records

@@ -67,9 +67,9 @@ from typing import Any
 
 import structlog
 
+from lbaffd.model.records import SbSnapshot
 from lbaffd.model.topology import Topology
 from lbaffd.sb.monitor import DbMonitor
-from lbaffd.sb.records import SbSnapshot
 from lbaffd.sb.rows import lb_group_columns
 
 log = structlog.get_logger("lbaffd")

@@ -18,15 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from lbaffd.sb.bridge import BridgeReader
-from lbaffd.sb.monitor import DbMonitor, take_dirty, taken_since
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DpGroupRow,
     InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
     ServiceMonitorRow,
 )
+from lbaffd.sb.bridge import BridgeReader
+from lbaffd.sb.monitor import DbMonitor, take_dirty, taken_since
 from lbaffd.sb.rows import dpg_record, lbs_of_groups, pb_record, read_lbs, read_rows, sm_record
 
 ROW_TABLES = frozenset({"Load_Balancer", "Port_Binding", "Service_Monitor",

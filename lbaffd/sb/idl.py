@@ -25,7 +25,6 @@ from ovs.db import idl as ovs_idl
 from ovs.db import types as ovs_types
 from ovsdbapp.backend.ovs_idl import connection, event
 
-from lbaffd.ops.gcpause import GcPause
 from lbaffd.sb.datums import DatumParser, SharedValues, datum_parser
 
 log = structlog.get_logger("lbaffd.sb")
@@ -74,10 +73,11 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
     """
 
     def __init__(self, remote: str, helper: Any, on_change: OnChange, name: str,
-                 gc_pause: GcPause | None = None) -> None:
+                 gc_pause: AbstractContextManager[object] | None = None) -> None:
         self._on_change = on_change
         self._name = name
-        # the daemon's one GcPause (the collector is process-wide: a second
+        # held while an update is taken in: the daemon's one
+        # ``ops.gcpause.GcPause`` (the collector is process-wide: a second
         # instance could resume it under the first); None: never paused
         self._gc_pause: AbstractContextManager[object] = gc_pause or nullcontext()
         connection.OvsdbIdl.__init__(self, remote, helper, leader_only=False)

@@ -11,9 +11,9 @@ from typing import TypeVar
 
 from lbaffd.model import loadbalancer as model
 from lbaffd.model.overlay import Overlay
+from lbaffd.model.records import LoadBalancerRow, SbSnapshot
 from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import DbMonitor, take_dirty
-from lbaffd.sb.records import LoadBalancerRow, SbSnapshot
 from lbaffd.sb.rows import read_sb, read_service_monitors
 
 LbRows = Mapping[str, LoadBalancerRow | None]  # uuid -> row (None: deleted)

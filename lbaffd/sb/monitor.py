@@ -16,6 +16,7 @@ import importlib.util
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -23,7 +24,6 @@ import tenacity
 from ovs.stream import Stream
 from ovsdbapp.backend.ovs_idl import connection, event, idlutils
 
-from lbaffd.ops.gcpause import GcPause
 from lbaffd.sb.idl import NotifyingIdl, OnChange
 
 log = structlog.get_logger("lbaffd.sb")
@@ -83,7 +83,7 @@ class DbMonitor:
     def __init__(self, remote: str, schema: str, tables: Iterable[str], on_change: OnChange,
                  stopping: threading.Event | None = None, timeout: float = 60.0,
                  columns: Mapping[str, tuple[str, ...]] | None = None,
-                 gc_pause: GcPause | None = None) -> None:
+                 gc_pause: AbstractContextManager[object] | None = None) -> None:
         self._columns = dict(columns or {})
         self._gc_pause = gc_pause
         self._stopping = stopping or threading.Event()

@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from lbaffd.sb.monitor import DbMonitor
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DatapathRow,
     DpGroupRow,
     LoadBalancerRow,
     PortBindingRow,
     ServiceMonitorRow,
 )
+from lbaffd.sb.monitor import DbMonitor
 
 _R = TypeVar("_R")
 

@@ -11,6 +11,7 @@ import pytest
 
 from lbaffd.compile.layout import STANDALONE
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow import oskenfallback as fallback
@@ -20,7 +21,6 @@ from lbaffd.openflow.oskenfallback import constants as ofp
 from lbaffd.openflow.packed import flow_id
 from lbaffd.openflow.replies import ConnectionLost, OpenFlowError
 from lbaffd.reconcile.reconciler import Reconciler
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from lbaffd_sandbox.sandbox import Sandbox
 from tests import reference_codec
 

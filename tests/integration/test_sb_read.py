@@ -12,9 +12,9 @@ import pytest
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import idlutils
 
+from lbaffd.model.records import InterfaceRow, PortBindingRow, ServiceMonitorRow
 from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.monitor import OVS_COLUMNS, OVS_TABLES, SB_COLUMNS, SB_TABLES, DbMonitor, take_dirty
-from lbaffd.sb.records import InterfaceRow, PortBindingRow, ServiceMonitorRow
 from lbaffd.sb.rows import column, read_sb, read_service_monitors
 from lbaffd_sandbox.sandbox import Sandbox
 

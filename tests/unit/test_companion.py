@@ -22,17 +22,17 @@ from lbaffd.compile.layout import (
 from lbaffd.compile.state import compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.ovnlayout import OvnLayout, discover, merge
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Move, Nat, Output, Resubmit, SetField
 from lbaffd.openflow.packed import flow_id, pack_flow
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ovn.flushrecovery import FlushRecovery
-from lbaffd.ovn.layout import OvnLayout, discover, merge
 from lbaffd.ovn.runtime import CompanionRuntime
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, ovn_zones, scopes, take_over, zone_clash
 from lbaffd.reconcile.longidle import RemovedEntry
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow, PortBindingRow, SbSnapshot
 from tests.switchstate import specs
 
 P = companion()

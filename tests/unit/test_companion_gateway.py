@@ -13,18 +13,18 @@ from lbaffd.compile.layout import COMPANION_ZONE, PRIO_INTERCEPT, PRIO_REPLY_HOO
 from lbaffd.compile.state import compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.ovnlayout import OvnLayout, discover, output_flow_match
 from lbaffd.model.plan import vip_owners
-from lbaffd.model.topology import Topology, build_topology
-from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Opaque, Output, SetField
-from lbaffd.ovn.layout import OvnLayout, discover, output_flow_match
-from lbaffd.ovn.takeover import TAKE_OVER_AFFINITY, scopes, take_over
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DatapathRow,
     InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
     SbSnapshot,
 )
+from lbaffd.model.topology import Topology, build_topology
+from lbaffd.openflow.flowspec import Ct, FlowSpec, Match, Nat, Opaque, Output, SetField
+from lbaffd.ovn.takeover import TAKE_OVER_AFFINITY, scopes, take_over
 from tests.switchstate import specs
 
 P = companion()

@@ -10,6 +10,7 @@ from lbaffd.compile.state import CompiledGroup, collect, compile_state, compile_
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import Endpoint, LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import (
     LEARN_DELETE_LEARNED,
@@ -23,7 +24,6 @@ from lbaffd.openflow.flowspec import (
     SetField,
 )
 from lbaffd.openflow.packed import cookie, unpack_flow
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from tests.switchstate import specs
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
@@ -195,8 +195,8 @@ def test_learned_idle_timeout_is_capped() -> None:
 
 
 def test_service_monitor_matching() -> None:
+    from lbaffd.model.records import ServiceMonitorRow
     from lbaffd.model.topology import unhealthy
-    from lbaffd.sb.records import ServiceMonitorRow
 
     ip = ipaddress.ip_address("10.0.0.22")
     bound = {"be2": frozenset({ip}), "be9": frozenset({ipaddress.ip_address("10.0.0.99")})}

@@ -26,11 +26,11 @@ from lbaffd.model.loadbalancer import (
     parse_vip,
 )
 from lbaffd.model.plan import VipPlan, vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import Topology
 from lbaffd.openflow.ctflush import CtFlush, CtTuple
 from lbaffd.reconcile.ctflush import departures, replaced_departures
 from lbaffd.reconcile.incremental import DesiredIndex
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 ip = ipaddress.ip_address
 

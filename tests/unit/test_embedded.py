@@ -14,15 +14,15 @@ from lbaffd.config import Settings
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import parse_all
 from lbaffd.model.plan import vip_owners
-from lbaffd.model.topology import build_topology
-from lbaffd.openflow.flowspec import Action, Output, Resubmit
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DatapathRow,
     InterfaceRow,
     LoadBalancerRow,
     PortBindingRow,
     SbSnapshot,
 )
+from lbaffd.model.topology import build_topology
+from lbaffd.openflow.flowspec import Action, Output, Resubmit
 from tests.switchstate import specs
 
 LS = DatapathRow("dp-ls", 1, "ls1")

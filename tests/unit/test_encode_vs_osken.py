@@ -23,6 +23,7 @@ from lbaffd.compile.state import DesiredState, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import IPAddress, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import (
@@ -44,7 +45,6 @@ from lbaffd.openflow.flowspec import (
 from lbaffd.openflow.packed import unpack_flow, unpack_group
 from lbaffd.reconcile.diff import ChangeSet
 from lbaffd.reconcile.reconciler import to_messages
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 from tests import reference_codec
 from tests.switchstate import specs
 

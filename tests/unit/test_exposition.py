@@ -15,10 +15,10 @@ from prometheus_client.registry import Collector
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import parse_all
 from lbaffd.model.plan import make_plan, plan_vips
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.ops.exposition import chunked, family
 from lbaffd.ops.observe import Counters, backend_rows
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 ROWS = [
     (("lb1", "10.0.0.100:80", "10.0.0.21:8080"), 3.0),

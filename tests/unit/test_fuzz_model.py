@@ -26,7 +26,7 @@ from lbaffd.model.loadbalancer import (
     parse_affinity_timeout,
     parse_load_balancer,
 )
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from tests.unit import fuzzprofile
 
 fuzzprofile.load()

@@ -15,11 +15,11 @@ from lbaffd.compile.state import DesiredState, VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow import messages
 from lbaffd.openflow.flowspec import Group, GroupSpec
 from lbaffd.openflow.packed import unpack_group
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(local_ports=(LocalPort(11, "cli1", DP1),), macs=MappingProxyType({}))

@@ -16,10 +16,10 @@ from lbaffd.compile.state import VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import PackedState, flow_id, group_id
 from lbaffd.reconcile.incremental import DesiredIndex
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(

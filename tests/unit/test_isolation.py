@@ -11,9 +11,9 @@ from lbaffd.compile.state import CompiledGroup, collect, compile_state, compile_
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.packed import cookie
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology(local_ports=(LocalPort(11, "cli1", DP1),), macs=MappingProxyType({}))

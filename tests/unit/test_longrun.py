@@ -15,12 +15,12 @@ from prometheus_client import generate_latest
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import parse_all
 from lbaffd.model.plan import VipPlan, make_plan, plan_vips
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.ops import memtrim
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ops.report import REFUSAL_KINDS, PassReport
 from lbaffd.packetin.reject import Refuser
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 DP = DatapathRow("dp-1", 1, "ls1")
 TOPO = Topology((LocalPort(1, "a", DP),), MappingProxyType({}))

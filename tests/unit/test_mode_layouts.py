@@ -33,11 +33,11 @@ from lbaffd.compile.layout import (
 from lbaffd.compile.stages import EXITS, STATIC, FlowBuilder, exit_actions, static_flows
 from lbaffd.compile.state import CompiledFlow, VipCache, collect, compile_stream
 from lbaffd.model import ownership as own
+from lbaffd.model.ovnlayout import OvnLayout
 from lbaffd.model.plan import vip_owners
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.openflow.flowspec import Match
 from lbaffd.openflow.packed import cookie
-from lbaffd.ovn.layout import OvnLayout
 from tests.unit.test_templates import LS, LS2, random_lbs
 
 GOLDEN = Path(__file__).with_name("mode_golden.json")

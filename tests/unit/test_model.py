@@ -17,7 +17,7 @@ from lbaffd.model.loadbalancer import (
     parse_load_balancer,
     strict_ip,
 )
-from lbaffd.sb.records import DatapathRow, DpGroupRow, LoadBalancerRow
+from lbaffd.model.records import DatapathRow, DpGroupRow, LoadBalancerRow
 
 DP1 = DatapathRow("dp-1", 1, "ls1")
 DP2 = DatapathRow("dp-2", 2, "lr1", is_router=True)

@@ -16,6 +16,7 @@ from lbaffd.config import Settings, load_settings, read_config_file
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import ParseIssue, parse_all
 from lbaffd.model.plan import vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
 from lbaffd.ops.observe import AffinityEntry, Counters
 from lbaffd.ops.sdnotify import Notifier
@@ -27,7 +28,6 @@ from lbaffd.ops.status import (
     format_lb_show,
     format_reconcile_stats,
 )
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from os_ken.ofproto import ofproto_v1_5 as ofp
 from lbaffd.compile.layout import PRIO_INTERCEPT, REG_BACKEND_IP, REG_VIP_ID, STANDALONE, companion
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
+from lbaffd.model.records import LoadBalancerRow
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
 from lbaffd.openflow.flowdesc import iter_entries
@@ -41,7 +42,6 @@ from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
 from lbaffd.reconcile.readback import read_installed
 from lbaffd.reconcile.reconciler import Reconciler, cleanup
-from lbaffd.sb.records import LoadBalancerRow
 from tests.fakeswitch import FakeBundle, FakeSwitch, Message
 from tests.unit.test_companion import LAYOUT, PORTS
 from tests.unit.test_companion import SNAP as COMPANION_SNAP

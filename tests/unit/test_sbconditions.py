@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from lbaffd.model.topology import build_topology
-from lbaffd.sb.conditions import Interest, conditions, interest
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DatapathRow,
     DpGroupRow,
     InterfaceRow,
     PortBindingRow,
     SbSnapshot,
 )
+from lbaffd.model.topology import build_topology
+from lbaffd.sb.conditions import Interest, conditions, interest
 
 
 def test_conditions_follow_the_interest() -> None:

@@ -18,8 +18,8 @@ from lbaffd.compile.state import DesiredState, VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import IPAddress, LoadBalancer, parse_all
 from lbaffd.model.plan import make_plan, plan_vips, vip_owners
+from lbaffd.model.records import DatapathRow, LoadBalancerRow
 from lbaffd.model.topology import LocalPort, Topology
-from lbaffd.sb.records import DatapathRow, LoadBalancerRow
 
 LS = DatapathRow("dp-ls", 1, "ls")
 LR = DatapathRow("dp-lr", 2, "lr", is_router=True)

@@ -16,14 +16,7 @@ from lbaffd.compile.state import VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import LoadBalancer, parse_all
 from lbaffd.model.plan import vip_owners
-from lbaffd.model.topoindex import MacView, TopologyIndex, backend_index
-from lbaffd.model.topology import Topology, build_topology
-from lbaffd.openflow.packed import PackedState, flow_id, group_id
-from lbaffd.reconcile.changes import ChangeTracker
-from lbaffd.reconcile.incremental import DesiredIndex
-from lbaffd.sb.delta import Delta
-from lbaffd.sb.inputs import Inputs
-from lbaffd.sb.records import (
+from lbaffd.model.records import (
     DatapathRow,
     DpGroupRow,
     InterfaceRow,
@@ -32,6 +25,13 @@ from lbaffd.sb.records import (
     SbSnapshot,
     ServiceMonitorRow,
 )
+from lbaffd.model.topoindex import MacView, TopologyIndex, backend_index
+from lbaffd.model.topology import Topology, build_topology
+from lbaffd.openflow.packed import PackedState, flow_id, group_id
+from lbaffd.reconcile.changes import ChangeTracker
+from lbaffd.reconcile.incremental import DesiredIndex
+from lbaffd.sb.delta import Delta
+from lbaffd.sb.inputs import Inputs
 
 ME = "chassis-1"
 DPS = {"ls1": DatapathRow("ls1", 1, "ls1"), "ls2": DatapathRow("ls2", 2, "ls2"),
