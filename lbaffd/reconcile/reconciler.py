@@ -132,7 +132,6 @@ MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives
 class RefusalsExhausted(Exception):
     """The switch refused more VIPs in one pass than a pass retries for
     (those found so far stay out: the next pass goes on from there)."""
-CLEAR_ENCODER_CACHES_AFTER = 10_000  # bundle messages
 
 
 def to_messages(cs: ChangeSet) -> list[messages.RawMessage]:
@@ -376,8 +375,6 @@ class Reconciler:
         self._index = DesiredIndex(desired, self._group_ids, adopt=True)
         desired = self._index.desired()
         self._installed = desired.state
-        if bundle.count > CLEAR_ENCODER_CACHES_AFTER:
-            messages.clear_caches()  # a big pass filled them with VIPs it will not encode again
         return ReconcileResult(
             changes=changes, desired=desired, installed_flows=len(installed.flows),
             installed_groups=len(installed.groups), seconds=time.monotonic() - start,
