@@ -1,4 +1,4 @@
-"""SB and local OVS rows -> lbaffd's immutable records (``sb.records``).
+"""SB and local OVS rows -> lbaffd's immutable records (``model.records``).
 
 Read under the connection's lock (``DbMonitor.conn.lock``), straight from the
 IDL's row data (``column``): lbaffd never writes these databases, so there is
@@ -21,14 +21,35 @@ from lbaffd.model.records import (
 from lbaffd.sb.monitor import DbMonitor
 
 _R = TypeVar("_R")
+UuidText = Callable[[uuid.UUID], str]
 
 
-def _ref(value: Any) -> str | None:
+class SharedUuidTexts:
+    """One string per uuid for the records of one read (a ``UuidText``).
+
+    A full read names each datapath from every port, group and LB on it, and
+    each row by its own uuid twice (the record's and the dict's key): at
+    N=1000 ~13k strings of 85 bytes for ~5k uuids, built again by every full
+    pass (``bench.memprobe``).  Records of a later step make their own."""
+
+    __slots__ = ("_texts",)
+
+    def __init__(self) -> None:
+        self._texts: dict[uuid.UUID, str] = {}
+
+    def __call__(self, u: uuid.UUID) -> str:
+        text = self._texts.get(u)
+        if text is None:
+            text = self._texts[u] = str(u)
+        return text
+
+
+def _ref(value: Any, text: UuidText = str) -> str | None:
     """An optional reference column (a 0..1 list of Rows) -> uuid string."""
     if not value:
         return None
     row = value[0] if isinstance(value, list) else value
-    return str(row.uuid)
+    return text(row.uuid)
 
 
 def lb_group_columns(mon: DbMonitor) -> tuple[str, ...]:
@@ -50,20 +71,20 @@ def column(r: Any, name: str) -> Any:
     return data[name].to_python(r._uuid_to_row)
 
 
-def lb_record(mon: DbMonitor, r: Any, group_cols: tuple[str, ...] | None = None
-              ) -> LoadBalancerRow:
+def lb_record(mon: DbMonitor, r: Any, group_cols: tuple[str, ...] | None = None,
+              text: UuidText = str) -> LoadBalancerRow:
     """One Load_Balancer row -> record; call with ``mon.conn.lock`` held."""
     if group_cols is None:
         group_cols = lb_group_columns(mon)
-    groups = {c: _ref(column(r, c)) for c in group_cols}
+    groups = {c: _ref(column(r, c), text) for c in group_cols}
     protocol = column(r, "protocol")
     return LoadBalancerRow(
-        uuid=str(r.uuid),
+        uuid=text(r.uuid),
         name=column(r, "name"),
         vips=MappingProxyType(dict(column(r, "vips"))),
         protocol=(protocol[0] if isinstance(protocol, list) and protocol else protocol or ""),
         options=MappingProxyType(dict(column(r, "options"))),
-        datapaths=tuple(sorted(str(d.uuid) for d in column(r, "datapaths"))),
+        datapaths=tuple(sorted(text(d.uuid) for d in column(r, "datapaths"))),
         **groups,
     )
 
@@ -78,16 +99,17 @@ def read_sb(mon: DbMonitor) -> tuple[dict[str, LoadBalancerRow], dict[str, Datap
                                       dict[str, DpGroupRow], dict[str, PortBindingRow]]:
     """Copy the SB tables lbaffd uses; call with ``mon.conn.lock`` held."""
     cols = lb_group_columns(mon)
-    lbs = {str(r.uuid): lb_record(mon, r, cols) for r in mon.rows("Load_Balancer")}
+    text = SharedUuidTexts()
+    lbs = {text(r.uuid): lb_record(mon, r, cols, text) for r in mon.rows("Load_Balancer")}
     dps: dict[str, DatapathRow] = {}
     for r in mon.rows("Datapath_Binding"):
         ext = dict(column(r, "external_ids"))
-        dps[str(r.uuid)] = DatapathRow(
-            uuid=str(r.uuid), tunnel_key=int(column(r, "tunnel_key")), name=ext.get("name", ""),
+        dps[text(r.uuid)] = DatapathRow(
+            uuid=text(r.uuid), tunnel_key=int(column(r, "tunnel_key")), name=ext.get("name", ""),
             is_router="logical-router" in ext,
         )
-    groups_ = {str(r.uuid): dpg_record(r) for r in mon.rows("Logical_DP_Group")}
-    pbs = {str(r.uuid): pb_record(r) for r in mon.rows("Port_Binding")}
+    groups_ = {text(r.uuid): dpg_record(r, text) for r in mon.rows("Logical_DP_Group")}
+    pbs = {text(r.uuid): pb_record(r, text) for r in mon.rows("Port_Binding")}
     return lbs, dps, groups_, pbs
 
 
@@ -100,22 +122,22 @@ def read_bridge_external_ids(mon: DbMonitor, bridge: str) -> dict[str, str]:
     return {}
 
 
-def pb_record(r: Any) -> PortBindingRow:
+def pb_record(r: Any, text: UuidText = str) -> PortBindingRow:
     """One Port_Binding row -> record; call with the lock held."""
     bound = column(r, "chassis")
     return PortBindingRow(
-        uuid=str(r.uuid), logical_port=column(r, "logical_port"),
-        datapath=_ref([column(r, "datapath")]) or "",
+        uuid=text(r.uuid), logical_port=column(r, "logical_port"),
+        datapath=_ref([column(r, "datapath")], text) or "",
         tunnel_key=int(column(r, "tunnel_key")), macs=tuple(column(r, "mac")),
         chassis=column(bound[0], "name") if bound else None, type=column(r, "type"),
         options=MappingProxyType(dict(column(r, "options"))),
     )
 
 
-def dpg_record(r: Any) -> DpGroupRow:
+def dpg_record(r: Any, text: UuidText = str) -> DpGroupRow:
     """One Logical_DP_Group row -> record; call with the lock held."""
-    return DpGroupRow(uuid=str(r.uuid),
-                      datapaths=tuple(sorted(str(d.uuid) for d in column(r, "datapaths"))))
+    return DpGroupRow(uuid=text(r.uuid),
+                      datapaths=tuple(sorted(text(d.uuid) for d in column(r, "datapaths"))))
 
 
 def lbs_of_groups(mon: DbMonitor, groups: set[str]) -> dict[str, LoadBalancerRow]:
