@@ -36,7 +36,6 @@ class RemovedEntry:
         return self.reason == OFPRR_IDLE_TIMEOUT
 
 
-
 @dataclass(frozen=True, slots=True)
 class Restore:
     """A learned entry to put back after someone else deleted it (companion
@@ -44,6 +43,7 @@ class Restore:
 
     entry: RemovedEntry
     idle_so_far: int
+
 
 class LongIdle:
     """Decides re-installs; holds per-entry idle time accumulated before install."""
