@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid as uuid_
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from ovs.db import idl as ovs_idl
 from ovs.db import types as ovs_types
 from ovsdbapp.backend.ovs_idl import connection, event
 
+from lbaffd.sb import streamconn
 from lbaffd.sb.datums import DatumParser, SharedValues, datum_parser
+from lbaffd.sb.dumpstream import Head
 
 log = structlog.get_logger("lbaffd.sb")
 
@@ -102,6 +105,9 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         # by table, then column: (column, its parser, its default Datum); see _Idl__row_update
         self._columns: dict[str, dict[str, tuple[Any, DatumParser, Any]]] = {}
         self._shared = SharedValues()  # emptied after each run()
+        # the monitor reply is taken in row by row as it arrives (``sb.streamconn``)
+        streamconn.install(self._session, self)
+        self._split_rows = 0  # rows of the last monitor reply taken in so, for ``ovsdb_synced``
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         """Called by ``run()`` for every row change: remembered (the worker
@@ -300,6 +306,44 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
                 self.change_seqno += 1
                 self.notify(ovs_idl.ROW_DELETE, row)
 
+    # ``sb.streamconn.DumpSink``: the monitor reply taken in as it arrives.
+    # What ``Idl.run`` does with a whole reply (ovs/db/idl.py, 3.1, the
+    # ``IDL_S_DATA_MONITOR_COND_SINCE_REQUESTED`` branch), done in steps: the
+    # clear of a new dump first, then the rows batch by batch, then the end
+    # of a dump taken in place; the reply ``Idl.run`` is given afterwards
+    # says found (no second clear) and holds no rows.  ``connected`` stays
+    # false until that reply is in (python-ovs sets MONITORING then), so the
+    # worker never reads a dump half taken in.
+
+    def dump_request_id(self) -> int | None:
+        if self.state != ovs_idl.Idl.IDL_S_DATA_MONITOR_COND_SINCE_REQUESTED:
+            return None
+        request = self._monitor_request_id
+        return request if isinstance(request, int) else None
+
+    def dump_begins(self, head: Head) -> None:
+        if not head.found:
+            self._Idl__clear()
+
+    def dump_rows(self, rows: dict[str, dict[str, Any]]) -> None:
+        self._split_rows += sum(map(len, rows.values()))
+        try:
+            ovs_idl.Idl._Idl__parse_update(self, rows, ovs_idl.OVSDB_UPDATE3)
+        except BaseException:
+            self.dump_lost()
+            raise
+
+    def dump_ends(self) -> None:
+        self._Idl__parse_update({}, ovs_idl.OVSDB_UPDATE3)
+
+    def dump_lost(self) -> None:
+        """A reply partly taken in: its rows are a mix of before and after,
+        so the next request must be answered with a whole dump (no
+        ``monitor_cond_since`` from a transaction id: a delta on rows it
+        already changed would apply twice), and everything is read again."""
+        self._unconfirmed, self._dirty = None, None
+        self.last_id = str(uuid_.UUID(int=0))
+
     def _on_matching(self, event: str, row: Any, updates: Any = None) -> Any:
         """ovsdbapp copies every matching row (``frozen_row``) for its
         handlers; ours only wake the worker, which reads the rows itself:
@@ -347,10 +391,12 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
             self._resyncing = False
             log.info("ovsdb_synced", db=self._name, session=seqno, resumed=not self._cleared,
                      rows={name: len(t.rows) for name, t in self.tables.items()},
+                     split_rows=self._split_rows,
                      **({} if not self._cleared or not self._resync.held
                         else {"in_place": dataclasses.asdict(self._resync)}))
             self._cleared = False
             self._resync = ResyncCounts()
+            self._split_rows = 0
         if self.change_seqno != before:
             if self._since is None:
                 self._since = at
