@@ -3,8 +3,10 @@ what ``Row.__getattr__`` gives, for every column of the tables lbaffd reads."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import MappingProxyType
 
@@ -471,3 +473,137 @@ def test_a_new_dump_is_taken_in_place_as_python_ovs_rebuilds(sandbox: Sandbox) -
     finally:
         stock.close()
         ours.close()
+
+
+class CuttingProxy:
+    """A unix-socket relay in front of the SB that, when armed, closes the
+    next connection after ``cut_after`` bytes from the server: a reply lost
+    half way, at a point the test chooses (nothing mocked: both ends are
+    the real ovsdb-server and the real IDL)."""
+
+    def __init__(self, path: str, target: str) -> None:
+        import socket
+
+        self.path, self.target = path, target
+        self.cut_after: int | None = None
+        self.cuts = 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.target)
+            cut, self.cut_after = self.cut_after, None
+            threading.Thread(target=self._pump, args=(client, server, None),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, cut),
+                             daemon=True).start()
+
+    def _pump(self, src: object, dst: object, cut: int | None) -> None:
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        sent = 0
+        try:
+            while data := src.recv(16384):
+                if cut is not None and sent + len(data) >= cut:
+                    dst.sendall(data[:cut - sent])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_dump_cut_short_is_asked_for_whole_again(sandbox: Sandbox) -> None:
+    """The monitor reply is taken in row by row as it arrives
+    (``sb.streamconn``).  A new dump lost half way (the connection dropped
+    after some of its rows were taken in) leaves rows of before and after:
+    the next request asks for a whole dump (not the changes since a
+    transaction id, which would apply to rows already changed), which is
+    compared with the rows held as any new dump; the IDL then holds what
+    python-ovs's own IDL holds, and the worker is told to read everything."""
+    from lbaffd.sb.idl import NotifyingIdl
+
+    ls = sandbox.add_datapath("ls-cut", 72)
+    batch = [{"op": "insert", "table": "Load_Balancer",
+              "row": {"name": f"lb-cut-{i}", "protocol": "tcp",
+                      "vips": ["map", [[f"10.72.{i // 250}.{i % 250}:80",
+                                        f"10.72.200.{i % 250}:8080,10.72.201.{i % 250}:8080"]]],
+                      "datapaths": ["set", [["uuid", ls]]]}} for i in range(600)]
+    sandbox.transact(batch)
+    proxy = CuttingProxy(str(sandbox.rundir / "sb-cut.sock"), str(sandbox.rundir / "sb.sock"))
+    remote = f"unix:{proxy.path}"
+    stock = _vanilla_idl(sandbox.sb_remote)
+    helper = idlutils.get_schema_helper(sandbox.sb_remote, "OVN_Southbound")
+    have = helper.schema_json["tables"]
+    for table in SB_TABLES:
+        helper.register_columns(table, [c for c in SB_COLUMNS[table]
+                                        if c in have[table]["columns"]])
+    ours = NotifyingIdl(remote, helper, lambda _: None, "OVN_Southbound")
+    split: list[int] = []
+    lost: list[str] = []
+    take_rows, lose = ours.dump_rows, ours.dump_lost
+
+    def counted_rows(rows: dict[str, dict[str, object]]) -> None:
+        split.append(sum(map(len, rows.values())))
+        take_rows(rows)
+
+    def counted_lost() -> None:
+        lose()
+        lost.append(ours.last_id)  # the next request asks from no transaction
+        assert ours.last_id == str(uuid.UUID(int=0))
+
+    ours.dump_rows, ours.dump_lost = counted_rows, counted_lost  # type: ignore[method-assign]
+
+    def agreed(until: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 40
+        while True:
+            stock.run()
+            ours.run()
+            if (stock.state == ours.state == ovs_idl.Idl.IDL_S_MONITORING and until()
+                    and _contents(stock) == _contents(ours)):
+                return
+            assert time.monotonic() < deadline, "the IDLs did not agree"
+            time.sleep(0.02)
+
+    def lbs(idl: ovs_idl.Idl) -> int:
+        return len(idl.tables["Load_Balancer"].rows)
+
+    try:
+        agreed(lambda: lbs(ours) == 600)
+        assert sum(split) >= 600 and len(split) >= 3  # in batches, as it arrived
+        ours.take_dirty()
+        # while the SB is down: every LB changed; the dump after it is cut
+        # after ~60 kB, when ~a third of its rows have been taken in
+        proxy.cut_after = 60_000
+        sandbox.restart_ovsdb("sb", down_for=0.3, while_down=[
+            {"op": "update", "table": "Load_Balancer", "where": [],
+             "row": {"protocol": "udp"}},
+            {"op": "delete", "table": "Load_Balancer",
+             "where": [["name", "==", "lb-cut-599"]]}])
+        agreed(lambda: lbs(ours) == 599 and proxy.cuts == 1 and bool(lost))
+        assert all(r.protocol == ["udp"] for r in ours.tables["Load_Balancer"].rows.values())
+        assert len(lost) == 1
+        assert ours.take_dirty() is None  # everything is read again
+    finally:
+        stock.close()
+        ours.close()
+        proxy.close()
