@@ -57,6 +57,7 @@ class StreamingConnection(ovs.jsonrpc.Connection):  # type: ignore[misc]
     _reply_id: int | None
     _last_id: str | None
     _decoder: Any
+    _held: str
 
     def adopt(self, sink: DumpSink) -> None:
         self._sink = sink
@@ -64,6 +65,10 @@ class StreamingConnection(ovs.jsonrpc.Connection):  # type: ignore[misc]
         self._reply_id = None
         self._last_id = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # the start of a message too short yet to tell what it is: kept out
+        # of ``input``, which python-ovs's ``recv_wait`` takes for text ready
+        # to parse (it would wake the poller at once, again and again)
+        self._held = ""
 
     def close(self) -> None:
         if self._splitter is not None:
@@ -74,10 +79,8 @@ class StreamingConnection(ovs.jsonrpc.Connection):  # type: ignore[misc]
     def recv(self) -> tuple[int, Any]:
         if self.status:
             return self.status, None
-        more = False
         while True:
-            if more or not self.input:
-                more = False
+            if not self.input:
                 error, data = self.stream.recv(READ_SIZE)
                 if not error and data:
                     try:
@@ -93,19 +96,18 @@ class StreamingConnection(ovs.jsonrpc.Connection):  # type: ignore[misc]
                 if not data:
                     self.error(ovs.jsonrpc.EOF)
                     return ovs.jsonrpc.EOF, None
-                self.input += text
+                self.input, self._held = self._held + text, ""
                 self.received_bytes += len(data)
                 continue
             if self._splitter is not None:
                 reply = self._feed_split()
                 if reply is None:
-                    more = True
-                    continue
+                    continue  # (all its text is in the splitter: read on)
                 return reply
             if self.parser is None:
                 verdict, head = classify(self.input, self._sink.dump_request_id())
                 if verdict is Verdict.MORE:
-                    more = True
+                    self._held, self.input = self.input, ""
                     continue
                 if verdict is Verdict.STREAM and head is not None:
                     self._reply_id = self._sink.dump_request_id()
