@@ -330,7 +330,10 @@ class NotifyingIdl(event.RowEventHandler, connection.OvsdbIdl):  # type: ignore[
         try:
             ovs_idl.Idl._Idl__parse_update(self, rows, ovs_idl.OVSDB_UPDATE3)
         except BaseException:
+            # (python-ovs logs and swallows a malformed update itself) the
+            # rest of this reply cannot be trusted to finish it: ask again
             self.dump_lost()
+            self.force_reconnect()
             raise
 
     def dump_ends(self) -> None:
