@@ -164,24 +164,16 @@ class DumpSplitter:
             return i + 1
         if c == ",":
             return i + 1
-        uuid, j = self._string(buf, i)
-        if uuid is None:
+        member = self._member(buf, i)
+        if member is None:
             return None
-        j = _skip(buf, j)
-        if j >= len(buf):
-            return None
-        if buf[j] != ":":
-            raise SplitError(f"no ':' after row {uuid!r}")
-        try:
-            row, end = _scan(buf, _skip(buf, j + 1))
-        except (StopIteration, ValueError):
-            return None  # its text is not all here yet
+        uuid, row, end = member
         self._pending.setdefault(self._table, {})[uuid] = row
         self._count += 1
         self.rows += 1
         if self._count >= self._batch:
             self._flush()
-        return int(end)
+        return end
 
     def _tail(self, buf: str, i: int) -> int | None:
         """After the table-updates: ``]``, then ``,"key":value`` members
@@ -193,7 +185,19 @@ class DumpSplitter:
             return -(i + 1) - 1
         if c != ",":
             raise SplitError(f"unexpected {c!r} after the table-updates")
-        key, j = self._string(buf, _skip(buf, i + 1))
+        member = self._member(buf, _skip(buf, i + 1))
+        if member is None:
+            return None
+        key, value, end = member
+        if key == "error" and value is not None:
+            raise SplitError(f"reply with an error: {value!r}")
+        return end
+
+    @classmethod
+    def _member(cls, buf: str, i: int) -> tuple[str, Any, int] | None:
+        """The ``"key":value`` at ``i``: key, value and the position after
+        it; None while its text is not all here yet."""
+        key, j = cls._string(buf, i)
         if key is None:
             return None
         j = _skip(buf, j)
@@ -205,9 +209,7 @@ class DumpSplitter:
             value, end = _scan(buf, _skip(buf, j + 1))
         except (StopIteration, ValueError):
             return None
-        if key == "error" and value is not None:
-            raise SplitError(f"reply with an error: {value!r}")
-        return int(end)
+        return key, value, int(end)
 
     @staticmethod
     def _string(buf: str, i: int) -> tuple[str | None, int]:
