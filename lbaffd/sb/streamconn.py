@@ -105,12 +105,13 @@ class StreamingConnection(ovs.jsonrpc.Connection):  # type: ignore[misc]
                     continue  # (all its text is in the splitter: read on)
                 return reply
             if self.parser is None:
-                verdict, head = classify(self.input, self._sink.dump_request_id())
+                request = self._sink.dump_request_id()
+                verdict, head = classify(self.input, request)
                 if verdict is Verdict.MORE:
                     self._held, self.input = self.input, ""
                     continue
                 if verdict is Verdict.STREAM and head is not None:
-                    self._reply_id = self._sink.dump_request_id()
+                    self._reply_id = request
                     self._last_id = head.last_id
                     self.input = self.input[head.length:]
                     self._sink.dump_begins(head)
