@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--phases", default=",".join(PHASES),
                    help=f"phases after cold (default {','.join(PHASES)}; events_audit "
                         "restarts lbaffd with --audit-interval 1)")
+    p.add_argument("--sb-direct", action="store_true",
+                   help="lbaffd's event samples written to the SB as ovn-northd would, with "
+                        "ovn-northd paused (bench/sb_direct.py): ~0.5 s a sample at N=5000 "
+                        "instead of ~5 s; ovn-controller's stay NB-driven")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: N=30, 1 run, 3 samples, 3 s churn, 5 other chassis")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -81,9 +85,9 @@ class Runner:
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
             "quick": args.quick, "n": args.n, "runs_wanted": args.runs,
             "phases": args.phase_list,
-            "samples": args.samples, "churn": {"seconds": args.churn_seconds,
-                                               "port_rate": args.port_rate,
-                                               "lb_rate": args.lb_rate},
+            "samples": args.samples, "sb_direct": args.sb_direct,
+            "churn": {"seconds": args.churn_seconds, "port_rate": args.port_rate,
+                      "lb_rate": args.lb_rate},
             "cluster": c.stats(),
             "host": {"cpus": os.cpu_count(), "loadavg_start": _loadavg(),
                      "ovs_version": _version("ovs-vswitchd"),
@@ -129,6 +133,7 @@ class Runner:
         from bench.cold import raw_ofctl
         from bench.common import RUNDIR_PREFIX
         from bench.ovsdb_watch import OvsdbWatch
+        from bench.sb_direct import SbDirect
         from bench.switch_probe import SwitchProbe
         from lbaffd_sandbox.sandbox import started_sandbox
 
@@ -153,6 +158,8 @@ class Runner:
             local.start()
             s = rs.Side(side, sb, c, watch, local_watch=local, switch_probe=probe,
                         event_types=a.event_list)
+            if a.sb_direct and side == "lbaffd":
+                s.direct = SbDirect(sb.transact)
             try:
                 start = rs.lbaffd_start if side == "lbaffd" else rs.ovn_controller_start
                 label = f"run {r + 1} {side}"
@@ -331,6 +338,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"{h.get('loadavg_end', '?')} at end), OVS {h['ovs_version']}, OVN {h['ovn_version']}, "
         f"lbaffd at {h['commit']}{' (quick)' if res.get('quick') else ''}; N={res['n']}, "
         f"{runs} run(s), {res['samples']} samples per event type; median (min-max) over runs.",
+        *([("lbaffd's event samples were written to the SB as ovn-northd would have written "
+            "them, with ovn-northd paused (`--sb-direct`, `bench/sb_direct.py`).")]
+          if res.get("sb_direct") else []),
         "",
         f"Cluster (seed {cs['seed']}): {cs['services']} services, {cs['vips']} VIPs, "
         f"{cs['backend_slots']} backend slots ({cs['local_backend_slots']} local pods), up to "

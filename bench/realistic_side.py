@@ -41,6 +41,7 @@ from bench.common import (
     wait_for,
 )
 from bench.ovsdb_watch import OvsdbWatch
+from bench.sb_direct import SbDirect, backend_for
 from bench.switch_probe import SwitchProbe
 from lbaffd_sandbox.sandbox import Sandbox, ovsdb_transact, run
 
@@ -111,6 +112,8 @@ class Side:
     local_watch: OvsdbWatch | None = None  # the local Open_vSwitch DB's Interface rows
     switch_probe: SwitchProbe | None = None  # ovs-vswitchd's own answer time at an ofport
     event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
+    # event samples written to the SB with ovn-northd paused (lbaffd only)
+    direct: SbDirect | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -269,7 +272,29 @@ class Side:
 
     # ------------------------------------------------------------ events
 
+    def northd(self, command: str) -> None:
+        """``pause`` or ``resume`` ovn-northd (it keeps its connections;
+        paused, it writes nothing)."""
+        run("ovn-appctl", "-t", str(self.sb.rundir / "northd.ctl"), command, env=self.sb.env)
+
     def events(self, samples: int, timeout: float) -> dict[str, Any]:
+        """Samples of each event type; with ``direct``, written to the SB
+        while ovn-northd is paused, which then takes the SB back to the NB's
+        content (the rows written here are not in the NB)."""
+        if self.direct is None:
+            return self._events(samples, timeout)
+        self.northd("pause")
+        try:
+            self.direct.load(self.c)
+            out = self._events(samples, timeout)
+        finally:
+            self.northd("resume")
+            self.extra_backends.clear()
+            self.settle(timeout)
+        out["sb_direct"] = True
+        return out
+
+    def _events(self, samples: int, timeout: float) -> dict[str, Any]:
         monitors = [r["_uuid"][1] for r in self.select(
             self.sb.sb_remote, SB, "Service_Monitor", ["_uuid"])]
         out: dict[str, Any] = {}
@@ -325,8 +350,24 @@ class Side:
     def _start(self) -> tuple[float, int]:
         return self.daemon_cpu(), self.changes_sent() if self.lbaffd else 0
 
+    def _lb_arrival(self, mark: int, name: str, timeout: float = 60.0) -> float:
+        """When the change of the LB row ``name`` written after ``mark``
+        reached our SB monitor."""
+        return wait_for(lambda: self.watch.first_after(
+            mark, "Load_Balancer", lambda u: u.new.get("name") == name),
+            timeout, f"the SB to send LB {name}", step=0.005).at
+
+    def _direct_lb(self, op: dict[str, Any], name: str, cpu0: float,
+                   sent0: int) -> dict[str, Any]:
+        """An LB event written to the SB: latency from the row's arrival."""
+        mark = self.watch.mark()
+        t_from = time.time()
+        self.sbt([op])
+        return self._finish(self._lb_arrival(mark, name), None, cpu0, sent0, t_from=t_from)
+
     def _backend_added(self, i: int) -> dict[str, Any]:
-        s = (i * 7919 + 3) % len(self.c.services)
+        s = (backend_for(self.c.services, i) if self.direct is not None
+             else (i * 7919 + 3) % len(self.c.services))
         svc = self.c.services[s]
         extra = self.extra_backends.setdefault(s, [])
         new = self._new_pod(1 + i % self.c.nodes)
@@ -334,6 +375,9 @@ class Side:
         self.settle()
         extra.append(new.name)
         cpu0, sent0 = self._start()
+        if self.direct is not None:
+            return self._direct_lb(SbDirect.lb_vips_update(svc, self.c.pods, extra),
+                                   svc.name, cpu0, sent0)
         op = {"op": "update", "table": "Load_Balancer", "where": [["name", "==", svc.name]],
               "row": cl.lb_row(svc, self.c.pods, extra)}
         t_from = time.time()
@@ -366,6 +410,11 @@ class Side:
 
     def _new_pod(self, node: int) -> cl.Pod:
         pod = self.c.new_pod(node, self.next_pod)
+        if self.direct is not None:
+            res = self.sbt([self.direct.port_binding_insert(pod)])[0]
+            assert isinstance(res, dict)
+            self.pb_uuids[pod.name] = res["uuid"][1]
+            return pod
         self.nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
                   "row": cl.lsp_row(pod)},
                  {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==",
@@ -429,6 +478,9 @@ class Side:
     def _lb_added(self, i: int) -> dict[str, Any]:
         cpu0, sent0 = self._start()
         svc = self._extra_lb(i)
+        if self.direct is not None:
+            return self._direct_lb(self.direct.lb_insert(svc, self._extra_base(i), self.c.pods),
+                                   svc.name, cpu0, sent0)
         t_from = time.time()
         k, t_sb = self.nb_with_cfg([
             {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
@@ -441,6 +493,9 @@ class Side:
 
     def _lb_removed(self, i: int) -> dict[str, Any]:
         svc = self._extra_lb(i)
+        if self.direct is not None:
+            cpu0, sent0 = self._start()
+            return self._direct_lb(SbDirect.lb_delete(svc.name), svc.name, cpu0, sent0)
         rows = self.select(self.sb.nb_remote, NB, "Load_Balancer", ["_uuid"],
                            [["name", "==", svc.name]])
         ref = ["uuid", rows[0]["_uuid"][1]]
@@ -454,9 +509,12 @@ class Side:
             lb=svc.name)
         return self._finish(t_sb, k, cpu0, sent0, t_from=t_from)
 
+    def _extra_base(self, i: int) -> cl.Service:
+        return self.c.services[(i * 7919 + 11) % len(self.c.services)]
+
     def _extra_lb(self, i: int) -> cl.Service:
         """The i-th added LB: shaped like a random service of the cluster."""
-        base = self.c.services[(i * 7919 + 11) % len(self.c.services)]
+        base = self._extra_base(i)
         hi, lo = divmod(i, 250)
         ip = f"fd00:31::{i + 1:x}" if base.ipv6 else f"172.31.{hi}.{lo + 1}"
         return cl.Service(f"extra-{i}", base.protocol, base.ipv6, base.vip_ports, ip,
