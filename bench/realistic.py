@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="lbaffd's event samples written to the SB as ovn-northd would, with "
                         "ovn-northd paused (bench/sb_direct.py): ~0.5 s a sample at N=5000 "
                         "instead of ~5 s; ovn-controller's stay NB-driven")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                   help="measure nothing: join the runs of these results files (the same "
+                        "content and sampling) into one, medians over all their runs")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: N=30, 1 run, 3 samples, 3 s churn, 5 other chassis")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -113,16 +116,19 @@ class Runner:
         return value
 
     def run(self) -> int:
+        # written again after every run: a bench stopped half way keeps the
+        # runs it finished (``--merge`` joins files of the same content)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         for r in range(self.args.runs):
             run: dict[str, Any] = {"loadavg_start": _loadavg()}
             for side in self.args.side_list:
                 run[side] = self._side(run, side, r)
             run["loadavg_end"] = _loadavg()
             self.res["runs"].append(run)
-        self.res["summary"] = summary(self.res)
-        self.res["targets"] = targets(self.res)
-        self.res["host"]["loadavg_end"] = _loadavg()
-        path = write(self.res, self.args.out)
+            self.res["summary"] = summary(self.res)
+            self.res["targets"] = targets(self.res)
+            self.res["host"]["loadavg_end"] = _loadavg()
+            path = write(self.res, self.args.out, stamp)
         print()
         print(markdown(self.res))
         print(f"results: {path}")
@@ -341,6 +347,8 @@ def markdown(res: dict[str, Any]) -> str:
         *([("lbaffd's event samples were written to the SB as ovn-northd would have written "
             "them, with ovn-northd paused (`--sb-direct`, `bench/sb_direct.py`).")]
           if res.get("sb_direct") else []),
+        *([f"Runs joined from {', '.join(res['merged_from'])} (`--merge`)."]
+          if res.get("merged_from") else []),
         "",
         f"Cluster (seed {cs['seed']}): {cs['services']} services, {cs['vips']} VIPs, "
         f"{cs['backend_slots']} backend slots ({cs['local_backend_slots']} local pods), up to "
@@ -413,20 +421,57 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(res: dict[str, Any], outdir: Path) -> Path:
-    """``realistic-<stamp>.json`` + ``realistic-latest.{json,md}`` (a quick
+def write(res: dict[str, Any], outdir: Path, stamp: str | None = None) -> Path:
+    """``realistic-<stamp>.{json,md}`` + ``realistic-latest.{json,md}`` (a quick
     run: ``tmp-quick-realistic-*``, not kept; a run of some phases only:
     ``realistic-partial-*``, so ``realistic-latest`` stays a whole run)."""
     outdir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     partial = "" if res.get("phases", list(PHASES)) == list(PHASES) else "partial-"
     prefix = ("tmp-quick-" if res.get("quick") else "") + "realistic-" + partial
     path = outdir / f"{prefix}{stamp}.json"
     text = json.dumps(res, indent=1, sort_keys=True) + "\n"
     path.write_text(text)
+    md = markdown(res)
+    path.with_suffix(".md").write_text(md)
     (outdir / f"{prefix}latest.json").write_text(text)
-    (outdir / f"{prefix}latest.md").write_text(markdown(res))
+    (outdir / f"{prefix}latest.md").write_text(md)
     return path
+
+
+# what results files must share to be merged: the same logical content,
+# sampled the same way
+SAME_FOR_MERGE = ("n", "samples", "sb_direct", "cluster", "churn", "quick")
+
+
+def merge(files: list[Path]) -> dict[str, Any]:
+    """The runs of several results files of the same content as one: e.g.
+    two runs of every phase and a third of some (a bench stopped half way,
+    or one of the phases that fit).  Medians and spread over all runs."""
+    parts = [json.loads(f.read_text()) for f in files]
+    first = parts[0]
+    for f, other in zip(files[1:], parts[1:], strict=True):
+        differ = [k for k in SAME_FOR_MERGE if other.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{f}: not the same content as {files[0]} ({', '.join(differ)})")
+    phases = {p for part in parts for p in part.get("phases", PHASES)}
+    res = dict(first)
+    res.update({
+        "command": [part["command"] for part in parts],
+        "merged_from": [f.name for f in files],
+        "phases": [p for p in PHASES if p in phases],
+        "runs_wanted": sum(part["runs_wanted"] for part in parts),
+        "runs": [run for part in parts for run in part["runs"]
+                 if any(run.get(side) for side in SIDES)],
+        "errors": [dict(e, file=f.name) for f, part in zip(files, parts, strict=True)
+                   for e in part["errors"]],
+    })
+    commits = sorted({part["host"]["commit"] for part in parts})
+    res["host"] = dict(first["host"], commit=" + ".join(commits),
+                       loadavg_end=parts[-1]["host"].get("loadavg_end"))
+    res["summary"] = summary(res)
+    res["targets"] = targets(res)
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     args = parse_args(argv)
+    if args.merge:
+        merged = merge(args.merge)
+        print(markdown(merged))
+        print(f"results: {write(merged, args.out)}")
+        return 0
     if os.geteuid() != 0:
         print("bench.realistic: needs root (network namespaces, ovs-vswitchd)", file=sys.stderr)
         return 2

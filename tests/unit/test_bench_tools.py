@@ -3,7 +3,9 @@ timing, but a refactoring once left ``bench.encode`` encoding the wrong thing)."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +175,31 @@ def test_a_sample_says_where_its_time_went() -> None:
     got = attribution([step, late_audit], t0)
     assert got["passes"] == 2 and got["audit_passes"] == 1 and got["first_ms"] == 20.0
     assert attribution([], t0) == {"passes": 0, "audit_passes": 0}
+
+
+def test_realistic_merge_takes_every_run_and_refuses_other_content(tmp_path: Path) -> None:
+    """``--merge``: the runs of files of the same content are summarized as
+    one set (medians over all), runs without data are left out, and files
+    of another content or sampling are refused."""
+    from bench.realistic import merge
+
+    def part(name: str, colds: list[float | None], samples: int = 200) -> Path:
+        runs = [{"lbaffd": {"cold": {"converge_s": c}} if c is not None else {}}
+                for c in colds]
+        res = {"n": 5000, "samples": samples, "sb_direct": True, "cluster": {"vips": 5219},
+               "churn": {"seconds": 60.0}, "quick": False, "command": f"run {name}",
+               "phases": ["events"] if name == "b" else ["raw", "events", "churn"],
+               "runs_wanted": len(colds), "runs": runs, "errors": [{"phase": "x"}],
+               "host": {"commit": name, "cpus": 2}}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(res))
+        return path
+
+    merged = merge([part("a", [4.0, 6.0, None]), part("b", [5.5])])
+    assert len(merged["runs"]) == 3 and merged["runs_wanted"] == 4
+    assert merged["summary"]["lbaffd"]["cold_s"] == {"median": 5.5, "min": 4.0, "max": 6.0,
+                                                     "runs": 3}
+    assert merged["phases"] == ["raw", "events", "churn"]
+    assert merged["host"]["commit"] == "a + b" and len(merged["errors"]) == 2
+    with pytest.raises(ValueError, match="samples"):
+        merge([part("a", [4.0]), part("b", [5.0], samples=30)])
