@@ -295,6 +295,22 @@ def nb_lb_ops(c: Cluster) -> list[dict[str, Any]]:
     return ops
 
 
+def nb_pod_ops(pod: Pod) -> list[dict[str, Any]]:
+    """A pod added after the generated ones: its LSP on its node's switch."""
+    return [{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
+             "row": lsp_row(pod)},
+            {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==", f"ls{pod.node}"]],
+             "mutations": [["ports", "insert", ["set", [_named("p")]]]]}]
+
+
+def nb_lb_in_group_ops(svc: Service, pods: dict[str, Pod]) -> list[dict[str, Any]]:
+    """A service added after the generated ones: its LB in the cluster's group."""
+    return [{"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
+             "row": lb_row(svc, pods)},
+            {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==", "cluster"]],
+             "mutations": [["load_balancer", "insert", ["set", [_named("lb")]]]]}]
+
+
 def bump_nb_cfg() -> dict[str, Any]:
     return {"op": "mutate", "table": "NB_Global", "where": [],
             "mutations": [["nb_cfg", "+=", 1]]}

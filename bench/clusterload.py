@@ -92,11 +92,7 @@ class ClusterLoad:
         return self.c.new_pod(node, self.next_pod)
 
     def _lsp_add(self, pod: cl.Pod) -> None:
-        self.nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
-                  "row": cl.lsp_row(pod)},
-                 {"op": "mutate", "table": "Logical_Switch",
-                  "where": [["name", "==", f"ls{pod.node}"]],
-                  "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]]}])
+        self.nb(cl.nb_pod_ops(pod))
 
     def _lsp_del(self, pod: cl.Pod) -> None:
         rows = self.select(self.sb.nb_remote, NB, "Logical_Switch_Port", ["_uuid"],
@@ -204,11 +200,7 @@ class ClusterLoad:
         new = cl.Service(f"svc-new-{i}", base.protocol, base.ipv6, base.vip_ports, ip, bes,
                          base.affinity, base.hairpin_snat, False)
         self.services[new.name], self.backends[new.name] = new, list(bes)
-        ops: list[dict[str, Any]] = [
-            {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
-             "row": cl.lb_row(new, self.c.pods)},
-            {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==", "cluster"]],
-             "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}]
+        ops = cl.nb_lb_in_group_ops(new, self.c.pods)
         if rows:
             ref = ["uuid", rows[0]["_uuid"][1]]
             ops = [{"op": "mutate", "table": "Load_Balancer_Group",

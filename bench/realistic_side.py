@@ -152,10 +152,7 @@ class Side:
                       timeout, f"northd to write nb_cfg {k}", step=0.005)
         if lb is None:
             return k, up.at
-        row = wait_for(lambda: self.watch.first_after(
-            mark, "Load_Balancer", lambda u: lb == "*" or u.new.get("name") == lb),
-            timeout, f"northd to write LB {lb}", step=0.005)
-        return k, row.at
+        return k, self._lb_arrival(mark, lb, timeout)
 
     def reported(self, k: int, timeout: float) -> float:
         """ovn-controller: when the flows of nb_cfg >= k were installed
@@ -351,10 +348,10 @@ class Side:
         return self.daemon_cpu(), self.changes_sent() if self.lbaffd else 0
 
     def _lb_arrival(self, mark: int, name: str, timeout: float = 60.0) -> float:
-        """When the change of the LB row ``name`` written after ``mark``
-        reached our SB monitor."""
+        """When a change of the LB row ``name`` (``*``: any) written after
+        ``mark`` reached our SB monitor."""
         return wait_for(lambda: self.watch.first_after(
-            mark, "Load_Balancer", lambda u: u.new.get("name") == name),
+            mark, "Load_Balancer", lambda u: name == "*" or u.new.get("name") == name),
             timeout, f"the SB to send LB {name}", step=0.005).at
 
     def _direct_lb(self, op: dict[str, Any], name: str, cpu0: float,
@@ -366,8 +363,7 @@ class Side:
         return self._finish(self._lb_arrival(mark, name), None, cpu0, sent0, t_from=t_from)
 
     def _backend_added(self, i: int) -> dict[str, Any]:
-        s = (backend_for(self.c.services, i) if self.direct is not None
-             else (i * 7919 + 3) % len(self.c.services))
+        s = backend_for(self.c.services, i, unchecked=self.direct is not None)
         svc = self.c.services[s]
         extra = self.extra_backends.setdefault(s, [])
         new = self._new_pod(1 + i % self.c.nodes)
@@ -415,11 +411,7 @@ class Side:
             assert isinstance(res, dict)
             self.pb_uuids[pod.name] = res["uuid"][1]
             return pod
-        self.nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
-                  "row": cl.lsp_row(pod)},
-                 {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==",
-                                                                       f"ls{node}"]],
-                  "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]]}])
+        self.nb(cl.nb_pod_ops(pod))
         wait_for(lambda: self.select(self.sb.sb_remote, SB, "Port_Binding", ["_uuid"],
                                      [["logical_port", "==", pod.name]]), 60,
                  f"northd to bind {pod.name}")
@@ -482,13 +474,7 @@ class Side:
             return self._direct_lb(self.direct.lb_insert(svc, self._extra_base(i), self.c.pods),
                                    svc.name, cpu0, sent0)
         t_from = time.time()
-        k, t_sb = self.nb_with_cfg([
-            {"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
-             "row": cl.lb_row(svc, self.c.pods)},
-            {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==",
-                                                                         "cluster"]],
-             "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}],
-            lb=svc.name)
+        k, t_sb = self.nb_with_cfg(cl.nb_lb_in_group_ops(svc, self.c.pods), lb=svc.name)
         return self._finish(t_sb, k, cpu0, sent0, t_from=t_from)
 
     def _lb_removed(self, i: int) -> dict[str, Any]:

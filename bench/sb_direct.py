@@ -58,11 +58,10 @@ class SbDirect:
     def load(self, c: cl.Cluster) -> None:
         """Read the Port_Binding rows northd wrote: one template per switch
         (a pod's) and the highest tunnel key in use on each."""
-        pods = {p.name: p for p in c.pods.values()}
         for row in self.select("Port_Binding", []):
             dp = row["datapath"][1]
             self._next_key[dp] = max(self._next_key.get(dp, 1), int(row["tunnel_key"]) + 1)
-            pod = pods.get(row["logical_port"])
+            pod = c.pods.get(row["logical_port"])
             if pod is not None and pod.node not in self._dp_of_node:
                 self._dp_of_node[pod.node] = dp
                 self._pb_template[dp] = _copy(row, _NOT_COPIED | _CONTROLLER_COLUMNS)
@@ -103,11 +102,14 @@ class SbDirect:
         return {"op": "delete", "table": "Load_Balancer", "where": [["name", "==", name]]}
 
 
-def backend_for(services: tuple[cl.Service, ...], i: int) -> int:
-    """The service the i-th backend is added to: as the NB-driven samples
-    pick (a stride through the services), skipping health-checked ones."""
+def backend_for(services: tuple[cl.Service, ...], i: int, unchecked: bool = False) -> int:
+    """The service the i-th backend is added to: a stride through the
+    services; with ``unchecked`` (the direct samples), the next one from there
+    without health checks."""
     n = len(services)
     s = (i * 7919 + 3) % n
+    if not unchecked:
+        return s
     for step in range(n):
         k = (s + step) % n
         if not services[k].health:

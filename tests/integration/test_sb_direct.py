@@ -57,11 +57,7 @@ def test_direct_rows_are_the_rows_northd_writes() -> None:
         for node in (2, 0):
             pod = c.new_pod(node, {})
             op = direct.port_binding_insert(pod)
-            nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
-                 "row": cl.lsp_row(pod)},
-                {"op": "mutate", "table": "Logical_Switch",
-                 "where": [["name", "==", f"ls{node}"]],
-                 "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]]}])
+            nb(cl.nb_pod_ops(pod))
             row = sb_row("Port_Binding", [["logical_port", "==", pod.name]])
             assert same_as_northd(op, row, {"tunnel_key"}) == {}
             # a key no other port of that switch has (northd picked its own)
@@ -71,14 +67,11 @@ def test_direct_rows_are_the_rows_northd_writes() -> None:
             assert op["row"]["tunnel_key"] not in keys
 
         # a backend added to a service without health checks
-        s = backend_for(c.services, 1)
+        s = backend_for(c.services, 1, unchecked=True)
         svc = c.services[s]
         assert not svc.health
         pod = c.new_pod(1, {})
-        nb([{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
-             "row": cl.lsp_row(pod)},
-            {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==", "ls1"]],
-             "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]]}])
+        nb(cl.nb_pod_ops(pod))
         op = SbDirect.lb_vips_update(svc, c.pods, [pod.name])
         nb([{"op": "update", "table": "Load_Balancer", "where": [["name", "==", svc.name]],
              "row": cl.lb_row(svc, c.pods, [pod.name])}])
@@ -92,11 +85,7 @@ def test_direct_rows_are_the_rows_northd_writes() -> None:
                              "fd00:31::77" if like.ipv6 else "172.31.9.9", like.backends,
                              like.affinity, like.hairpin_snat, False)
             op = direct.lb_insert(new, like, c.pods)
-            nb([{"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
-                 "row": cl.lb_row(new, c.pods)},
-                {"op": "mutate", "table": "Load_Balancer_Group",
-                 "where": [["name", "==", "cluster"]],
-                 "mutations": [["load_balancer", "insert", ["set", [["named-uuid", "lb"]]]]]}])
+            nb(cl.nb_lb_in_group_ops(new, c.pods))
             row = sb_row("Load_Balancer", [["name", "==", new.name]])
             assert same_as_northd(op, row, {"external_ids"}) == {}
             # the same keys in external_ids (lb_id: the NB row's, a fresh one here)
