@@ -85,7 +85,7 @@ def test_sigusr1_writes_every_threads_stack_and_goes_on(sandbox: Sandbox,
             break
         time.sleep(0.1)
     assert daemon.proc.poll() is None, daemon.tail()
-    assert "Current thread 0x" in text, daemon.tail()  # the worker (main thread) answers
+    assert "Current thread 0x" in text, daemon.tail()  # the lbaffd-signals thread answers
     assert text.count("Thread 0x") >= 3, text[-3000:]  # SB and OVS monitors, OpenFlow, ...
     assert daemon.proc.poll() is None
     sandbox.ofctl("del-flows", "br-int", MANAGED)
