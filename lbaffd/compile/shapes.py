@@ -10,7 +10,7 @@ filling in ~16 flows' values costs a tenth of that.
 How it stays exact:
 
 - The *shape* of a VIP is its plan with every value replaced by a marker
-  (``_marked``: addresses by their index among the VIP's distinct addresses,
+  (``marked_plan``: addresses by their index among the VIP's distinct addresses,
   the LB's identity and the group id by constants), plus which addresses are
   local and have a MAC.  Whatever is not replaced stays in the key (``_shape``
   takes every other dataclass field): an input this module does not know
@@ -36,95 +36,51 @@ and the plan's bucket list says which goes where.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
 from lbaffd.compile import groupsplit
 from lbaffd.compile.layout import Pipeline
-from lbaffd.compile.stages import addr_text, vip_group, vip_mac
+from lbaffd.compile.markers import (
+    MARK_BUCKET_A,
+    MARK_BUCKET_B,
+    MARKS_A,
+    MARKS_B,
+    Marks,
+    OwnerPattern,
+    SlotBody,
+    bucketed_plan,
+    distinct_addresses,
+    marked_plan,
+    marker_endpoint,
+    owner_from,
+    owner_pattern,
+    shared_cookies,
+    slot_values,
+)
+from lbaffd.compile.stages import addr_text, vip_group
 from lbaffd.compile.vip import VipPart
-from lbaffd.model import ownership as own
 from lbaffd.model.distribution import DEFAULT_WEIGHT
 from lbaffd.model.loadbalancer import Endpoint, IPAddress, LoadBalancer, Vip
 from lbaffd.model.plan import VipPlan, bucket_weights
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages
-from lbaffd.openflow.packed import FlowBody, flow_id, pack_group
+from lbaffd.openflow.packed import flow_id, pack_group
 
 CompileVip = Callable[[VipPlan, Pipeline, int, Topology], VipPart]
 Shape = tuple[object, ...]
-# an owner key of a shared flow with the VIP's addresses as their index
-OwnerPattern = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class _Marks:
-    """One set of marker values (A or B)."""
-
-    uuid: str
-    group_id: int
-    first_addr: int
-    tag6: int  # the first byte of each 32-bit word of an IPv6 marker
-    mac_prefix: str
-
-    def addr(self, k: int, v6: bool = False) -> IPAddress:
-        """Address ``k`` of the marker set.  An IPv6 one has a distinct 32-bit
-        word at each of its four positions (``tag6 + i``, then ``k``): the
-        stages load an IPv6 address into registers word by word, so each word
-        is a value of its own and must tell its address and position apart."""
-        if v6:
-            return ipaddress.IPv6Address(b"".join(
-                bytes((self.tag6 + i, k >> 16 & 0xFF, k >> 8 & 0xFF, k & 0xFF))
-                for i in range(4)))
-        return ipaddress.IPv4Address(self.first_addr + k)
-
-    def mac(self, i: int) -> str:
-        return f"{self.mac_prefix}:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
-
-
-MARKS_A: Final = _Marks("\x00template-a", 0xB0A1A2A3, int(ipaddress.IPv4Address("198.18.0.1")),
-                        0xA4, "02:a0:a1")
-MARKS_B: Final = _Marks("\x00template-b", 0xB0B1B2B3, int(ipaddress.IPv4Address("198.19.0.1")),
-                        0xC4, "02:b0:b1")
-MARKER_VIP_KEY: Final = "vip"
 # shapes remembered (a template is a few KB); the realistic SB at N=5000 has
 # ~1100, and at 1024 they were all let go once in the middle of a cold pass
 MAX_SHAPES: Final = 4096
 
 
-def _addresses(plan: VipPlan) -> tuple[IPAddress, ...]:
-    """The VIP's distinct addresses, its own first, then its backends' in order."""
-    seen = {int(ip): ip for ip in (plan.vip.endpoint.ip, *(be.ip for be in plan.vip.backends))}
-    return tuple(seen.values())
 
 
-@functools.lru_cache(maxsize=4096)
-def _marker_endpoint(marks: _Marks, k: int, port: int | None, v6: bool) -> Endpoint:
-    """One object per marker endpoint: it remembers its hash (shapes are dict keys)."""
-    return Endpoint(marks.addr(k, v6), port)
-
-
-def _marked(plan: VipPlan, addrs: Sequence[IPAddress], marks: _Marks) -> VipPlan:
-    """``plan`` with its values replaced by ``marks``' (everything else kept)."""
-    index = {int(ip): k for k, ip in enumerate(addrs)}
-    v6 = addrs[0].version == 6
-
-    def ep(e: Endpoint) -> Endpoint:
-        return _marker_endpoint(marks, index[int(e.ip)], e.port, v6)
-
-    vip = plan.vip
-    mvip = Vip(MARKER_VIP_KEY, ep(vip.endpoint), vip.protocol, tuple(map(ep, vip.backends)))
-    lb = replace(plan.lb, uuid=marks.uuid, name="", vips=(mvip,))
-    return replace(plan, lb=lb, vip=mvip, owner=own.vip_owner(marks.uuid, MARKER_VIP_KEY),
-                   group_id=marks.group_id, live_backends=tuple(map(ep, plan.live_backends)),
-                   buckets=(), expected_shares=())
-
-
-# what ``_marked`` replaces; every other field of the plan, its LB and its VIP
+# what ``marked_plan`` replaces; every other field of the plan, its LB and its VIP
 # is part of the shape as it is (``dataclasses.fields``: a field added later
 # joins the key by itself)
 _REPLACED_PLAN: Final = frozenset({"lb", "vip", "owner", "group_id", "live_backends", "buckets",
@@ -139,14 +95,14 @@ def _kept(cls: Any, replaced: frozenset[str]) -> tuple[str, ...]:
 
 def _shape(plan: VipPlan, addrs: Sequence[IPAddress], kept: tuple[tuple[str, ...], ...]
            ) -> Shape:
-    """What ``_marked(plan, addrs, MARKS_A)`` equals, without building it
+    """What ``marked_plan(plan, addrs, MARKS_A)`` equals, without building it
     (the key is looked up for every VIP compiled); ``kept``: the names of the
     plan's, its LB's and its VIP's fields that are not replaced."""
     index = {int(ip): k for k, ip in enumerate(addrs)}
     v6 = addrs[0].version == 6
 
     def ep(e: Endpoint) -> Endpoint:
-        return _marker_endpoint(MARKS_A, index[int(e.ip)], e.port, v6)
+        return marker_endpoint(MARKS_A, index[int(e.ip)], e.port, v6)
 
     lb, vip = plan.lb, plan.vip
     return (tuple(getattr(plan, n) for n in kept[0]), tuple(getattr(lb, n) for n in kept[1]),
@@ -154,103 +110,6 @@ def _shape(plan: VipPlan, addrs: Sequence[IPAddress], kept: tuple[tuple[str, ...
             ep(vip.endpoint), tuple(map(ep, vip.backends)), tuple(map(ep, plan.live_backends)))
 
 
-def _mac_bytes(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
-def _values(plan: VipPlan, addrs: Sequence[IPAddress], macs: Sequence[str]) -> list[bytes]:
-    """The VIP's values, in slot-index order (shared cookies are appended)."""
-    vals = [own.owner_cookie(plan.owner).to_bytes(8, "big"), plan.group_id.to_bytes(4, "big"),
-            _mac_bytes(vip_mac(addr_text(plan.vip.endpoint.ip)))]
-    vals += [ip.packed for ip in addrs]
-    vals += [plan.learned_cookie(be).to_bytes(8, "big") for be in plan.live_backends]
-    vals += [_mac_bytes(m) for m in macs]
-    if addrs and addrs[0].version == 6:  # loaded into registers a 32-bit word at a time
-        vals += [ip.packed[i:i + 4] for ip in addrs for i in range(0, 16, 4)]
-    return vals
-
-
-def _cookies(owners: Sequence[own.OwnerKey]) -> list[bytes]:
-    """The cookies of the distinct owners of a VIP's shared flows, in order
-    (flows of one owner share its cookie: one value, not two slots)."""
-    return [own.owner_cookie(o).to_bytes(8, "big") for o in dict.fromkeys(owners)]
-
-
-def _owner_pattern(owner: own.OwnerKey, addr_texts: Sequence[str]) -> OwnerPattern:
-    index = {t: k for k, t in enumerate(addr_texts)}
-    return tuple(index.get(e, e) for e in owner)
-
-
-def _owner(pattern: OwnerPattern, addr_texts: Sequence[str]) -> own.OwnerKey:
-    return tuple(addr_texts[e] if isinstance(e, int) else e for e in pattern)
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    """A body as constant runs between slots: ``consts[0] v0 consts[1] v1 ...``."""
-
-    consts: tuple[bytes, ...]
-    refs: tuple[int, ...]  # value index of each slot
-
-    def fill(self, vals: Sequence[bytes]) -> FlowBody:
-        parts = [self.consts[0]]
-        for ref, const in zip(self.refs, self.consts[1:], strict=True):
-            parts.append(vals[ref])
-            parts.append(const)
-        return b"".join(parts)
-
-    def around(self, ref: int, vals: Sequence[bytes]) -> tuple[bytes, bytes] | None:
-        """The body filled with ``vals`` but for its one slot of value
-        ``ref``: the bytes before and after it (None: ``ref`` fills no slot
-        or more than one)."""
-        if self.refs.count(ref) != 1:
-            return None
-        at = self.refs.index(ref)
-        parts = [self.consts[0]]
-        for i, (r, const) in enumerate(zip(self.refs, self.consts[1:], strict=True)):
-            parts.append(b"\0" if i == at else vals[r])  # (a stand-in, split off below)
-            if i == at:
-                before = b"".join(parts[:-1])
-                parts = []
-            parts.append(const)
-        return before, b"".join(parts)
-
-    @classmethod
-    def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes]) -> _Body | None:
-        """Slots of ``a``/``b`` (equal but for the values), or None."""
-        if len(a) != len(b):
-            return None
-        slots: list[tuple[int, int, int]] = []
-        for ref, (x, y) in enumerate(zip(va, vb, strict=True)):
-            at = a.find(x)
-            while at >= 0:
-                if b[at:at + len(x)] == y:
-                    slots.append((at, at + len(x), ref))
-                at = a.find(x, at + 1)
-        slots.sort(key=lambda s: (s[0], -s[1]))  # the longer first where two start together
-        consts: list[bytes] = []
-        refs: list[int] = []
-        pos = 0
-        for start, end, ref in slots:
-            if start < pos:
-                if end <= pos:
-                    continue  # inside the slot before (a word of an IPv6 address): filled by it
-                return None  # overlapping slots: ambiguous
-            consts.append(a[pos:start])
-            refs.append(ref)
-            pos = end
-        consts.append(a[pos:])
-        return cls(tuple(consts), tuple(refs))
-
-
-MARK_BUCKET_A: Final = 0x0A1A2A00
-MARK_BUCKET_B: Final = 0x0B1B2B00
-
-
-def _bucketed(plan: VipPlan, first_bucket: int) -> VipPlan:
-    """A marker plan with one bucket per live backend, ids from ``first_bucket``."""
-    return replace(plan, buckets=tuple((first_bucket + i, be)
-                                       for i, be in enumerate(plan.live_backends)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +118,7 @@ class _GroupTemplate:
     slots) and the properties; the plan says which backend each bucket DNATs
     to, in an order that follows their hashes."""
 
-    buckets: tuple[_Body, ...]  # by live backend index
+    buckets: tuple[SlotBody, ...]  # by live backend index
     props: bytes
 
     def body(self, plan: VipPlan, addr_vals: Sequence[bytes]) -> bytes:
@@ -279,7 +138,7 @@ class _GroupTemplate:
                 bucket = b"".join((before, bid.to_bytes(4, "big"), after))
             else:
                 bucket = self.buckets[index[be]].fill([bid.to_bytes(4, "big"), gid, *addr_vals])
-            # the marker plans' buckets have the default weight (``_bucketed``)
+            # the marker plans' buckets have the default weight (``bucketed_plan``)
             parts.append(bucket if weight == DEFAULT_WEIGHT
                          else messages.with_bucket_weight(bucket, weight))
         buckets = b"".join(parts)
@@ -289,15 +148,15 @@ class _GroupTemplate:
     @classmethod
     def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes],
              n_live: int) -> _GroupTemplate | None:
-        """From the groups of the two marker plans (``_bucketed``); ``va``/``vb``
+        """From the groups of the two marker plans (``bucketed_plan``); ``va``/``vb``
         are (group id, *addresses)."""
         buckets_a, props_a = messages.split_group_mod(a)
         buckets_b, props_b = messages.split_group_mod(b)
         if props_a != props_b or not len(buckets_a) == len(buckets_b) == n_live:
             return None
-        out: list[_Body] = []
+        out: list[SlotBody] = []
         for i, (x, y) in enumerate(zip(buckets_a, buckets_b, strict=True)):
-            body = _Body.find(x, y, [(MARK_BUCKET_A + i).to_bytes(4, "big"), *va],
+            body = SlotBody.find(x, y, [(MARK_BUCKET_A + i).to_bytes(4, "big"), *va],
                               [(MARK_BUCKET_B + i).to_bytes(4, "big"), *vb])
             if body is None:
                 return None
@@ -307,16 +166,16 @@ class _GroupTemplate:
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    flows: tuple[_Body, ...]
-    shared: tuple[tuple[OwnerPattern, _Body], ...]
+    flows: tuple[SlotBody, ...]
+    shared: tuple[tuple[OwnerPattern, SlotBody], ...]
     group: _GroupTemplate
 
     def part(self, plan: VipPlan, p: Pipeline, addrs: Sequence[IPAddress],
              macs: Sequence[str]) -> VipPart:
-        vals = _values(plan, addrs, macs)
+        vals = slot_values(plan, addrs, macs)
         texts = [addr_text(ip) for ip in addrs]
-        owners = [_owner(pattern, texts) for pattern, _ in self.shared]
-        vals += _cookies(owners)
+        owners = [owner_from(pattern, texts) for pattern, _ in self.shared]
+        vals += shared_cookies(owners)
         bodies = tuple(t.fill(vals) for t in self.flows)
         shared = tuple((o, flow_id(body), body) for o, body in
                        zip(owners, (t.fill(vals) for _, t in self.shared), strict=True))
@@ -376,7 +235,7 @@ class VipTemplates:
         if groupsplit.may_split(len(plan.buckets)):
             # a group that may need parts (``groupsplit``) is built by the stages
             return self._compile(plan, p, max_idle, topo)
-        addrs = _addresses(plan)
+        addrs = distinct_addresses(plan)
         if any(ip.version != addrs[0].version for ip in addrs):  # (the model refuses them)
             return self._compile(plan, p, max_idle, topo)
         mac_of = [topo.macs.get((tk, ip)) for tk in plan.datapaths for ip in addrs]
@@ -414,9 +273,9 @@ class VipTemplates:
         return part
 
     def _instance(self, plan: VipPlan, topo: Topology, addrs: Sequence[IPAddress],
-                  marks: _Marks) -> tuple[VipPlan, Topology, list[str], list[str]]:
+                  marks: Marks) -> tuple[VipPlan, Topology, list[str], list[str]]:
         """The shape with ``marks``' values: plan, topology, MACs, address texts."""
-        marked = _marked(plan, addrs, marks)
+        marked = marked_plan(plan, addrs, marks)
         mapped = [marks.addr(k, addrs[0].version == 6) for k in range(len(addrs))]
         macs: dict[tuple[int, IPAddress], str] = {}
         i = 0
@@ -439,28 +298,28 @@ class VipTemplates:
         if not (len(part_a.flows) == len(part_b.flows) == len(real.flows)
                 and len(part_a.shared) == len(part_b.shared) == len(real.shared)):
             return None
-        patterns = [_owner_pattern(o, texts_a) for o, _, _ in part_a.shared]
-        if [_owner(pt, texts_b) for pt in patterns] != [o for o, _, _ in part_b.shared]:
+        patterns = [owner_pattern(o, texts_a) for o, _, _ in part_a.shared]
+        if [owner_from(pt, texts_b) for pt in patterns] != [o for o, _, _ in part_b.shared]:
             return None
         v6 = addrs[0].version == 6
-        va = _values(plan_a, [MARKS_A.addr(k, v6) for k in range(len(addrs))], macs_a)
-        vb = _values(plan_b, [MARKS_B.addr(k, v6) for k in range(len(addrs))], macs_b)
-        va += _cookies([o for o, _, _ in part_a.shared])
-        vb += _cookies([o for o, _, _ in part_b.shared])
-        bodies: list[_Body] = []
+        va = slot_values(plan_a, [MARKS_A.addr(k, v6) for k in range(len(addrs))], macs_a)
+        vb = slot_values(plan_b, [MARKS_B.addr(k, v6) for k in range(len(addrs))], macs_b)
+        va += shared_cookies([o for o, _, _ in part_a.shared])
+        vb += shared_cookies([o for o, _, _ in part_b.shared])
+        bodies: list[SlotBody] = []
         for a, b in zip((*part_a.flows, *(x for _, _, x in part_a.shared)),
                         (*part_b.flows, *(x for _, _, x in part_b.shared)), strict=True):
-            body = _Body.find(a, b, va, vb)
+            body = SlotBody.find(a, b, va, vb)
             if body is None or body.fill(vb) != b:
                 return None
             bodies.append(body)
         n = len(part_a.flows)
         addr_a, addr_b = va[3:3 + len(addrs)], vb[3:3 + len(addrs)]
-        group_a = pack_group(vip_group(p, _bucketed(plan_a, MARK_BUCKET_A)))
-        group_b = pack_group(vip_group(p, _bucketed(plan_b, MARK_BUCKET_B)))
+        group_a = pack_group(vip_group(p, bucketed_plan(plan_a, MARK_BUCKET_A)))
+        group_b = pack_group(vip_group(p, bucketed_plan(plan_b, MARK_BUCKET_B)))
         group = _GroupTemplate.find(group_a, group_b, [va[1], *addr_a], [vb[1], *addr_b],
                                     len(plan.live_backends))
-        if group is None or group.body(_bucketed(plan_b, MARK_BUCKET_B), addr_b) != group_b:
+        if group is None or group.body(bucketed_plan(plan_b, MARK_BUCKET_B), addr_b) != group_b:
             return None
         template = _Template(tuple(bodies[:n]), tuple(zip(patterns, bodies[n:], strict=True)),
                              group)

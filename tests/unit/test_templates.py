@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from lbaffd.compile.layout import STANDALONE, Pipeline, embedded
-from lbaffd.compile.shapes import MARKS_A, VipTemplates, _addresses, _marked, _shape
+from lbaffd.compile.markers import MARKS_A, distinct_addresses, marked_plan
+from lbaffd.compile.shapes import VipTemplates, _shape
 from lbaffd.compile.state import DesiredState, VipCache, compile_state
 from lbaffd.model import ownership as own
 from lbaffd.model.loadbalancer import IPAddress, LoadBalancer, parse_all
@@ -225,7 +226,7 @@ def test_templates_keep_only_the_shapes_of_the_vips_a_full_pass_kept() -> None:
 
 
 def test_equal_shapes_mean_equal_marked_plans() -> None:
-    """The shape key is ``_marked`` computed without building it: two VIPs of
+    """The shape key is ``marked_plan`` computed without building it: two VIPs of
     one shape must have the very same marked plan (else a template could be
     applied to a VIP it does not fit)."""
     lbs, topo = random_lbs(random.Random(3), 400, PROFILES + MORE_PROFILES)
@@ -234,7 +235,7 @@ def test_equal_shapes_mean_equal_marked_plans() -> None:
     marked_by_shape: dict[object, object] = {}
     for lb, vip, dps in plan_vips(lbs, topo)[0]:
         plan = make_plan(lb, vip, dps, topo, ids, "balanced", 1)
-        addrs = _addresses(plan)
-        marked = _marked(plan, addrs, MARKS_A)
+        addrs = distinct_addresses(plan)
+        marked = marked_plan(plan, addrs, MARKS_A)
         assert marked_by_shape.setdefault(_shape(plan, addrs, kept), marked) == marked
     assert len(marked_by_shape) < 200  # shapes do recur
