@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from lbaffd.compile import groupsplit
+from lbaffd.compile import groupsplit, unrolled
 from lbaffd.compile.layout import Pipeline
 from lbaffd.compile.markers import (
     MARK_BUCKET_A,
@@ -192,7 +192,7 @@ class VipTemplates:
 
     def __init__(self, compile_vip: CompileVip) -> None:
         self._compile = compile_vip
-        self._shapes: dict[Shape, _Template | str] = {}
+        self._shapes: dict[Shape, _Template | unrolled.Unrolled | str] = {}
         self.made = self.refused = 0  # templates made / shapes found unusable
         self.filled = 0  # parts filled in from a template
         # False: use the templates there are, make no new one (an incremental
@@ -235,6 +235,40 @@ class VipTemplates:
         if groupsplit.may_split(len(plan.buckets)):
             # a group that may need parts (``groupsplit``) is built by the stages
             return self._compile(plan, p, max_idle, topo)
+        key = unrolled.unrolled_shape(plan, self._kept, p, max_idle)
+        if key is not None:
+            out = self._unrolled(key, plan, p, max_idle, topo)
+            if out is not None:
+                return out
+        return self._positional(plan, p, max_idle, topo)
+
+    def _unrolled(self, key: Shape, plan: VipPlan, p: Pipeline, max_idle: int,
+                  topo: Topology) -> VipPart | None:
+        """The part from the template of the VIP's unrolled shape, or
+        compiled and the template made from it; None when that shape has no
+        usable template (the positional one may)."""
+        key = self._canon.setdefault(key, key) if self.learn else self._canon.get(key, key)
+        entry = self._shapes.get(key)
+        if isinstance(entry, unrolled.Unrolled):
+            self.last_shape = key
+            self.filled += 1
+            return entry.part(plan, p, topo)
+        if entry == _COMPILE or (entry is None and not self.learn):
+            return None
+        self.last_shape = key
+        part = self._compile(plan, p, max_idle, topo)
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        made = unrolled.make(plan, p, max_idle, topo, part, self._compile)
+        self._shapes[key] = made or _COMPILE
+        if made is None:
+            self.refused += 1
+        else:
+            self.made += 1
+        return part
+
+    def _positional(self, plan: VipPlan, p: Pipeline, max_idle: int,
+                    topo: Topology) -> VipPart:
         addrs = distinct_addresses(plan)
         if any(ip.version != addrs[0].version for ip in addrs):  # (the model refuses them)
             return self._compile(plan, p, max_idle, topo)
