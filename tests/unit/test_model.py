@@ -207,3 +207,20 @@ def test_hairpin_snat_ip_splits_on_ascii_blanks_only() -> None:
         return [str(i) for i in parsed.hairpin_snat_ip], [i.reason for i in issues]
     assert snat("10.0.0.9\tfd00::9") == (["10.0.0.9", "fd00::9"], [])
     assert snat("10.0.0.9\u00a0fd00::9") == ([], ["bad_hairpin_snat_ip"])
+
+
+def test_bucket_order_key_is_endpoints_own_order() -> None:
+    """``group_buckets`` sorts a VIP's backends by (int address, port): the
+    order ``Endpoint``'s own comparison gives, for either family."""
+    import random
+
+    from lbaffd.model.plan import _endpoint_order
+
+    rnd = random.Random(5)
+    for v6 in (False, True):
+        base = ipaddress.ip_address("fd00::" if v6 else "10.0.0.0")
+        eps = [Endpoint(base + rnd.randrange(300), rnd.choice((80, 443, 8080)))
+               for _ in range(500)]
+        assert sorted(eps, key=_endpoint_order) == sorted(eps)
+        bare = [Endpoint(base + rnd.randrange(300)) for _ in range(200)]
+        assert sorted(bare, key=_endpoint_order) == sorted(bare)
