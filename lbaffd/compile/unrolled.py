@@ -74,8 +74,9 @@ UNROLLED: Final = "unrolled"  # the first item of an unrolled shape (positional 
 # the values of a one-backend marker VIP (``markers.slot_values``): owner
 # cookie, group id, VIP MAC, VIP address, backend address, learned cookie,
 # then for IPv6 the four words of each address; the shared flows' cookies last
-_BACKEND_V4: Final = frozenset({4, 5})
-_BACKEND_V6: Final = frozenset({4, 5, 10, 11, 12, 13})
+_LEARNED_COOKIE: Final = 5
+_BACKEND_V4: Final = frozenset({4, _LEARNED_COOKIE})
+_BACKEND_V6: Final = _BACKEND_V4 | {10, 11, 12, 13}
 
 
 def unrolled_shape(plan: VipPlan, kept: tuple[tuple[str, ...], ...], p: Pipeline,
@@ -116,6 +117,7 @@ class Unrolled:
     blocks: tuple[tuple[tuple[OwnerPattern, SlotBody], ...], ...]  # shared, per datapath
     bucket: SlotBody  # values: bucket id, group id, VIP address, backend address
     props: bytes
+    cookies: bool  # whether a filled flow holds a backend's learned cookie (affinity)
 
     def part(self, plan: VipPlan, p: Pipeline, topo: Topology) -> VipPart:
         vip = plan.vip
@@ -136,12 +138,15 @@ class Unrolled:
                     *tail]
 
         live = plan.live_backends
-        backend_vals = {be: values(be.ip, plan.learned_cookie(be).to_bytes(8, "big"))
-                        for be in live}
+        local = [be for be in live if be.ip in topo.local_ips]
+        # the values of the backends a flow is filled for: the live ones of an
+        # affinity VIP, else only the local ones (most VIPs have none)
+        backend_vals = {be: values(be.ip, plan.learned_cookie(be).to_bytes(8, "big")
+                                   if self.cookies else b"")
+                        for be in (live if self.affinity else local)}
         flows = [t.fill(vip_vals) for t in self.dispatch]
-        local = [backend_vals[be] for be in live if be.ip in topo.local_ips]
         for t in self.hairpin:
-            flows += [t.fill(vals) for vals in local]
+            flows += [t.fill(backend_vals[be]) for be in local]
         if self.affinity:
             miss, *pair = self.affinity
             flows.append(miss.fill(vip_vals))
@@ -248,8 +253,10 @@ def make(plan: VipPlan, p: Pipeline, max_idle: int, topo: Topology, real: VipPar
     bucket = SlotBody.find(buckets_a[0], buckets_b[0], a.bucket_values, b.bucket_values)
     if bucket is None or bucket.fill(b.bucket_values) != buckets_b[0]:
         return None
-    template = Unrolled(tuple(dispatch), tuple(own_bodies[n_dps:2 * n_dps]), tuple(affinity),
-                        blocks, bucket, props_a)
+    hairpin = own_bodies[n_dps:2 * n_dps]
+    cookies = any(_LEARNED_COOKIE in t.refs for t in (*hairpin, *affinity))
+    template = Unrolled(tuple(dispatch), tuple(hairpin), tuple(affinity), blocks, bucket,
+                        props_a, cookies)
     try:
         if template.part(plan, p, topo) != real:
             return None

@@ -29,6 +29,7 @@ from ovs.db import data, types
 
 DatumParser = Callable[[Any], Any]  # JSON -> ovs.db.data.Datum
 AtomMaker = Callable[[Any], Any]  # JSON -> ovs.db.data.Atom, or _Slow
+_REFERENCES = 4096  # distinct UUID texts remembered per column (then forgotten at once)
 
 
 class _Slow(Exception):
@@ -80,12 +81,23 @@ def atom_maker(base: Any) -> AtomMaker:
     if t == types.UuidType:
         match = ovsuuid.uuidRE.match
         UUID = uuid.UUID
+        # references repeat (16.6k Port_Binding rows name 53 datapaths at
+        # N=5000) and ``uuid.UUID`` parses its text in Python: one atom per
+        # text, shared as ``SharedValues`` shares datums (python-ovs never
+        # changes an atom), at most ``_REFERENCES`` of them
+        seen: dict[str, Any] = {}
 
         def uuid_(j: Any) -> Any:
-            if (type(j) is not list or len(j) != 2 or j[0] != "uuid"
-                    or type(j[1]) is not str or not match(j[1])):
+            if type(j) is not list or len(j) != 2 or j[0] != "uuid" or type(j[1]) is not str:
                 raise _Slow
-            return Atom(t, UUID(j[1]))
+            atom = seen.get(j[1])
+            if atom is None:
+                if not match(j[1]):
+                    raise _Slow
+                if len(seen) >= _REFERENCES:
+                    seen.clear()
+                atom = seen[j[1]] = Atom(t, UUID(j[1]))
+            return atom
         return _checked(base, uuid_)
 
     def slow(j: Any) -> Any:  # reals: rare, and float_to_int applies
