@@ -259,13 +259,16 @@ class VipTemplates:
         part = self._compile(plan, p, max_idle, topo)
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
-        made = unrolled.make(plan, p, max_idle, topo, part, self._compile)
-        self._shapes[key] = made or _COMPILE
+        self._keep(key, unrolled.make(plan, p, max_idle, topo, part, self._compile))
+        return part
+
+    def _keep(self, shape: Shape, made: _Template | unrolled.Unrolled | None) -> None:
+        """The template made for ``shape``, or that it has none (counted)."""
+        self._shapes[shape] = made or _COMPILE
         if made is None:
             self.refused += 1
         else:
             self.made += 1
-        return part
 
     def _positional(self, plan: VipPlan, p: Pipeline, max_idle: int,
                     topo: Topology) -> VipPart:
@@ -298,12 +301,7 @@ class VipTemplates:
                 self._shapes.clear()
             self._shapes[shape] = _SEEN_ONCE
         elif entry == _SEEN_ONCE:
-            made = self._make(plan, p, max_idle, topo, addrs, macs, part)
-            self._shapes[shape] = made or _COMPILE
-            if made is None:
-                self.refused += 1
-            else:
-                self.made += 1
+            self._keep(shape, self._make(plan, p, max_idle, topo, addrs, macs, part))
         return part
 
     def _instance(self, plan: VipPlan, topo: Topology, addrs: Sequence[IPAddress],
