@@ -7,6 +7,10 @@ encoded flows are then the same bytes but for those values, at the same
 offsets.  Compiling through the stages costs ~0.5 ms a VIP in pure Python;
 filling in ~16 flows' values costs a tenth of that.
 
+``VipTemplates.part`` first tries the VIP's *unrolled* shape (``unrolled``:
+any number of backends, filled in backend by backend); the *positional*
+shapes below are for the VIPs that cannot be unrolled.
+
 How it stays exact:
 
 - The *shape* of a VIP is its plan with every value replaced by a marker
