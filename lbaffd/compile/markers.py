@@ -98,8 +98,14 @@ def slot_values(plan: VipPlan, addrs: Sequence[IPAddress], macs: Sequence[str]) 
     vals += [plan.learned_cookie(be).to_bytes(8, "big") for be in plan.live_backends]
     vals += [mac_bytes(m) for m in macs]
     if addrs and addrs[0].version == 6:  # loaded into registers a 32-bit word at a time
-        vals += [ip.packed[i:i + 4] for ip in addrs for i in range(0, 16, 4)]
+        vals += [w for ip in addrs for w in address_words(ip)]
     return vals
+
+
+def address_words(ip: IPAddress) -> list[bytes]:
+    """An IPv6 address's four 32-bit words, as the stages load it into registers."""
+    packed = ip.packed
+    return [packed[i:i + 4] for i in range(0, 16, 4)]
 
 
 def shared_cookies(owners: Sequence[own.OwnerKey]) -> list[bytes]:

@@ -145,9 +145,7 @@ class _GroupTemplate:
             # the marker plans' buckets have the default weight (``bucketed_plan``)
             parts.append(bucket if weight == DEFAULT_WEIGHT
                          else messages.with_bucket_weight(bucket, weight))
-        buckets = b"".join(parts)
-        return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
-                                   len(buckets), messages.ANY) + buckets + self.props
+        return messages.join_group_mod(plan.group_id, b"".join(parts), self.props)
 
     @classmethod
     def find(cls, a: bytes, b: bytes, va: Sequence[bytes], vb: Sequence[bytes],

@@ -51,6 +51,7 @@ from lbaffd.compile.markers import (
     Marks,
     OwnerPattern,
     SlotBody,
+    address_words,
     bucketed_plan,
     mac_bytes,
     marked_plan,
@@ -102,11 +103,6 @@ def unrolled_shape(plan: VipPlan, kept: tuple[tuple[str, ...], ...], p: Pipeline
             vip.endpoint.port, port, ip.version, p, max_idle)
 
 
-def _words(ip: IPAddress) -> list[bytes]:
-    packed = ip.packed
-    return [packed[i:i + 4] for i in range(0, 16, 4)]
-
-
 @dataclass(frozen=True, slots=True)
 class Unrolled:
     """The slotted pieces of an unrolled shape (``datapaths`` order)."""
@@ -129,12 +125,12 @@ class Unrolled:
         head = [own.owner_cookie(plan.owner).to_bytes(8, "big"),
                 plan.group_id.to_bytes(4, "big"), mac_bytes(vip_mac(vip_text)), ip.packed]
         tail = shared_cookies([o for block in owners for o in block])
-        vip_words = _words(ip) if v6 else []
+        vip_words = address_words(ip) if v6 else []
         empty = [b"", b""]
         vip_vals = [*head, *empty, *vip_words, *(empty * 2 if v6 else ()), *tail]
 
         def values(be_ip: IPAddress, cookie: bytes) -> list[bytes]:
-            return [*head, be_ip.packed, cookie, *vip_words, *(_words(be_ip) if v6 else ()),
+            return [*head, be_ip.packed, cookie, *vip_words, *(address_words(be_ip) if v6 else ()),
                     *tail]
 
         live = plan.live_backends
@@ -177,9 +173,7 @@ class Unrolled:
             # the marker plans' bucket has the default weight (``bucketed_plan``)
             parts.append(bucket if weight == DEFAULT_WEIGHT
                          else messages.with_bucket_weight(bucket, weight))
-        buckets = b"".join(parts)
-        return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
-                                       len(buckets), messages.ANY) + buckets + self.props
+        return messages.join_group_mod(plan.group_id, b"".join(parts), self.props)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,9 +190,7 @@ def _regrouped(group: GroupBody, was: VipPlan, plan: VipPlan, p: Pipeline) -> Gr
         bucket = have.get((bid, be))
         out.append(messages.with_bucket_weight(bucket, weight) if bucket is not None
                    else messages.encode_bucket(vip_bucket(p, plan, bid, be, weight)))
-    buckets = b"".join(out)
-    return messages.GROUP_MOD.pack(messages.OFPGC_ADD, messages.OFPGT_SELECT, plan.group_id,
-                                   len(buckets), messages.ANY) + buckets + props
+    return messages.join_group_mod(plan.group_id, b"".join(out), props)
 
 
 def _encoded(b: FlowBuilder) -> list[tuple[FlowId, FlowBody]]:
