@@ -240,17 +240,18 @@ def split_group_mod(body: bytes) -> tuple[list[bytes], bytes]:
     return buckets, body[end:]
 
 
-def join_group_mod(group_id: int, buckets: bytes, props: bytes) -> bytes:
-    """An add group-mod body of ``buckets`` (``encode_bucket``'s bytes, joined)
+def join_group_mod(group_id: int, buckets: bytes, props: bytes,
+                   command: int = OFPGC_ADD) -> bytes:
+    """A select group-mod body of ``buckets`` (``encode_bucket``'s bytes, joined)
     and ``props``: what ``split_group_mod`` takes apart."""
-    return GROUP_MOD.pack(OFPGC_ADD, OFPGT_SELECT, group_id, len(buckets), ANY) + buckets + props
+    return GROUP_MOD.pack(command, OFPGT_SELECT, group_id, len(buckets), ANY) + buckets + props
 
 
 def _group_mod(spec: GroupSpec, command: int) -> RawMessage:
-    buckets = b"".join([encode_bucket(b) for b in spec.buckets])
-    return RawMessage(OFPT_GROUP_MOD, GROUP_MOD.pack(
-        command, OFPGT_SELECT, spec.group_id, len(buckets), ANY) + buckets
-        + selection_method_property(spec.selection_method, spec.selection_param, spec.fields))
+    return RawMessage(OFPT_GROUP_MOD, join_group_mod(
+        spec.group_id, b"".join([encode_bucket(b) for b in spec.buckets]),
+        selection_method_property(spec.selection_method, spec.selection_param, spec.fields),
+        command))
 
 
 def group_add(spec: GroupSpec) -> RawMessage:
