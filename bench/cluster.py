@@ -297,10 +297,23 @@ def nb_lb_ops(c: Cluster) -> list[dict[str, Any]]:
 
 def nb_pod_ops(pod: Pod) -> list[dict[str, Any]]:
     """A pod added after the generated ones: its LSP on its node's switch."""
-    return [{"op": "insert", "table": "Logical_Switch_Port", "uuid-name": "p",
-             "row": lsp_row(pod)},
-            {"op": "mutate", "table": "Logical_Switch", "where": [["name", "==", f"ls{pod.node}"]],
-             "mutations": [["ports", "insert", ["set", [_named("p")]]]]}]
+    return nb_pods_ops([pod])
+
+
+def nb_pods_ops(pods: Iterable[Pod]) -> list[dict[str, Any]]:
+    """Pods added after the generated ones, in one transaction: their LSPs on
+    their nodes' switches."""
+    ops: list[dict[str, Any]] = []
+    by_switch: dict[int, list[list[str]]] = {}
+    for i, pod in enumerate(pods):
+        ops.append({"op": "insert", "table": "Logical_Switch_Port", "uuid-name": f"np{i}",
+                    "row": lsp_row(pod)})
+        by_switch.setdefault(pod.node, []).append(_named(f"np{i}"))
+    for node, refs in sorted(by_switch.items()):
+        ops.append({"op": "mutate", "table": "Logical_Switch",
+                    "where": [["name", "==", f"ls{node}"]],
+                    "mutations": [["ports", "insert", ["set", refs]]]})
+    return ops
 
 
 def nb_lb_in_group_ops(svc: Service, pods: dict[str, Pod]) -> list[dict[str, Any]]:

@@ -97,6 +97,21 @@ class Runner:
                      "ovn_version": _version("ovn-controller"), "commit": _commit()},
             "runs": [], "errors": [],
         }
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    def checkpoint(self, run: dict[str, Any], side: str, out: dict[str, Any],
+                   key: str) -> Callable[[dict[str, Any]], None]:
+        """Writes the results so far with ``key``'s event samples as they
+        are: hours of ovn-controller samples are not lost to a stopped run."""
+        def save(events: dict[str, Any]) -> None:
+            part = {**run, side: {**out, key: events}}
+            res = dict(self.res, runs=[*self.res["runs"], part])
+            try:
+                res["summary"], res["targets"] = summary(res), targets(res)
+            except (KeyError, TypeError, ValueError) as exc:
+                res["summary_error"] = f"{type(exc).__name__}: {exc}"
+            write(res, self.args.out, self.stamp)
+        return save
 
     def phase(self, run: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
         start = time.monotonic()
@@ -116,9 +131,10 @@ class Runner:
         return value
 
     def run(self) -> int:
-        # written again after every run: a bench stopped half way keeps the
-        # runs it finished (``--merge`` joins files of the same content)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        # written again after every run and every event type: a bench stopped
+        # half way keeps what it finished (``--merge`` joins files of the
+        # same content)
+        stamp = self.stamp
         for r in range(self.args.runs):
             run: dict[str, Any] = {"loadavg_start": _loadavg()}
             for side in self.args.side_list:
@@ -179,8 +195,8 @@ class Runner:
                     out["raw"] = self.phase(run, f"{label} raw ovs-ofctl",
                                             lambda: raw_ofctl(sb, n, timeout=600))
                 if "events" in want:
-                    out["events"] = self.phase(run, f"{label} events",
-                                               lambda: s.events(a.samples, timeout))
+                    out["events"] = self.phase(run, f"{label} events", lambda: s.events(
+                        a.samples, timeout, self.checkpoint(run, side, out, "events")))
                 if "churn" in want:
                     out["churn"] = self.phase(run, f"{label} churn", lambda: s.churn(
                         a.churn_seconds, a.port_rate, a.lb_rate, timeout))
@@ -194,7 +210,8 @@ class Runner:
                     if "events_audit" in want:
                         out["events_audit"] = self.phase(
                             run, f"{label} events during audits",
-                            lambda: s.events(a.samples, timeout))
+                            lambda: s.events(a.samples, timeout, self.checkpoint(
+                                run, side, out, "events_audit")))
                 elif "restart" in want:
                     out["restart"] = self.phase(run, f"{label} restart",
                                                 lambda: rs.ovn_controller_restart(s, timeout))

@@ -66,3 +66,22 @@ def test_targets_table_lists_every_target_even_unmeasured() -> None:
     for ev in ("local_port_added", "health_flip", "backend_added"):
         assert f"{ev} during audits p99" in names
     assert "churn: LB change lag p99" in names and "restart: in sync" in names
+
+
+def test_pods_made_ahead_go_to_their_switches_in_one_transaction() -> None:
+    """The realistic bench makes a sample type's pods in one NB transaction:
+    each LSP gets its own named row, each node's switch one mutation."""
+    c = cl.generate(30, seed=5, nodes=3)
+    nxt: dict[int, int] = {}
+    pods = [c.new_pod(1 + i % 3, nxt) for i in range(7)]
+    ops = cl.nb_pods_ops(pods)
+    inserts = [op for op in ops if op["op"] == "insert"]
+    mutates = [op for op in ops if op["op"] == "mutate"]
+    assert len(inserts) == 7 and len({op["uuid-name"] for op in inserts}) == 7
+    assert [op["row"]["name"] for op in inserts] == [p.name for p in pods]
+    refs = {m["where"][0][2]: m["mutations"][0][2][1] for m in mutates}
+    assert sorted(refs) == ["ls1", "ls2", "ls3"]
+    for node, pods_here in ((n, [i for i, p in enumerate(pods) if p.node == n])
+                            for n in (1, 2, 3)):
+        assert refs[f"ls{node}"] == [["named-uuid", f"np{i}"] for i in pods_here]
+    assert cl.nb_pod_ops(pods[0])[0]["row"] == inserts[0]["row"]
