@@ -26,7 +26,7 @@ BENCH_ARGS   ?=
 DEMO_ARGS    ?=
 
 .PHONY: deps deb-deps bench-deps venv test unit lint demo demo-stop bench bench-companion \
-        bench-soak clean man dist image
+        bench-soak bench-realistic clean man dist image
 
 deps: deb-deps venv
 
@@ -98,6 +98,12 @@ bench: bench-deps
 ## scenarios, one run on a two-chassis OVN sandbox (~1 min).
 bench-companion: bench-deps
 	$(PY) -m bench.companion $(BENCH_ARGS)
+
+## make bench-realistic: lbaffd and ovn-controller on bench.cluster's cluster-shaped SB
+## (issue 17's targets table); hours at N=5000. BENCH_ARGS="--quick" for a ~1 min smoke run,
+## "--sides lbaffd --sb-direct" for lbaffd's samples in ~1 h (README: Realistic benchmark).
+bench-realistic: bench-deps
+	$(PY) -m bench.realistic $(BENCH_ARGS)
 
 ## make man: regenerate man/lbaffd.include (control commands, metrics) from the
 ## code and ./lbaffd.8 (`man ./lbaffd.8`) from it and the parser; after a change to

@@ -423,10 +423,13 @@ def markdown(res: dict[str, Any]) -> str:
               "bench's SB bind + `ovs-vsctl add-port` (and, *from the input's arrival*, from "
               "the local DB's report of the interface's ofport to a monitor of ours), its "
               "`health_flip` from the SB write (and from the Service_Monitor update's "
-              "arrival). ovn-controller's `health_flip` and "
-              "`remote_port_added` are SB writes: timed from the write to its report of the "
-              "nb_cfg bumped right after, so ovn-northd's recompute is included; its "
-              "`local_port_added` runs until it sets `Port_Binding.up`. *CPU* is the "
+              "arrival). ovn-controller's `health_flip` is an SB write timed from the "
+              "write to its report of the nb_cfg bumped right after, so ovn-northd's "
+              "recompute is included (OVN's health checks act through ovn-northd's logical "
+              "flows); its `remote_port_added` from the bind, written with an "
+              "`SB_Global.nb_cfg` bump of its own while ovn-northd is paused, to its report "
+              "of that nb_cfg; its `local_port_added` runs until it sets "
+              "`Port_Binding.up`. *CPU* is the "
               "daemon's CPU time over the sample (periodic audits included); *worker* is "
               "lbaffd's own duration of the passes and input steps the change caused.",
               "", "| target | wanted | measured (median) | met |", "|---|---|---|---|"]
