@@ -38,7 +38,8 @@ from lbaffd.packetin.reject import Refuser
 from lbaffd.packetin.router import AsyncRouter
 from lbaffd.reconcile.entries import EntryKeeper, ExpectedDeletes
 from lbaffd.reconcile.longidle import RemovedEntry
-from lbaffd.reconcile.reconciler import Reconciler, cleanup
+from lbaffd.reconcile.reconciler import Reconciler
+from lbaffd.reconcile.sending import cleanup
 from lbaffd.sb.conditions import SbConditions
 from lbaffd.sb.monitor import (
     OVS_COLUMNS,

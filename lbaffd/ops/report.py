@@ -15,7 +15,7 @@ from lbaffd.model import loadbalancer as model
 from lbaffd.model import ownership as own
 from lbaffd.model.plan import VipPlan
 from lbaffd.ops.metrics import Metrics
-from lbaffd.reconcile.reconciler import ReconcileResult, VipChange
+from lbaffd.reconcile.result import ReconcileResult, VipChange
 
 log = structlog.get_logger("lbaffd")
 

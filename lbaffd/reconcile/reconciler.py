@@ -8,9 +8,9 @@ answered (``bundle.Bundle``).  After a daemon restart the diff is
 empty, so nothing is removed or re-added and learned affinity entries live on.
 
 This module holds the passes (``Reconciler``: full, incremental, audit of
-unchanged inputs), the bundle's message order and ``cleanup``; reading the
-switch back and bringing its report to the desired state's form is
-``readback``'s.
+unchanged inputs); the bundle's message order and ``cleanup`` are
+``sending``'s, what a pass reports ``result``'s, and reading the switch back
+and bringing its report to the desired state's form is ``readback``'s.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -37,7 +36,7 @@ from lbaffd.compile.state import (
 from lbaffd.model import ownership as own
 from lbaffd.model.distribution import BALANCED
 from lbaffd.model.loadbalancer import MAX_OPENFLOW_IDLE_TIMEOUT, LoadBalancer, ParseIssue
-from lbaffd.model.plan import VipPlan, plan_pass
+from lbaffd.model.plan import plan_pass
 from lbaffd.model.topology import Topology
 from lbaffd.openflow import messages, packed
 from lbaffd.openflow.flowspec import FlowSpec
@@ -47,74 +46,10 @@ from lbaffd.reconcile import audit, readback
 from lbaffd.reconcile.diff import ChangeSet, DiffStream
 from lbaffd.reconcile.incremental import DesiredIndex
 from lbaffd.reconcile.prefetch import Prefetch
+from lbaffd.reconcile.result import ReconcileResult
+from lbaffd.reconcile.sending import BundleWriter, Channel, keyed_messages, to_messages
 
 log = structlog.get_logger("lbaffd.reconcile")
-
-
-class BundleWriter(Protocol):
-    """An atomic bundle written while it is built (``bundle.Bundle``); as a
-    context manager it commits when its block ends and discards on an error.
-    ``commit`` returns once a barrier sent after the commit is answered: the
-    change is on the switch (what ``audit.ChangeLedger`` counts on)."""
-
-    count: int
-
-    def add(self, msg: Any) -> None: ...
-    def commit(self) -> None: ...
-    def discard(self) -> None: ...
-    def position(self, xid: int) -> int | None: ...
-    def __enter__(self) -> BundleWriter: ...
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None: ...
-
-
-class Channel(Protocol):
-    """What the reconciler needs from the OpenFlow channel."""
-
-    def dump_flow_desc(self, cookie: int, cookie_mask: int) -> list[Any]: ...
-    def dump_group_desc(self) -> list[Any]: ...
-    def bundle(self, msgs: list[Any]) -> None: ...
-    def open_bundle(self) -> BundleWriter: ...
-
-
-@dataclass(frozen=True, slots=True)
-class VipChange:
-    """Which plans an incremental pass replaced: ``out`` went (a successor,
-    if any, is in ``came``), ``came`` are the plans it put in."""
-
-    out: tuple[VipPlan, ...]
-    came: tuple[VipPlan, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    changes: ChangeSet
-    desired: DesiredState
-    installed_flows: int
-    installed_groups: int
-    seconds: float
-    foreign: int  # lbaffd-cookie flows whose actions lbaffd cannot decode (repaired)
-    audited: bool = True  # installed state read back from the switch this pass
-    # where a full pass spent its time, in seconds: reading the switch back,
-    # compiling (and streaming the bundle), committing it (until the barrier
-    # after the commit is answered); an incremental one: the step's compile
-    # (``apply``), its bundle until that barrier (``send``)
-    phases: tuple[tuple[str, float], ...] = ()
-    # an audit of unchanged inputs (audit_unchanged): every change it sent put
-    # back what someone else removed or changed on the switch
-    repair: bool = False
-    # an incremental pass: the plans it replaced, each with its successor
-    # (None: the VIP went); None: a full pass, any plan may have changed
-    replaced: tuple[tuple[VipPlan, VipPlan | None], ...] | None = None
-    # an incremental pass: the plans it put in (successors and new VIPs)
-    came: tuple[VipPlan, ...] = ()
-
-    def vip_change(self) -> VipChange | None:
-        """The plans an incremental pass took out and put in; None for a
-        full pass or an audit (any plan may have changed): what keeps the
-        per-VIP bookkeeping after a pass O(change) (``report``)."""
-        if self.replaced is None:
-            return None
-        return VipChange(tuple(old for old, _ in self.replaced), self.came)
 
 
 def _replay(items: list[Compiled], desired: DesiredState
@@ -132,25 +67,6 @@ MAX_REFUSALS_PER_PASS = 8  # VIPs left out, one bundle each, before a pass gives
 class RefusalsExhausted(Exception):
     """The switch refused more VIPs in one pass than a pass retries for
     (those found so far stay out: the next pass goes on from there)."""
-
-
-def to_messages(cs: ChangeSet) -> list[messages.RawMessage]:
-    """Order matters inside the bundle: groups must exist before flows point
-    at them, and flows must be gone before their group is deleted."""
-    return [msg for _, msg in keyed_messages(cs)]
-
-
-def keyed_messages(cs: ChangeSet) -> list[tuple[int, messages.RawMessage]]:
-    """``to_messages``, each with its ledger key (``isolation.BundleLedger``:
-    a group's id or a flow's cookie)."""
-    msgs: list[tuple[int, messages.RawMessage]] = []
-    msgs += [(packed.group_id(g), packed.group_add_message(g)) for g in cs.add_groups]
-    msgs += [(packed.group_id(g), packed.group_modify_message(g)) for g in cs.mod_groups]
-    msgs += [(packed.cookie(f), packed.delete_message(f)) for f in cs.del_flows]
-    msgs += [(packed.cookie(f), packed.add_message(f)) for f in cs.add_flows]
-    msgs += [(packed.cookie(f), packed.modify_message(f)) for f in cs.mod_flows]
-    msgs += [(gid, messages.group_delete(gid)) for gid in cs.del_groups]
-    return msgs
 
 
 class Reconciler:
@@ -566,14 +482,3 @@ class Reconciler:
             phases=(("apply", t_compiled - start), ("send", t_committed - t_compiled)),
             replaced=index.replaced, came=index.came,
         )
-
-
-def cleanup(channel: Channel) -> int:
-    """Remove exactly lbaffd's flows (managed and learned, by cookie magic) and
-    groups (by id range) in one bundle; returns how many groups went."""
-    installed, _ = readback.read_installed(channel)
-    msgs: list[Any] = [messages.flow_delete_by_cookie(own.MANAGED_COOKIE, own.MAGIC_MASK),
-                       messages.flow_delete_by_cookie(own.LEARNED_COOKIE, own.MAGIC_MASK)]
-    msgs += [messages.group_delete(gid) for gid in sorted(installed.groups)]
-    channel.bundle(msgs)
-    return len(installed.groups)

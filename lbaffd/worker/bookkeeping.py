@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from lbaffd.model.loadbalancer import ParseIssue
 from lbaffd.ops.status import ReconcileStats, Status
-from lbaffd.reconcile.reconciler import ReconcileResult
+from lbaffd.reconcile.result import ReconcileResult
 
 
 def after_pass(old: Status, r: ReconcileResult, issues: tuple[ParseIssue, ...], mode: str,

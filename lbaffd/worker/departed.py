@@ -13,7 +13,7 @@ from lbaffd.model.plan import VipPlan
 from lbaffd.openflow.channel import OpenFlowChannel
 from lbaffd.ops.metrics import Metrics
 from lbaffd.reconcile import ctflush
-from lbaffd.reconcile.reconciler import ReconcileResult
+from lbaffd.reconcile.result import ReconcileResult
 
 log = structlog.get_logger("lbaffd")
 

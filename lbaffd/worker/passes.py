@@ -36,7 +36,8 @@ from lbaffd.packetin.reject import Refuser
 from lbaffd.reconcile.changes import ChangeTracker
 from lbaffd.reconcile.entries import EntryKeeper
 from lbaffd.reconcile.longidle import RemovedEntry
-from lbaffd.reconcile.reconciler import Reconciler, ReconcileResult
+from lbaffd.reconcile.reconciler import Reconciler
+from lbaffd.reconcile.result import ReconcileResult
 from lbaffd.sb.bridge import BridgeReader
 from lbaffd.sb.conditions import SbConditions
 from lbaffd.sb.delta import Delta, read_delta

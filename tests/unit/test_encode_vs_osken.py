@@ -44,7 +44,7 @@ from lbaffd.openflow.flowspec import (
 )
 from lbaffd.openflow.packed import unpack_flow, unpack_group
 from lbaffd.reconcile.diff import ChangeSet
-from lbaffd.reconcile.reconciler import to_messages
+from lbaffd.reconcile.sending import to_messages
 from tests import reference_codec
 from tests.switchstate import specs
 

@@ -41,7 +41,8 @@ from lbaffd.openflow.replies import OpenFlowError
 from lbaffd.ovn import chassis as ovnchassis
 from lbaffd.ovn.takeover import TAKE_OVER_ALL, scopes, take_over
 from lbaffd.reconcile.readback import read_installed
-from lbaffd.reconcile.reconciler import Reconciler, cleanup
+from lbaffd.reconcile.reconciler import Reconciler
+from lbaffd.reconcile.sending import cleanup
 from tests.fakeswitch import FakeBundle, FakeSwitch, Message
 from tests.unit.test_companion import LAYOUT, PORTS
 from tests.unit.test_companion import SNAP as COMPANION_SNAP

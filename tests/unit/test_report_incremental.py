@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from lbaffd.model.plan import VipPlan
 from lbaffd.ops.metrics import Metrics
 from lbaffd.ops.report import PassReport
-from lbaffd.reconcile.reconciler import VipChange
+from lbaffd.reconcile.result import VipChange
 from tests.unit.test_longrun import plans_of, touch
 
 BASE = plans_of(range(40))
