@@ -461,17 +461,46 @@ class Side:
     def _health_flip(self, monitors: list[str], i: int) -> dict[str, Any]:
         uuid = monitors[(i // 2 * 7919) % len(monitors)]
         status = "offline" if i % 2 == 0 else "online"
+        flip = {"op": "update", "table": "Service_Monitor",
+                "where": [["_uuid", "==", ["uuid", uuid]]], "row": {"status": status}}
         cpu0, sent0 = self._start()
+        if not self.lbaffd:
+            return self._health_flip_through_northd(flip, cpu0)
         mark = self.watch.mark()
         t0 = time.time()
-        self.sbt([{"op": "update", "table": "Service_Monitor",
-                   "where": [["_uuid", "==", ["uuid", uuid]]],
-                   "row": {"status": status}}])
-        k = None if self.lbaffd else self.nb_with_cfg([])[0]
-        out = self._finish(t0, k, cpu0, sent0)
+        self.sbt([flip])
+        out = self._finish(t0, None, cpu0, sent0)
         seen = self.watch.first_after(mark, "Service_Monitor",
                                       lambda u: u.row == uuid and u.new.get("status") == status)
         return self._from_input(out, t0, seen.at if seen is not None else None)
+
+    def _health_flip_through_northd(self, flip: dict[str, Any], cpu0: float) -> dict[str, Any]:
+        """ovn-controller's health flip.  It reads no ``Service_Monitor``
+        status: ovn-northd rewrites the LB's logical flows from it, so the
+        sample is ovn-northd's recompute plus ovn-controller's work.  The flip
+        is written while ovn-northd is paused (its IDL takes it in, its engine
+        does not run); ``resume`` does not wake it (measured: it then slept
+        until the next database update), so the NB nb_cfg bump written next
+        wakes it with both at hand and one recompute carries them.  Written
+        one after the other with ovn-northd running, the bump could arrive
+        during the recompute of the flip and wait for a second one (~2 s at
+        N=5000), which no real flip waits for.  The latency runs from the
+        bump's write; ``northd_ms``: until ovn-northd's ``SB_Global.nb_cfg``
+        reached our monitor."""
+        mark = self.watch.mark()
+        self.northd("pause")
+        try:
+            self.sbt([flip])
+        finally:
+            self.northd("resume")
+        t0 = time.time()
+        k = self.nb_bump([])
+        out = self._finish(t0, k, cpu0, 0)
+        up = self.watch.first_after(mark, "SB_Global",
+                                    lambda u: u.new.get("nb_cfg", 0) >= k)
+        if up is not None and out["latency_ms"] is not None:
+            out["northd_ms"] = round((up.at - t0) * 1000, 2)
+        return out
 
     @staticmethod
     def _from_input(out: dict[str, Any], t0: float, arrived: float | None) -> dict[str, Any]:
@@ -691,6 +720,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     worker = [r["worker_ms"] for r in rows if r.get("worker_ms") is not None]
     inputs = [r["input_ms"] for r in rows if r.get("input_ms") is not None]
     switch = [r["switch_ms"] for r in rows if r.get("switch_ms") is not None]
+    northd = [r["northd_ms"] for r in rows if r.get("northd_ms") is not None]
     changes = [r["changes"] for r in rows if r["changes"] is not None]
     out: dict[str, Any] = {"samples": len(rows), "with_switch_changes": len(lat)}
     if lat:
@@ -703,6 +733,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if switch:  # ovs-vswitchd's answer to a barrier sent as the input arrived
         out.update(switch_p50_ms=round(percentile(switch, 50), 1),
                    switch_p99_ms=round(percentile(switch, 99), 1))
+    if northd:  # ovn-controller's health flip: ovn-northd's part of it
+        out.update(northd_p50_ms=round(percentile(northd, 50), 1),
+                   northd_p99_ms=round(percentile(northd, 99), 1))
     if worker:
         out.update(worker_p50_ms=round(percentile(worker, 50), 2),
                    worker_p99_ms=round(percentile(worker, 99), 2))

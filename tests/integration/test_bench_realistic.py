@@ -30,6 +30,11 @@ def test_realistic_bench_quick_smoke(tmp_path: Path) -> None:
         ev = lb["events"][name]
         assert ev["samples"] == 2 and ev["with_switch_changes"] == 2 and ev["p99_ms"] > 0
     assert lb["events"]["remote_port_added"]["changes_max"] == 0
+    # ovn-controller's health flips went through ovn-northd (woken by the
+    # NB bump written after its resume) and were reported by ovn-controller
+    flips = ovn["events"]["health_flip"]["rows"]
+    assert len(flips) == 2
+    assert all(r["latency_ms"] > 0 and r["northd_ms"] > 0 for r in flips)
     assert lb["churn"]["lb_changes"] > 0 and lb["churn"]["lb_lag_p99_ms"] > 0
     assert lb["restart"]["of_writes"] == 0 and lb["restart"]["switch_unchanged"]
     assert ovn["restart"]["in_sync_s"] > 0
