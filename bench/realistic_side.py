@@ -483,8 +483,8 @@ class Side:
         until the next database update), so the NB nb_cfg bump written next
         wakes it with both at hand and one recompute carries them.  Written
         one after the other with ovn-northd running, the bump could arrive
-        during the recompute of the flip and wait for a second one (~2 s at
-        N=5000), which no real flip waits for.  The latency runs from the
+        during the recompute of the flip and wait for a second one (~3.2 s
+        at N=5000, measured), which no real flip waits for.  The latency runs from the
         bump's write; ``northd_ms``: until ovn-northd's ``SB_Global.nb_cfg``
         reached our monitor."""
         mark = self.watch.mark()
