@@ -318,10 +318,19 @@ def nb_pods_ops(pods: Iterable[Pod]) -> list[dict[str, Any]]:
 
 def nb_lb_in_group_ops(svc: Service, pods: dict[str, Pod]) -> list[dict[str, Any]]:
     """A service added after the generated ones: its LB in the cluster's group."""
-    return [{"op": "insert", "table": "Load_Balancer", "uuid-name": "lb",
-             "row": lb_row(svc, pods)},
-            {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==", "cluster"]],
-             "mutations": [["load_balancer", "insert", ["set", [_named("lb")]]]]}]
+    return nb_lbs_in_group_ops([svc], pods)
+
+
+def nb_lbs_in_group_ops(svcs: list[Service], pods: dict[str, Pod]) -> list[dict[str, Any]]:
+    """Services added after the generated ones, in one transaction: their
+    LBs in the cluster's group."""
+    ops: list[dict[str, Any]] = [{"op": "insert", "table": "Load_Balancer", "uuid-name": f"lb{i}",
+                                  "row": lb_row(svc, pods)} for i, svc in enumerate(svcs)]
+    ops.append({"op": "mutate", "table": "Load_Balancer_Group",
+                "where": [["name", "==", "cluster"]],
+                "mutations": [["load_balancer", "insert",
+                               ["set", [_named(f"lb{i}") for i in range(len(svcs))]]]]})
+    return ops
 
 
 def bump_nb_cfg() -> dict[str, Any]:

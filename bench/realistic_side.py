@@ -376,6 +376,9 @@ class Side:
         made ovn-controller's samples ~18 s each.  What a sample measures is
         the same either way: its pod exists (unbound, or bound for a
         backend) and all is quiet before its event."""
+        if name == "lb_removed":
+            self._make_lbs_to_remove(samples, timeout)
+            return
         nodes = [self._pod_node(name, i) for i in range(samples)]
         if not nodes or None in nodes:
             return
@@ -384,6 +387,28 @@ class Side:
             self._bind(pods)
         self.settle(timeout)
         self.pending[name] = pods
+
+    def _make_lbs_to_remove(self, samples: int, timeout: float) -> None:
+        """The LBs the samples of ``lb_removed`` remove are those ``lb_added``
+        added; those missing (``--events lb_removed`` alone, or fewer samples
+        of ``lb_added``) are made first, in one transaction, and all is quiet
+        before the first sample."""
+        if self.direct is not None:
+            have = {r["name"] for r in self.select(self.sb.sb_remote, SB, "Load_Balancer",
+                                                   ["name"])}
+        else:
+            have = {r["name"] for r in self.select(self.sb.nb_remote, NB, "Load_Balancer",
+                                                   ["name"])}
+        missing = [i for i in range(samples) if self._extra_lb(i).name not in have]
+        if not missing:
+            return
+        if self.direct is not None:
+            self.sbt([self.direct.lb_insert(self._extra_lb(i), self._extra_base(i), self.c.pods)
+                      for i in missing], timeout)
+        else:
+            self.nb_bump(cl.nb_lbs_in_group_ops([self._extra_lb(i) for i in missing],
+                                                self.c.pods), timeout)
+        self.settle(timeout)
 
     def _take_pod(self, name: str, node: int) -> tuple[cl.Pod, bool]:
         """The next pod made ahead for ``name`` (True), else a new one."""
