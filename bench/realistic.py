@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.side_list = [s for s in args.sides.split(",") if s]
     if set(args.side_list) - set(SIDES):
         p.error(f"--sides: {', '.join(SIDES)}")
-    from bench.realistic_side import EVENT_TYPES
+    from bench.realistic_events import EVENT_TYPES
 
     args.event_list = [e for e in args.events.split(",") if e] or list(EVENT_TYPES)
     if set(args.event_list) - set(EVENT_TYPES):
@@ -155,6 +155,7 @@ class Runner:
         from bench.cold import raw_ofctl
         from bench.common import RUNDIR_PREFIX
         from bench.ovsdb_watch import OvsdbWatch
+        from bench.realistic_events import EventSamples
         from bench.sb_direct import SbDirect
         from bench.switch_probe import SwitchProbe
         from lbaffd_sandbox.sandbox import started_sandbox
@@ -178,10 +179,10 @@ class Runner:
             local = OvsdbWatch(sb.ovs_db_remote.removeprefix("unix:"), "Open_vSwitch",
                                {"Interface": ["name", "ofport"]}, on_update=probe.on_update)
             local.start()
-            s = rs.Side(side, sb, c, watch, local_watch=local, switch_probe=probe,
-                        event_types=a.event_list)
-            if a.sb_direct and side == "lbaffd":
-                s.direct = SbDirect(sb.transact)
+            s = rs.Side(side, sb, c, watch)
+            direct = SbDirect(sb.transact) if a.sb_direct and side == "lbaffd" else None
+            sampler = EventSamples(s, a.event_list, local_watch=local, switch_probe=probe,
+                                   direct=direct)
             try:
                 start = rs.lbaffd_start if side == "lbaffd" else rs.ovn_controller_start
                 label = f"run {r + 1} {side}"
@@ -195,7 +196,7 @@ class Runner:
                     out["raw"] = self.phase(run, f"{label} raw ovs-ofctl",
                                             lambda: raw_ofctl(sb, n, timeout=600))
                 if "events" in want:
-                    out["events"] = self.phase(run, f"{label} events", lambda: s.events(
+                    out["events"] = self.phase(run, f"{label} events", lambda: sampler.run(
                         a.samples, timeout, self.checkpoint(run, side, out, "events")))
                 if "churn" in want:
                     out["churn"] = self.phase(run, f"{label} churn", lambda: s.churn(
@@ -210,7 +211,7 @@ class Runner:
                     if "events_audit" in want:
                         out["events_audit"] = self.phase(
                             run, f"{label} events during audits",
-                            lambda: s.events(a.samples, timeout, self.checkpoint(
+                            lambda: sampler.run(a.samples, timeout, self.checkpoint(
                                 run, side, out, "events_audit")))
                 elif "restart" in want:
                     out["restart"] = self.phase(run, f"{label} restart",
@@ -273,7 +274,7 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
             st = _stat([_path(r, *path) for r in runs])
             if st is not None:
                 s[name] = st
-        from bench.realistic_side import EVENT_TYPES
+        from bench.realistic_events import EVENT_TYPES
 
         for block in ("events", "events_audit"):
             for ev in EVENT_TYPES:
@@ -389,7 +390,7 @@ def markdown(res: dict[str, Any]) -> str:
             ("peak RSS after restart", "restart_rss_mb", " MB")]
     for label, key, unit in rows:
         lines.append(f"| {label} | {_fmt(lb.get(key), unit)} | {_fmt(ovn.get(key), unit)} |")
-    from bench.realistic_side import EVENT_TYPES
+    from bench.realistic_events import EVENT_TYPES
 
     for block, when in (("events", ""), ("events_audit", " (audit every 1 s)")):
         for ev in EVENT_TYPES:

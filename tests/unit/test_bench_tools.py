@@ -145,7 +145,7 @@ def test_realistic_targets_name_the_switchs_own_group_dump_beside_the_restart() 
 
 
 def test_realistic_summary_keeps_every_sample() -> None:
-    from bench.realistic_side import summarize
+    from bench.realistic_events import summarize
 
     rows: list[dict[str, Any]] = [
         {"latency_ms": float(i), "cpu_ms": 1.0, "changes": 1, "worker_ms": i / 2,
@@ -160,7 +160,7 @@ def test_realistic_summary_keeps_every_sample() -> None:
 def test_a_sample_says_where_its_time_went() -> None:
     """``attribution``: an lbaffd sample's passes (and audits among them),
     the SB's delivery to lbaffd and the wait for the worker, from the log."""
-    from bench.realistic_side import attribution
+    from bench.realistic_events import attribution
 
     t0 = 1_000_000.0
 
