@@ -259,7 +259,8 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 EVENT_FIELDS = ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms", "changes_max",
                 "worker_p50_ms", "worker_p99_ms", "input_p50_ms", "input_p99_ms",
-                "switch_p50_ms", "switch_p99_ms", "northd_p50_ms", "northd_p99_ms", "samples")
+                "switch_p50_ms", "switch_p99_ms", "northd_p50_ms", "northd_p99_ms",
+                "after_northd_p50_ms", "after_northd_p99_ms", "samples")
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -410,7 +411,9 @@ def markdown(res: dict[str, Any]) -> str:
                            if p + "switch_p99_ms" in d else "")
                         + (f"; ovn-northd's part (until its nb_cfg reached the SB) p50 "
                            f"{_fmt(d.get(p + 'northd_p50_ms'), ' ms')}, p99 "
-                           f"{_fmt(d.get(p + 'northd_p99_ms'), ' ms')}"
+                           f"{_fmt(d.get(p + 'northd_p99_ms'), ' ms')}, ovn-controller's after it "
+                           f"p50 {_fmt(d.get(p + 'after_northd_p50_ms'), ' ms')}, p99 "
+                           f"{_fmt(d.get(p + 'after_northd_p99_ms'), ' ms')}"
                            if p + "northd_p99_ms" in d else "")
                         + f"; {_fmt(d.get(p + 'samples'))} samples; CPU p99 "
                         f"{_fmt(d.get(p + 'cpu_p99_ms'), ' ms')}"
@@ -473,7 +476,8 @@ SAME_FOR_MERGE = ("n", "samples", "sb_direct", "cluster", "churn", "quick")
 def merge(files: list[Path]) -> dict[str, Any]:
     """The runs of several results files of the same content as one: e.g.
     two runs of every phase and a third of some (a bench stopped half way,
-    or one of the phases that fit).  Medians and spread over all runs."""
+    or one of the phases that fit).  Medians and spread over all runs, each
+    run's samples summarized again (``resummarize``)."""
     parts = [json.loads(f.read_text()) for f in files]
     first = parts[0]
     for f, other in zip(files[1:], parts[1:], strict=True):
@@ -495,9 +499,25 @@ def merge(files: list[Path]) -> dict[str, Any]:
     commits = sorted({part["host"]["commit"] for part in parts})
     res["host"] = dict(first["host"], commit=" + ".join(commits),
                        loadavg_end=parts[-1]["host"].get("loadavg_end"))
+    for run in res["runs"]:
+        resummarize(run)
     res["summary"] = summary(res)
     res["targets"] = targets(res)
     return res
+
+
+def resummarize(run: dict[str, Any]) -> None:
+    """Each event type's figures of a run made again from its samples'
+    ``rows``: a file written before a figure was added to ``summarize`` has
+    it too once merged, and every run is summarized by the same code."""
+    from bench.realistic_events import summarize
+
+    for side in SIDES:
+        for block in ("events", "events_audit"):
+            evs = (run.get(side) or {}).get(block) or {}
+            for ev, d in evs.items():
+                if isinstance(d, dict) and d.get("rows"):
+                    evs[ev] = summarize(d["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:

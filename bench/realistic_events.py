@@ -443,6 +443,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     inputs = [r["input_ms"] for r in rows if r.get("input_ms") is not None]
     switch = [r["switch_ms"] for r in rows if r.get("switch_ms") is not None]
     northd = [r["northd_ms"] for r in rows if r.get("northd_ms") is not None]
+    # and the daemon's part after it: from ovn-northd's nb_cfg at the SB on
+    after = [r["latency_ms"] - r["northd_ms"] for r in rows
+             if r.get("northd_ms") is not None and r["latency_ms"] is not None]
     changes = [r["changes"] for r in rows if r["changes"] is not None]
     out: dict[str, Any] = {"samples": len(rows), "with_switch_changes": len(lat)}
     if lat:
@@ -457,7 +460,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                    switch_p99_ms=round(percentile(switch, 99), 1))
     if northd:  # ovn-controller's health flip: ovn-northd's part of it
         out.update(northd_p50_ms=round(percentile(northd, 50), 1),
-                   northd_p99_ms=round(percentile(northd, 99), 1))
+                   northd_p99_ms=round(percentile(northd, 99), 1),
+                   after_northd_p50_ms=round(percentile(after, 50), 1),
+                   after_northd_p99_ms=round(percentile(after, 99), 1))
     if worker:
         out.update(worker_p50_ms=round(percentile(worker, 50), 2),
                    worker_p99_ms=round(percentile(worker, 99), 2))

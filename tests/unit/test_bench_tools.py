@@ -155,6 +155,13 @@ def test_realistic_summary_keeps_every_sample() -> None:
     assert out["rows"] == rows and out["samples"] == 51 and out["with_switch_changes"] == 50
     assert out["p99_ms"] == out["max_ms"] == 50.0  # nearest rank: of 50 samples, the maximum
     assert out["input_p50_ms"] == 24.5 and out["worker_p99_ms"] == 25.0
+    assert "northd_p50_ms" not in out and "after_northd_p50_ms" not in out
+    # ovn-controller's health flip: ovn-northd's part and the rest after it
+    flips = [{"latency_ms": 100.0 + i, "northd_ms": 90.0, "cpu_ms": 1.0, "changes": None}
+             for i in range(1, 101)]
+    out = summarize(flips)
+    assert out["northd_p99_ms"] == 90.0
+    assert out["after_northd_p50_ms"] == 60.0 and out["after_northd_p99_ms"] == 109.0
 
 
 def test_a_sample_says_where_its_time_went() -> None:
@@ -181,7 +188,7 @@ def test_realistic_merge_takes_every_run_and_refuses_other_content(tmp_path: Pat
     """``--merge``: the runs of files of the same content are summarized as
     one set (medians over all), runs without data are left out, and files
     of another content or sampling are refused."""
-    from bench.realistic import merge
+    from bench.realistic import merge, resummarize
 
     def part(name: str, colds: list[float | None], samples: int = 200) -> Path:
         runs = [{"lbaffd": {"cold": {"converge_s": c}} if c is not None else {}}
@@ -201,5 +208,13 @@ def test_realistic_merge_takes_every_run_and_refuses_other_content(tmp_path: Pat
                                                      "runs": 3}
     assert merged["phases"] == ["raw", "events", "churn"]
     assert merged["host"]["commit"] == "a + b" and len(merged["errors"]) == 2
+    # a run's samples summarized again: a figure its file predates is there
+    flips = [{"latency_ms": 100.0 + i, "northd_ms": 90.0, "cpu_ms": 1.0, "changes": None}
+             for i in range(1, 101)]
+    run = {"ovn-controller": {"events": {"health_flip": {"p50_ms": 150.0, "rows": flips},
+                                         "rss_peak_mb": 1182.1}}}
+    resummarize(run)
+    assert run["ovn-controller"]["events"]["health_flip"]["after_northd_p99_ms"] == 109.0
+    assert run["ovn-controller"]["events"]["rss_peak_mb"] == 1182.1
     with pytest.raises(ValueError, match="samples"):
         merge([part("a", [4.0]), part("b", [5.0], samples=30)])
