@@ -114,10 +114,10 @@ class EventSamples:
             yield
         finally:
             res = self.side.sbt([{"op": "select", "table": "SB_Global", "where": [],
-                             "columns": ["nb_cfg"]}])[0]
+                                  "columns": ["nb_cfg"]}])[0]
             assert isinstance(res, dict)
             self.side.nb([{"op": "update", "table": "NB_Global", "where": [],
-                      "row": {"nb_cfg": int(res["rows"][0]["nb_cfg"])}}])
+                           "row": {"nb_cfg": int(res["rows"][0]["nb_cfg"])}}])
             self.side.northd("resume")
             self.side.settle(timeout)
 
@@ -125,11 +125,11 @@ class EventSamples:
         """Bind a remote pod with an ``SB_Global.nb_cfg`` bump in the same
         transaction (``_sb_cfg``); the new nb_cfg."""
         res = self.side.sbt([*cl.sb_bind_ops(self.side.pb_uuids, self.side.chassis_uuids,
-                                        [(pod.name, cl.chassis_name(pod.node))]),
-                        {"op": "mutate", "table": "SB_Global", "where": [],
-                         "mutations": [["nb_cfg", "+=", 1]]},
-                        {"op": "select", "table": "SB_Global", "where": [],
-                         "columns": ["nb_cfg"]}])
+                                             [(pod.name, cl.chassis_name(pod.node))]),
+                             {"op": "mutate", "table": "SB_Global", "where": [],
+                              "mutations": [["nb_cfg", "+=", 1]]},
+                             {"op": "select", "table": "SB_Global", "where": [],
+                              "columns": ["nb_cfg"]}])
         last = res[-1]
         assert isinstance(last, dict)
         return int(last["rows"][0]["nb_cfg"])
@@ -165,12 +165,9 @@ class EventSamples:
         added; those missing (``--events lb_removed`` alone, or fewer samples
         of ``lb_added``) are made first, in one transaction, and all is quiet
         before the first sample."""
-        if self.direct is not None:
-            have = {r["name"] for r in self.side.select(self.side.sb.sb_remote, SB, "Load_Balancer",
-                                                   ["name"])}
-        else:
-            have = {r["name"] for r in self.side.select(self.side.sb.nb_remote, NB, "Load_Balancer",
-                                                   ["name"])}
+        remote, db = ((self.side.sb.sb_remote, SB) if self.direct is not None
+                      else (self.side.sb.nb_remote, NB))
+        have = {r["name"] for r in self.side.select(remote, db, "Load_Balancer", ["name"])}
         missing = [i for i in range(samples) if self._extra_lb(i).name not in have]
         if not missing:
             return
@@ -180,7 +177,7 @@ class EventSamples:
                            for i in missing], timeout)
         else:
             self.side.nb_bump(cl.nb_lbs_in_group_ops([self._extra_lb(i) for i in missing],
-                                                self.side.c.pods), timeout)
+                                                     self.side.c.pods), timeout)
         self.side.settle(timeout)
 
     def _take_pod(self, name: str, node: int) -> tuple[cl.Pod, bool]:
@@ -261,8 +258,8 @@ class EventSamples:
         t0 = time.time()
         self.side.sbt([flip])
         out = self._finish(t0, None, cpu0, sent0)
-        seen = self.side.watch.first_after(mark, "Service_Monitor",
-                                      lambda u: u.row == uuid and u.new.get("status") == status)
+        seen = self.side.watch.first_after(
+            mark, "Service_Monitor", lambda u: u.row == uuid and u.new.get("status") == status)
         return self._from_input(out, t0, seen.at if seen is not None else None)
 
     def _health_flip_through_northd(self, flip: dict[str, Any], cpu0: float) -> dict[str, Any]:
@@ -288,7 +285,7 @@ class EventSamples:
         k = self.side.nb_bump([])
         out = self._finish(t0, k, cpu0, 0)
         up = self.side.watch.first_after(mark, "SB_Global",
-                                    lambda u: u.new.get("nb_cfg", 0) >= k)
+                                         lambda u: u.new.get("nb_cfg", 0) >= k)
         if up is not None and out["latency_ms"] is not None:
             out["northd_ms"] = round((up.at - t0) * 1000, 2)
         return out
@@ -332,7 +329,7 @@ class EventSamples:
 
     def _bind(self, pods: list[cl.Pod]) -> None:
         self.side.sbt(cl.sb_bind_ops(self.side.pb_uuids, self.side.chassis_uuids,
-                                [(p.name, cl.chassis_name(p.node)) for p in pods]))
+                                     [(p.name, cl.chassis_name(p.node)) for p in pods]))
 
     def _port_added(self, node: int) -> dict[str, Any]:
         """A new pod: its LSP (northd makes the Port_Binding) and, once all
@@ -352,7 +349,7 @@ class EventSamples:
             mark = self.local_watch.mark() if self.local_watch is not None else 0
             if self.side.lbaffd:
                 self.side.sbt(cl.sb_bind_ops(self.side.pb_uuids, self.side.chassis_uuids,
-                                        [(pod.name, self.side.sb.chassis)]))
+                                             [(pod.name, self.side.sb.chassis)]))
             self.side.add_ports([pod.name])
             if not self.side.lbaffd:
                 return self._local_up(pod, t0, cpu0)
@@ -394,13 +391,13 @@ class EventSamples:
             cpu0, sent0 = self._start()
             return self._direct_lb(SbDirect.lb_delete(svc.name), svc.name, cpu0, sent0)
         rows = self.side.select(self.side.sb.nb_remote, NB, "Load_Balancer", ["_uuid"],
-                           [["name", "==", svc.name]])
+                                [["name", "==", svc.name]])
         ref = ["uuid", rows[0]["_uuid"][1]]
         cpu0, sent0 = self._start()
         t_from = time.time()
         k, t_sb = self.side.nb_with_cfg([
-            {"op": "mutate", "table": "Load_Balancer_Group", "where": [["name", "==",
-                                                                         "cluster"]],
+            {"op": "mutate", "table": "Load_Balancer_Group",
+             "where": [["name", "==", "cluster"]],
              "mutations": [["load_balancer", "delete", ["set", [ref]]]]},
             {"op": "delete", "table": "Load_Balancer", "where": [["_uuid", "==", ref]]}],
             lb=svc.name)

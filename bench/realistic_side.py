@@ -254,7 +254,7 @@ class Side:
                 "rss_before_lbs_mb": round(rss_before, 1),
                 "rss_peak_mb": round(self.rss_peak(), 1), **extra}
 
-    # ------------------------------------------------------------ events
+    # ------------------------------------------------------------ what the event samples use
 
     def northd(self, command: str) -> None:
         """``pause`` or ``resume`` ovn-northd (it keeps its connections;
