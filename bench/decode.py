@@ -40,7 +40,7 @@ def dump_entries(n: int) -> tuple[list[FlowSpec], list[GroupSpec], list[Entry], 
             ch.bundle([messages.group_add(g) for g in groups]
                       + [messages.flow_add(f) for f in flows])
             parts = ch.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)
-            group_parts = ch.dump_group_desc()
+            group_parts = ch.dump_group_desc(own.is_lbaffd_group)
         finally:
             ch.close()
     return (flows, groups,

@@ -29,7 +29,6 @@ from typing import Any
 import structlog
 import tenacity
 
-from lbaffd.model import ownership as own
 from lbaffd.openflow import groupdesc, messages, stream
 from lbaffd.openflow import oskenfallback as fallback
 from lbaffd.openflow.bundle import Bundle
@@ -82,7 +81,7 @@ class OpenFlowChannel:
                  on_skipped: Callable[[SkippedEntry], None] | None = None,
                  group_desc_window: int = 0) -> None:
         self.target = target
-        # >0: ``dump_group_desc`` asks for lbaffd's groups by id, this many
+        # >0: ``dump_group_desc`` asks for the owned groups by id, this many
         # requests in flight (see there); 0: one request for every group
         self.group_desc_window = group_desc_window
         self._on_async = on_async
@@ -439,9 +438,9 @@ class OpenFlowChannel:
         ``out_port``, that output to that port)."""
         return self.request(fallback.flow_desc_request(cookie, cookie_mask, table_id, out_port))
 
-    def dump_group_desc(self) -> list[Reply]:
-        """lbaffd's groups as group-desc reports them (foreign ones too when
-        that is safe).
+    def dump_group_desc(self, owned: Callable[[int], bool]) -> list[Reply]:
+        """The groups ``owned`` says are the caller's, as group-desc reports
+        them (foreign ones too when that is safe).
 
         OVS 3.1 writes a group-desc entry's length in 16 bits without a
         check: a group of more than ~64 KB of buckets (another controller's:
@@ -451,10 +450,10 @@ class OpenFlowChannel:
         reply ``ofpmp_postappend()`` asserts and ovs-vswitchd aborts.  So the
         groups are listed with group *stats* first (40 + 16 bytes a bucket:
         readable up to 4093 buckets) and, if a foreign group has more than
-        ``SAFE_FOREIGN_BUCKETS`` buckets, only lbaffd's own are asked for, by
+        ``SAFE_FOREIGN_BUCKETS`` buckets, only the owned ones are asked for, by
         id; the skipped ones are reported.
 
-        With ``group_desc_window`` set (the audits' connection) lbaffd's own
+        With ``group_desc_window`` set (the audits' connection) the owned
         groups are always asked for by id, that many requests in flight.
         ovs-vswitchd builds a whole group-desc reply in one go in its main
         thread (``handle_group_desc_stats_request`` -> ``handle_group_request``
@@ -470,7 +469,7 @@ class OpenFlowChannel:
         stats = self.request(fallback.group_stats_request())
         sizes = groupdesc.group_bucket_counts(r.raw for r in stats)
         risky = tuple(sorted(g for g, n in sizes.items()
-                             if n > SAFE_FOREIGN_BUCKETS and not own.is_lbaffd_group(g)))
+                             if n > SAFE_FOREIGN_BUCKETS and not owned(g)))
         if risky != self.skipped_groups:
             if risky:
                 log.warning("foreign_groups_skipped", groups=[f"{g:#x}" for g in risky],
@@ -480,7 +479,7 @@ class OpenFlowChannel:
             self.skipped_groups = risky
         if not risky and not self.group_desc_window:
             return self.request(fallback.group_desc_request())
-        return self._group_descs(sorted(g for g in sizes if own.is_lbaffd_group(g)),
+        return self._group_descs(sorted(g for g in sizes if owned(g)),
                                  max(1, self.group_desc_window))
 
     def _group_descs(self, ids: list[int], window: int) -> list[Reply]:

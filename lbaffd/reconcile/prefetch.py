@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -30,7 +31,7 @@ log = structlog.get_logger("lbaffd.reconcile")
 
 class Dumper(Protocol):
     def dump_flow_desc(self, cookie: int, cookie_mask: int) -> list[Any]: ...
-    def dump_group_desc(self) -> list[Any]: ...
+    def dump_group_desc(self, owned: Callable[[int], bool]) -> list[Any]: ...
 
 
 class Prefetch:
@@ -56,7 +57,7 @@ class Prefetch:
             finally:
                 self._flows_in.set()
             t_flows = time.monotonic()
-            groups = self.channel.dump_group_desc()
+            groups = self.channel.dump_group_desc(own.is_lbaffd_group)
         except Exception as exc:  # the pass dumps again and meets the error itself
             log.debug("prefetch_failed", error=str(exc))
             self._flows = self._groups = None

@@ -369,7 +369,7 @@ def read_installed(channel: Dumper, cache: DecodeCache | None = None
     of them hold actions lbaffd never writes (foreign edits, to be repaired)."""
     cache = cache or DecodeCache()
     flows = cache.flows(drained(channel.dump_flow_desc(own.MANAGED_COOKIE, own.MAGIC_MASK)))
-    group_parts = channel.dump_group_desc()
+    group_parts = channel.dump_group_desc(own.is_lbaffd_group)
     groups = cache.groups(drained(group_parts))
     foreign = sum(map(packed.is_foreign, flows)) + sum(map(packed.is_foreign, groups))
     return PackedState.build(flows, groups), foreign

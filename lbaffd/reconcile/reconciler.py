@@ -323,9 +323,9 @@ class Reconciler:
         are foreign.  ``desired``: the groups compiled, whose bytes spare
         decoding the entries equal to them."""
         group_parts = prefetched.groups()
-        groups = self._decoded.groups(readback.drained(group_parts if group_parts is not None
-                                                       else channel.dump_group_desc()),
-                                      desired=desired)
+        if group_parts is None:
+            group_parts = channel.dump_group_desc(own.is_lbaffd_group)
+        groups = self._decoded.groups(readback.drained(group_parts), desired=desired)
         return PackedState.build(flows, groups), sum(map(packed.is_foreign, groups))
 
     def audit_unchanged(self, channel: Channel, between: Callable[[], bool] | None = None,
@@ -368,7 +368,7 @@ class Reconciler:
             cookie = own.MANAGED_COOKIE | (chunk << own.CHUNK_SHIFT)
             return lambda: source.dump_flow_desc(cookie, own.MAGIC_MASK | own.CHUNK_MASK)
 
-        jobs = [(audit.GROUPS, source.dump_group_desc),
+        jobs = [(audit.GROUPS, lambda: source.dump_group_desc(own.is_lbaffd_group)),
                 *((c, flows_of(c)) for c in range(own.AUDIT_CHUNKS))]
         total = ChangeSet()
         foreign = n_flows = 0

@@ -5,6 +5,7 @@ lbaffd's flows and groups off the switch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lbaffd.model import ownership as own
@@ -33,7 +34,7 @@ class Channel(Protocol):
     """What the reconciler needs from the OpenFlow channel."""
 
     def dump_flow_desc(self, cookie: int, cookie_mask: int) -> list[Any]: ...
-    def dump_group_desc(self) -> list[Any]: ...
+    def dump_group_desc(self, owned: Callable[[int], bool]) -> list[Any]: ...
     def bundle(self, msgs: list[Any]) -> None: ...
     def open_bundle(self) -> BundleWriter: ...
 

@@ -92,7 +92,7 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
         assert audited.decoded == 0
     assert sorted(slices) == sorted(decoded)
     groups = 0
-    for part in channel.dump_group_desc():
+    for part in channel.dump_group_desc(own.is_lbaffd_group):
         for offset, _, _ in iter_group_entries(part.raw):
             fast_g = messages.decode_group_fast(part.raw, offset)
             old_g = messages.decode_group_fallback(part.raw, offset)
@@ -100,8 +100,8 @@ def test_compiled_flows_read_back_equal(channel: OpenFlowChannel, index: int) ->
             assert fast_g == old_g == state.groups[old_g.group_id]
             groups += 1
     assert groups == len(state.groups) > 10
-    assert PackedState.build([], cache.groups(channel.dump_group_desc())).groups == (
-        packed_state.groups)
+    parts = channel.dump_group_desc(own.is_lbaffd_group)
+    assert PackedState.build([], cache.groups(parts)).groups == packed_state.groups
 
 
 def test_hand_written_flows_read_back_equal(channel: OpenFlowChannel) -> None:
@@ -132,7 +132,7 @@ def test_foreign_groups_take_the_os_ken_path(channel: OpenFlowChannel, sandbox: 
     sandbox.ofctl("add-group", "br-int", "group_id=0xb0000001,type=select,"
                   "bucket=bucket_id:1,weight:5,actions=dec_ttl,output:1")
     sandbox.ofctl("add-group", "br-int", "group_id=0xb0000002,type=all,bucket=actions=output:2")
-    parts = channel.dump_group_desc()
+    parts = channel.dump_group_desc(own.is_lbaffd_group)
     entries = [(p.raw, off) for p in parts for off, _, _ in iter_group_entries(p.raw)]
     assert len(entries) == 2
     for raw, offset in entries:
@@ -167,12 +167,12 @@ def test_groups_read_by_id_equal_the_whole_dump(channel: OpenFlowChannel,
     state = specs(STATES[0].state)
     channel.bundle([messages.group_add(g) for g in state.groups.values()])
     sandbox.ofctl("add-group", "br-int", "group_id=7,type=all,bucket=actions=output:2")
-    whole = sorted(entry for p in channel.dump_group_desc()
+    whole = sorted(entry for p in channel.dump_group_desc(own.is_lbaffd_group)
                    for _, gid, entry in iter_group_entries(p.raw) if own.is_lbaffd_group(gid))
     reads = OpenFlowChannel(channel.target, group_desc_window=4)
     reads.connect(timeout=2.0)
     try:
-        parts = reads.dump_group_desc()
+        parts = reads.dump_group_desc(own.is_lbaffd_group)
     finally:
         reads.close()
     by_id = sorted(entry for p in parts for _, _, entry in iter_group_entries(p.raw))

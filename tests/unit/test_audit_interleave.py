@@ -40,8 +40,8 @@ class Timed(FakeSwitch):
         super().__init__()
         self.after_dump: Callable[[str, int], None] = lambda kind, chunk: None
 
-    def dump_group_desc(self) -> list[Any]:
-        parts = super().dump_group_desc()
+    def dump_group_desc(self, owned: Callable[[int], bool]) -> list[Any]:
+        parts = super().dump_group_desc(owned)
         self.after_dump("groups", -1)
         return parts
 
@@ -215,9 +215,9 @@ class ReadSide:
         self.fake = fake
         self.dumps = 0
 
-    def dump_group_desc(self) -> list[Any]:
+    def dump_group_desc(self, owned: Callable[[int], bool]) -> list[Any]:
         self.dumps += 1
-        return self.fake.dump_group_desc()
+        return self.fake.dump_group_desc(owned)
 
     def dump_flow_desc(self, cookie: int, cookie_mask: int, *args: Any) -> list[Any]:
         self.dumps += 1
