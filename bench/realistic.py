@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cluster as cl
-from bench.run import ROOT, _commit, _loadavg, _version
+from bench.run import ROOT, _loadavg, host_facts
 
 SIDES = ("lbaffd", "ovn-controller")
 # what runs after setup and cold (raw and events_audit: lbaffd only)
@@ -92,9 +92,7 @@ class Runner:
             "churn": {"seconds": args.churn_seconds, "port_rate": args.port_rate,
                       "lb_rate": args.lb_rate},
             "cluster": c.stats(),
-            "host": {"cpus": os.cpu_count(), "loadavg_start": _loadavg(),
-                     "ovs_version": _version("ovs-vswitchd"),
-                     "ovn_version": _version("ovn-controller"), "commit": _commit()},
+            "host": host_facts(),
             "runs": [], "errors": [],
         }
         self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -359,8 +357,9 @@ def markdown(res: dict[str, Any]) -> str:
     runs = len(res["runs"])
     cs = res["cluster"]
     lines = [
-        f"Run {res['started']} on {h['cpus']} CPUs (load average {h['loadavg_start']} at start, "
-        f"{h.get('loadavg_end', '?')} at end), OVS {h['ovs_version']}, OVN {h['ovn_version']}, "
+        f"Run {res['started']} on {h['cpus']} CPUs ({h.get('cpu_model', '?')}; load average "
+        f"{h['loadavg_start']} at start, {h.get('loadavg_end', '?')} at end), "
+        f"OVS {h['ovs_version']}, OVN {h['ovn_version']}, "
         f"lbaffd at {h['commit']}{' (quick)' if res.get('quick') else ''}; N={res['n']}, "
         f"{runs} run(s), {res['samples']} samples per event type; median (min-max) over runs.",
         *([("lbaffd's event samples were written to the SB as ovn-northd would have written "
@@ -497,7 +496,9 @@ def merge(files: list[Path]) -> dict[str, Any]:
                    for e in part["errors"]],
     })
     commits = sorted({part["host"]["commit"] for part in parts})
-    res["host"] = dict(first["host"], commit=" + ".join(commits),
+    # runs from hosts of other CPUs are not comparable: the merge says so
+    cpus = sorted({part["host"].get("cpu_model", "?") for part in parts})
+    res["host"] = dict(first["host"], commit=" + ".join(commits), cpu_model=" + ".join(cpus),
                        loadavg_end=parts[-1]["host"].get("loadavg_end"))
     for run in res["runs"]:
         resummarize(run)

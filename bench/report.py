@@ -96,7 +96,8 @@ def markdown(res: dict[str, Any]) -> str:
     load = f"load average {res['host']['loadavg_start']} at start"
     if res["host"].get("loadavg_end"):
         load += f", {res['host']['loadavg_end']} at end"
-    lines = [f"Run {res['started']} on {res['host']['cpus']} CPUs ({load}), OVS "
+    cpu = res["host"].get("cpu_model", "?")
+    lines = [f"Run {res['started']} on {res['host']['cpus']} CPUs ({cpu}; {load}), OVS "
              f"{res['host']['ovs_version']}, OVN {res['host']['ovn_version']}, lbaffd at "
              f"{res['host']['commit']}{' (quick)' if res.get('quick') else ''}:", "",
              "**Cold convergence** (N LBs x 5 backends, affinity on, one switch + one router; "

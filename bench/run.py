@@ -75,15 +75,27 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def host_facts() -> dict[str, Any]:
+    """What the figures of a run depend on besides the code: the CPUs (two
+    hosts both called "2 cores" differed ~1.8x in a cold pass at N=5000),
+    the load at the start, the OVS/OVN versions and the commit."""
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"cpus": os.cpu_count(), "cpu_model": model, "loadavg_start": _loadavg(),
+            "ovs_version": _version("ovs-vswitchd"),
+            "ovn_version": _version("ovn-controller"), "commit": _commit()}
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, command: str) -> None:
         self.args = args
         self.res: dict[str, Any] = {
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "command": command, "quick": args.quick, "sizes": args.size_list,
-            "host": {"cpus": os.cpu_count(), "loadavg_start": _loadavg(),
-                     "ovs_version": _version("ovs-vswitchd"),
-                     "ovn_version": _version("ovn-controller"), "commit": _commit()},
+            "host": host_facts(),
             "cold": {}, "errors": [], "phase_seconds": {},
         }
 

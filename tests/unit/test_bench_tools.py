@@ -197,7 +197,8 @@ def test_realistic_merge_takes_every_run_and_refuses_other_content(tmp_path: Pat
                "churn": {"seconds": 60.0}, "quick": False, "command": f"run {name}",
                "phases": ["events"] if name == "b" else ["raw", "events", "churn"],
                "runs_wanted": len(colds), "runs": runs, "errors": [{"phase": "x"}],
-               "host": {"commit": name, "cpus": 2}}
+               "host": {"commit": name, "cpus": 2,
+                        **({"cpu_model": "AMD EPYC"} if name == "b" else {})}}
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(res))
         return path
@@ -208,6 +209,7 @@ def test_realistic_merge_takes_every_run_and_refuses_other_content(tmp_path: Pat
                                                      "runs": 3}
     assert merged["phases"] == ["raw", "events", "churn"]
     assert merged["host"]["commit"] == "a + b" and len(merged["errors"]) == 2
+    assert merged["host"]["cpu_model"] == "? + AMD EPYC"  # (a file from before the field)
     # a run's samples summarized again: a figure its file predates is there
     flips = [{"latency_ms": 100.0 + i, "northd_ms": 90.0, "cpu_ms": 1.0, "changes": None}
              for i in range(1, 101)]
