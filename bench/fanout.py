@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.realistic_side import cpu_seconds
-from bench.run import ROOT, _loadavg, _version
+from bench.run import ROOT, _loadavg, _version, cpu_model
 from lbaffd.sb.conditions import Interest, conditions
 from lbaffd.sb.monitor import SB_COLUMNS
 from lbaffd_sandbox.sandbox import SB_SCHEMA, Sandbox, started_sandbox
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rnd = random.Random(17)
     res: dict[str, Any] = {"hosts": a.hosts, "pods_per_host": a.pods, "lbs": a.lbs,
-                           "loadavg_start": _loadavg(), "ovs_version": _version("ovsdb-server"),
+                           "cpu_model": cpu_model(), "loadavg_start": _loadavg(),
+                           "ovs_version": _version("ovsdb-server"),
                            "rows": {}}
     with started_sandbox("lbbench-fanout-", sb_cluster=3) as sb:
         dps, chassis, lbs = populate(sb, a.hosts, a.pods, a.lbs, rnd)
@@ -244,7 +245,8 @@ def extrapolate(res: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"{res['hosts']} monitoring clients, {res['pods_per_host']} pods a host, "
-             f"{res['lbs']} LBs (load {res['loadavg_start']} -> {res['loadavg_end']})", "",
+             f"{res['lbs']} LBs ({res.get('cpu_model', '?')}; load {res['loadavg_start']} -> "
+             f"{res['loadavg_end']})", "",
              "| monitor | initial bytes (all clients) | bytes per update (all clients) | "
              "clients reached per update | server CPU per update |", "|---|---|---|---|---|"]
     for name, r in res["rows"].items():

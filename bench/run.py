@@ -75,16 +75,19 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def host_facts() -> dict[str, Any]:
-    """What the figures of a run depend on besides the code: the CPUs (two
-    hosts both called "2 cores" differed ~1.8x in a cold pass at N=5000),
-    the load at the start, the OVS/OVN versions and the commit."""
-    model = "?"
+def cpu_model() -> str:
+    """The CPU's model name: two hosts both called "2 cores" differed ~1.8x
+    in a cold pass at N=5000, so every bench's results record it."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {"cpus": os.cpu_count(), "cpu_model": model, "loadavg_start": _loadavg(),
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def host_facts() -> dict[str, Any]:
+    """What the figures of a run depend on besides the code: the CPUs, the
+    load at the start, the OVS/OVN versions and the commit."""
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "loadavg_start": _loadavg(),
             "ovs_version": _version("ovs-vswitchd"),
             "ovn_version": _version("ovn-controller"), "commit": _commit()}
 

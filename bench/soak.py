@@ -51,6 +51,7 @@ from typing import Any
 
 from bench import clusterload
 from bench.common import RUNDIR_PREFIX, BenchDaemon
+from bench.run import cpu_model
 from lbaffd_sandbox.sandbox import started_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -498,7 +499,8 @@ def render(result: dict[str, Any], png: str | None) -> str:
     a, idle = result["analysis"], result["idle"]
     label = "" if result["duration_s"] >= 1800 else (
         f" — **a shorter run ({result['duration_s'] / 60:.0f} min), not the 30-minute default**")
-    lines = [f"Run {result['when']} on {result['cpus']} CPUs (load average {result['load']}), "
+    lines = [f"Run {result['when']} on {result['cpus']} CPUs ({result.get('cpu_model', '?')}; "
+             f"load average {result['load']}), "
              f"lbaffd at {result['commit']}{label}: {result.get('sb', 'soak generator')} "
              f"SB, seed {result['seed']}: N={result['n']} services, {result['vips']} "
              f"VIPs, {result['backend_slots']} backend slots, {result['service_monitors']} "
@@ -642,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     result = soak(args.n, args.duration, warmup, args.idle, args.seed, args.audit_interval,
                   args.nodes, args.sb_cluster, args.recompute_every)
     result.update(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpus=os.cpu_count(),
-                  load=load, commit=commit)
+                  cpu_model=cpu_model(), load=load, commit=commit)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"soak-{stamp}.json"
     out.write_text(json.dumps(result, indent=1))
